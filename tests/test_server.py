@@ -1,0 +1,259 @@
+"""Integration tests: the built archive under a real TorchServe, over HTTP."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from scripts.tsctl import describe, scale
+from tests.conftest import png_bytes
+from train.families import generate
+
+pytestmark = pytest.mark.integration
+
+
+def metric(server, name: str, **labels) -> float:
+    """Sum of a Prometheus sample over the series matching `labels`."""
+    text = requests.get(f"{server.metrics}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}{{(.*)}} ([0-9.eE+-]+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def predict_all(server, bodies: list[bytes], workers: int = 16, **kwargs) -> list[requests.Response]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda body: server.predict(body, **kwargs), bodies))
+
+
+def test_ping_is_healthy(server):
+    response = requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "Healthy"
+
+
+def test_real_mnist_test_digits(server, mnist_sample):
+    images, labels = mnist_sample
+    responses = predict_all(server, [png_bytes(p) for p in images], content_type="image/png")
+    assert all(r.status_code == 200 for r in responses)
+    answers = [r.json() for r in responses]
+    assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 98
+    assert all(len(a["probabilities"]) == 10 and 0 <= a["confidence"] <= 1 for a in answers)
+
+
+def test_the_readme_curl(server):
+    """`curl -H "Authorization: Bearer <key>" -T digit.png .../predictions/mnist` (a PUT, no content type)."""
+    from tests.conftest import FIXTURES
+
+    response = requests.put(f"{server.inference}/predictions/mnist", headers=server.headers(), timeout=30,
+                            data=(FIXTURES / "seven.png").read_bytes())
+    assert response.status_code == 200 and response.json()["digit"] == 7
+
+
+def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answer(server, mnist_sample):
+    images, labels = mnist_sample
+    batches_before = metric(server, "DigitBatchSize_count")
+    singles_before = metric(server, "DigitBatchSize_bucket", le="1.0")
+    bodies = [png_bytes(p) for p in images] * 2
+    responses = predict_all(server, bodies, workers=48)
+    digits = np.array([r.json()["digit"] for r in responses])
+    assert np.mean(digits == np.tile(labels, 2)) >= 0.98
+    # The same image always gets the same answer, whichever batch it landed in.
+    assert np.array_equal(digits[:100], digits[100:])
+    batches = metric(server, "DigitBatchSize_count") - batches_before
+    singles = metric(server, "DigitBatchSize_bucket", le="1.0") - singles_before
+    assert batches < len(bodies), "every request was served alone"
+    assert batches - singles >= 1, "no batch held more than one request"
+
+
+def test_paper_photos_and_canvas_exports(server, mnist_sample):
+    images, labels = mnist_sample
+    for family in ("paper_photo", "canvas_export"):
+        uploads = generate(family, images[:40], seed=11)
+        responses = predict_all(server, uploads)
+        right = sum(r.status_code == 200 and r.json()["digit"] == y for r, y in zip(responses, labels[:40]))
+        assert right >= 38, f"{family}: {right}/40"
+
+
+def test_request_encodings(server, mnist_sample):
+    images, labels = mnist_sample
+    png = png_bytes(images[3])
+    b64 = base64.b64encode(png).decode()
+    headers = server.headers()
+    url = f"{server.inference}/predictions/mnist"
+    answers = [
+        requests.post(url, files={"file": ("digit.png", png, "image/png")}, headers=headers, timeout=30),
+        requests.post(url, json={"data": b64}, headers=headers, timeout=30),
+        requests.post(url, data=f"data:image/png;base64,{b64}", timeout=30,
+                      headers={**headers, "Content-Type": "text/plain"}),
+        server.predict(b64.encode(), content_type="application/octet-stream"),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert response.json()["digit"] == labels[3]
+    batch = requests.post(url, json={"instances": [images[0].tolist(), images[1].tolist()]}, headers=headers,
+                          timeout=30)
+    assert [p["digit"] for p in batch.json()["predictions"]] == list(labels[:2])
+
+
+BAD = {
+    "empty": (b"", 400),
+    "not_an_image": (b"\x00\x01\x02 definitely not an image \xff\xfe" * 4, 415),
+    "truncated": (None, 400),  # filled in by the test
+    "bad_base64": (b"data:image/png;base64,@@not-base64@@", 400),
+    "bad_json": (b'{"instances": "nope"}', 400),
+    "too_many_pixels": (None, 413),
+}
+
+
+def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
+    from tests.test_preprocess import png_header
+
+    images, labels = mnist_sample
+    big = png_bytes(np.zeros((300, 300), np.uint8))
+    bad = dict(BAD)
+    bad["truncated"] = (big[: len(big) // 2], 400)
+    bad["too_many_pixels"] = (png_header(50000, 50000), 413)
+    pids_before = sorted(server.worker_pids())
+    rejected_before = metric(server, "RejectedInputs")
+
+    jobs = []  # (body, content type, expected status, expected digit or reason)
+    for i in range(40):
+        jobs.append((png_bytes(images[i]), "image/png", 200, int(labels[i])))
+        reason = list(bad)[i % len(bad)]
+        body, status = bad[reason]
+        jobs.append((body, "application/json" if reason == "bad_json" else "application/octet-stream",
+                     status, reason))
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda job: server.predict(job[0], job[1]), jobs))
+
+    wrong = 0
+    for (body, _, status, expected), response in zip(jobs, responses):
+        assert response.status_code == status, (expected, response.status_code, response.text)
+        answer = response.json()
+        if status == 200:
+            wrong += answer["digit"] != expected
+        else:
+            assert answer["code"] == status and answer["error"]
+    assert wrong <= 1
+    assert metric(server, "RejectedInputs") - rejected_before == 40
+    assert sorted(server.worker_pids()) == pids_before, "a worker restarted"
+
+
+def test_describe(server):
+    model = describe(server.management, server.keys()["management"])
+    assert model["modelName"] == "mnist" and model["batchSize"] == 16 and model["maxBatchDelay"] == 5
+    assert model["minWorkers"] == 2 and len(model["workers"]) == 2
+    assert all(w["status"] == "READY" and w["gpu"] is False for w in model["workers"])
+
+
+def test_scale_1_3_1_while_serving(server, mnist_sample):
+    """Requests keep being answered at every worker count.
+
+    TorchServe 0.12 kills a scaled-down worker at once and drops the batch it was running
+    (pytorch/serve#1101): those callers get no answer or a 5xx. Predictions are idempotent, so
+    the documented client policy is a timeout and one retry; with it, every request succeeds.
+    """
+    images, labels = mnist_sample
+    key = server.keys()["management"]
+    stop, results, retried = threading.Event(), [], []
+
+    def traffic():
+        i = 0
+        while not stop.is_set():
+            body = png_bytes(images[i % 100])
+            try:
+                r = server.predict(body, timeout=5)
+                lost = r.status_code >= 500
+            except requests.Timeout:
+                lost = True
+            if lost:
+                retried.append(i)
+                r = server.predict(body, timeout=5)
+            results.append((r.status_code, r.json().get("digit") == labels[i % 100]))
+            i += 1
+
+    def answered_more(count: int, timeout: float = 30) -> bool:
+        target, deadline = len(results) + count, time.monotonic() + timeout
+        while len(results) < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(results) >= target
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        for workers in (1, 3, 1):
+            scale(server.management, key, workers)
+            model = describe(server.management, key)
+            assert model["minWorkers"] == workers
+            assert [w["status"] for w in model["workers"]] == ["READY"] * workers
+            assert answered_more(20), f"requests stalled at {workers} workers"
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        scale(server.management, key, 2)
+    assert all(status == 200 for status, _ in results)
+    assert sum(ok for _, ok in results) >= 0.97 * len(results)
+    assert len(retried) <= 4, f"{len(retried)} requests lost while scaling (2 scale-downs)"
+
+
+def test_metrics_move_with_known_requests(server, mnist_sample):
+    images, labels = mnist_sample
+    sevens = [p for p, y in zip(images, labels) if y == 7][:5]
+    before = metric(server, "DigitPredictions", Digit="7")
+    empty_before = metric(server, "RejectedInputs", Reason="empty")
+    ok_before = metric(server, "ts_inference_requests_total", model_name="mnist")
+    for p in sevens:
+        assert server.predict(png_bytes(p)).json()["digit"] == 7
+    for _ in range(3):
+        assert server.predict(b"").status_code == 400
+    # TorchServe flushes backend metrics asynchronously
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and metric(server, "DigitPredictions", Digit="7") - before < len(sevens):
+        time.sleep(0.5)
+    assert metric(server, "DigitPredictions", Digit="7") - before == len(sevens)
+    assert metric(server, "RejectedInputs", Reason="empty") - empty_before == 3
+    assert metric(server, "ts_inference_requests_total", model_name="mnist") - ok_before == len(sevens) + 3
+    text = requests.get(f"{server.metrics}/metrics", timeout=10).text
+    for name in ("PreprocessTime_bucket", "DigitBatchSize_sum", "HandlerTime", "ts_queue_latency_microseconds"):
+        assert name in text
+
+
+def test_token_authorization(server):
+    url = f"{server.inference}/predictions/mnist"
+    body = png_bytes(np.eye(28, dtype=np.uint8) * 255)
+    keys = server.keys()
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Bearer {keys['management']}"}):
+        r = requests.post(url, data=body, headers=headers, timeout=10)
+        assert r.status_code in (400, 401, 403), r.status_code
+        assert "Token Authorization failed" in r.text
+    for path in ("/models", "/models/mnist"):
+        for headers in ({}, {"Authorization": f"Bearer {keys['inference']}"}):
+            r = requests.get(f"{server.management}{path}", headers=headers, timeout=10)
+            assert r.status_code in (400, 401, 403) and "Token Authorization failed" in r.text
+    assert requests.get(f"{server.management}/models", headers=server.headers("management"), timeout=10).ok
+    assert requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10).ok
+
+
+def test_model_api_is_off(server):
+    """No registering over HTTP at all, let alone from a remote URL (CVE-2023-43654)."""
+    r = requests.post(f"{server.management}/models", params={"url": "http://127.0.0.1:9/evil.mar"},
+                      headers=server.headers("management"), timeout=10)
+    assert r.status_code == 405, r.text
+    r = requests.delete(f"{server.management}/models/mnist", headers=server.headers("management"), timeout=10)
+    assert r.status_code == 405, r.text
+    assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200
+
+
+def test_oversized_request_is_refused(server):
+    r = server.predict(b"\x00" * (9 * 1024 * 1024))
+    assert r.status_code == 413
+    assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200
