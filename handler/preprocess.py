@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,13 +92,15 @@ def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
     """
     payload = _pick_payload(request)
+    if isinstance(payload, str):
+        payload = payload.encode()
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):
         payload = _parse_json(payload)
-    if isinstance(payload, str):
-        payload = _parse_json(payload.encode()) if payload.lstrip()[:1] in ("{", "[") else payload.encode()
     if isinstance(payload, (dict, list)):
         return _json_images(payload)
-    return [mnist_like(to_grayscale(decode_image(_maybe_base64(payload))))], False
+    if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
+        raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
+    return [mnist_like(to_grayscale(decode_image(_maybe_base64(bytes(payload)))))], False
 
 
 def _pick_payload(request: dict) -> Any:
@@ -185,8 +188,11 @@ def decode_image(data: bytes) -> Image.Image:
     if not data:
         raise BadRequest("empty", "the image is empty")
     try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
+        with warnings.catch_warnings():
+            # Pillow only warns between 89 M and 179 M pixels; both are far over MAX_PIXELS.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLarge("too_many_pixels", f"image refused: {e}") from None
     except UnidentifiedImageError:
         if data[:8] == b"\x89PNG\r\n\x1a\n" and (data[16:20] == bytes(4) or data[20:24] == bytes(4)):
@@ -323,7 +329,7 @@ def noise_level(gray: np.ndarray) -> float:
         strokes = _filtered(strokes, ImageFilter.MaxFilter(3))
     strokes = strokes > 0.5
     background = gray[~strokes]
-    if background.size < gray.size // 5:
+    if background.size == 0 or background.size < gray.size // 5:
         return 0.0
     return float((np.abs(background - np.median(background)) > NOISE_DELTA).mean())
 
@@ -333,19 +339,15 @@ def is_noisy(gray: np.ndarray) -> bool:
 
 
 def denoise(gray: np.ndarray) -> np.ndarray:
-    """The card's recipe in a form that keeps strokes: median (impulses), Gaussian blur, Otsu threshold."""
-    smooth = _filtered(_median3(gray), ImageFilter.GaussianBlur(0.6))
-    return np.where(smooth > otsu_threshold(smooth), smooth, 0).astype(np.float32)
+    """The card's blur and threshold, in a form that keeps strokes.
 
-
-def otsu_threshold(gray: np.ndarray) -> float:
-    hist, edges = np.histogram(gray, bins=64, range=(0.0, 1.0))
-    p = hist / max(hist.sum(), 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)
-    m0 = np.cumsum(p * centres)
-    between = (m0[-1] * w0 - m0) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
-    return float(centres[int(np.argmax(between))])
+    A 3x3 median removes impulses, a Gaussian blur (sigma 0.8) averages what is left, and a soft
+    threshold at the 65th percentile (background: a digit covers well under a third of its
+    frame) takes away the noise floor but keeps the strokes' edges. A hard Otsu threshold cost
+    2 points of accuracy on salt-and-pepper digits by cutting faint strokes (README).
+    """
+    smooth = _filtered(_median3(gray), ImageFilter.GaussianBlur(0.8))
+    return np.clip(smooth - np.percentile(smooth, 65), 0, None)
 
 
 def _fit_and_centre(gray: np.ndarray) -> np.ndarray:

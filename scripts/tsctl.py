@@ -4,6 +4,7 @@
     python -m scripts.tsctl wait                   # block until /ping is healthy and mnist answers
     python -m scripts.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
     python -m scripts.tsctl describe               # GET /models/mnist
+    python -m scripts.tsctl rotate inference       # new inference key (old one stops working)
 """
 from __future__ import annotations
 
@@ -76,6 +77,12 @@ def describe(management_url: str, key: str, model: str = "mnist") -> dict:
     return response.json()[0]
 
 
+def rotate(management_url: str, api_key: str, kind: str) -> None:
+    """Replace the inference or management key; TorchServe rewrites key_file.json."""
+    response = requests.post(f"{management_url}/token", params={"type": kind}, headers=bearer(api_key), timeout=30)
+    response.raise_for_status()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inference", default="http://127.0.0.1:8080", help="inference API address")
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("wait").add_argument("--timeout", type=float, default=180.0)
     sub.add_parser("scale").add_argument("workers", type=int)
     sub.add_parser("describe")
+    sub.add_parser("rotate").add_argument("kind", choices=["inference", "management"])
     args = p.parse_args(argv)
 
     if args.command == "key":
@@ -95,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "scale":
         print(json.dumps(scale(args.management, read_keys(args.key_file)["management"], args.workers)))
         print(json.dumps(_workers(describe(args.management, read_keys(args.key_file)["management"]))))
+    elif args.command == "rotate":
+        rotate(args.management, read_keys(args.key_file)["API"], args.kind)
+        print(f"new {args.kind} key written to {args.key_file}")
     elif args.command == "describe":
         print(json.dumps(describe(args.management, read_keys(args.key_file)["management"]), indent=2))
 

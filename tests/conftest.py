@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from PIL import Image
 
 from scripts.build_archive import build_archive
+from scripts.inprocess import load_handler
 from scripts.local_server import LocalTorchServe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,42 +41,10 @@ def server(model_store):
     ts = LocalTorchServe(model_store)
     ts.start()
     yield ts
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        print(ts.log_tail())
     ts.stop()
-
-
-class FakeContext:
-    """What DigitHandler uses of TorchServe's Context, recording per-request statuses."""
-
-    def __init__(self, model_dir: Path, batch_size: int = 16, gpu_id=None):
-        from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-
-        self.model_name = "mnist"
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": batch_size}
-        self.manifest = {"model": {"serializedFile": "mnist_cnn.pt"}}
-        self.model_yaml_config = {"handler": {"torch_threads": 1, "low_confidence": 0.6}}
-        self.metrics = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
-        self.metrics.initialize_cache()
-        self.statuses: dict[int, tuple[int, str]] = {}
-        self.content_types: dict[int, str] = {}
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.statuses[idx] = (code, phrase)
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self.content_types[idx] = value
 
 
 @pytest.fixture()
 def handler_and_context(tmp_path):
-    """An initialized DigitHandler over the committed weights, with a fake context."""
-    import shutil
-
-    from handler.mnist_handler import DigitHandler
-
-    shutil.copy(ROOT / "model" / "mnist_cnn.pt", tmp_path / "mnist_cnn.pt")
-    context = FakeContext(tmp_path)
-    handler = DigitHandler()
-    handler.initialize(context)
-    return handler, context
+    """An initialized DigitHandler over the committed weights, with an in-process context."""
+    return load_handler(model_dir=tmp_path)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
+from scripts.reliability import png_header
 from tests.conftest import png_bytes
 from train.families import FAMILIES, generate
 
@@ -192,14 +191,6 @@ def test_decode_batch_isolates_bad_requests(digit):
 
 
 # ---------------------------------------------------------------- bad inputs: one test per kind
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares its size and holds no pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">II", width, height) + bytes([8, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
 
 def rejected(request: dict) -> InputError:
     with pytest.raises(InputError) as info:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import requests
 
-from scripts.tsctl import describe, scale
+from scripts.reliability import png_header
+from scripts.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
 from train.families import generate
 
@@ -115,8 +116,6 @@ BAD = {
 
 
 def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
-    from tests.test_preprocess import png_header
-
     images, labels = mnist_sample
     big = png_bytes(np.zeros((300, 300), np.uint8))
     bad = dict(BAD)
@@ -241,6 +240,17 @@ def test_token_authorization(server):
             assert r.status_code in (400, 401, 403) and "Token Authorization failed" in r.text
     assert requests.get(f"{server.management}/models", headers=server.headers("management"), timeout=10).ok
     assert requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10).ok
+
+
+def test_key_rotation(server):
+    old = server.keys()["inference"]
+    rotate(server.management, server.keys()["API"], "inference")
+    new = server.keys()["inference"]
+    assert new != old
+    ping = f"{server.inference}/ping"
+    assert requests.get(ping, headers={"Authorization": f"Bearer {old}"}, timeout=10).status_code == 400
+    assert requests.get(ping, headers={"Authorization": f"Bearer {new}"}, timeout=10).status_code == 200
+    assert requests.get(ping, headers={"Authorization": f"Bearer {server.keys()['API']}"}, timeout=10).status_code == 400
 
 
 def test_model_api_is_off(server):

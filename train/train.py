@@ -51,6 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing")
     p.add_argument("--ema", type=float, help="decay of the weight average that is evaluated and saved (0: off)")
     p.add_argument("--no-batch-norm", action="store_true", help="build the network without BatchNorm")
+    p.add_argument("--strides", type=int, nargs=3, default=None, help="conv strides (default: ModelConfig's)")
+    p.add_argument("--channels", type=int, nargs=3, default=None, help="conv widths (default: ModelConfig's)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     p.add_argument("--dry-run", action="store_true", help="1 epoch on 512 images, for a quick check")
     p.add_argument("--seed", type=int, default=1, help="random seed")
@@ -97,7 +99,8 @@ def train(args: argparse.Namespace) -> dict:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     aug = AugmentConfig(args.degrees, args.translate, args.scale, args.noise_prob)
 
-    model = DigitCNN(ModelConfig(batch_norm=not args.no_batch_norm)).to(device)
+    shape = {k: tuple(v) for k, v in (("strides", args.strides), ("channels", args.channels)) if v}
+    model = DigitCNN(ModelConfig(batch_norm=not args.no_batch_norm, **shape)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = -(-len(train_x) // args.batch_size)
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, epochs=args.epochs,

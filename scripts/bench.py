@@ -1,0 +1,216 @@
+"""`make bench`: the service beside TorchServe's own ceiling and the handler's in-process ceiling.
+
+In one run on one machine:
+1. in-process ceiling: DigitHandler.handle (decode, preprocess, forward, postprocess) without HTTP;
+2. TorchServe ceiling: a no-op handler archive with the same batch size, delay and workers;
+3. the service: requests/s and p50/p90/p99 at each concurrency, with MNIST test PNGs and with
+   paper-photo JPEGs; every answer must be a 200 with a digit, and a checked pass compares every
+   digit with its label.
+Load comes from wrk (apt-get install wrk). Writes reports/bench.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from scripts.build_archive import build_archive
+from scripts.inprocess import load_handler
+from scripts.local_server import LocalTorchServe
+from scripts.tsctl import ROOT
+from train.families import generate
+
+SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="seconds per load level")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
+    p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
+    p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
+    return p
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}"
+
+
+def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
+    """Body files per set and their labels: the 100 committed MNIST test digits, as PNG and paper JPEG."""
+    data = np.load(ROOT / "tests" / "fixtures" / "mnist_test_100.npz")
+    sets = {}
+    for name, (family, _) in SETS.items():
+        paths = []
+        for i, body in enumerate(generate(family, data["images"], seed=5)):
+            path = folder / f"{name}_{i:03d}"
+            path.write_bytes(body)
+            paths.append(str(path))
+        listing = folder / f"{name}.txt"
+        listing.write_text("\n".join(paths) + "\n")
+        sets[name] = (listing, [int(y) for y in data["labels"]])
+    return sets
+
+
+def in_process(sets, batch_size: int, seconds: float = 3.0) -> dict:
+    """Requests/s of one worker's whole handler path, at batch 1 and at the configured batch size."""
+    handler, context = load_handler()
+    results = {}
+    for name, (listing, _) in sets.items():
+        bodies = [Path(p).read_bytes() for p in listing.read_text().split()]
+        for size in sorted({1, batch_size}):
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                for i in range(0, len(bodies), size):
+                    handler.handle([{"body": b} for b in bodies[i:i + size]], context)
+                    done += len(bodies[i:i + size])
+            results[f"{name}_batch{size}"] = round(done / (time.perf_counter() - start), 1)
+    return results
+
+
+def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], content_type: str) -> dict:
+    """Every body once at concurrency 32, every answer compared with its label."""
+    bodies = [Path(p).read_bytes() for p in listing.read_text().split()]
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda b: server.predict(b, content_type), bodies))
+    errors = sum(r.status_code != 200 for r in responses)
+    right = sum(r.status_code == 200 and r.json()["digit"] == y for r, y in zip(responses, labels))
+    return {"requests": len(bodies), "errors": errors, "right": right}
+
+
+def wrk(url: str, listing: Path, token: str, content_type: str, connections: int, seconds: int) -> dict:
+    command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+               "-s", str(ROOT / "scripts" / "bench.lua"), url, "--", str(listing), token, content_type]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
+    result["rps"] = round(result["answered"] / (result["duration_us"] / 1e6), 1)
+    return result
+
+
+def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
+    server = LocalTorchServe(store).start()
+    try:
+        url = f"{server.inference}/predictions/mnist"
+        rows = {}
+        for name in names:
+            listing, labels = sets[name]
+            content_type = SETS[name][1]
+            rows[name] = {"checked": checked_pass(server, listing, labels, content_type), "load": {}}
+            for connections in args.concurrency:
+                token = server.keys()["inference"]
+                rows[name]["load"][connections] = wrk(url, listing, token, content_type, connections, args.duration)
+                print(name, connections, rows[name]["load"][connections], flush=True)
+        return rows
+    finally:
+        server.stop()
+
+
+def main(args: argparse.Namespace) -> dict:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: `apt-get install wrk` (make bench does it when run as root)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    sets = write_bodies(work)
+    config = yaml.safe_load((ROOT / "model-config.yaml").read_text())
+
+    report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "duration_s": args.duration, "model_config": {k: config[k] for k in
+                                                            ("minWorkers", "batchSize", "maxBatchDelay")}}
+    report["in_process_rps"] = in_process(sets, config["batchSize"])
+    print("in-process", report["in_process_rps"], flush=True)
+
+    build_archive(work / "noop", handler=ROOT / "scripts" / "noop_handler.py")
+    build_archive(work / "service")
+    report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], args)["mnist_png"]
+    report["service"] = serve_and_load(work / "service", sets, list(SETS), args)
+    report["ratios"] = ratios(report)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(markdown(report))
+    plot(report, out / "bench.png")
+    print((out / "bench.md").read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def ratios(report: dict) -> dict:
+    noop, service = report["noop"]["load"], report["service"]["mnist_png"]["load"]
+    return {
+        "throughput_c32_service_over_noop": round(service[32]["rps"] / noop[32]["rps"], 3),
+        "p50_c1_service_over_noop": round(service[1]["p50_us"] / noop[1]["p50_us"], 3),
+        "errors_c128": sum(s["load"][128]["bad"] + s["load"][128]["socket_errors"] + s["load"][128]["timeouts"]
+                           for s in report["service"].values()),
+    }
+
+
+def markdown(report: dict) -> str:
+    cfg = report["model_config"]
+    lines = [
+        "# Benchmark", "",
+        f"Machine: {report['machine']}. Run: {report['date']}, {report['duration_s']} s per level, load from wrk "
+        f"on the same machine. Archive settings: {cfg['minWorkers']} workers, batch {cfg['batchSize']}, "
+        f"max delay {cfg['maxBatchDelay']} ms.", "",
+        "| target | bodies | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [("no-op handler (TorchServe ceiling)", "mnist_png", report["noop"])]
+    rows += [("the service", name, result) for name, result in report["service"].items()]
+    for target, name, result in rows:
+        for connections, r in result["load"].items():
+            errors = r["bad"] + r["socket_errors"] + r["timeouts"]
+            lines.append(f"| {target} | {name} | {connections} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.1f} | "
+                         f"{r['p90_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} | {errors} |")
+    lines += ["", "In-process ceiling (one worker, no HTTP; requests/s): " +
+              ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()), ""]
+    checked = [f"{name}: {r['checked']['right']}/{r['checked']['requests']} right, {r['checked']['errors']} errors"
+               for name, r in report["service"].items()]
+    ratio = report["ratios"]
+    lines += ["Checked pass (every body once at concurrency 32): " + "; ".join(checked) + ".", "",
+              "| goal | measured | met |", "|---|---|---|",
+              f"| service at c32 >= 0.7 x no-op | {ratio['throughput_c32_service_over_noop']:.2f} x | "
+              f"{'yes' if ratio['throughput_c32_service_over_noop'] >= 0.7 else 'no'} |",
+              f"| service p50 at c1 <= 1.5 x no-op | {ratio['p50_c1_service_over_noop']:.2f} x | "
+              f"{'yes' if ratio['p50_c1_service_over_noop'] <= 1.5 else 'no'} |",
+              f"| no errors at c128 | {ratio['errors_c128']} | {'yes' if ratio['errors_c128'] == 0 else 'no'} |",
+              "", "![benchmark](bench.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    series = [("no-op ceiling", report["noop"])] + [(f"service, {n}", r) for n, r in report["service"].items()]
+    for label, result in series:
+        levels = [int(c) for c in result["load"]]
+        loads = list(result["load"].values())
+        left.plot(levels, [r["rps"] for r in loads], marker="o", label=label)
+        right.plot(levels, [r["p50_us"] / 1000 for r in loads], marker="o", label=f"{label} p50")
+        right.plot(levels, [r["p99_us"] / 1000 for r in loads], marker="x", linestyle="--", label=f"{label} p99")
+    left.set(xscale="log", xlabel="concurrency", ylabel="requests/s", title="Throughput")
+    right.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="Latency")
+    left.legend(fontsize=7)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,176 @@
+"""Property-based fuzzing of the whole request-decoding and preprocessing path.
+
+The only acceptable outcomes for any request are (28, 28) images in [0, 1] or a typed InputError
+(a 4xx): never another exception, a hang, or unbounded memory. CI runs a few thousand inputs
+(`HYPOTHESIS_PROFILE=ci`, the default); `make fuzz` runs many more.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from handler import preprocess as P
+from handler.errors import InputError
+
+settings.register_profile("ci", max_examples=800, deadline=2000, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("long", max_examples=20000, deadline=5000,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+MEMORY_BOUND = 300 * 2**20  # bytes Python and numpy may hold while decoding one request
+SEED_DIGIT = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "mnist_test_100.npz"))["images"][0]
+
+
+def check(request: dict) -> None:
+    tracemalloc.start()
+    try:
+        images, _ = P.request_images(request)
+    except InputError as error:
+        assert 400 <= error.status < 500 and error.message and error.reason
+        return
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < MEMORY_BOUND, f"{peak / 2**20:.0f} MiB"
+    assert images
+    for image in images:
+        assert image.shape == (28, 28) and image.dtype == np.float32
+        assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
+
+
+def encode(image: Image.Image, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+FORMATS = {"PNG": {}, "JPEG": {"quality": 80}, "GIF": {}, "WEBP": {}, "BMP": {}, "TIFF": {}}
+
+
+@st.composite
+def valid_images(draw) -> bytes:
+    """Real encodings of a digit in odd modes and sizes, sometimes animated."""
+    mode = draw(st.sampled_from(["L", "1", "RGB", "RGBA", "LA", "P", "PA", "CMYK", "I;16", "I", "F"]))
+    fmt = draw(st.sampled_from(sorted(FORMATS)))
+    if mode in ("I", "F") and fmt != "TIFF":
+        fmt = "TIFF"  # 32-bit modes: Pillow writes them only to TIFF
+    side = draw(st.integers(1, 120))
+    image = Image.fromarray(SEED_DIGIT).resize((side, draw(st.integers(1, 120))))
+    if draw(st.booleans()):
+        image = Image.fromarray(255 - np.asarray(image))
+    try:
+        image = image.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+        if fmt == "GIF" and draw(st.booleans()):
+            frames = [image.convert("P"), Image.fromarray(255 - SEED_DIGIT).convert("P")]
+            return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+        return encode(image, fmt, **FORMATS[fmt])
+    except (OSError, ValueError, KeyError):
+        return encode(image.convert("RGB"), "PNG")  # this format cannot hold this mode
+
+
+@st.composite
+def mutated(draw, source) -> bytes:
+    data = bytearray(draw(source))
+    for _ in range(draw(st.integers(1, 8))):
+        action = draw(st.sampled_from(["flip", "cut", "insert", "overwrite"]))
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        if action == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif action == "cut":
+            del data[at:at + draw(st.integers(1, 64))]
+        elif action == "insert":
+            data[at:at] = draw(st.binary(max_size=32))
+        else:
+            patch = draw(st.binary(min_size=1, max_size=8))
+            data[at:at + len(patch)] = patch
+    return bytes(data)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@st.composite
+def declared_sizes(draw) -> bytes:
+    """Headers declaring huge (or zero) dimensions with little or no pixel data behind them."""
+    width = draw(st.one_of(st.integers(0, 70000), st.integers(0, 2**31 - 1)))
+    height = draw(st.one_of(st.integers(0, 70000), st.integers(0, 2**31 - 1)))
+    kind = draw(st.sampled_from(["png", "gif", "bmp"]))
+    if kind == "png":
+        ihdr = struct.pack(">II", width, height) + bytes([8, draw(st.sampled_from([0, 2, 3, 4, 6])), 0, 0, 0])
+        idat = _chunk(b"IDAT", zlib.compress(bytes(draw(st.integers(0, 4096)))))
+        return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + idat + _chunk(b"IEND", b"")
+    if kind == "gif":
+        w, h = width % 65536, height % 65536
+        return (b"GIF89a" + struct.pack("<HH", w, h) + b"\x00\x00\x00" + b"," + struct.pack("<HHHH", 0, 0, w, h)
+                + b"\x00\x02\x02\x44\x01\x00;")
+    w, h = width % 2**31, height % 2**31
+    return (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0))
+
+
+payloads = st.one_of(
+    st.binary(max_size=2048),
+    valid_images(),
+    mutated(valid_images()),
+    declared_sizes(),
+)
+
+
+@given(payloads)
+def test_raw_bodies(body):
+    check({"body": body})
+
+
+@given(payloads, st.sampled_from(["raw", "data_url", "json", "json_url", "instance_b64"]))
+def test_base64_and_json_wrappings(body, wrapping):
+    b64 = base64.b64encode(body).decode()
+    request = {
+        "raw": {"body": b64.encode()},
+        "data_url": {"body": f"data:image/png;base64,{b64}".encode()},
+        "json": {"body": {"data": b64}},
+        "json_url": {"body": json.dumps({"data": f"data:;base64,{b64}"}).encode()},
+        "instance_b64": {"body": {"instances": [{"b64": b64}]}},
+    }[wrapping]
+    check(request)
+
+
+@given(st.text(max_size=200).map(str.encode) | st.binary(max_size=200))
+def test_bad_base64_and_text(text):
+    check({"body": b"data:image/png;base64," + text})
+    check({"body": {"data": text.decode("latin-1")}})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-300, 300) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=60,
+)
+
+
+@given(json_values)
+def test_arbitrary_json_documents(document):
+    check({"body": document})
+    check({"body": {"instances": document}})
+    check({"body": json.dumps(document).encode()[:500]})
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1.0, 255.0, 1e6]), st.integers(0, 2**32 - 1))
+def test_instances_arrays(height, width, scale, seed):
+    pixels = np.random.default_rng(seed).random((height, width)) * scale
+    check({"body": {"instances": [pixels.tolist()]}})
+
+
+@given(st.dictionaries(st.text(max_size=12), st.binary(max_size=64) | valid_images(), max_size=3))
+def test_multipart_like_requests(fields):
+    check(fields)
