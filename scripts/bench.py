@@ -40,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
+    p.add_argument("--sweep", action="store_true", help="instead: sweep batch size, delay and workers")
     return p
 
 
@@ -118,6 +119,46 @@ def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
         server.stop()
 
 
+def sweep(sets: dict, work: Path, args) -> list[dict]:
+    """Throughput and latency of the service for batch size x max delay x workers (MNIST PNGs)."""
+    base = yaml.safe_load((ROOT / "model-config.yaml").read_text())
+    rows = []
+    for workers in (1, 2):
+        for batch, delay in ((1, 0), (8, 2), (16, 5), (32, 5), (16, 10)):
+            config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
+            folder = work / f"sweep-{workers}-{batch}-{delay}"
+            folder.mkdir()
+            (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
+            build_archive(folder / "store", config_file=folder / "model-config.yaml")
+            server = LocalTorchServe(folder / "store").start()
+            try:
+                listing, _ = sets["mnist_png"]
+                token = server.keys()["inference"]
+                url = f"{server.inference}/predictions/mnist"
+                row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
+                for connections in (1, 32):
+                    r = wrk(url, listing, token, "image/png", connections, args.duration)
+                    row[f"c{connections}_rps"], row[f"c{connections}_p50_ms"] = r["rps"], r["p50_us"] / 1000
+                    row[f"c{connections}_p99_ms"] = r["p99_us"] / 1000
+            finally:
+                server.stop()
+            print("sweep", row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def sweep_markdown(rows: list[dict], label: str) -> str:
+    lines = ["# Batching and workers sweep", "",
+             f"Machine: {label}. The service with MNIST test PNGs, wrk at concurrency 1 and 32; "
+             "`python -m scripts.bench --sweep`.", "",
+             "| workers | batch size | max delay ms | c1 req/s | c1 p50 ms | c32 req/s | c32 p50 ms | c32 p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workers']} | {r['batchSize']} | {r['maxBatchDelay']} | {r['c1_rps']:,.0f} | "
+                     f"{r['c1_p50_ms']:.1f} | {r['c32_rps']:,.0f} | {r['c32_p50_ms']:.1f} | {r['c32_p99_ms']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(args: argparse.Namespace) -> dict:
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: `apt-get install wrk` (make bench does it when run as root)")
@@ -125,6 +166,12 @@ def main(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     sets = write_bodies(work)
+    if args.sweep:
+        rows = sweep(sets, work, args)
+        (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
+        print((out / "sweep.md").read_text())
+        return {"sweep": rows}
     config = yaml.safe_load((ROOT / "model-config.yaml").read_text())
 
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),

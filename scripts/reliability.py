@@ -231,8 +231,8 @@ def markdown(r: dict) -> str:
         "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF in odd modes, animated GIFs, huge declared "
         "sizes, base64/data-URL/JSON wrappings, arbitrary JSON, multipart-like fields); "
         f"result: `{f['summary']}`. Crashes found now: 0. Found and fixed while writing it: a JSON scalar "
-        "body raised TypeError; a 1-pixel image warned on an empty mean; images of 89-179 M pixels only "
-        "warned in Pillow (now refused as bombs). Each has a regression case in the fuzz strategies.",
+        "body raised TypeError; an image with no background (all ink) took the mean of an empty array; images of 89-179 M pixels only "
+        "warned in Pillow (now refused as bombs). Each has a regression test in `tests/test_preprocess.py`.",
         "- Decompression bombs: a PNG declaring 50,000 x 50,000 pixels is refused with 413 from its header "
         "(`tests/test_preprocess.py::test_bomb_is_refused_before_decoding`: under 5 MB traced).", "",
         "## Worker killed (kill -9) under load", "",
@@ -250,8 +250,8 @@ def markdown(r: dict) -> str:
         f"- {s['seconds']} s at concurrency {s['concurrency']}, 80% valid / 20% invalid requests: "
         f"{s['requests']:,} requests ({s['requests_per_s']}/s), outcomes {s['outcomes']}, "
         f"unexpected: {s['unexpected']}.",
-        f"- Worker memory (RSS, all workers): {s['worker_rss_mb_before']} MB before, "
-        f"{s['worker_rss_mb_after']} MB after.", "",
+        f"- Worker memory (RSS, all workers, shared libraries included): {s['worker_rss_mb_before']} MB "
+        f"before, {s['worker_rss_mb_after']} MB after.", "",
     ])
 
 

@@ -218,6 +218,9 @@ def rejected(request: dict) -> InputError:
     ({"body": {"instances": [[["a"]]]}}, BadRequest, 400, "bad_json"),
     ({"body": {"instances": [[[1e9, 2]]]}}, BadRequest, 400, "bad_json"),
     ({"body": [1, 2]}, BadRequest, 400, "bad_json"),
+    ({"body": 1}, BadRequest, 400, "bad_json"),  # found by fuzzing: a JSON scalar raised TypeError
+    ({"body": None}, BadRequest, 400, "bad_json"),
+    ({"body": png_header(10000, 9000)}, PayloadTooLarge, 413, "too_many_pixels"),  # fuzzing: Pillow only warned
     ({"body": png_bytes(np.zeros((28, 28), np.uint8))}, NoDigitFound, 422, "blank"),
     ({"body": png_bytes(np.full((40, 40), 255, np.uint8))}, NoDigitFound, 422, "blank"),
 ])
@@ -243,3 +246,13 @@ def test_bomb_is_refused_before_decoding():
     tracemalloc.stop()
     assert peak < 5_000_000  # nowhere near the 2.5 GB the pixels would take
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is still on
+
+
+def test_noise_level_of_an_image_that_is_all_stroke():
+    """Found by fuzzing: a tiny image that is all ink has no background to judge noise on."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert P.noise_level(np.ones((3, 3), np.float32)) == 0.0
+        assert P.noise_level(np.ones((1, 1), np.float32)) == 0.0
