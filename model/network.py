@@ -4,7 +4,7 @@ Only ``torch`` is imported here: TorchServe copies this file into the model arch
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from handler.preprocess import normalize, preprocess_bytes, to_batch
 from model import DEFAULT_WEIGHTS, load_checkpoint
