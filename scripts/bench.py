@@ -22,14 +22,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from scripts.build_archive import build_archive
 from scripts.inprocess import load_handler
 from scripts.local_server import LocalTorchServe
 from scripts.tsctl import ROOT
-from train.families import generate
+from train.families import generate, sample_digits
 
 SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}
 
@@ -52,17 +51,17 @@ def machine() -> str:
 
 def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
     """Body files per set and their labels: the 100 committed MNIST test digits, as PNG and paper JPEG."""
-    data = np.load(ROOT / "tests" / "fixtures" / "mnist_test_100.npz")
+    digits, labels = sample_digits()
     sets = {}
     for name, (family, _) in SETS.items():
         paths = []
-        for i, body in enumerate(generate(family, data["images"], seed=5)):
+        for i, body in enumerate(generate(family, digits, seed=5)):
             path = folder / f"{name}_{i:03d}"
             path.write_bytes(body)
             paths.append(str(path))
         listing = folder / f"{name}.txt"
         listing.write_text("\n".join(paths) + "\n")
-        sets[name] = (listing, [int(y) for y in data["labels"]])
+        sets[name] = (listing, [int(y) for y in labels])
     return sets
 
 

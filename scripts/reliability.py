@@ -25,14 +25,13 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import psutil
 import requests
 
 from scripts.build_archive import build_archive
 from scripts.local_server import LocalTorchServe
 from scripts.tsctl import ROOT, describe
-from train.families import generate
+from train.families import generate, sample_digits
 
 def png_header(width: int, height: int) -> bytes:
     """A valid PNG header declaring a size, with no pixels behind it (a decompression bomb's shape)."""
@@ -52,8 +51,8 @@ INVALID = [  # (body, expected status)
 
 def valid_bodies() -> tuple[list[bytes], list[int]]:
     """The 100 committed MNIST test digits as PNGs, and their labels."""
-    data = np.load(ROOT / "tests" / "fixtures" / "mnist_test_100.npz")
-    return generate("clean", data["images"]), [int(y) for y in data["labels"]]
+    digits, labels = sample_digits()
+    return generate("clean", digits), [int(y) for y in labels]
 
 
 def reference_answers(server: LocalTorchServe, bodies: list[bytes]) -> list[int]:

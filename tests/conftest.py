@@ -10,6 +10,7 @@ from PIL import Image
 from scripts.build_archive import build_archive
 from scripts.inprocess import load_handler
 from scripts.local_server import LocalTorchServe
+from train.families import sample_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -24,8 +25,7 @@ def png_bytes(pixels: np.ndarray, **save) -> bytes:
 @pytest.fixture(scope="session")
 def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
     """100 real MNIST test digits, (100, 28, 28) uint8, and their labels."""
-    data = np.load(FIXTURES / "mnist_test_100.npz")
-    return data["images"], data["labels"]
+    return sample_digits()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
+from train.families import sample_digits
 
 settings.register_profile("ci", max_examples=800, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -29,7 +30,7 @@ settings.register_profile("long", max_examples=20000, deadline=5000,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 MEMORY_BOUND = 300 * 2**20  # bytes Python and numpy may hold while decoding one request
-SEED_DIGIT = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "mnist_test_100.npz"))["images"][0]
+SEED_DIGIT = sample_digits()[0][0]
 
 
 def check(request: dict) -> None:

@@ -6,10 +6,20 @@ client would upload. Used by the evaluation report and by the integration tests.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist_test_100.npz"
+
+
+def sample_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 100 committed MNIST test digits, (100, 28, 28) uint8, and their labels: no dataset needed."""
+    data = np.load(SAMPLE)
+    return data["images"], data["labels"]
 
 
 def _png(pixels: np.ndarray) -> bytes:
