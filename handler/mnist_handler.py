@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -31,6 +33,12 @@ METRICS = {
     "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
     "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
 }
+# Metrics leave the worker from a background thread every this many seconds (model-config.yaml,
+# handler.metrics_flush_seconds; 0: at the end of each batch): counters summed, histogram and
+# gauge observations as they came. Every metric is a line the frontend reads from the worker's
+# stdout and parses; one line per digit per batch cost as much frontend CPU as the request itself,
+# and writing lines from the request path stalled batches on the pipe (README, "Performance").
+METRICS_FLUSH_SECONDS = 1.0
 
 
 class DigitHandler(BaseHandler):
@@ -52,6 +60,12 @@ class DigitHandler(BaseHandler):
         self.model = fuse_batchnorm(load_checkpoint(weights, map_location=self.device)).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
+        self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum
+        self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # (name, value, dimensions)
+        self._pending_lock = threading.Lock()
+        self.flush_seconds = float(settings.get("metrics_flush_seconds", METRICS_FLUSH_SECONDS))
+        if self.flush_seconds > 0:
+            threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
         with torch.inference_mode():  # first call allocates; keep it off the first request
             self.model(torch.zeros(1, 1, 28, 28, device=self.device))
         self.context = context
@@ -61,17 +75,17 @@ class DigitHandler(BaseHandler):
     def preprocess(self, data: list[dict]) -> RequestBatch:
         start = time.perf_counter()
         batch = decode_batch(data)
-        self._emit("PreprocessTime", (time.perf_counter() - start) * 1000)
+        self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
         """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
-        if not batch.images:
+        if len(batch.images) == 0:
             return None
         inputs = to_batch(batch.images).to(self.device, non_blocking=True)  # (N, 1, 28, 28)
         with torch.inference_mode():
             probabilities = torch.softmax(self.model(inputs), dim=1).cpu()
-        self._emit("DigitBatchSize", len(batch.images))
+        self._observe("DigitBatchSize", len(batch.images))
         return probabilities
 
     def handle(self, data: list[dict], context) -> list[str]:
@@ -81,34 +95,37 @@ class DigitHandler(BaseHandler):
         self.context = context
         batch = self.preprocess(data)
         answers = self.postprocess(batch, self.inference(batch))
-        self._emit("HandlerTime", round((time.perf_counter() - start) * 1000, 2), "Model")
+        self._observe("HandlerTime", round((time.perf_counter() - start) * 1000, 2), "Model")
+        if self.flush_seconds <= 0:
+            self.flush_metrics()
         return answers
 
     def postprocess(self, batch: RequestBatch, probabilities: torch.Tensor | None) -> list[str]:
+        # Plain Python lists from here: per-row tensor ops would cost more than the network.
+        rows = probabilities.tolist() if probabilities is not None else []  # N lists of 10 floats
+        predictions = [self._prediction(p) for p in rows]
+        for p in predictions:
+            self._add("DigitPredictions", 1, str(p["digit"]))
+            if p["confidence"] < self.low_confidence:
+                self._add("LowConfidencePredictions", 1)
         answers = []
-        if probabilities is not None:
-            confidence, digits = probabilities.max(1)  # (N,), (N,)
-            for digit, count in zip(*torch.unique(digits, return_counts=True)):
-                self._emit("DigitPredictions", count.item(), str(digit.item()))
-            low = (confidence < self.low_confidence).sum().item()
-            if low:
-                self._emit("LowConfidencePredictions", low)
-        for idx, (rows, instances) in enumerate(zip(batch.rows, batch.instances)):
+        for idx, (span, instances) in enumerate(zip(batch.rows, batch.instances)):
             self.context.set_response_content_type(idx, "application/json")
-            if isinstance(rows, InputError):
-                self.context.set_response_status(rows.status, rows.message, idx)
-                self._emit("RejectedInputs", 1, rows.reason)
-                answers.append(json.dumps(rows.body()))
-                continue
-            predictions = [self._prediction(p) for p in probabilities[rows]]
-            answers.append(json.dumps({"predictions": predictions} if instances else predictions[0]))
+            if isinstance(span, InputError):
+                self.context.set_response_status(span.status, span.message, idx)
+                self._add("RejectedInputs", 1, span.reason)
+                answers.append(json.dumps(span.body()))
+            elif instances:
+                answers.append(json.dumps({"predictions": predictions[span]}))
+            else:
+                answers.append(json.dumps(predictions[span.start]))
         return answers
 
     @staticmethod
-    def _prediction(probabilities: torch.Tensor) -> dict:
-        confidence, digit = (v.item() for v in probabilities.max(0))
-        return {"digit": digit, "confidence": round(confidence, 6),
-                "probabilities": [round(p, 6) for p in probabilities.tolist()]}
+    def _prediction(probabilities: list[float]) -> dict:
+        confidence = max(probabilities)
+        return {"digit": probabilities.index(confidence), "confidence": round(confidence, 6),
+                "probabilities": [round(p, 6) for p in probabilities]}
 
     # ------------------------------------------------------------ metrics
 
@@ -121,6 +138,33 @@ class DigitHandler(BaseHandler):
             except MetricsCacheKeyError:
                 dims = ["ModelName"] + ([extra] if extra else [])
                 metrics.add_metric_to_cache(name, unit, dims, kind)
+
+    def _add(self, counter: str, value: int, *dimensions: str) -> None:
+        with self._pending_lock:
+            self._counters[counter, dimensions] += value
+
+    def _observe(self, name: str, value: float, *dimensions: str) -> None:
+        with self._pending_lock:
+            self._observations.append((name, value, dimensions))
+
+    def flush_metrics(self) -> None:
+        """Emit what was recorded since the last flush: each observation, and one line per
+        counter and dimension."""
+        with self._pending_lock:
+            counters, self._counters = self._counters, Counter()
+            observations, self._observations = self._observations, []
+        for name, value, dimensions in observations:
+            self._emit(name, value, *dimensions)
+        for (counter, dimensions), value in sorted(counters.items()):
+            self._emit(counter, value, *dimensions)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            try:
+                self.flush_metrics()
+            except Exception:  # never let metrics take the worker down
+                logger.exception("metrics flush failed")
 
     def _emit(self, name: str, value: float, *dimensions: str) -> None:
         kind = METRICS[name][0]

@@ -18,14 +18,15 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("mnist_cnn.pt")
 class ModelConfig:
     """Everything needed to rebuild the network; saved in the checkpoint beside the weights."""
 
-    # Widths grow as the maps shrink: 5.9 M MACs per image (conv1 0.16 M at 14x14, conv2 2.5 M
-    # at 7x7, conv3 3.3 M at 4x4), 262 k parameters.
-    channels: tuple[int, int, int] = (32, 64, 128)
+    # Widths grow as the maps shrink: 1.5 M MACs per image (conv1 0.08 M at 14x14, conv2 0.63 M
+    # at 7x7, conv3 0.82 M at 4x4), 67 k parameters. Twice as wide (32, 64, 128) cost 4x the
+    # MACs and 2.5x the CPU time per image for 0.04 points of MNIST test accuracy (MODEL_CARD).
+    channels: tuple[int, int, int] = (16, 32, 64)
     # 5x5 kernels, each with stride 2 (28 -> 14 -> 7 -> 4): conv3's receptive field is 29 px, so
-    # every feature sees the whole 20 px digit. Same recipe, measured on MNIST test (MODEL_CARD):
+    # every feature sees the whole 20 px digit. Same recipe, 32/64/128 channels, MNIST test (MODEL_CARD):
     #   3x3/5x5 mix, strides 1, 2, 2 (11 px field)         99.44%
     #   5x5, strides 2, 1, 2 (21 px), 3x slower than this   99.62%
-    #   5x5, strides 2, 2, 2 (29 px), this                  99.59%
+    #   5x5, strides 2, 2, 2 (29 px), this                  99.59% (99.55% at 16/32/64)
     kernel_sizes: tuple[int, int, int] = (5, 5, 5)
     # Strided convolutions instead of pooling layers.
     strides: tuple[int, int, int] = (2, 2, 2)
@@ -89,8 +90,9 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
 
 
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:
-    """Write {"config", "state_dict", **extra}. Float tensors are stored as fp16: 0.5 MB instead
-    of 1 MB, and the rounding (relative 5e-4) changes no MNIST test prediction."""
+    """Write {"config", "state_dict", **extra}. Float tensors are stored as fp16: half the size
+    (0.14 MB), and the rounding (relative 5e-4) changes one of the 10,000 MNIST test predictions
+    (99.56% in fp32, 99.55% as saved)."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save({"config": asdict(model.config), "state_dict": state, **extra}, path)
 

@@ -6,7 +6,10 @@ In one run on one machine:
 3. the service: requests/s and p50/p90/p99 at each concurrency, with MNIST test PNGs and with
    paper-photo JPEGs; every answer must be a 200 with a digit, and a checked pass compares every
    digit with its label.
-Load comes from wrk (apt-get install wrk). Writes reports/bench.{json,md,png}.
+Load comes from wrk (apt-get install wrk). Each server first gets --warmup seconds of load that
+are not measured: the JVM's JIT compilers take most of a core for the first half minute.
+At every level the CPU time of the frontend (Java), the workers (Python) and wrk is divided by
+the requests answered: where the time goes. Writes reports/bench.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import yaml
 
 from scripts.build_archive import build_archive
@@ -36,6 +41,7 @@ SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "imag
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=10, help="seconds per load level")
+    p.add_argument("--warmup", type=int, default=30, help="seconds of unmeasured load on each server first")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
@@ -100,18 +106,49 @@ def wrk(url: str, listing: Path, token: str, content_type: str, connections: int
     return result
 
 
+def cpu_seconds(server: LocalTorchServe) -> dict[str, float]:
+    """CPU seconds used so far by the frontend (the JVM), the Python workers and wrk (our children)."""
+    used = {"frontend": 0.0, "workers": 0.0}
+    for proc in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            kind = "frontend" if proc.name() == "java" else "workers" if "model_service_worker" in " ".join(
+                proc.cmdline()) else None
+            if kind:
+                times = proc.cpu_times()
+                used[kind] += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass  # a worker that ended between the listing and the reading
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["wrk"] = children.ru_utime + children.ru_stime
+    return used
+
+
+def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
+    """wrk at one level, plus the CPU microseconds each part spent per answered request."""
+    before = cpu_seconds(server)
+    result = wrk(f"{server.inference}/predictions/mnist", listing, server.keys()["inference"], content_type,
+                 connections, seconds)
+    after = cpu_seconds(server)
+    result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6)
+                                    for k in before}
+    return result
+
+
 def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
     server = LocalTorchServe(store).start()
     try:
-        url = f"{server.inference}/predictions/mnist"
+        if args.warmup:
+            listing, _ = sets[names[0]]
+            wrk(f"{server.inference}/predictions/mnist", listing, server.keys()["inference"], SETS[names[0]][1],
+                32, args.warmup)
         rows = {}
         for name in names:
             listing, labels = sets[name]
             content_type = SETS[name][1]
             rows[name] = {"checked": checked_pass(server, listing, labels, content_type), "load": {}}
             for connections in args.concurrency:
-                token = server.keys()["inference"]
-                rows[name]["load"][connections] = wrk(url, listing, token, content_type, connections, args.duration)
+                rows[name]["load"][connections] = measured_wrk(server, listing, content_type, connections,
+                                                               args.duration)
                 print(name, connections, rows[name]["load"][connections], flush=True)
         return rows
     finally:
@@ -135,6 +172,8 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
                 token = server.keys()["inference"]
                 url = f"{server.inference}/predictions/mnist"
                 row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
+                if args.warmup:
+                    wrk(url, listing, token, "image/png", 32, args.warmup)
                 for connections in (1, 32):
                     r = wrk(url, listing, token, "image/png", connections, args.duration)
                     row[f"c{connections}_rps"], row[f"c{connections}_p50_ms"] = r["rps"], r["p50_us"] / 1000
@@ -174,7 +213,7 @@ def main(args: argparse.Namespace) -> dict:
     config = yaml.safe_load((ROOT / "model-config.yaml").read_text())
 
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "duration_s": args.duration, "model_config": {k: config[k] for k in
+              "duration_s": args.duration, "warmup_s": args.warmup, "model_config": {k: config[k] for k in
                                                             ("minWorkers", "batchSize", "maxBatchDelay")}}
     report["in_process_rps"] = in_process(sets, config["batchSize"])
     print("in-process", report["in_process_rps"], flush=True)
@@ -206,8 +245,9 @@ def markdown(report: dict) -> str:
     cfg = report["model_config"]
     lines = [
         "# Benchmark", "",
-        f"Machine: {report['machine']}. Run: {report['date']}, {report['duration_s']} s per level, load from wrk "
-        f"on the same machine. Archive settings: {cfg['minWorkers']} workers, batch {cfg['batchSize']}, "
+        f"Machine: {report['machine']}. Run: {report['date']}, {report['duration_s']} s per level after "
+        f"{report.get('warmup_s', 0)} s of unmeasured warm-up load per server, load from wrk on the same machine. "
+        f"Archive settings: {cfg['minWorkers']} workers, batch {cfg['batchSize']}, "
         f"max delay {cfg['maxBatchDelay']} ms.", "",
         "| target | bodies | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
@@ -232,7 +272,25 @@ def markdown(report: dict) -> str:
               f"{'yes' if ratio['p50_c1_service_over_noop'] <= 1.5 else 'no'} |",
               f"| no errors at c128 | {ratio['errors_c128']} | {'yes' if ratio['errors_c128'] == 0 else 'no'} |",
               "", "![benchmark](bench.png)", ""]
+    lines += where_the_time_goes(report)
     return "\n".join(lines)
+
+
+def where_the_time_goes(report: dict) -> list[str]:
+    """CPU microseconds per answered request at concurrency 32, by process."""
+    rows = [("no-op handler", report["noop"]["load"].get(32))]
+    rows += [(f"the service, {name}", result["load"].get(32)) for name, result in report["service"].items()]
+    lines = ["## Where the time goes (concurrency 32)", "",
+             "CPU time of each process divided by the requests it answered in the same run. On a machine "
+             "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", "",
+             "| target | requests/s | frontend (Java) us | workers (Python) us | wrk us | total us |",
+             "|---|---|---|---|---|---|"]
+    for target, r in rows:
+        if r and "cpu_us_per_request" in r:
+            cpu = r["cpu_us_per_request"]
+            lines.append(f"| {target} | {r['rps']:,.0f} | {cpu['frontend']} | {cpu['workers']} | {cpu['wrk']} | "
+                         f"{sum(cpu.values())} |")
+    return lines + [""]
 
 
 def plot(report: dict, path: Path) -> None:

@@ -11,13 +11,13 @@ from scripts.tsctl import ROOT
 class InProcessContext:
     """What DigitHandler uses of TorchServe's Context, recording per-request statuses."""
 
-    def __init__(self, model_dir: Path, batch_size: int = 16, gpu_id: int | None = None):
+    def __init__(self, model_dir: Path, batch_size: int = 16, gpu_id: int | None = None, **settings):
         from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
         self.model_name = "mnist"
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": batch_size}
         self.manifest = {"model": {"serializedFile": "mnist_cnn.pt"}}
-        self.model_yaml_config = {"handler": {"torch_threads": 1, "low_confidence": 0.6}}
+        self.model_yaml_config = {"handler": {"torch_threads": 1, "low_confidence": 0.6, **settings}}
         self.metrics = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
         self.metrics.initialize_cache()
         self.statuses: dict[int, tuple[int, str]] = {}
@@ -31,13 +31,14 @@ class InProcessContext:
 
 
 def load_handler(weights: Path = ROOT / "model" / "mnist_cnn.pt", gpu_id: int | None = None,
-                 model_dir: Path | None = None):
-    """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive."""
+                 model_dir: Path | None = None, **settings):
+    """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive;
+    `settings` are added to the handler settings (model-config.yaml's `handler:` section)."""
     from handler.mnist_handler import DigitHandler
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
-    context = InProcessContext(model_dir, gpu_id=gpu_id)
+    context = InProcessContext(model_dir, gpu_id=gpu_id, **settings)
     handler = DigitHandler()
     handler.initialize(context)
     return handler, context

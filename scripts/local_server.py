@@ -6,6 +6,7 @@ folder, so several servers (and a user's `make serve`) never see each other.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,9 @@ class LocalTorchServe:
             "grpc_management_port": str(self.ports["grpc_mgmt"]),
             "model_store": str(self.model_store),
             "metrics_config": str(ROOT / props.get("metrics_config", "handler/metrics.yaml")),
+            # The repository's relative log4j2.xml, made absolute: this server runs elsewhere.
+            "vmargs": re.sub(r"(-Dlog4j\.configurationFile=)(?!/)(\S+)", lambda m: m.group(1) + str(ROOT / m.group(2)),
+                             props.get("vmargs", "")),
         })
         props.update(self.overrides)
         path = self.root / "config.properties"

@@ -47,4 +47,5 @@ def server(model_store):
 @pytest.fixture()
 def handler_and_context(tmp_path):
     """An initialized DigitHandler over the committed weights, with an in-process context."""
-    return load_handler(model_dir=tmp_path)
+    # Metrics flushed by each batch, not by the background thread: tests read them deterministically.
+    return load_handler(model_dir=tmp_path, metrics_flush_seconds=0)

@@ -75,19 +75,38 @@ def test_a_batch_of_only_bad_requests(handler_and_context):
     assert out[1]["code"] == 415
 
 
+def metric_lines(caplog) -> str:
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    return "\n".join(m for m in (r.getMessage() for r in caplog.records) if m.startswith("[METRICS]"))
+
+
 def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist_sample, caplog):
-    handler, context = handler_and_context
+    handler, context = handler_and_context  # metrics_flush_seconds=0: flushed after each batch
     images, labels = mnist_sample
     with caplog.at_level(logging.INFO):
-        answers(handler, context, [{"body": png_bytes(images[0])}, {"body": png_bytes(images[0])}, {"body": b""}])
-    lines = [r.getMessage() for r in caplog.records]
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], lines
-    metrics = "\n".join(l for l in lines if l.startswith("[METRICS]"))
-    assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
+        answers(handler, context, [{"body": png_bytes(images[0])}, {"body": b""}])
+    metrics = metric_lines(caplog)
+    assert f"[METRICS]DigitPredictions.Count:1|#ModelName:mnist,Digit:{labels[0]}|" in metrics
     assert "[METRICS]RejectedInputs.Count:1|#ModelName:mnist,Reason:empty|" in metrics
-    assert "[METRICS]DigitBatchSize.Count:2|#ModelName:mnist|" in metrics
+    assert "[METRICS]DigitBatchSize.Count:1|#ModelName:mnist|" in metrics
     assert "[METRICS]PreprocessTime.Milliseconds:" in metrics
     assert "[METRICS]HandlerTime.Milliseconds:" in metrics and "Level:Model" in metrics
+
+
+def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, caplog, monkeypatch):
+    """What the worker's flush thread emits once a second: one line per counter, one per observation."""
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    monkeypatch.setattr(handler, "flush_seconds", 60)  # no flush at the end of each batch
+    with caplog.at_level(logging.INFO):
+        answers(handler, context, [{"body": png_bytes(images[0])}, {"body": b""}])
+        answers(handler, context, [{"body": png_bytes(images[0])}])
+        assert metric_lines(caplog) == ""
+        handler.flush_metrics()
+    metrics = metric_lines(caplog)
+    assert metrics.count("[METRICS]DigitPredictions.") == 1
+    assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
+    assert metrics.count("[METRICS]DigitBatchSize.") == 2
 
 
 def test_base64_and_data_url_requests(handler_and_context, mnist_sample):

@@ -190,6 +190,23 @@ def test_decode_batch_isolates_bad_requests(digit):
     assert isinstance(batch.rows[1], BadRequest) and batch.instances == [False, False, True]
 
 
+def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
+    """decode_batch brings same-sized images to MNIST form together, in one stack per size; the
+    answer is, image by image, exactly what the image alone gives."""
+    images, _ = mnist_sample
+    bodies = [png_bytes(p) for p in images[:6]]
+    for family in ("gaussian_noise", "salt_and_pepper", "paper_photo", "canvas_export"):
+        bodies += generate(family, images[:3], seed=2)
+    bodies.insert(3, png_bytes(np.zeros((28, 28), np.uint8)))  # blank, amid same-sized digits
+    requests = [{"body": b} for b in bodies]
+    requests.append({"body": {"instances": [images[0].tolist(), np.zeros((28, 28)).tolist()]}})
+    batch = P.decode_batch(requests)
+    assert [isinstance(r, NoDigitFound) for r in batch.rows] == [i in (3, len(bodies)) for i in range(len(requests))]
+    for body, rows in zip(bodies, batch.rows):
+        if not isinstance(rows, InputError):
+            assert np.array_equal(batch.images[rows.start], P.preprocess_bytes(body))
+
+
 # ---------------------------------------------------------------- bad inputs: one test per kind
 
 def rejected(request: dict) -> InputError:

@@ -30,6 +30,14 @@ def metric(server, name: str, **labels) -> float:
     return total
 
 
+def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **labels) -> float:
+    """The metric once it reaches `expected` (handler counters are flushed every second), or as it is."""
+    deadline = time.monotonic() + seconds
+    while (value := metric(server, name, **labels)) < expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return value
+
+
 def predict_all(server, bodies: list[bytes], workers: int = 16, **kwargs) -> list[requests.Response]:
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda body: server.predict(body, **kwargs), bodies))
@@ -142,7 +150,7 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
         else:
             assert answer["code"] == status and answer["error"]
     assert wrong <= 1
-    assert metric(server, "RejectedInputs") - rejected_before == 40
+    assert wait_for_metric(server, "RejectedInputs", rejected_before + 40) - rejected_before == 40
     assert sorted(server.worker_pids()) == pids_before, "a worker restarted"
 
 
@@ -213,12 +221,8 @@ def test_metrics_move_with_known_requests(server, mnist_sample):
         assert server.predict(png_bytes(p)).json()["digit"] == 7
     for _ in range(3):
         assert server.predict(b"").status_code == 400
-    # TorchServe flushes backend metrics asynchronously
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and metric(server, "DigitPredictions", Digit="7") - before < len(sevens):
-        time.sleep(0.5)
-    assert metric(server, "DigitPredictions", Digit="7") - before == len(sevens)
-    assert metric(server, "RejectedInputs", Reason="empty") - empty_before == 3
+    assert wait_for_metric(server, "DigitPredictions", before + len(sevens), Digit="7") - before == len(sevens)
+    assert wait_for_metric(server, "RejectedInputs", empty_before + 3, Reason="empty") - empty_before == 3
     assert metric(server, "ts_inference_requests_total", model_name="mnist") - ok_before == len(sevens) + 3
     text = requests.get(f"{server.metrics}/metrics", timeout=10).text
     for name in ("PreprocessTime_bucket", "DigitBatchSize_sum", "HandlerTime", "ts_queue_latency_microseconds"):

@@ -26,9 +26,10 @@ RECIPES = {
     "card": dict(epochs=10, batch_size=32, lr=1e-3, schedule="constant", weight_decay=0.0,
                  degrees=10.0, translate=0.1, scale=0.0, noise_prob=0.0, label_smoothing=0.0, ema=0.0),
     # Ours: larger batches with a one-cycle schedule (fewer, faster steps on CPU), a little zoom,
-    # and noise/blur so that what the serving preprocessing leaves of a noisy photo is familiar.
-    "best": dict(epochs=20, batch_size=128, lr=4e-3, schedule="onecycle", weight_decay=1e-4,
-                 degrees=12.0, translate=0.1, scale=0.1, noise_prob=0.2, label_smoothing=0.05,
+    # and noise/blur so that what the serving preprocessing leaves of a noisy photo is familiar
+    # (the narrow network needs more of it, and more epochs, to keep 97% on noisy digits).
+    "best": dict(epochs=30, batch_size=128, lr=4e-3, schedule="onecycle", weight_decay=1e-4,
+                 degrees=12.0, translate=0.1, scale=0.1, noise_prob=0.35, label_smoothing=0.05,
                  ema=0.999),
 }
 
