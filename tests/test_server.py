@@ -30,6 +30,11 @@ def metric(server, name: str, **labels) -> float:
     return total
 
 
+def settle_metrics() -> None:
+    """Let earlier requests' metrics leave the workers (they flush once a second) before a baseline."""
+    time.sleep(1.5)
+
+
 def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **labels) -> float:
     """The metric once it reaches `expected` (handler counters are flushed every second), or as it is."""
     deadline = time.monotonic() + seconds
@@ -68,14 +73,18 @@ def test_the_readme_curl(server):
 
 def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answer(server, mnist_sample):
     images, labels = mnist_sample
+    settle_metrics()
     batches_before = metric(server, "DigitBatchSize_count")
     singles_before = metric(server, "DigitBatchSize_bucket", le="1.0")
+    images_before = metric(server, "DigitBatchSize_sum")
     bodies = [png_bytes(p) for p in images] * 2
     responses = predict_all(server, bodies, workers=48)
     digits = np.array([r.json()["digit"] for r in responses])
     assert np.mean(digits == np.tile(labels, 2)) >= 0.98
     # The same image always gets the same answer, whichever batch it landed in.
     assert np.array_equal(digits[:100], digits[100:])
+    # every image observed once the workers have flushed (once a second)
+    assert wait_for_metric(server, "DigitBatchSize_sum", images_before + len(bodies)) == images_before + len(bodies)
     batches = metric(server, "DigitBatchSize_count") - batches_before
     singles = metric(server, "DigitBatchSize_bucket", le="1.0") - singles_before
     assert batches < len(bodies), "every request was served alone"
@@ -129,6 +138,7 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
     bad["truncated"] = (big[: len(big) // 2], 400)
     bad["too_many_pixels"] = (png_header(50000, 50000), 413)
     pids_before = sorted(server.worker_pids())
+    settle_metrics()
     rejected_before = metric(server, "RejectedInputs")
 
     jobs = []  # (body, content type, expected status, expected digit or reason)
@@ -214,6 +224,7 @@ def test_scale_1_3_1_while_serving(server, mnist_sample):
 def test_metrics_move_with_known_requests(server, mnist_sample):
     images, labels = mnist_sample
     sevens = [p for p, y in zip(images, labels) if y == 7][:5]
+    settle_metrics()
     before = metric(server, "DigitPredictions", Digit="7")
     empty_before = metric(server, "RejectedInputs", Reason="empty")
     ok_before = metric(server, "ts_inference_requests_total", model_name="mnist")
