@@ -85,8 +85,7 @@ def decode_batch(requests: list[dict]) -> RequestBatch:
             decoded.append(error)
             continue
         except Exception as error:  # decoders can raise anything on hostile bytes
-            logger.warning("unreadable input", exc_info=True)
-            decoded.append(BadRequest("unreadable", f"the input could not be read ({type(error).__name__})"))
+            decoded.append(_unreadable(error))
             continue
         decoded.append((range(len(grays), len(grays) + len(images)), instances))
         grays.extend(images)
@@ -114,12 +113,17 @@ def _mnist_like_isolated(grays: list[np.ndarray]) -> tuple[list, list[InputError
     images, errors = [], []
     for gray in grays:
         try:
-            image, error = (x[0] for x in mnist_like_many([gray]))
+            (image,), (error,) = mnist_like_many([gray])
         except Exception as e:
-            image, error = None, BadRequest("unreadable", f"the input could not be read ({type(e).__name__})")
+            image, error = None, _unreadable(e)
         images.append(image)
         errors.append(error)
     return images, errors
+
+
+def _unreadable(error: Exception) -> BadRequest:
+    logger.warning("unreadable input", exc_info=error)
+    return BadRequest("unreadable", f"the input could not be read ({type(error).__name__})")
 
 
 def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
@@ -342,7 +346,7 @@ def _mnist_like_stack(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, n
     x, blank = _stretch(x - _backgrounds(x))  # uneven light, grey paper, faint pens -> 0..1
     if denoise_noisy:
         for i in np.flatnonzero((_noise_levels(x) > NOISE_SHARE) & ~blank):
-            x[i], blank[i] = (v[0] for v in _stretch(denoise(x[i])[None]))
+            (x[i],), (blank[i],) = _stretch(denoise(x[i])[None])
     out = np.zeros((len(x), SIDE, SIDE), dtype=np.float32)
     ready = _already_mnist(x) & ~blank
     if ready.any():  # only 28x28 stacks can be

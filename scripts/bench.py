@@ -97,9 +97,10 @@ def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], cont
     return {"requests": len(bodies), "errors": errors, "right": right}
 
 
-def wrk(url: str, listing: Path, token: str, content_type: str, connections: int, seconds: int) -> dict:
+def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
     command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(ROOT / "scripts" / "bench.lua"), url, "--", str(listing), token, content_type]
+               "-s", str(ROOT / "scripts" / "bench.lua"), server.predictions, "--", str(listing),
+               server.keys()["inference"], content_type]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
     result["rps"] = round(result["answered"] / (result["duration_us"] / 1e6), 1)
@@ -126,8 +127,7 @@ def cpu_seconds(server: LocalTorchServe) -> dict[str, float]:
 def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
     """wrk at one level, plus the CPU microseconds each part spent per answered request."""
     before = cpu_seconds(server)
-    result = wrk(f"{server.inference}/predictions/mnist", listing, server.keys()["inference"], content_type,
-                 connections, seconds)
+    result = wrk(server, listing, content_type, connections, seconds)
     after = cpu_seconds(server)
     result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6)
                                     for k in before}
@@ -139,8 +139,7 @@ def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
     try:
         if args.warmup:
             listing, _ = sets[names[0]]
-            wrk(f"{server.inference}/predictions/mnist", listing, server.keys()["inference"], SETS[names[0]][1],
-                32, args.warmup)
+            wrk(server, listing, SETS[names[0]][1], 32, args.warmup)
         rows = {}
         for name in names:
             listing, labels = sets[name]
@@ -169,13 +168,11 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
             server = LocalTorchServe(folder / "store").start()
             try:
                 listing, _ = sets["mnist_png"]
-                token = server.keys()["inference"]
-                url = f"{server.inference}/predictions/mnist"
                 row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
                 if args.warmup:
-                    wrk(url, listing, token, "image/png", 32, args.warmup)
+                    wrk(server, listing, "image/png", 32, args.warmup)
                 for connections in (1, 32):
-                    r = wrk(url, listing, token, "image/png", connections, args.duration)
+                    r = wrk(server, listing, "image/png", connections, args.duration)
                     row[f"c{connections}_rps"], row[f"c{connections}_p50_ms"] = r["rps"], r["p50_us"] / 1000
                     row[f"c{connections}_p99_ms"] = r["p99_us"] / 1000
             finally:

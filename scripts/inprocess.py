@@ -5,6 +5,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from scripts.tsctl import ROOT
 
 
@@ -17,7 +19,8 @@ class InProcessContext:
         self.model_name = "mnist"
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": batch_size}
         self.manifest = {"model": {"serializedFile": "mnist_cnn.pt"}}
-        self.model_yaml_config = {"handler": {"torch_threads": 1, "low_confidence": 0.6, **settings}}
+        handler_settings = yaml.safe_load((ROOT / "model-config.yaml").read_text()).get("handler", {})
+        self.model_yaml_config = {"handler": {**handler_settings, **settings}}
         self.metrics = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
         self.metrics.initialize_cache()
         self.statuses: dict[int, tuple[int, str]] = {}
@@ -33,7 +36,7 @@ class InProcessContext:
 def load_handler(weights: Path = ROOT / "model" / "mnist_cnn.pt", gpu_id: int | None = None,
                  model_dir: Path | None = None, **settings):
     """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive;
-    `settings` are added to the handler settings (model-config.yaml's `handler:` section)."""
+    `settings` override model-config.yaml's `handler:` section."""
     from handler.mnist_handler import DigitHandler
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))

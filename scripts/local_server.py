@@ -49,6 +49,7 @@ class LocalTorchServe:
         self.inference = f"http://127.0.0.1:{self.ports['inference']}"
         self.management = f"http://127.0.0.1:{self.ports['management']}"
         self.metrics = f"http://127.0.0.1:{self.ports['metrics']}"
+        self.predictions = f"{self.inference}/predictions/mnist"
 
     def write_config(self) -> Path:
         """The repository's config.properties with this server's ports, store and absolute paths."""
@@ -129,7 +130,7 @@ class LocalTorchServe:
 
     def predict(self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30,
                 **kwargs) -> requests.Response:
-        return requests.post(f"{self.inference}/predictions/mnist", data=body, timeout=timeout,
+        return requests.post(self.predictions, data=body, timeout=timeout,
                              headers={**self.headers(), "Content-Type": content_type}, **kwargs)
 
     def worker_pids(self) -> list[int]:

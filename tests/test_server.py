@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from handler.mnist_handler import METRICS_FLUSH_SECONDS
 from scripts.reliability import png_header
 from scripts.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
@@ -32,7 +33,7 @@ def metric(server, name: str, **labels) -> float:
 
 def settle_metrics() -> None:
     """Let earlier requests' metrics leave the workers (they flush once a second) before a baseline."""
-    time.sleep(1.5)
+    time.sleep(METRICS_FLUSH_SECONDS + 0.5)
 
 
 def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **labels) -> float:
@@ -66,7 +67,7 @@ def test_the_readme_curl(server):
     """`curl -H "Authorization: Bearer <key>" -T digit.png .../predictions/mnist` (a PUT, no content type)."""
     from tests.conftest import FIXTURES
 
-    response = requests.put(f"{server.inference}/predictions/mnist", headers=server.headers(), timeout=30,
+    response = requests.put(server.predictions, headers=server.headers(), timeout=30,
                             data=(FIXTURES / "seven.png").read_bytes())
     assert response.status_code == 200 and response.json()["digit"] == 7
 
@@ -105,7 +106,7 @@ def test_request_encodings(server, mnist_sample):
     png = png_bytes(images[3])
     b64 = base64.b64encode(png).decode()
     headers = server.headers()
-    url = f"{server.inference}/predictions/mnist"
+    url = server.predictions
     answers = [
         requests.post(url, files={"file": ("digit.png", png, "image/png")}, headers=headers, timeout=30),
         requests.post(url, json={"data": b64}, headers=headers, timeout=30),
@@ -241,7 +242,7 @@ def test_metrics_move_with_known_requests(server, mnist_sample):
 
 
 def test_token_authorization(server):
-    url = f"{server.inference}/predictions/mnist"
+    url = server.predictions
     body = png_bytes(np.eye(28, dtype=np.uint8) * 255)
     keys = server.keys()
     for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Bearer {keys['management']}"}):
