@@ -1,6 +1,6 @@
 """TorchServe handler: a batch of image requests -> one forward pass -> a digit per request.
 
-Each request is decoded and validated on its own (handler/preprocess.py); a bad one gets its own
+Each request is decoded and validated on its own (handler/preprocess/); a bad one gets its own
 4xx JSON answer through `context.set_response_status`, and the rest of the batch is unaffected.
 """
 from __future__ import annotations

@@ -187,7 +187,7 @@ def _markdown(report: dict) -> str:
         "## Input families",
         "",
         "Generated from the first MNIST **test** digits (`train/families.py`), uploaded as bytes and "
-        "read through the serving preprocessing (`handler/preprocess.py`).",
+        "read through the serving preprocessing (`handler/preprocess/`).",
         "",
         "| family | images | accuracy | without denoise | preprocess ms/img | what it is |",
         "|---|---|---|---|---|---|",

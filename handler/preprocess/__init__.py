@@ -1,0 +1,20 @@
+"""Turn what clients send into what the network was trained on: the one preprocessing implementation.
+
+Used by the TorchServe handler, the evaluation and the tests. The path of one image, a module per stage:
+
+    request payload --envelopes--> image bytes --decode--> (H, W) float in [0, 1]
+    --mnistify--> (28, 28) light digit on black, longer side 20 px, centre of mass centred
+    --batch--> (N, 1, 28, 28) network input; per request its images or its error
+
+`kernels` holds the hand-written numpy kernels mnistify runs on (N, H, W) stacks.
+"""
+from handler.errors import InputError
+from handler.preprocess.batch import (MEAN, STD, RequestBatch, decode_batch, normalize, preprocess_bytes,
+                                      request_images, to_batch)
+from handler.preprocess.decode import MAX_PIXELS, decode_gray, decode_image, to_grayscale
+from handler.preprocess.envelopes import request_grays
+from handler.preprocess.mnistify import denoise, is_noisy, mnist_like, mnist_like_many, noise_level
+
+__all__ = ["InputError", "MAX_PIXELS", "MEAN", "STD", "RequestBatch", "decode_batch", "decode_gray",
+           "decode_image", "denoise", "is_noisy", "mnist_like", "mnist_like_many", "noise_level", "normalize",
+           "preprocess_bytes", "request_grays", "request_images", "to_batch", "to_grayscale"]
