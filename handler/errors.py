@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 
-class InputError(Exception):
-    """A request the service cannot answer with a digit; never a server fault."""
+class RequestError(Exception):
+    """Why one request of a batch gets no digit; answered with `status` and `body()`."""
 
-    status = 400
+    status = 500
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -14,6 +14,12 @@ class InputError(Exception):
 
     def body(self) -> dict:
         return {"code": self.status, "error": self.message}
+
+
+class InputError(RequestError):
+    """A request the service cannot answer with a digit; never a server fault."""
+
+    status = 400
 
 
 class BadRequest(InputError):
@@ -32,3 +38,12 @@ class NoDigitFound(InputError):
     """Decoded fine, but there is nothing to read (a blank or uniform image)."""
 
     status = 422
+
+
+class InternalError(RequestError):
+    """A fault of ours (a bug in our own code on a readable input): 500, details only in the log."""
+
+    status = 500
+
+    def __init__(self, reason: str = "internal", message: str = "internal error") -> None:
+        super().__init__(reason, message)

@@ -17,7 +17,7 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.errors import InputError
+from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, to_batch
 from model import fuse_batchnorm, load_checkpoint
 
@@ -29,6 +29,7 @@ METRICS = {
     "DigitPredictions": (MetricTypes.COUNTER, "count", "Digit"),
     "LowConfidencePredictions": (MetricTypes.COUNTER, "count", None),
     "RejectedInputs": (MetricTypes.COUNTER, "count", "Reason"),
+    "InternalErrors": (MetricTypes.COUNTER, "count", None),  # requests answered 500: bugs of ours
     "DigitBatchSize": (MetricTypes.HISTOGRAM, "count", None),
     "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
     "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
@@ -111,9 +112,12 @@ class DigitHandler(BaseHandler):
         answers = []
         for idx, (span, instances) in enumerate(zip(batch.rows, batch.instances)):
             self.context.set_response_content_type(idx, "application/json")
-            if isinstance(span, InputError):
+            if isinstance(span, RequestError):
                 self.context.set_response_status(span.status, span.message, idx)
-                self._add("RejectedInputs", 1, span.reason)
+                if isinstance(span, InputError):
+                    self._add("RejectedInputs", 1, span.reason)
+                else:
+                    self._add("InternalErrors", 1)
                 answers.append(json.dumps(span.body()))
             elif instances:
                 answers.append(json.dumps({"predictions": predictions[span]}))

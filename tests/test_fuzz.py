@@ -175,3 +175,22 @@ def test_instances_arrays(height, width, scale, seed):
 @given(st.dictionaries(st.text(max_size=12), st.binary(max_size=64) | valid_images(), max_size=3))
 def test_multipart_like_requests(fields):
     check(fields)
+
+
+@given(st.lists(payloads | json_values.map(lambda document: {"instances": document}), min_size=1, max_size=4))
+def test_decode_batch(bodies):
+    """What production calls: a batch of fuzzed requests, each answered on its own with MNIST-form
+    images or a 4xx; a 500 (InternalError) here is a bug of ours that fuzzing found."""
+    batch = P.decode_batch([{"body": body} for body in bodies])
+    assert len(batch.rows) == len(bodies) == len(batch.instances)
+    used = 0
+    for row in batch.rows:
+        if isinstance(row, slice):
+            assert row.start == used and row.stop > row.start
+            used = row.stop
+        else:
+            assert isinstance(row, InputError) and 400 <= row.status < 500, row
+    assert used == len(batch.images)
+    for image in batch.images:
+        assert image.shape == (28, 28) and image.dtype == np.float32
+        assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1

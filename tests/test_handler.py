@@ -127,3 +127,33 @@ def test_runs_on_the_assigned_gpu(tmp_path, mnist_sample):
     assert next(handler.model.parameters()).is_cuda
     out = answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:16]])
     assert np.mean(np.array([a["digit"] for a in out]) == mnist_sample[1][:16]) >= 0.9
+
+
+def test_a_fault_of_ours_answers_500_for_that_request_only(handler_and_context, mnist_sample, monkeypatch, caplog):
+    """A bug in our own numeric code (injected here for 30x30 images) is a 500 with a logged
+    traceback and a metric, never a 4xx that blames the client; the rest of the batch is answered."""
+    from handler.preprocess import mnistify
+
+    handler, context = handler_and_context
+    images, labels = mnist_sample
+    stack = mnistify._mnist_like_stack
+
+    def faulty(x, denoise_noisy):
+        if x.shape[1:] == (30, 30):
+            raise FloatingPointError("injected fault")
+        return stack(x, denoise_noisy)
+
+    monkeypatch.setattr(mnistify, "_mnist_like_stack", faulty)
+    victim = png_bytes(np.pad(images[1], 1))  # 30x30: a readable digit that hits the fault
+    requests = [{"body": png_bytes(images[0])}, {"body": victim}, {"body": b""},
+                {"body": {"instances": [images[2].tolist()]}}]
+    with caplog.at_level(logging.INFO):
+        out = answers(handler, context, requests)
+    assert context.statuses == {1: (500, "internal error"), 2: (400, "the request body is empty")}
+    assert out[1] == {"code": 500, "error": "internal error"}
+    assert out[0]["digit"] == labels[0] and out[3]["predictions"][0]["digit"] == labels[2]
+    tracebacks = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert tracebacks and "injected fault" in caplog.text
+    metrics = "\n".join(r.getMessage() for r in caplog.records)
+    assert "[METRICS]InternalErrors.Count:1|#ModelName:mnist|" in metrics
+    assert "[METRICS]RejectedInputs.Count:1|#ModelName:mnist,Reason:empty|" in metrics

@@ -207,6 +207,20 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
             assert np.array_equal(batch.images[rows.start], P.preprocess_bytes(body))
 
 
+def test_decode_batch_answers_a_fault_of_ours_with_an_internal_error(digit, monkeypatch):
+    """Past decoding the input is readable: an exception there is ours (500), not the client's."""
+    from handler.errors import InternalError
+    from handler.preprocess import mnistify
+
+    def broken(x, denoise_noisy):
+        raise ValueError("injected fault")
+
+    monkeypatch.setattr(mnistify, "_mnist_like_stack", broken)
+    batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}])
+    assert isinstance(batch.rows[0], InternalError) and batch.rows[0].body() == {"code": 500, "error": "internal error"}
+    assert isinstance(batch.rows[1], BadRequest) and batch.images == []
+
+
 # ---------------------------------------------------------------- bad inputs: one test per kind
 
 def rejected(request: dict) -> InputError:
@@ -244,6 +258,18 @@ def rejected(request: dict) -> InputError:
 def test_bad_input_kinds(request_, kind, status, reason):
     error = rejected(request_)
     assert type(error) is kind and error.status == status and error.reason == reason
+
+
+def test_tiff_with_a_rational_strip_size_is_a_bad_request():
+    """Found by fuzzing decode_batch: Pillow raised TypeError loading this TIFF."""
+    body = (b"II*\x00\x08\x00\x00\x00\n\x00\x00\x01\x04\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01\x01\x04\x00"
+            b"\x01\x00\x00\x00\x01\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00 \x00\x00\x00\x03\x01\x03\x00\x01"
+            b"\x00\x00\x00\x01\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x11\x01\x04\x00\x01"
+            b"\x00\x00\x00\x86\x00\x00\x00\x16\x01\x05\x00\x01\x00\x00\x00\x01\x00\x00\x00\x17\x01\x04\x00\x01"
+            b"\x00\x00\x00\x04\x00\x00\x00\x1c\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00S\x01\x03\x00\x01\x00"
+            b"\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00 \x00\x00\x00")
+    error = rejected({"body": body})
+    assert error.status == 400 and error.reason == "truncated"
 
 
 def test_truncated_image(digit):

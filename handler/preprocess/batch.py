@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from handler.errors import BadRequest, InputError
+from handler.errors import BadRequest, InputError, InternalError, RequestError
 from handler.preprocess import mnistify
 from handler.preprocess.decode import decode_gray
 from handler.preprocess.envelopes import request_grays
@@ -28,7 +28,7 @@ class RequestBatch:
     """A TorchServe batch decoded request by request: one bad request never spoils the others."""
 
     images: list[np.ndarray] = field(default_factory=list)  # (28, 28) images of all requests, in order
-    rows: list[slice | InputError] = field(default_factory=list)  # per request: its images, or why none
+    rows: list[slice | RequestError] = field(default_factory=list)  # per request: its images, or why none
     instances: list[bool] = field(default_factory=list)  # per request: answer {"predictions": [...]}
 
     def add(self, images: list[np.ndarray], instances: bool) -> None:
@@ -36,14 +36,19 @@ class RequestBatch:
         self.images.extend(images)
         self.instances.append(instances)
 
-    def reject(self, error: InputError) -> None:
+    def reject(self, error: RequestError) -> None:
         self.rows.append(error)
         self.instances.append(False)
 
 
 def decode_batch(requests: list[dict]) -> RequestBatch:
     """Decode each request on its own (one bad request never spoils the others), then bring all
-    the batch's images to MNIST form together: numpy's per-call overhead is paid once per batch."""
+    the batch's images to MNIST form together: numpy's per-call overhead is paid once per batch.
+
+    Only parsing and decoding failures are the client's (4xx). Past decoding the input is a
+    readable image, so an exception there is a bug of ours: that request gets an InternalError
+    (500), and the rest of the batch is still answered.
+    """
     decoded: list[tuple[range, bool] | InputError] = []  # per request: its images' indices, or why none
     grays: list[np.ndarray] = []
     for request in requests:
@@ -72,24 +77,27 @@ def decode_batch(requests: list[dict]) -> RequestBatch:
     return batch
 
 
-def _mnist_like_isolated(grays: list[np.ndarray]) -> tuple[list, list[InputError | None]]:
-    """mnist_like_many, falling back to one image at a time should the batch raise."""
+def _mnist_like_isolated(grays: list[np.ndarray]) -> tuple[list, list[RequestError | None]]:
+    """mnist_like_many, falling back to one image at a time should the batch raise: only the
+    images that raise alone get an InternalError."""
     try:
         return mnistify.mnist_like_many(grays)
     except Exception:
-        logger.warning("batched preprocessing failed; retrying image by image", exc_info=True)
+        logger.exception("batched preprocessing failed; retrying image by image")
     images, errors = [], []
     for gray in grays:
         try:
             (image,), (error,) = mnistify.mnist_like_many([gray])
-        except Exception as e:
-            image, error = None, _unreadable(e)
+        except Exception:
+            logger.exception("preprocessing failed on a decoded %s image", "x".join(map(str, gray.shape)))
+            image, error = None, InternalError()
         images.append(image)
         errors.append(error)
     return images, errors
 
 
 def _unreadable(error: Exception) -> BadRequest:
+    """A decoder raised something other than our typed errors on the client's bytes."""
     logger.warning("unreadable input", exc_info=error)
     return BadRequest("unreadable", f"the input could not be read ({type(error).__name__})")
 

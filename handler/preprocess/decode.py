@@ -44,7 +44,8 @@ def decode_image(data: bytes) -> Image.Image:
         image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (WORK_SIDE, WORK_SIDE))
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+    # TypeError: Pillow's TIFF reader on a rational where it expects an integer (found by fuzzing)
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, Image.DecompressionBombError) as e:
         raise BadRequest("truncated", f"the image data is truncated or corrupt: {e}") from None
     return image
 
