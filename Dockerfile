@@ -13,9 +13,9 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY model/ model/
 COPY handler/ handler/
-COPY scripts/ scripts/
+COPY ops/ ops/
 COPY model-config.yaml config.properties log4j2.xml ./
-RUN python -m scripts.build_archive --export-path model_store \
+RUN python -m ops.build_archive --export-path model_store \
  # Inside a container the published ports must listen on all interfaces.
  && sed 's#http://127.0.0.1:#http://0.0.0.0:#' config.properties > config.container.properties \
  && useradd --create-home serve && chown -R serve /srv

@@ -55,23 +55,23 @@ evaluate: setup
 archive: model_store/mnist.mar
 
 model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
-	$(PY) -m scripts.build_archive --export-path model_store
+	$(PY) -m ops.build_archive --export-path model_store
 
 serve: archive
 	@# The frontend runs on in the background: keep its console output off the caller's terminal/pipe.
 	mkdir -p logs && torchserve --start --ncs --ts-config config.properties > logs/torchserve.out 2>&1
-	$(PY) -m scripts.tsctl wait || { tail -n 40 logs/torchserve.out logs/model_log.log; exit 1; }
+	$(PY) -m ops.tsctl wait || { tail -n 40 logs/torchserve.out logs/model_log.log; exit 1; }
 	@echo "TorchServe is serving mnist (keys: key_file.json, logs: logs/)"
 	@echo "  inference   http://127.0.0.1:8080/predictions/mnist   (inference key)"
 	@echo "  management  http://127.0.0.1:8081/models/mnist        (management key)"
 	@echo "  metrics     http://127.0.0.1:8082/metrics"
-	@echo "  try: curl -H \"Authorization: Bearer \$$($(PY) -m scripts.tsctl key inference)\" -T tests/fixtures/seven.png http://127.0.0.1:8080/predictions/mnist"
+	@echo "  try: curl -H \"Authorization: Bearer \$$($(PY) -m ops.tsctl key inference)\" -T tests/fixtures/seven.png http://127.0.0.1:8080/predictions/mnist"
 
 stop: setup
 	torchserve --stop
 
 scale: setup
-	$(PY) -m scripts.tsctl scale $(WORKERS)
+	$(PY) -m ops.tsctl scale $(WORKERS)
 
 test: setup
 	$(PY) -m pytest
@@ -80,12 +80,12 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 soak: setup
-	$(PY) -m scripts.reliability --soak-seconds $(SOAK_SECONDS)
+	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS)
 
 bench: setup
 	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
-	$(PY) -m scripts.bench $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf model_store logs key_file.json .pytest_cache

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.build_archive import build_archive
-from scripts.inprocess import load_handler
-from scripts.local_server import LocalTorchServe
-from train.families import sample_digits
+from harness.inprocess import load_handler
+from harness.local_server import LocalTorchServe
+from harness.samples import sample_digits
+from ops.build_archive import build_archive
+from ops.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.local_server import LocalTorchServe
-from scripts.reliability import kill_worker, reference_answers, restart, soak, valid_bodies
+from harness.faults import kill_worker, reference_answers, restart, soak, valid_bodies
+from harness.local_server import LocalTorchServe
 
 pytestmark = pytest.mark.integration
 

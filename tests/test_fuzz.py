@@ -21,7 +21,7 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
-from train.families import sample_digits
+from harness.samples import sample_digits
 
 settings.register_profile("ci", max_examples=800, deadline=2000, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

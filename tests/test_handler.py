@@ -120,7 +120,7 @@ def test_base64_and_data_url_requests(handler_and_context, mnist_sample):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_the_assigned_gpu(tmp_path, mnist_sample):
-    from scripts.inprocess import load_handler
+    from harness.inprocess import load_handler
 
     handler, context = load_handler(gpu_id=0, model_dir=tmp_path)
     assert handler.device == torch.device("cuda:0")

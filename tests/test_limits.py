@@ -13,9 +13,10 @@ import pytest
 import requests
 import yaml
 
-from scripts.build_archive import build_archive
-from scripts.local_server import LocalTorchServe
-from tests.conftest import ROOT, png_bytes
+from harness.local_server import LocalTorchServe
+from ops.build_archive import build_archive
+from ops.paths import ROOT
+from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
-from scripts.reliability import png_header
+from harness.bad_inputs import png_header
 from tests.conftest import png_bytes
 from train.families import FAMILIES, generate
 

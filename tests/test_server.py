@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from handler.mnist_handler import METRICS_FLUSH_SECONDS
-from scripts.reliability import png_header
-from scripts.tsctl import describe, rotate, scale
+from harness.bad_inputs import png_header
+from ops.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
 from train.families import generate
 

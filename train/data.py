@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "data"
+from ops.paths import ROOT
+
+DEFAULT_ROOT = ROOT / "data"
 
 
 def mnist_root(root: str | os.PathLike | None = None) -> Path:

@@ -17,12 +17,12 @@ import torch
 
 from handler.preprocess import normalize, preprocess_bytes, to_batch
 from model import DEFAULT_WEIGHTS, load_checkpoint
+from ops.paths import ROOT
 from train.data import load_mnist
 from train.families import DESCRIPTIONS, FAMILIES, generate
 from train.train import evaluate as evaluate_tensors
 from train.train import to_input
 
-ROOT = Path(__file__).resolve().parents[1]
 # What the report must show (issue goals): family -> minimum accuracy.
 GOALS = {"mnist_test": 0.995, "canvas_export": 0.98, "paper_photo": 0.97, "gaussian_noise": 0.97,
          "salt_and_pepper": 0.97, "blur": 0.97, "speckle": 0.97}

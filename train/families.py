@@ -1,25 +1,15 @@
 """Input families generated from MNIST test digits: how clients really send digits.
 
 Each generator takes a (28, 28) uint8 MNIST digit and a numpy Generator and returns the bytes a
-client would upload. Used by the evaluation report and by the integration tests.
+client would upload. Used by the evaluation report, the tests and the benchmarks.
 """
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
-
-
-SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist_test_100.npz"
-
-
-def sample_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 100 committed MNIST test digits, (100, 28, 28) uint8, and their labels: no dataset needed."""
-    data = np.load(SAMPLE)
-    return data["images"], data["labels"]
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.tsctl import ROOT
+from ops.paths import ROOT
 
 
 class InProcessContext:

@@ -29,11 +29,12 @@ from pathlib import Path
 import psutil
 import yaml
 
-from scripts.build_archive import build_archive
-from scripts.inprocess import load_handler
-from scripts.local_server import LocalTorchServe
-from scripts.tsctl import ROOT
-from train.families import generate, sample_digits
+from harness.inprocess import load_handler
+from harness.local_server import LocalTorchServe
+from harness.samples import sample_digits
+from ops.build_archive import build_archive
+from ops.paths import ROOT
+from train.families import generate
 
 SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}
 
@@ -99,7 +100,7 @@ def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], cont
 
 def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
     command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(ROOT / "scripts" / "bench.lua"), server.predictions, "--", str(listing),
+               "-s", str(ROOT / "benchmarks" / "bench.lua"), server.predictions, "--", str(listing),
                server.keys()["inference"], content_type]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
@@ -185,7 +186,7 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
 def sweep_markdown(rows: list[dict], label: str) -> str:
     lines = ["# Batching and workers sweep", "",
              f"Machine: {label}. The service with MNIST test PNGs, wrk at concurrency 1 and 32; "
-             "`python -m scripts.bench --sweep`.", "",
+             "`python -m benchmarks.bench --sweep`.", "",
              "| workers | batch size | max delay ms | c1 req/s | c1 p50 ms | c32 req/s | c32 p50 ms | c32 p99 ms |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -215,7 +216,7 @@ def main(args: argparse.Namespace) -> dict:
     report["in_process_rps"] = in_process(sets, config["batchSize"])
     print("in-process", report["in_process_rps"], flush=True)
 
-    build_archive(work / "noop", handler=ROOT / "scripts" / "noop_handler.py")
+    build_archive(work / "noop", handler=ROOT / "benchmarks" / "noop_handler.py")
     build_archive(work / "service")
     report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], args)["mnist_png"]
     report["service"] = serve_and_load(work / "service", sets, list(SETS), args)

@@ -1,10 +1,10 @@
 """Small operator CLI for a running TorchServe started from this repository.
 
-    python -m scripts.tsctl key inference          # print a key from key_file.json
-    python -m scripts.tsctl wait                   # block until /ping is healthy and mnist answers
-    python -m scripts.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
-    python -m scripts.tsctl describe               # GET /models/mnist
-    python -m scripts.tsctl rotate inference       # new inference key (old one stops working)
+    python -m ops.tsctl key inference          # print a key from key_file.json
+    python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
+    python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
+    python -m ops.tsctl describe               # GET /models/mnist
+    python -m ops.tsctl rotate inference       # new inference key (old one stops working)
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+from ops.paths import ROOT
 
 
 def read_keys(key_file: str | Path = ROOT / "key_file.json") -> dict[str, str]:

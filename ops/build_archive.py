@@ -1,6 +1,6 @@
 """Build model_store/mnist.mar with torch-model-archiver.
 
-    python -m scripts.build_archive [--export-path model_store] [--config-file model-config.yaml]
+    python -m ops.build_archive [--export-path model_store] [--config-file model-config.yaml]
 
 The archive holds the handler entry point, the committed weights, the model config and the
 `handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from ops.paths import ROOT
+
 PACKAGES = ("handler", "model")
 
 

@@ -1,6 +1,6 @@
 -- wrk script for `make bench`: POSTs the bodies listed in a file, round robin, with a bearer
 -- token, checks that every answer is a 200 with a digit, and prints one JSON line at the end.
---   wrk -s scripts/bench.lua URL -- <list file> <token> <content type>
+--   wrk -s benchmarks/bench.lua URL -- <list file> <token> <content type>
 local threads = {}
 
 function setup(thread)

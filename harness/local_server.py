@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from scripts.tsctl import ROOT, bearer, read_keys, wait_ready
+from ops.paths import ROOT
+from ops.tsctl import bearer, read_keys, wait_ready
 
 
 def free_port() -> int:
