@@ -23,12 +23,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import yaml
 
+from harness.clients import count_right, predict_concurrently
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
@@ -91,10 +91,9 @@ def in_process(sets, batch_size: int, seconds: float = 3.0) -> dict:
 def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], content_type: str) -> dict:
     """Every body once at concurrency 32, every answer compared with its label."""
     bodies = [Path(p).read_bytes() for p in listing.read_text().split()]
-    with ThreadPoolExecutor(32) as pool:
-        responses = list(pool.map(lambda b: server.predict(b, content_type), bodies))
+    responses = predict_concurrently(server, bodies, content_type, concurrency=32)
     errors = sum(r.status_code != 200 for r in responses)
-    right = sum(r.status_code == 200 and r.json()["digit"] == y for r, y in zip(responses, labels))
+    right = count_right(responses, labels)
     return {"requests": len(bodies), "errors": errors, "right": right}
 
 

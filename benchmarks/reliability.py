@@ -87,7 +87,8 @@ def markdown(r: dict) -> str:
         f"- Stopped and started from the same store and config: settings equal: {rs['settings_equal']} "
         f"({rs['settings']}), workers {rs['workers']}, same answers: {rs['answers_equal']}.", "",
         "## Soak", "",
-        f"- {s['seconds']} s at concurrency {s['concurrency']}, 80% valid / 20% invalid requests: "
+        f"- {s['seconds']} s at concurrency {s['concurrency']}, {1 - s['invalid_share']:.0%} valid requests and "
+        f"{s['invalid_share']:.0%} from the bad-input catalogue (`harness/bad_inputs.py`): "
         f"{s['requests']:,} requests ({s['requests_per_s']}/s), outcomes {s['outcomes']}, "
         f"unexpected: {s['unexpected']}.",
         f"- Worker memory (RSS, all workers, shared libraries included): {s['worker_rss_mb_before']} MB "

@@ -1,21 +1,50 @@
-"""Bad inputs the service must refuse with a 4xx: shared by the tests, the fuzzer and `make soak`."""
+"""The catalogue of bad inputs the service must refuse with a 4xx: one list shared by the tests
+(in-process and over HTTP), the fuzzer (as seeds) and `make soak`."""
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from train.families import encode_image
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def png_header(width: int, height: int) -> bytes:
     """A valid PNG header declaring a size, with no pixels behind it (a decompression bomb's shape)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     ihdr = struct.pack(">II", width, height) + bytes([8, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
 
 
-INVALID = [  # (body, expected status)
-    (b"", 400),
-    (b"this is plain text, not an image", 415),
-    (b"data:image/png;base64,@@@", 400),
-    (png_header(50000, 50000), 413),
+@dataclass(frozen=True)
+class BadBody:
+    """A request body and what the service answers: its status and the RejectedInputs reason."""
+
+    reason: str
+    body: bytes
+    status: int
+    content_type: str = "application/octet-stream"
+
+
+def _truncated_png() -> bytes:
+    whole = encode_image(np.zeros((300, 300), np.uint8))
+    return whole[:len(whole) // 2]
+
+
+BAD_BODIES = [
+    BadBody("empty", b"", 400),
+    BadBody("not_an_image", b"\x00\x01\x02 definitely not an image \xff\xfe" * 4, 415),
+    BadBody("not_an_image", b"this is plain text, not an image", 415),
+    BadBody("truncated", _truncated_png(), 400),
+    BadBody("zero_size", png_header(0, 10), 400),
+    BadBody("bad_base64", b"data:image/png;base64,@@not-base64@@", 400),
+    BadBody("bad_json", b'{"instances": "nope"}', 400, "application/json"),
+    BadBody("too_many_pixels", png_header(50000, 50000), 413),
+    BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
 ]

@@ -13,7 +13,8 @@ import time
 import psutil
 import requests
 
-from harness.bad_inputs import INVALID
+from harness.bad_inputs import BAD_BODIES
+from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.tsctl import describe
@@ -28,7 +29,7 @@ def valid_bodies() -> tuple[list[bytes], list[int]]:
 
 def reference_answers(server: LocalTorchServe, bodies: list[bytes]) -> list[int]:
     """What the healthy service answers for each body: the yardstick for "never a wrong answer"."""
-    return [server.predict(b).json()["digit"] for b in bodies]
+    return [r.json()["digit"] for r in predict_concurrently(server, bodies)]
 
 
 def worker_rss_mb(server: LocalTorchServe) -> float:
@@ -101,7 +102,7 @@ def kill_worker(server: LocalTorchServe, bodies, answers, concurrency: int = 8) 
         os.kill(victim, signal.SIGKILL)
         recovered_at = _wait_recovered(server, victim, len(workers_before))
         time.sleep(2)
-    after = [server.predict(b) for b in bodies[:50]]
+    after = predict_concurrently(server, bodies[:50], concurrency=1)
     ping = requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10).json()
     return {
         "killed_pid": victim,
@@ -109,7 +110,7 @@ def kill_worker(server: LocalTorchServe, bodies, answers, concurrency: int = 8) 
         "before_kill": load.counts(until=killed_at),
         "during_recovery": load.counts(killed_at, recovered_at),
         "after_recovery": load.counts(since=recovered_at),
-        "after_sequential_ok": sum(r.status_code == 200 and r.json()["digit"] == d for r, d in zip(after, answers)),
+        "after_sequential_ok": count_right(after, answers),
         "after_sequential_sent": len(after),
         "ping": ping.get("status"),
         "workers_after": server.worker_pids(),
@@ -142,9 +143,11 @@ def restart(server: LocalTorchServe, bodies, answers) -> dict:
 
 
 def soak(server: LocalTorchServe, bodies, answers, seconds: float, concurrency: int = 8) -> dict:
-    """Constant load, 80% valid and 20% invalid requests, every answer checked; worker RSS before/after."""
+    """Constant load, about 80% valid requests and 20% from the bad-input catalogue, every answer
+    checked; worker RSS before/after."""
     jobs = [(b, 200, d) for b, d in zip(bodies, answers)]
-    jobs += [(body, status, None) for body, status in INVALID] * (len(jobs) // (4 * len(INVALID)))
+    repeats = max(1, round(len(jobs) / (4 * len(BAD_BODIES))))
+    jobs += [(bad.body, bad.status, None) for bad in BAD_BODIES] * repeats
     memory_before = worker_rss_mb(server)
     start = time.monotonic()
     with Load(server, jobs, concurrency) as load:
@@ -152,6 +155,7 @@ def soak(server: LocalTorchServe, bodies, answers, seconds: float, concurrency: 
     elapsed = time.monotonic() - start
     counts = load.counts()
     return {"seconds": round(elapsed, 1), "concurrency": concurrency, "requests": sum(counts.values()),
+            "invalid_share": round(len(BAD_BODIES) * repeats / len(jobs), 2),
             "requests_per_s": round(sum(counts.values()) / elapsed, 1), "outcomes": counts,
             "unexpected": sum(v for k, v in counts.items() if k != "ok"),
             "worker_rss_mb_before": memory_before, "worker_rss_mb_after": worker_rss_mb(server)}

@@ -99,7 +99,11 @@ def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:
 
 def load_checkpoint(path: str | Path = DEFAULT_WEIGHTS, map_location="cpu") -> DigitCNN:
     """Rebuild the network from the config stored with the weights, fp32, in eval mode."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    return model_from_checkpoint(torch.load(path, map_location=map_location, weights_only=True))
+
+
+def model_from_checkpoint(checkpoint: dict) -> DigitCNN:
+    """The network of a checkpoint already read (its other entries: recipe, accuracy, ...), fp32, eval mode."""
     model = DigitCNN(ModelConfig(**checkpoint["config"]))
     state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     model.load_state_dict(state)

@@ -31,15 +31,14 @@ def bearer(key: str) -> dict[str, str]:
 
 def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0) -> None:
     """Healthy /ping and one answered prediction, or TimeoutError."""
-    probe = _probe_png()
     deadline, last = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
         try:
             headers = bearer(read_keys(key_file)["inference"])
             ping = requests.get(f"{inference_url}/ping", headers=headers, timeout=5)
             if ping.ok and ping.json().get("status") == "Healthy":
-                answer = requests.post(f"{inference_url}/predictions/{model}", data=probe, timeout=10,
-                                       headers={**headers, "Content-Type": "image/png"})
+                answer = requests.post(f"{inference_url}/predictions/{model}", json=_PROBE, timeout=10,
+                                       headers=headers)
                 if answer.status_code == 200:
                     return
                 last = f"prediction: {answer.status_code} {answer.text[:200]}"
@@ -51,16 +50,9 @@ def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout
     raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s: {last}")
 
 
-def _probe_png() -> bytes:
-    import io
-
-    from PIL import Image, ImageDraw
-
-    image = Image.new("L", (28, 28))
-    ImageDraw.Draw(image).line([(14, 4), (14, 24)], fill=255, width=3)  # a "1"
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+# A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed.
+_PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for col in range(28)]
+                         for row in range(28)]]}
 
 
 def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120) -> dict:

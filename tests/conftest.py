@@ -1,25 +1,18 @@
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.build_archive import build_archive
 from ops.paths import ROOT
+from train.families import encode_image as png_bytes  # noqa: F401  (tests encode PNGs with it)
 
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def png_bytes(pixels: np.ndarray, **save) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=save.pop("format", "PNG"), **save)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

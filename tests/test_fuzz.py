@@ -7,7 +7,6 @@ The only acceptable outcomes for any request are (28, 28) images in [0, 1] or a 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import struct
@@ -21,14 +20,23 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
+from harness.bad_inputs import BAD_BODIES
+from harness.bad_inputs import png_chunk
 from harness.samples import sample_digits
+from train.families import encode_image as encode
 
-settings.register_profile("ci", max_examples=800, deadline=2000, derandomize=True,
+# No per-example deadline: under tracemalloc on a shared CPU a legitimate input (a BMP with a
+# bogus palette) took 2.5 s, 25 ms without it. Tests check behaviour, not wall-clock time; a hang
+# is still caught by pytest-timeout, and memory by MEMORY_BOUND.
+settings.register_profile("ci", max_examples=800, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=20000, deadline=5000,
+settings.register_profile("long", max_examples=20000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Pillow imports most format plugins on first need; under tracemalloc that one-off import takes
+# seconds and would trip the deadline of whichever example meets it first.
+Image.init()
 MEMORY_BOUND = 300 * 2**20  # bytes Python and numpy may hold while decoding one request
 SEED_DIGIT = sample_digits()[0][0]
 
@@ -48,12 +56,6 @@ def check(request: dict) -> None:
     for image in images:
         assert image.shape == (28, 28) and image.dtype == np.float32
         assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
-
-
-def encode(image: Image.Image, fmt: str, **save) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
 
 
 FORMATS = {"PNG": {}, "JPEG": {"quality": 80}, "GIF": {}, "WEBP": {}, "BMP": {}, "TIFF": {}}
@@ -98,10 +100,6 @@ def mutated(draw, source) -> bytes:
     return bytes(data)
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 @st.composite
 def declared_sizes(draw) -> bytes:
     """Headers declaring huge (or zero) dimensions with little or no pixel data behind them."""
@@ -110,8 +108,8 @@ def declared_sizes(draw) -> bytes:
     kind = draw(st.sampled_from(["png", "gif", "bmp"]))
     if kind == "png":
         ihdr = struct.pack(">II", width, height) + bytes([8, draw(st.sampled_from([0, 2, 3, 4, 6])), 0, 0, 0])
-        idat = _chunk(b"IDAT", zlib.compress(bytes(draw(st.integers(0, 4096)))))
-        return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + idat + _chunk(b"IEND", b"")
+        idat = png_chunk(b"IDAT", zlib.compress(bytes(draw(st.integers(0, 4096)))))
+        return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + idat + png_chunk(b"IEND", b"")
     if kind == "gif":
         w, h = width % 65536, height % 65536
         return (b"GIF89a" + struct.pack("<HH", w, h) + b"\x00\x00\x00" + b"," + struct.pack("<HHHH", 0, 0, w, h)
@@ -120,11 +118,15 @@ def declared_sizes(draw) -> bytes:
     return (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0))
 
 
+catalogue = st.sampled_from([bad.body for bad in BAD_BODIES])  # the known bad inputs, as seeds
+
 payloads = st.one_of(
     st.binary(max_size=2048),
     valid_images(),
     mutated(valid_images()),
     declared_sizes(),
+    catalogue,
+    mutated(catalogue),
 )
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
@@ -11,9 +10,10 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
-from harness.bad_inputs import png_header
+from harness.bad_inputs import BAD_BODIES, png_header
 from tests.conftest import png_bytes
 from train.families import FAMILIES, generate
+from train.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +28,6 @@ def reference(digit) -> np.ndarray:
 
 def similar(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-
-def encode(image: Image.Image, fmt: str, **save) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
 
 
 def one(request: dict) -> np.ndarray:
@@ -270,6 +264,12 @@ def test_tiff_with_a_rational_strip_size_is_a_bad_request():
             b"\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00 \x00\x00\x00")
     error = rejected({"body": body})
     assert error.status == 400 and error.reason == "truncated"
+
+
+@pytest.mark.parametrize("bad", BAD_BODIES, ids=lambda bad: bad.reason)
+def test_the_bad_input_catalogue(bad):
+    error = rejected({"body": bad.body})
+    assert (error.status, error.reason) == (bad.status, bad.reason)
 
 
 def test_truncated_image(digit):

@@ -5,14 +5,14 @@ import base64
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 
 from handler.mnist_handler import METRICS_FLUSH_SECONDS
-from harness.bad_inputs import png_header
+from harness.bad_inputs import BAD_BODIES
+from harness.clients import count_right, predict_concurrently
 from ops.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
 from train.families import generate
@@ -44,11 +44,6 @@ def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **l
     return value
 
 
-def predict_all(server, bodies: list[bytes], workers: int = 16, **kwargs) -> list[requests.Response]:
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda body: server.predict(body, **kwargs), bodies))
-
-
 def test_ping_is_healthy(server):
     response = requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "Healthy"
@@ -56,10 +51,10 @@ def test_ping_is_healthy(server):
 
 def test_real_mnist_test_digits(server, mnist_sample):
     images, labels = mnist_sample
-    responses = predict_all(server, [png_bytes(p) for p in images], content_type="image/png")
+    responses = predict_concurrently(server, [png_bytes(p) for p in images], content_type="image/png")
     assert all(r.status_code == 200 for r in responses)
     answers = [r.json() for r in responses]
-    assert sum(a["digit"] == y for a, y in zip(answers, labels)) >= 98
+    assert count_right(responses, labels) >= 98
     assert all(len(a["probabilities"]) == 10 and 0 <= a["confidence"] <= 1 for a in answers)
 
 
@@ -79,7 +74,7 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answer(ser
     singles_before = metric(server, "DigitBatchSize_bucket", le="1.0")
     images_before = metric(server, "DigitBatchSize_sum")
     bodies = [png_bytes(p) for p in images] * 2
-    responses = predict_all(server, bodies, workers=48)
+    responses = predict_concurrently(server, bodies, concurrency=48)
     digits = np.array([r.json()["digit"] for r in responses])
     assert np.mean(digits == np.tile(labels, 2)) >= 0.98
     # The same image always gets the same answer, whichever batch it landed in.
@@ -96,8 +91,8 @@ def test_paper_photos_and_canvas_exports(server, mnist_sample):
     images, labels = mnist_sample
     for family in ("paper_photo", "canvas_export"):
         uploads = generate(family, images[:40], seed=11)
-        responses = predict_all(server, uploads)
-        right = sum(r.status_code == 200 and r.json()["digit"] == y for r, y in zip(responses, labels[:40]))
+        responses = predict_concurrently(server, uploads)
+        right = count_right(responses, labels[:40])
         assert right >= 38, f"{family}: {right}/40"
 
 
@@ -122,22 +117,8 @@ def test_request_encodings(server, mnist_sample):
     assert [p["digit"] for p in batch.json()["predictions"]] == list(labels[:2])
 
 
-BAD = {
-    "empty": (b"", 400),
-    "not_an_image": (b"\x00\x01\x02 definitely not an image \xff\xfe" * 4, 415),
-    "truncated": (None, 400),  # filled in by the test
-    "bad_base64": (b"data:image/png;base64,@@not-base64@@", 400),
-    "bad_json": (b'{"instances": "nope"}', 400),
-    "too_many_pixels": (None, 413),
-}
-
-
 def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
     images, labels = mnist_sample
-    big = png_bytes(np.zeros((300, 300), np.uint8))
-    bad = dict(BAD)
-    bad["truncated"] = (big[: len(big) // 2], 400)
-    bad["too_many_pixels"] = (png_header(50000, 50000), 413)
     pids_before = sorted(server.worker_pids())
     settle_metrics()
     rejected_before = metric(server, "RejectedInputs")
@@ -145,12 +126,9 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
     jobs = []  # (body, content type, expected status, expected digit or reason)
     for i in range(40):
         jobs.append((png_bytes(images[i]), "image/png", 200, int(labels[i])))
-        reason = list(bad)[i % len(bad)]
-        body, status = bad[reason]
-        jobs.append((body, "application/json" if reason == "bad_json" else "application/octet-stream",
-                     status, reason))
-    with ThreadPoolExecutor(32) as pool:
-        responses = list(pool.map(lambda job: server.predict(job[0], job[1]), jobs))
+        bad = BAD_BODIES[i % len(BAD_BODIES)]
+        jobs.append((bad.body, bad.content_type, bad.status, bad.reason))
+    responses = predict_concurrently(server, [job[0] for job in jobs], [job[1] for job in jobs], concurrency=32)
 
     wrong = 0
     for (body, _, status, expected), response in zip(jobs, responses):

@@ -4,11 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Callable
+
 import torch
+from torch import nn
 
 from ops.paths import ROOT
 
 DEFAULT_ROOT = ROOT / "data"
+EVAL_BATCH = 1000  # images per forward pass when scoring a whole split: memory stays flat
 
 
 def mnist_root(root: str | os.PathLike | None = None) -> Path:
@@ -31,3 +35,17 @@ def load_mnist(root: str | os.PathLike | None = None, train: bool = True, downlo
     if limit:
         images, labels = images[:limit], labels[:limit]
     return images, labels
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """(N, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+@torch.inference_mode()
+def batched_logits(model: nn.Module, images, prepare: Callable[..., torch.Tensor],
+                   batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """(N, 10) logits of N images, `batch_size` at a time, in eval mode; `prepare` turns a slice of
+    `images` into the network's input."""
+    model.eval()
+    return torch.cat([model(prepare(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])

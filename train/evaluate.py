@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.preprocess import normalize, preprocess_bytes, to_batch
-from model import DEFAULT_WEIGHTS, load_checkpoint
+from handler.preprocess import preprocess_bytes, to_batch
+from model import DEFAULT_WEIGHTS, model_from_checkpoint
 from ops.paths import ROOT
-from train.data import load_mnist
+from train.data import batched_logits, load_mnist
 from train.families import DESCRIPTIONS, FAMILIES, generate
-from train.train import evaluate as evaluate_tensors
-from train.train import to_input
+from train.train import network_input, scores
 
 # What the report must show (issue goals): family -> minimum accuracy.
 GOALS = {"mnist_test": 0.995, "canvas_export": 0.98, "paper_photo": 0.97, "gaussian_noise": 0.97,
@@ -40,10 +39,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-@torch.inference_mode()
-def predict(model, images: list[np.ndarray], batch_size: int = 1000) -> np.ndarray:
-    return np.concatenate([model(to_batch(images[i:i + batch_size])).argmax(1).numpy()
-                           for i in range(0, len(images), batch_size)])
+def predict(model, images: list[np.ndarray]) -> np.ndarray:
+    """Digits of preprocessed (28, 28) images."""
+    return batched_logits(model, images, to_batch).argmax(1).numpy()
 
 
 def family_accuracy(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int,
@@ -56,28 +54,26 @@ def family_accuracy(model, family: str, digits: np.ndarray, labels: np.ndarray, 
     return {"accuracy": accuracy, "images": len(images), "preprocess_ms": round(ms, 3)}
 
 
-def confusion(model, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        predicted = torch.cat([model(normalize(to_input(images[i:i + 1000]))).argmax(1)
-                               for i in range(0, len(images), 1000)])
+def confusion(predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     matrix = np.zeros((10, 10), dtype=int)
     np.add.at(matrix, (labels.numpy(), predicted.numpy()), 1)
     return matrix
 
 
 def main(args: argparse.Namespace) -> dict:
-    model = load_checkpoint(args.weights)
-    checkpoint = torch.load(args.weights, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(args.weights, map_location="cpu", weights_only=True)  # read once
+    model = model_from_checkpoint(checkpoint)
     test_x, test_y = load_mnist(args.data_root, train=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    logits = batched_logits(model, test_x, network_input)  # the test set, once
     weights = Path(args.weights).resolve()
     report = {"weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
               "config": checkpoint["config"], "recipe": checkpoint.get("recipe"),
               "parameters": sum(p.numel() for p in model.parameters()),
-              "mnist_test": evaluate_tensors(model, test_x, test_y)}
-    report["confusion_matrix"] = confusion(model, test_x, test_y).tolist()
+              "mnist_test": scores(logits, test_y)}
+    report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
 
     digits, labels = test_x.numpy(), test_y.numpy()
     n = min(args.per_family, len(digits))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from handler.preprocess import normalize
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
-from train.data import load_mnist
+from train.data import batched_logits, load_mnist, to_input
 from train.presets import AugmentConfig, augment
 
 # Recipe defaults; any flag given on the command line wins.
@@ -72,21 +72,20 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
-    return images.unsqueeze(1).float().div_(255)
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """(N, 28, 28) uint8 MNIST -> the network's normalized input."""
+    return normalize(to_input(images))
 
 
-@torch.inference_mode()
-def evaluate(model: DigitCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> dict:
-    model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(images), batch_size):
-        logits = model(normalize(to_input(images[i:i + batch_size])))
-        target = labels[i:i + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum").item()
-        correct += (logits.argmax(1) == target).sum().item()
-    return {"test_loss": loss / len(images), "test_accuracy": correct / len(images)}
+def evaluate(model: DigitCNN, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    return scores(batched_logits(model, images, network_input), labels)
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Mean cross-entropy and accuracy of (N, 10) logits."""
+    loss = F.cross_entropy(logits, labels, reduction="sum").item()
+    correct = (logits.argmax(1) == labels).sum().item()
+    return {"test_loss": loss / len(labels), "test_accuracy": correct / len(labels)}
 
 
 def train(args: argparse.Namespace) -> dict:
