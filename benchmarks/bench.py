@@ -32,6 +32,7 @@ from harness.clients import count_right, predict_concurrently
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
+from harness.settings import model_config
 from ops.build_archive import build_archive
 from ops.paths import ROOT
 from train.families import generate
@@ -156,7 +157,7 @@ def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
 
 def sweep(sets: dict, work: Path, args) -> list[dict]:
     """Throughput and latency of the service for batch size x max delay x workers (MNIST PNGs)."""
-    base = yaml.safe_load((ROOT / "model-config.yaml").read_text())
+    base = model_config()
     rows = []
     for workers in (1, 2):
         for batch, delay in ((1, 0), (8, 2), (16, 5), (32, 5), (16, 10)):
@@ -207,7 +208,7 @@ def main(args: argparse.Namespace) -> dict:
         (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
         print((out / "sweep.md").read_text())
         return {"sweep": rows}
-    config = yaml.safe_load((ROOT / "model-config.yaml").read_text())
+    config = model_config()
 
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "duration_s": args.duration, "warmup_s": args.warmup, "model_config": {k: config[k] for k in

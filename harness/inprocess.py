@@ -5,22 +5,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
+from harness.settings import model_config
 from ops.paths import ROOT
 
 
 class InProcessContext:
     """What DigitHandler uses of TorchServe's Context, recording per-request statuses."""
 
-    def __init__(self, model_dir: Path, batch_size: int = 16, gpu_id: int | None = None, **settings):
+    def __init__(self, model_dir: Path, gpu_id: int | None = None, **settings):
         from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
         self.model_name = "mnist"
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": batch_size}
+        config = model_config()
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": config["batchSize"]}
         self.manifest = {"model": {"serializedFile": "mnist_cnn.pt"}}
-        handler_settings = yaml.safe_load((ROOT / "model-config.yaml").read_text()).get("handler", {})
-        self.model_yaml_config = {"handler": {**handler_settings, **settings}}
+        self.model_yaml_config = {"handler": {**config.get("handler", {}), **settings}}
         self.metrics = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
         self.metrics.initialize_cache()
         self.statuses: dict[int, tuple[int, str]] = {}

@@ -37,6 +37,11 @@ class ModelConfig:
     # (top vs bottom strokes tell 6 from 9) that a global 1x1 average would throw away.
     pool_size: int = 2
     num_classes: int = 10
+    # The card's normalization. The network takes [0, 1] images (light digit on black) and
+    # normalizes them itself, so the constants travel with the weights and nobody else types them.
+    # Checkpoints saved before these fields existed load with these defaults, which they used.
+    mean: float = 0.5
+    std: float = 0.5
 
     def __post_init__(self) -> None:
         # Checkpoints store lists; keep tuples so configs compare equal.
@@ -46,7 +51,7 @@ class ModelConfig:
 
 
 class DigitCNN(nn.Module):
-    """(N, 1, 28, 28) normalized images -> (N, 10) logits."""
+    """(N, 1, 28, 28) images in [0, 1] -> (N, 10) logits."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -68,8 +73,12 @@ class DigitCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(self.config.pool_size)
         self.classifier = nn.Linear(in_channels * self.config.pool_size**2, self.config.num_classes)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the range the weights were trained on."""
+        return (x - self.config.mean) / self.config.std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x))  # (N, C, pool, pool)
+        x = self.pool(self.features(self.normalize(x)))  # (N, C, pool, pool)
         return self.classifier(torch.flatten(x, 1))
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from harness.faults import kill_worker, reference_answers, restart, soak, valid_bodies
 from harness.local_server import LocalTorchServe
+from harness.settings import model_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,8 @@ def bodies_and_answers(fault_server):
 
 def test_killed_worker_is_replaced_and_nothing_is_answered_wrong(fault_server, bodies_and_answers):
     result = kill_worker(fault_server, *bodies_and_answers)
-    assert result["killed_pid"] not in result["workers_after"] and len(result["workers_after"]) == 2
+    workers = model_config()["minWorkers"]
+    assert result["killed_pid"] not in result["workers_after"] and len(result["workers_after"]) == workers
     for phase in ("before_kill", "during_recovery", "after_recovery"):
         assert result[phase].get("wrong", 0) == 0 and result[phase].get("bad_body", 0) == 0, result
     assert set(result["before_kill"]) == {"ok"} and set(result["after_recovery"]) == {"ok"}, result
@@ -39,7 +41,7 @@ def test_killed_worker_is_replaced_and_nothing_is_answered_wrong(fault_server, b
 
 def test_restart_comes_back_with_the_same_model_and_config(fault_server, bodies_and_answers):
     result = restart(fault_server, *bodies_and_answers)
-    assert result["settings_equal"] and result["answers_equal"] and result["workers"] == 2, result
+    assert result["settings_equal"] and result["answers_equal"] and result["workers"] == model_config()["minWorkers"], result
 
 
 def test_short_soak_with_valid_and_invalid_requests(fault_server, bodies_and_answers):

@@ -80,6 +80,29 @@ def metric_lines(caplog) -> str:
     return "\n".join(m for m in (r.getMessage() for r in caplog.records) if m.startswith("[METRICS]"))
 
 
+def test_handler_metrics_and_metrics_yaml_agree():
+    """TorchServe exports only declared metrics: METRICS and handler/metrics.yaml must name the same
+    metrics with the same type, unit and dimensions (the yaml also holds TorchServe's defaults)."""
+    import os
+
+    import ts
+    import yaml
+
+    from handler.mnist_handler import METRICS
+    from ops.paths import ROOT
+
+    def declared(path) -> dict:
+        entries = yaml.safe_load(open(path).read())["model_metrics"]
+        return {m["name"]: (kind, m["unit"], list(m["dimensions"])) for kind, ms in entries.items() for m in ms}
+
+    ours = declared(ROOT / "handler" / "metrics.yaml")
+    torchserve_defaults = declared(os.path.join(os.path.dirname(ts.__file__), "configs", "metrics.yaml"))
+    in_code = {name: (kind.value, unit, ["ModelName"] + ([extra] if extra else []))
+               for name, (kind, unit, extra) in METRICS.items()}
+    assert {name: ours[name] for name in in_code if name in ours} == in_code
+    assert {name for name in ours if name not in torchserve_defaults} | {"HandlerTime"} == set(in_code)
+
+
 def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist_sample, caplog):
     handler, context = handler_and_context  # metrics_flush_seconds=0: flushed after each batch
     images, labels = mnist_sample

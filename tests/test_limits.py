@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-import yaml
 
 from harness.local_server import LocalTorchServe
 from ops.build_archive import build_archive
-from ops.paths import ROOT
+from harness.settings import model_config
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("small")
-    config = yaml.safe_load((ROOT / "model-config.yaml").read_text())
+    config = model_config()
     config.update(minWorkers=1, maxWorkers=1, batchSize=1, maxBatchDelay=1)
     (root / "model-config.yaml").write_text(yaml.safe_dump(config))
     store = root / "store"

@@ -44,6 +44,23 @@ def test_committed_weights_load_and_are_small():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_normalize_is_the_cards():
+    assert torch.equal(DigitCNN().normalize(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_normalization_travels_with_the_weights(tmp_path):
+    """Checkpoints saved before mean/std were in the config load with the card's 0.5/0.5; new ones keep theirs."""
+    assert "mean" not in torch.load(DEFAULT_WEIGHTS, weights_only=True)["config"]
+    assert (load_checkpoint().config.mean, load_checkpoint().config.std) == (0.5, 0.5)
+    model = DigitCNN(ModelConfig(mean=0.1307, std=0.3081)).eval()
+    save_checkpoint(model, tmp_path / "m.pt")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert (loaded.config.mean, loaded.config.std) == (0.1307, 0.3081)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=1e-2)
+
+
 def test_fused_batchnorm_gives_the_same_outputs():
     model = load_checkpoint()
     fused = fuse_batchnorm(model)

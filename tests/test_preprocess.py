@@ -53,12 +53,6 @@ def test_clean_mnist_passes_through_unchanged(mnist_sample):
     assert sum(d > 0.02 for d in diffs) <= 1
 
 
-def test_normalize_is_the_cards():
-    import torch
-
-    assert torch.equal(P.normalize(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
-
-
 # ---------------------------------------------------------------- formats and modes
 
 @pytest.mark.parametrize("fmt,save", [

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from handler.mnist_handler import METRICS_FLUSH_SECONDS
 from harness.bad_inputs import BAD_BODIES
 from harness.clients import count_right, predict_concurrently
+from harness.settings import model_config
 from ops.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
 from train.families import generate
@@ -33,7 +33,7 @@ def metric(server, name: str, **labels) -> float:
 
 def settle_metrics() -> None:
     """Let earlier requests' metrics leave the workers (they flush once a second) before a baseline."""
-    time.sleep(METRICS_FLUSH_SECONDS + 0.5)
+    time.sleep(float(model_config()["handler"]["metrics_flush_seconds"]) + 0.5)
 
 
 def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **labels) -> float:
@@ -145,8 +145,10 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
 
 def test_describe(server):
     model = describe(server.management, server.keys()["management"])
-    assert model["modelName"] == "mnist" and model["batchSize"] == 16 and model["maxBatchDelay"] == 5
-    assert model["minWorkers"] == 2 and len(model["workers"]) == 2
+    config = model_config()
+    assert model["modelName"] == "mnist" and model["batchSize"] == config["batchSize"]
+    assert model["maxBatchDelay"] == config["maxBatchDelay"]
+    assert model["minWorkers"] == config["minWorkers"] and len(model["workers"]) == config["minWorkers"]
     assert all(w["status"] == "READY" and w["gpu"] is False for w in model["workers"])
 
 
@@ -194,7 +196,7 @@ def test_scale_1_3_1_while_serving(server, mnist_sample):
     finally:
         stop.set()
         thread.join(timeout=60)
-        scale(server.management, key, 2)
+        scale(server.management, key, model_config()["minWorkers"])
     assert all(status == 200 for status, _ in results)
     assert sum(ok for _, ok in results) >= 0.97 * len(results)
     assert len(retried) <= 4, f"{len(retried)} requests lost while scaling (2 scale-downs)"

@@ -20,7 +20,8 @@ from model import DEFAULT_WEIGHTS, model_from_checkpoint
 from ops.paths import ROOT
 from train.data import batched_logits, load_mnist
 from train.families import DESCRIPTIONS, FAMILIES, generate
-from train.train import network_input, scores
+from train.data import to_input
+from train.train import scores
 
 # What the report must show (issue goals): family -> minimum accuracy.
 GOALS = {"mnist_test": 0.995, "canvas_export": 0.98, "paper_photo": 0.97, "gaussian_noise": 0.97,
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    logits = batched_logits(model, test_x, network_input)  # the test set, once
+    logits = batched_logits(model, test_x, to_input)  # the test set, once
     weights = Path(args.weights).resolve()
     report = {"weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
               "config": checkpoint["config"], "recipe": checkpoint.get("recipe"),

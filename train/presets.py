@@ -1,7 +1,7 @@
 """Training-time augmentation, batched on tensors (one affine_grid per batch, no per-image PIL work).
 
 Inputs and outputs are (N, 1, 28, 28) float images in [0, 1], light digit on dark background;
-normalization happens afterwards with `handler.preprocess.normalize`, as at serving time.
+the network normalizes them itself (ModelConfig.mean/std), as at serving time.
 """
 from __future__ import annotations
 

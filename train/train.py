@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from handler.preprocess import normalize
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
 from train.data import batched_logits, load_mnist, to_input
 from train.presets import AugmentConfig, augment
@@ -72,13 +71,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def network_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) uint8 MNIST -> the network's normalized input."""
-    return normalize(to_input(images))
-
-
 def evaluate(model: DigitCNN, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    return scores(batched_logits(model, images, network_input), labels)
+    return scores(batched_logits(model, images, to_input), labels)
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -120,7 +114,7 @@ def train(args: argparse.Namespace) -> dict:
                        disable=args.no_progress, leave=False)
         for i in batches:
             idx = order[i:i + args.batch_size]
-            x = normalize(augment(to_input(train_x[idx]), aug, generator))
+            x = augment(to_input(train_x[idx]), aug, generator)
             loss = F.cross_entropy(model(x), train_y[idx], label_smoothing=args.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -9,12 +9,11 @@ Used by the TorchServe handler, the evaluation and the tests. The path of one im
 `kernels` holds the hand-written numpy kernels mnistify runs on (N, H, W) stacks.
 """
 from handler.errors import InputError
-from handler.preprocess.batch import (MEAN, STD, RequestBatch, decode_batch, normalize, preprocess_bytes,
-                                      request_images, to_batch)
+from handler.preprocess.batch import RequestBatch, decode_batch, preprocess_bytes, request_images, to_batch
 from handler.preprocess.decode import MAX_PIXELS, decode_gray, decode_image, to_grayscale
 from handler.preprocess.envelopes import request_grays
 from handler.preprocess.mnistify import denoise, is_noisy, mnist_like, mnist_like_many, noise_level
 
-__all__ = ["InputError", "MAX_PIXELS", "MEAN", "STD", "RequestBatch", "decode_batch", "decode_gray",
-           "decode_image", "denoise", "is_noisy", "mnist_like", "mnist_like_many", "noise_level", "normalize",
-           "preprocess_bytes", "request_grays", "request_images", "to_batch", "to_grayscale"]
+__all__ = ["InputError", "MAX_PIXELS", "RequestBatch", "decode_batch", "decode_gray", "decode_image", "denoise",
+           "is_noisy", "mnist_like", "mnist_like_many", "noise_level", "preprocess_bytes", "request_grays",
+           "request_images", "to_batch", "to_grayscale"]

@@ -13,14 +13,7 @@ from handler.preprocess import mnistify
 from handler.preprocess.decode import decode_gray
 from handler.preprocess.envelopes import request_grays
 
-MEAN, STD = 0.5, 0.5  # the card's normalization, shared with training
-
 logger = logging.getLogger(__name__)
-
-
-def normalize(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """[0, 1] images -> the network's input range (the card's mean 0.5 / std 0.5)."""
-    return (x - MEAN) / STD
 
 
 @dataclass
@@ -103,8 +96,8 @@ def _unreadable(error: Exception) -> BadRequest:
 
 
 def to_batch(images: list[np.ndarray]) -> torch.Tensor:
-    """(28, 28) images -> (N, 1, 28, 28) normalized network input."""
-    return torch.from_numpy(normalize(np.stack(images))[:, None])
+    """(28, 28) images in [0, 1] -> (N, 1, 28, 28) network input (the network normalizes it)."""
+    return torch.from_numpy(np.stack(images)[:, None])
 
 
 # ---------------------------------------------------------------- for tests and the evaluation only
