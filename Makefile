@@ -12,6 +12,7 @@ WORKERS ?= 2
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
 SOAK_SECONDS ?= 180
+SOAK_ARGS ?=
 SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
 .PHONY: help setup train evaluate archive serve stop scale test fuzz soak bench clean
@@ -80,7 +81,7 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 soak: setup
-	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS)
+	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 bench: setup
 	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \

@@ -19,14 +19,12 @@ class ModelConfig:
     """Everything needed to rebuild the network; saved in the checkpoint beside the weights."""
 
     # Widths grow as the maps shrink: 1.5 M MACs per image (conv1 0.08 M at 14x14, conv2 0.63 M
-    # at 7x7, conv3 0.82 M at 4x4), 67 k parameters. Twice as wide (32, 64, 128) cost 4x the
-    # MACs and 2.5x the CPU time per image for 0.04 points of MNIST test accuracy (MODEL_CARD).
+    # at 7x7, conv3 0.82 M at 4x4), 67 k parameters. Twice as wide (32, 64, 128) costs 4x the
+    # MACs for a few test images more (MODEL_CARD.md, "Architecture comparison").
     channels: tuple[int, int, int] = (16, 32, 64)
     # 5x5 kernels, each with stride 2 (28 -> 14 -> 7 -> 4): conv3's receptive field is 29 px, so
-    # every feature sees the whole 20 px digit. Same recipe, 32/64/128 channels, MNIST test (MODEL_CARD):
-    #   3x3/5x5 mix, strides 1, 2, 2 (11 px field)         99.44%
-    #   5x5, strides 2, 1, 2 (21 px), 3x slower than this   99.62%
-    #   5x5, strides 2, 2, 2 (29 px), this                  99.59% (99.55% at 16/32/64)
+    # every feature sees the whole 20 px digit. Compared with a 3x3/5x5 mix (11 px field) and
+    # strides 2, 1, 2 (21 px field, 3x the work) in MODEL_CARD.md's architecture table.
     kernel_sizes: tuple[int, int, int] = (5, 5, 5)
     # Strided convolutions instead of pooling layers.
     strides: tuple[int, int, int] = (2, 2, 2)
@@ -84,7 +82,7 @@ class DigitCNN(nn.Module):
 
 def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
     """An eval-mode copy with each BatchNorm folded into its convolution: same outputs, one op
-    fewer per layer (about 15% faster on one CPU thread)."""
+    fewer per layer."""
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -99,9 +97,9 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
 
 
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:
-    """Write {"config", "state_dict", **extra}. Float tensors are stored as fp16: half the size
-    (0.14 MB), and the rounding (relative 5e-4) changes one of the 10,000 MNIST test predictions
-    (99.56% in fp32, 99.55% as saved)."""
+    """Write {"config", "state_dict", **extra}. Float tensors are stored as fp16: half the size, and
+    the rounding (relative 5e-4) barely moves predictions; reports/evaluation.md measures the
+    weights as saved."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save({"config": asdict(model.config), "state_dict": state, **extra}, path)
 

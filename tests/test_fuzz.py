@@ -30,6 +30,8 @@ from train.families import encode_image as encode
 # is still caught by pytest-timeout, and memory by MEMORY_BOUND.
 settings.register_profile("ci", max_examples=800, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("smoke", max_examples=20, deadline=None, derandomize=True,  # quick `make soak` runs
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=20000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
