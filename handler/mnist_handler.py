@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
-from ts.torch_handler.base_handler import BaseHandler
 
 from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, to_batch
@@ -42,7 +41,21 @@ METRICS = {
 METRICS_FLUSH_SECONDS = 1.0
 
 
-class DigitHandler(BaseHandler):
+class DigitHandler:
+    """What TorchServe calls: `initialize(context)` once per worker, `handle(data, context)` per batch.
+
+    Not a subclass of ts.torch_handler.base_handler.BaseHandler, on purpose: its initialize loads
+    a model by its own rules (TorchScript or an eager model file with a state dict, optional
+    torch.compile) where ours rebuilds the network from the config saved in its checkpoint, and
+    its handle passes only inference's output to postprocess, where our answers also need each
+    request's error. Keeping the base class would mean overriding both and inheriting nothing
+    (explain/describe are not offered); TorchServe needs only these two methods.
+    """
+
+    def __init__(self) -> None:
+        self.initialized = False
+        self.context = None
+
     def initialize(self, context) -> None:
         properties = context.system_properties
         settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
@@ -90,8 +103,6 @@ class DigitHandler(BaseHandler):
         return probabilities
 
     def handle(self, data: list[dict], context) -> list[str]:
-        # BaseHandler.handle passes only inference's output to postprocess; answers also need the
-        # per-request errors, so the three steps are chained here (describe/explain are not used).
         start = time.perf_counter()
         self.context = context
         batch = self.preprocess(data)
@@ -110,7 +121,7 @@ class DigitHandler(BaseHandler):
             if p["confidence"] < self.low_confidence:
                 self._add("LowConfidencePredictions", 1)
         answers = []
-        for idx, (span, instances) in enumerate(zip(batch.rows, batch.instances)):
+        for idx, (span, instances) in enumerate(zip(batch.outcomes, batch.instances)):
             self.context.set_response_content_type(idx, "application/json")
             if isinstance(span, RequestError):
                 self.context.set_response_status(span.status, span.message, idx)

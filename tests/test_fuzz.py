@@ -186,9 +186,9 @@ def test_decode_batch(bodies):
     """What production calls: a batch of fuzzed requests, each answered on its own with MNIST-form
     images or a 4xx; a 500 (InternalError) here is a bug of ours that fuzzing found."""
     batch = P.decode_batch([{"body": body} for body in bodies])
-    assert len(batch.rows) == len(bodies) == len(batch.instances)
+    assert len(batch.outcomes) == len(bodies) == len(batch.instances)
     used = 0
-    for row in batch.rows:
+    for row in batch.outcomes:
         if isinstance(row, slice):
             assert row.start == used and row.stop > row.start
             used = row.stop

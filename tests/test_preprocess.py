@@ -174,8 +174,8 @@ def test_instances_arrays_and_b64(digit, reference):
 def test_decode_batch_isolates_bad_requests(digit):
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}, {"body": {"instances": [digit.tolist()] * 3}}])
     assert len(batch.images) == 4
-    assert batch.rows[0] == slice(0, 1) and batch.rows[2] == slice(1, 4)
-    assert isinstance(batch.rows[1], BadRequest) and batch.instances == [False, False, True]
+    assert batch.outcomes[0] == slice(0, 1) and batch.outcomes[2] == slice(1, 4)
+    assert isinstance(batch.outcomes[1], BadRequest) and batch.instances == [False, False, True]
 
 
 def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
@@ -189,8 +189,8 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
     requests = [{"body": b} for b in bodies]
     requests.append({"body": {"instances": [images[0].tolist(), np.zeros((28, 28)).tolist()]}})
     batch = P.decode_batch(requests)
-    assert [isinstance(r, NoDigitFound) for r in batch.rows] == [i in (3, len(bodies)) for i in range(len(requests))]
-    for body, rows in zip(bodies, batch.rows):
+    assert [isinstance(r, NoDigitFound) for r in batch.outcomes] == [i in (3, len(bodies)) for i in range(len(requests))]
+    for body, rows in zip(bodies, batch.outcomes):
         if not isinstance(rows, InputError):
             assert np.array_equal(batch.images[rows.start], P.preprocess_bytes(body))
 
@@ -205,8 +205,8 @@ def test_decode_batch_answers_a_fault_of_ours_with_an_internal_error(digit, monk
 
     monkeypatch.setattr(mnistify, "_mnist_like_stack", broken)
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}])
-    assert isinstance(batch.rows[0], InternalError) and batch.rows[0].body() == {"code": 500, "error": "internal error"}
-    assert isinstance(batch.rows[1], BadRequest) and batch.images == []
+    assert isinstance(batch.outcomes[0], InternalError) and batch.outcomes[0].body() == {"code": 500, "error": "internal error"}
+    assert isinstance(batch.outcomes[1], BadRequest) and batch.images == []
 
 
 # ---------------------------------------------------------------- bad inputs: one test per kind

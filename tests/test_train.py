@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model import load_checkpoint
-from train.presets import AugmentConfig, augment, random_noise
-from train.train import RECIPES, get_args_parser, resolve_args, train
+from train.augment import AugmentConfig, augment, random_noise
+from train.train import RECIPES, fit, get_args_parser, resolve_args
 
 needs_mnist = pytest.mark.skipif(
     not os.path.isdir(os.path.join(os.environ.get("MNIST_ROOT", "data"), "MNIST", "raw")),
@@ -45,7 +45,7 @@ def test_zero_augmentation_is_identity():
 def test_dry_run_trains_and_writes_checkpoint_and_metrics(tmp_path):
     args = get_args_parser().parse_args(["--dry-run", "--no-progress", "--output", str(tmp_path / "w.pt"),
                                          "--metrics", str(tmp_path / "m.json")])
-    metrics = train(args)
+    metrics = fit(args)
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["history"][0]["epoch"] == 1 and saved["train_images"] == 512
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and saved["images_per_s"] > 0

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
 from train.data import batched_logits, load_mnist, to_input
-from train.presets import AugmentConfig, augment
+from train.augment import AugmentConfig, augment
 
 # Recipe defaults; any flag given on the command line wins.
 RECIPES = {
@@ -71,7 +71,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def evaluate(model: DigitCNN, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def held_out_metrics(model: DigitCNN, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Loss and accuracy of `model` on a held-out split."""
     return scores(batched_logits(model, images, to_input), labels)
 
 
@@ -82,7 +83,8 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"test_loss": loss / len(labels), "test_accuracy": correct / len(labels)}
 
 
-def train(args: argparse.Namespace) -> dict:
+def fit(args: argparse.Namespace) -> dict:
+    """Train with the recipe and flags in `args`; write the checkpoint and metrics; return the metrics."""
     args = resolve_args(args)
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -127,7 +129,7 @@ def train(args: argparse.Namespace) -> dict:
             batches.set_postfix(loss=f"{loss.item():.4f}")
         seconds = time.perf_counter() - epoch_start
         final = averaged.module if averaged else model
-        row = {"epoch": epoch, "train_loss": total_loss / len(train_x), **evaluate(final, test_x, test_y),
+        row = {"epoch": epoch, "train_loss": total_loss / len(train_x), **held_out_metrics(final, test_x, test_y),
                "seconds": round(seconds, 2), "images_per_s": round(len(train_x) / seconds, 1)}
         history.append(row)
         print(f"epoch {epoch}: train loss {row['train_loss']:.4f}  test loss {row['test_loss']:.4f}  "
@@ -149,4 +151,4 @@ def train(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    train(get_args_parser().parse_args())
+    fit(get_args_parser().parse_args())

@@ -21,16 +21,16 @@ class RequestBatch:
     """A TorchServe batch decoded request by request: one bad request never spoils the others."""
 
     images: list[np.ndarray] = field(default_factory=list)  # (28, 28) images of all requests, in order
-    rows: list[slice | RequestError] = field(default_factory=list)  # per request: its images, or why none
+    outcomes: list[slice | RequestError] = field(default_factory=list)  # per request: its images, or why none
     instances: list[bool] = field(default_factory=list)  # per request: answer {"predictions": [...]}
 
     def add(self, images: list[np.ndarray], instances: bool) -> None:
-        self.rows.append(slice(len(self.images), len(self.images) + len(images)))
+        self.outcomes.append(slice(len(self.images), len(self.images) + len(images)))
         self.images.extend(images)
         self.instances.append(instances)
 
     def reject(self, error: RequestError) -> None:
-        self.rows.append(error)
+        self.outcomes.append(error)
         self.instances.append(False)
 
 
