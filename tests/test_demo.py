@@ -1,6 +1,7 @@
 """The draw-a-digit demo: its server against a real TorchServe, and the page in a real Chromium."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -73,11 +74,8 @@ def chromium_or_skip() -> str:
     missing = None
     if not path:
         missing = "no Chromium: `sudo apt-get install chromium` (`make test` installs it when run as root)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "Playwright is not installed: `make setup`"
+    elif importlib.util.find_spec("playwright") is None:
+        missing = "Playwright is not installed: `make setup`"
     if missing and os.environ.get("CI"):
         pytest.fail(f"CI must run the browser test: {missing}")
     if missing:
