@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from client import DEFAULT_URL, DigitClient, DigitServiceError, RequestRejected
+from client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = Path(__file__).resolve().parent / "static"
@@ -68,11 +68,11 @@ class DemoHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         try:
             answer = self.client.predict(body)
+        except AuthorizationFailed:
+            # The demo's own key was refused (even after re-reading the key file): our fault, not the drawing's.
+            return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": "TorchServe refused the demo's key"})
         except RequestRejected as error:
-            if error.status == 400 and "Token" in error.error:
-                # The demo's key is wrong: our fault, not the person's drawing.
-                return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": "the demo's key was refused"})
-            return self.send_json(error.status or 400, error.body())
+            return self.send_json(error.status or HTTPStatus.BAD_REQUEST, error.body())
         except DigitServiceError as error:
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": f"TorchServe: {error.error}"})
         self.send_json(HTTPStatus.OK, {"digit": answer.digit, "confidence": answer.confidence,

@@ -1,7 +1,9 @@
 """The draw-a-digit demo: its server against a real TorchServe, and the page in a real Chromium."""
 from __future__ import annotations
 
+import http.client
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +54,31 @@ def test_demo_forwards_predictions_and_errors(demo):
     refused = requests.post(f"{demo}/api/predict", data=b"plain text", headers={"Content-Type": "text/plain"}, timeout=30)
     assert refused.status_code == 415 and refused.json()["code"] == 415 and refused.json()["error"]
     assert requests.get(f"{demo}/nothing-here", timeout=10).status_code == 404
+
+
+def test_a_refused_demo_key_is_our_fault_and_big_bodies_stop_at_the_demo(server):
+    from threading import Thread
+
+    from client import DigitClient
+    from demo.server import make_server
+
+    demo_server = make_server(DigitClient(server.inference, token="not-the-key", retries=0), port=0)
+    Thread(target=demo_server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{demo_server.server_address[1]}/api/predict"
+    try:
+        refused = requests.post(url, data=(FIXTURES / "seven.png").read_bytes(), timeout=30)
+        assert refused.status_code == 502 and "key" in refused.json()["error"]
+        # Refused from the Content-Length alone, before a byte of the body is read.
+        connection = http.client.HTTPConnection("127.0.0.1", demo_server.server_address[1], timeout=30)
+        connection.putrequest("POST", "/api/predict")
+        connection.putheader("Content-Length", str(demo_server.RequestHandlerClass.max_body + 1))
+        connection.endheaders()
+        too_big = connection.getresponse()
+        assert too_big.status == 413 and json.loads(too_big.read())["code"] == 413
+        connection.close()
+    finally:
+        demo_server.shutdown()
+        demo_server.server_close()
 
 
 def test_the_key_never_reaches_the_browser(demo, server):
