@@ -13,9 +13,10 @@ TRAIN_ARGS ?=
 BENCH_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
+DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate archive serve stop scale test fuzz soak bench clean
+.PHONY: help setup train evaluate archive serve stop scale demo browser test fuzz soak bench clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -25,6 +26,7 @@ help:
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"
 	@echo "stop      stop TorchServe"
 	@echo "scale     set the worker count: make scale WORKERS=3"
+	@echo "demo      draw-a-digit page on http://127.0.0.1:$(DEMO_PORT)/ (starts TorchServe unless it is up)"
 	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
@@ -74,7 +76,19 @@ stop: setup
 scale: setup
 	$(PY) -m ops.tsctl scale $(WORKERS)
 
-test: setup
+demo: archive
+	@# Reuse a TorchServe that already answers with this folder's key; start one otherwise.
+	$(PY) -m ops.tsctl wait --timeout 3 >/dev/null 2>&1 || $(MAKE) --no-print-directory serve
+	$(PY) -m demo.server --port $(DEMO_PORT)
+
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
+# Installed when missing and run as root (CI); otherwise that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "Chromium is missing and could not be installed (not root?): the browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest
 
 fuzz: setup

@@ -1,0 +1,72 @@
+"""Typed errors: each carries the HTTP status and the server's {"code", "error"} when there was one."""
+from __future__ import annotations
+
+
+class DigitServiceError(Exception):
+    """A prediction that did not come back; `status` is None when no HTTP answer arrived."""
+
+    retryable = False
+
+    def __init__(self, error: str, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(f"{status}: {error}" if status else error)
+        self.status = status
+        self.code = code if code is not None else status  # the server's "code" field, else the status
+        self.error = error  # the server's "error" (or TorchServe's "message"), else what went wrong
+        self.attempts = 1
+
+    def body(self) -> dict:
+        """The same {"code", "error"} shape the service answers with."""
+        return {"code": self.code, "error": self.error}
+
+
+class RequestRejected(DigitServiceError):
+    """4xx: the request itself is wrong (not an image, no digit, too large); retrying cannot help."""
+
+
+class AuthorizationFailed(RequestRejected):
+    """The key was refused. TorchServe answers 400 "Token Authorization failed", not 401."""
+
+
+class ServerFault(DigitServiceError):
+    """5xx: a fault on the server's side (a killed worker's batch, an overloaded queue): retried."""
+
+    retryable = True
+
+
+class Overloaded(ServerFault):
+    """503: the model's job queue is full; back-pressure, retried after a backoff."""
+
+
+class ServiceUnreachable(DigitServiceError):
+    """No answer: connection refused or reset, or the per-attempt timeout passed (a scale-down drops
+    the batch of the worker it stops without answering it, pytorch/serve#1101): retried."""
+
+    retryable = True
+
+
+class DeadlineExceeded(DigitServiceError):
+    """The overall deadline passed before any attempt was answered; `last` is the last failure."""
+
+    def __init__(self, error: str, last: DigitServiceError | None) -> None:
+        super().__init__(error, status=last.status if last else None, code=last.code if last else None)
+        self.last = last
+
+
+TOKEN_FAILED = "Token Authorization failed"
+
+
+def error_for(status: int, payload: object, text: str) -> DigitServiceError:
+    """The typed error for a non-200 answer; the service's body is {"code", "error"}, TorchServe's own
+    is {"code", "type", "message"}."""
+    fields = payload if isinstance(payload, dict) else {}
+    message = str(fields.get("error") or fields.get("message") or text.strip() or f"HTTP {status}")
+    code = fields.get("code") if isinstance(fields.get("code"), int) else status
+    if status == 503:
+        return Overloaded(message, status, code)
+    if status >= 500:
+        return ServerFault(message, status, code)
+    if TOKEN_FAILED in message or status in (401, 403):
+        return AuthorizationFailed(message, status, code)
+    if status >= 400:
+        return RequestRejected(message, status, code)
+    return ServerFault(f"unexpected HTTP {status}: {message}", status, code)

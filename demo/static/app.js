@@ -1,0 +1,159 @@
+"use strict";
+// Draw-a-digit page: pointer events draw on the canvas; the drawing (or an uploaded photo) is
+// posted to this page's server, which adds the key and asks TorchServe.
+
+const pad = document.getElementById("pad");
+const pen = pad.getContext("2d");
+const digitOut = document.getElementById("digit");
+const confidenceOut = document.getElementById("confidence");
+const statusOut = document.getElementById("status");
+const bars = document.getElementById("bars");
+const upload = document.getElementById("upload");
+const preview = document.getElementById("preview");
+
+// MNIST digits are about 2-3 px strokes in 28 px: a tenth of the canvas, scaled.
+const STROKE_WIDTH = pad.width / 12;
+// Ask while the person draws, but at most once per pause this long.
+const DEBOUNCE_MS = 150;
+
+let drawing = false;
+let inked = false;
+let last = null;
+let timer = null;
+let sequence = 0; // only the newest request may update the page
+
+function blank() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, pad.width, pad.height);
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = STROKE_WIDTH;
+  pen.lineCap = "round";
+  pen.lineJoin = "round";
+}
+
+function buildBars() {
+  for (let d = 0; d < 10; d++) {
+    const item = document.createElement("li");
+    item.innerHTML = `<span class="name">${d}</span><span class="track"><span class="bar"></span></span><span class="value">-</span>`;
+    item.setAttribute("aria-label", `${d}: no prediction yet`);
+    bars.appendChild(item);
+  }
+}
+
+function point(event) {
+  // The canvas is drawn at 280 x 280 but shown at whatever size the layout gives it.
+  const box = pad.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * pad.width / box.width, y: (event.clientY - box.top) * pad.height / box.height };
+}
+
+function strokeTo(p) {
+  pen.beginPath();
+  pen.moveTo(last.x, last.y);
+  pen.lineTo(p.x, p.y);
+  pen.stroke();
+  last = p;
+}
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(predictDrawing, DEBOUNCE_MS);
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault(); // no text selection or scrolling; but keep Escape/Delete working here:
+  pad.focus({ preventScroll: true });
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  inked = true;
+  preview.hidden = true;
+  last = point(event);
+  strokeTo({ x: last.x + 0.01, y: last.y }); // a dot for a tap
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  for (const e of event.getCoalescedEvents ? event.getCoalescedEvents() : [event]) strokeTo(point(e));
+  schedule();
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    if (!drawing) return;
+    drawing = false;
+    clearTimeout(timer);
+    predictDrawing();
+  });
+}
+pad.addEventListener("keydown", (event) => {
+  if (event.key === "Delete" || event.key === "Backspace" || event.key === "Escape") {
+    event.preventDefault();
+    clear();
+  }
+});
+document.getElementById("clear").addEventListener("click", clear);
+
+upload.addEventListener("change", () => {
+  const file = upload.files[0];
+  if (!file) return;
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  blank();
+  inked = false;
+  ask(file, file.type || "application/octet-stream");
+  upload.value = ""; // the same file may be chosen again
+});
+
+function clear() {
+  clearTimeout(timer);
+  sequence++;
+  blank();
+  inked = false;
+  preview.hidden = true;
+  digitOut.textContent = "-";
+  confidenceOut.textContent = "Draw something to begin.";
+  statusOut.textContent = "";
+  showProbabilities(null);
+}
+
+function predictDrawing() {
+  if (!inked) return;
+  pad.toBlob((blob) => ask(blob, "image/png"), "image/png");
+}
+
+async function ask(body, type) {
+  const mine = ++sequence;
+  try {
+    const response = await fetch("/api/predict", { method: "POST", headers: { "Content-Type": type }, body });
+    const answer = await response.json();
+    if (mine !== sequence) return;
+    if (!response.ok) {
+      showError(answer.error || `error ${response.status}`);
+      return;
+    }
+    statusOut.textContent = "";
+    digitOut.textContent = String(answer.digit);
+    confidenceOut.textContent = `${Math.round(answer.confidence * 100)}% sure`;
+    showProbabilities(answer.probabilities);
+  } catch (error) {
+    if (mine === sequence) showError("the demo server did not answer");
+  }
+}
+
+function showError(message) {
+  digitOut.textContent = "?";
+  confidenceOut.textContent = "";
+  statusOut.textContent = message;
+  showProbabilities(null);
+}
+
+function showProbabilities(probabilities) {
+  const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
+  bars.querySelectorAll("li").forEach((item, d) => {
+    const p = probabilities ? probabilities[d] : 0;
+    item.classList.toggle("top", d === top);
+    item.querySelector(".bar").style.width = `${(p * 100).toFixed(1)}%`;
+    item.querySelector(".value").textContent = probabilities ? `${(p * 100).toFixed(1)}%` : "-";
+    item.setAttribute("aria-label", probabilities ? `${d}: ${(p * 100).toFixed(1)} percent` : `${d}: no prediction yet`);
+  });
+}
+
+blank();
+buildBars();

@@ -1,0 +1,188 @@
+"""The draw-a-digit demo: its server against a real TorchServe, and the page in a real Chromium."""
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from harness.local_server import free_port
+from tests.conftest import FIXTURES, ROOT
+
+pytestmark = pytest.mark.integration
+
+REPORTS = ROOT / "reports"
+
+
+@pytest.fixture(scope="module")
+def demo(server):
+    """`python -m demo.server` on a free port, forwarding to the session's TorchServe."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo.server", "--port", str(port), "--url", server.inference,
+         "--token-file", str(server.root / "key_file.json")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/api/health", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"the demo server did not start: {process.stdout.read1().decode(errors='replace')}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_demo_forwards_predictions_and_errors(demo):
+    answer = requests.post(f"{demo}/api/predict", data=(FIXTURES / "canvas_seven.png").read_bytes(),
+                           headers={"Content-Type": "image/png"}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["digit"] == 7 and len(answer.json()["probabilities"]) == 10
+    refused = requests.post(f"{demo}/api/predict", data=b"plain text", headers={"Content-Type": "text/plain"}, timeout=30)
+    assert refused.status_code == 415 and refused.json()["code"] == 415 and refused.json()["error"]
+    assert requests.get(f"{demo}/nothing-here", timeout=10).status_code == 404
+
+
+def test_a_refused_demo_key_is_our_fault_and_big_bodies_stop_at_the_demo(server):
+    from threading import Thread
+
+    from client import DigitClient
+    from demo.server import make_server
+
+    demo_server = make_server(DigitClient(server.inference, token="not-the-key", retries=0), port=0)
+    Thread(target=demo_server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{demo_server.server_address[1]}/api/predict"
+    try:
+        refused = requests.post(url, data=(FIXTURES / "seven.png").read_bytes(), timeout=30)
+        assert refused.status_code == 502 and "key" in refused.json()["error"]
+        # Refused from the Content-Length alone, before a byte of the body is read.
+        connection = http.client.HTTPConnection("127.0.0.1", demo_server.server_address[1], timeout=30)
+        connection.putrequest("POST", "/api/predict")
+        connection.putheader("Content-Length", str(demo_server.RequestHandlerClass.max_body + 1))
+        connection.endheaders()
+        too_big = connection.getresponse()
+        assert too_big.status == 413 and json.loads(too_big.read())["code"] == 413
+        connection.close()
+    finally:
+        demo_server.shutdown()
+        demo_server.server_close()
+
+
+def test_the_key_never_reaches_the_browser(demo, server):
+    keys = server.keys().values()
+    for path in ("/", "/app.js", "/style.css", "/api/health"):
+        response = requests.get(f"{demo}{path}", timeout=10)
+        assert response.ok
+        seen = response.text + "".join(f"{k}: {v}" for k, v in response.headers.items())
+        assert not any(key in seen for key in keys), path
+    page = requests.get(demo, timeout=10)
+    assert 'name="viewport"' in page.text and "http" not in page.text.replace("http-equiv", "")  # no CDN
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+# -- a real browser
+
+
+def chromium_or_skip() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    missing = None
+    if not path:
+        missing = "no Chromium: `sudo apt-get install chromium` (`make test` installs it when run as root)"
+    elif importlib.util.find_spec("playwright") is None:
+        missing = "Playwright is not installed: `make setup`"
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser test: {missing}")
+    if missing:
+        pytest.skip(missing)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        yield browser
+        browser.close()
+
+
+def draw_seven(page) -> None:
+    """A 7 as a person draws it: a bar across the top, then a stroke down to the lower left."""
+    box = page.locator("#pad").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+    page.mouse.move(*at(0.28, 0.22))
+    page.mouse.down()
+    page.mouse.move(*at(0.72, 0.22), steps=12)
+    page.mouse.move(*at(0.45, 0.82), steps=16)
+    page.mouse.up()
+
+
+def shows_digit(page, digit: str) -> None:
+    page.wait_for_function("d => document.getElementById('digit').textContent === d", arg=digit, timeout=30_000)
+
+
+@pytest.mark.parametrize("viewport, screenshot", [
+    ({"width": 960, "height": 600}, "demo.png"),
+    ({"width": 390, "height": 780}, "demo-phone.png"),  # a phone's width
+])
+def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot):
+    page = browser.new_page(viewport=viewport)
+    try:
+        page.goto(demo)
+        draw_seven(page)
+        shows_digit(page, "7")
+        assert page.locator("#bars li.top .name").inner_text() == "7"
+        assert "% sure" in page.locator("#confidence").inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the screen"
+        page.wait_for_timeout(300)  # the bars' 120 ms transition, for the picture only
+        page.screenshot(path=str(REPORTS / screenshot), full_page=True)
+    finally:
+        page.close()
+
+
+def test_keyboard_reaches_every_control_and_a_photo_upload_is_read(demo, browser):
+    page = browser.new_page(viewport={"width": 960, "height": 600})
+    focused = lambda: page.evaluate("document.activeElement.id")  # noqa: E731
+    try:
+        page.goto(demo)
+        tabbed = []
+        for _ in range(3):
+            page.keyboard.press("Tab")
+            tabbed.append(focused())
+        assert tabbed == ["pad", "clear", "upload"]
+
+        draw_seven(page)
+        shows_digit(page, "7")
+        assert focused() == "pad"
+        page.keyboard.press("Escape")  # on the canvas: start again
+        shows_digit(page, "-")
+
+        draw_seven(page)
+        shows_digit(page, "7")
+        page.keyboard.press("Tab")
+        assert focused() == "clear"
+        page.keyboard.press("Enter")
+        shows_digit(page, "-")
+
+        page.set_input_files("#upload", str(FIXTURES / "paper_seven.jpg"))
+        shows_digit(page, "7")
+    finally:
+        page.close()
