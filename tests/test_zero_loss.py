@@ -17,7 +17,8 @@ import pytest
 
 from client import DigitClient, Prediction
 from ops.tsctl import describe, scale
-from train.families import generate, sample_digits
+from harness.samples import sample_digits
+from train.families import generate
 
 pytestmark = pytest.mark.integration
 
