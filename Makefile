@@ -16,7 +16,7 @@ SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate archive serve stop scale demo browser test fuzz soak bench clean
+.PHONY: help setup train evaluate archive serve stop scale demo browser fonts test fuzz soak bench clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -49,10 +49,10 @@ $(VENV)/.installed: requirements.txt
 	  || echo 'export TS_CONFIG_FILE="$(CURDIR)/config.properties"' >> $(VENV)/bin/activate
 	touch $@
 
-train: setup
+train: setup fonts
 	$(PY) -m train.train $(if $(DOWNLOAD),--download) $(TRAIN_ARGS)
 
-evaluate: setup
+evaluate: setup fonts
 	$(PY) -m train.evaluate
 
 archive: model_store/mnist.mar
@@ -88,7 +88,15 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "Chromium is missing and could not be installed (not root?): the browser test will be skipped"
 
-test: setup browser
+# Printed digits for training and the "printed" family come from Debian's free fonts (licences:
+# model/MODEL_CARD.md). Installed when missing and run as root; otherwise those parts skip and say why.
+FONT_PACKAGES := fonts-dejavu fonts-liberation fonts-freefont-ttf fonts-urw-base35
+fonts:
+	@dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FONT_PACKAGES); } \
+	  || echo "Fonts are missing and could not be installed (not root?): printed digits will be skipped"
+
+test: setup browser fonts
 	$(PY) -m pytest
 
 fuzz: setup

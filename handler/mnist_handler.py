@@ -17,7 +17,7 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.errors import InputError, RequestError
-from handler.preprocess import RequestBatch, decode_batch, to_batch
+from handler.preprocess import RequestBatch, decode_batch, read_digits
 from model import fuse_batchnorm, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ class DigitHandler:
         """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
         if len(batch.images) == 0:
             return None
-        inputs = to_batch(batch.images).to(self.device, non_blocking=True)  # (N, 1, 28, 28)
-        with torch.inference_mode():
-            probabilities = torch.softmax(self.model(inputs), dim=1).cpu()
+        probabilities = read_digits(self.model, batch.images, self.device)
         self._observe("DigitBatchSize", len(batch.images))
         return probabilities
 

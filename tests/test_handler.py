@@ -159,14 +159,14 @@ def test_a_fault_of_ours_answers_500_for_that_request_only(handler_and_context, 
 
     handler, context = handler_and_context
     images, labels = mnist_sample
-    stack = mnistify._mnist_like_stack
+    stack = mnistify._readings_stack
 
-    def faulty(x, denoise_noisy):
+    def faulty(x, *options):
         if x.shape[1:] == (30, 30):
             raise FloatingPointError("injected fault")
-        return stack(x, denoise_noisy)
+        return stack(x, *options)
 
-    monkeypatch.setattr(mnistify, "_mnist_like_stack", faulty)
+    monkeypatch.setattr(mnistify, "_readings_stack", faulty)
     victim = png_bytes(np.pad(images[1], 1))  # 30x30: a readable digit that hits the fault
     requests = [{"body": png_bytes(images[0])}, {"body": victim}, {"body": b""},
                 {"body": {"instances": [images[2].tolist()]}}]

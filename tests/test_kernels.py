@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from handler.preprocess.kernels import box_counts, median3, pad_last2, quantiles
+from handler.preprocess.kernels import box_counts, median3, min_filter, opening, pad_last2, quantiles
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
 
@@ -59,3 +59,20 @@ def test_box_counts_are_window_sums(shape, radius, mode):
 def test_pad_last2_is_np_pad(mode):
     x = np.random.default_rng(3).random((3, 7, 9), dtype=np.float32)
     assert np.array_equal(pad_last2(x, 2, mode), np.pad(x, ((0, 0), (2, 2), (2, 2)), mode=mode))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("radius", [1, 4])
+def test_min_filter_and_opening_match_scipy_with_edges_replicated(shape, radius):
+    from scipy import ndimage
+
+    size = (1, 2 * radius + 1, 2 * radius + 1)
+    for x in stacks(shape):
+        assert np.array_equal(min_filter(x, radius), ndimage.minimum_filter(x, size=size, mode="nearest"))
+        assert np.array_equal(opening(x, radius), ndimage.grey_opening(x, size=size, mode="nearest"))
+
+
+def test_several_quantiles_from_one_histogram_equal_one_at_a_time():
+    for x in stacks((3, 28, 28)):
+        together = quantiles(x, (0.005, 0.1, 0.5, 0.995))
+        assert all(np.array_equal(a, quantiles(x, q)) for a, q in zip(together, (0.005, 0.1, 0.5, 0.995)))

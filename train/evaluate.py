@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: MNIST test accuracy and loss, confusion matrix, training curves, and
-accuracy per input family (noise, blur, paper photos, canvas exports) through the serving
-preprocessing. Writes reports/evaluation.{json,md} and PNG plots.
+accuracy per input family (train/families.py) read as the service reads it, beside what each
+preprocessing step buys. Writes reports/evaluation.{json,md} and PNG plots.
 
     python -m train.evaluate                    # the committed weights
     python -m train.evaluate --per-family 500   # fewer generated images per family, faster
@@ -8,25 +8,28 @@ preprocessing. Writes reports/evaluation.{json,md} and PNG plots.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from handler.preprocess import preprocess_bytes, to_batch
-from model import DEFAULT_WEIGHTS, model_from_checkpoint
+from handler.errors import InputError
+from handler.preprocess import read_digits, readings_bytes
+from model import DEFAULT_WEIGHTS, fuse_batchnorm, model_from_checkpoint
 from ops.paths import ROOT
-from train.data import batched_logits, load_mnist
-from train.families import DESCRIPTIONS, FAMILIES, generate
-from train.data import to_input
+from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
+from train.families import DESCRIPTIONS, FAMILIES, KINDS, fonts_available, generate
 from train.train import scores
 
-# What the report must show (issue goals): family -> minimum accuracy.
+# What the report must show (issue goals): set -> minimum accuracy.
 GOALS = {"mnist_test": 0.995, "canvas_export": 0.98, "paper_photo": 0.97, "gaussian_noise": 0.97,
-         "salt_and_pepper": 0.97, "blur": 0.97, "speckle": 0.97}
-NOISY = ("gaussian_noise", "salt_and_pepper", "speckle")
+         "salt_and_pepper": 0.97, "blur": 0.97, "speckle": 0.97, "printed": 0.98, "rescan_8px": 0.95}
+KIND_GOAL, KINDS_MEAN_GOAL = 0.95, 0.97  # each of the nine kinds, and their mean
+NOISY = ("gaussian_noise", "salt_and_pepper", "speckle", "speckle_strong")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,19 +43,61 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def predict(model, images: list[np.ndarray]) -> np.ndarray:
-    """Digits of preprocessed (28, 28) images."""
-    return batched_logits(model, images, to_batch).argmax(1).numpy()
-
-
-def family_accuracy(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int,
-                    denoise_noisy: bool = True) -> dict:
-    uploads = generate(family, digits, seed)
+def read_uploads(model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True,
+                 denoise_noisy: bool = True) -> dict:
+    """Accuracy of the uploads read as the handler reads them (refusals count as wrong), refusals,
+    readings per image, and the preprocessing's cost per image on this machine."""
+    readings, kept, refused = [], [], 0
     start = time.perf_counter()
-    images = [preprocess_bytes(data, denoise_noisy) for data in uploads]
-    ms = (time.perf_counter() - start) * 1000 / len(images)
-    accuracy = float((predict(model, images) == labels).mean())
-    return {"accuracy": accuracy, "images": len(images), "preprocess_ms": round(ms, 3)}
+    for i, data in enumerate(uploads):
+        try:
+            readings.append(readings_bytes(data, denoise_noisy, multiple))
+            kept.append(i)
+        except InputError:
+            refused += 1
+    ms = (time.perf_counter() - start) * 1000 / len(uploads)
+    digits = torch.cat([read_digits(model, readings[i:i + EVAL_BATCH]) for i in range(0, len(readings), EVAL_BATCH)]
+                       ).argmax(1).numpy() if readings else np.zeros(0, int)
+    return {"accuracy": float((digits == labels[kept]).sum() / len(uploads)), "refused": refused,
+            "readings_per_image": round(sum(map(len, readings)) / max(1, len(readings)), 2),
+            "preprocess_ms": round(ms, 3)}
+
+
+def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> float:
+    """The uploads decoded to grayscale and resized to 28x28, nothing else: what a handler without
+    preprocessing (such as TorchServe's MNIST example) gives the network."""
+    def pixels(data: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(data)).convert("L").resize((28, 28), Image.BILINEAR)
+        return np.asarray(image, dtype=np.float32) / 255
+
+    x = torch.from_numpy(np.stack([pixels(d) for d in uploads]))
+    return float((batched_logits(model, x, lambda b: b[:, None]).argmax(1).numpy() == labels).mean())
+
+
+def family_report(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    uploads = generate(family, digits, seed, labels=labels)
+    row = read_uploads(model, uploads, labels)
+    row["primary_reading_only"] = read_uploads(model, uploads, labels, multiple=False)["accuracy"]
+    row["unprocessed"] = unprocessed_accuracy(model, uploads, labels)
+    if family in NOISY:  # what the card's denoising (blur + threshold) adds
+        row["accuracy_without_denoise"] = read_uploads(model, uploads, labels, denoise_noisy=False)["accuracy"]
+    return row | {"images": len(uploads), "description": DESCRIPTIONS[family]}
+
+
+def network_cost(model, batch: int = 16, repeats: int = 300) -> float:
+    """Microseconds per image of one forward pass of the served (BatchNorm-folded) network on one
+    thread, batches of `batch`: the cost of each extra reading."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    served, x = fuse_batchnorm(model), torch.zeros(batch, 1, 28, 28)
+    with torch.inference_mode():
+        for _ in range(20):
+            served(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            served(x)
+    torch.set_num_threads(threads)
+    return round((time.perf_counter() - start) / (repeats * batch) * 1e6, 1)
 
 
 def confusion(predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -73,6 +118,7 @@ def main(args: argparse.Namespace) -> dict:
     report = {"weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
               "config": checkpoint["config"], "recipe": checkpoint.get("recipe"),
               "parameters": sum(p.numel() for p in model.parameters()),
+              "network_us_per_image": network_cost(model),
               "mnist_test": scores(logits, test_y)}
     report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
 
@@ -80,16 +126,16 @@ def main(args: argparse.Namespace) -> dict:
     n = min(args.per_family, len(digits))
     families = {}
     for family in FAMILIES:
+        if family == "printed" and not fonts_available():
+            print("printed: skipped, no fonts under /usr/share/fonts", flush=True)
+            continue
         count = len(digits) if family == "clean" else n
-        families[family] = family_accuracy(model, family, digits[:count], labels[:count], args.seed)
-        families[family]["description"] = DESCRIPTIONS[family]
-        if family in NOISY:  # what the card's denoising (blur + threshold) adds
-            families[family]["accuracy_without_denoise"] = family_accuracy(
-                model, family, digits[:count], labels[:count], args.seed, denoise_noisy=False)["accuracy"]
-        print(f"{family:16s} {families[family]['accuracy']:.2%}", flush=True)
+        families[family] = family_report(model, family, digits[:count], labels[:count], args.seed)
+        row = families[family]
+        print(f"{family:24s} {row['accuracy']:.2%} (primary reading only {row['primary_reading_only']:.2%}, "
+              f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})", flush=True)
     report["families"] = families
-    report["goals"] = {name: {"goal": goal, "measured": _measured(report, name),
-                              "met": _measured(report, name) >= goal} for name, goal in GOALS.items()}
+    report["goals"] = _goals(report)
 
     history = _history(args.train_metrics)
     if history:
@@ -102,8 +148,19 @@ def main(args: argparse.Namespace) -> dict:
     return report
 
 
-def _measured(report: dict, name: str) -> float:
-    return report["mnist_test"]["test_accuracy"] if name == "mnist_test" else report["families"][name]["accuracy"]
+def _goals(report: dict) -> dict:
+    families = report["families"]
+    measured = {"mnist_test": report["mnist_test"]["test_accuracy"]}
+    measured |= {name: families[name]["accuracy"] for name in GOALS if name in families}
+    goals = {name: (GOALS[name], value) for name, value in measured.items()}
+    kinds = {kind: families[name]["accuracy"] for kind, name in KINDS.items() if name in families}
+    goals |= {f"{kind} ({KINDS[kind]})": (max(KIND_GOAL, GOALS.get(KINDS[kind], 0)), value)
+              for kind, value in kinds.items()}
+    goals[f"mean of the {len(kinds)} kinds"] = (KINDS_MEAN_GOAL, float(np.mean(list(kinds.values()))))
+    out = {name: {"goal": goal, "measured": value, "met": value >= goal} for name, (goal, value) in goals.items()}
+    refused = sum(row["refused"] for row in families.values())
+    out["legible digits refused (all families)"] = {"goal": 0, "measured": refused, "met": refused == 0}
+    return out
 
 
 def _history(path: str) -> dict | None:
@@ -135,16 +192,17 @@ def _plots(report: dict, out: Path) -> None:
     plt.close(fig)
 
     families = report["families"]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    names = list(families)
-    ax.bar(names, [families[n]["accuracy"] * 100 for n in names], color="tab:blue", label="served preprocessing")
-    ax.bar(names, [families[n].get("accuracy_without_denoise", np.nan) * 100 for n in names],
-           color="tab:orange", width=0.4, label="without the denoise step")
-    ax.set(ylim=(70, 100), ylabel="accuracy %", title="Accuracy per input family")
-    ax.tick_params(axis="x", rotation=20)
+    fig, ax = plt.subplots(figsize=(13, 4))
+    names, xs = list(families), np.arange(len(families))
+    for offset, key, label in ((-0.27, "unprocessed", "decoded and resized only"),
+                               (0.0, "primary_reading_only", "preprocessing, one reading"),
+                               (0.27, "accuracy", "served: preprocessing, surest reading")):
+        ax.bar(xs + offset, [families[n][key] * 100 for n in names], width=0.27, label=label)
+    ax.set(ylim=(0, 100), ylabel="accuracy %", title="Accuracy per input family")
+    ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "families.png", dpi=110)
+    fig.savefig(out / "families.png", dpi=100)
     plt.close(fig)
 
     if "training" in report:
@@ -178,21 +236,32 @@ def _markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, goal in report["goals"].items():
-        lines.append(f"| {name} | {goal['goal']:.1%} | {goal['measured']:.2%} | {'yes' if goal['met'] else 'NO'} |")
+        fmt = (lambda v: f"{v:,}") if isinstance(goal["goal"], int) else (lambda v: f"{v:.2%}")
+        lines.append(f"| {name} | {fmt(goal['goal'])} | {fmt(goal['measured'])} | {'yes' if goal['met'] else 'NO'} |")
     lines += [
         "",
         "## Input families",
         "",
-        "Generated from the first MNIST **test** digits (`train/families.py`), uploaded as bytes and "
-        "read through the serving preprocessing (`handler/preprocess/`).",
+        "Generated from the first MNIST **test** digits (`train/families.py`: train/augment.py's corruptions "
+        "at a mild and a strong setting, client renderings, printed digits in fonts training never used), "
+        "uploaded as bytes. *Served*: the service's preprocessing (`handler/preprocess/`) and, where it makes "
+        "several readings of an image, the one the network is surest of; *one reading*: its primary reading "
+        "alone; *unprocessed*: decoded to grayscale and resized to 28x28, nothing else (what a handler without "
+        "preprocessing, such as TorchServe's MNIST example, does). Refusals (422) count as wrong. "
+        f"One forward pass of the network costs {report['network_us_per_image']} us per image (batch 16, "
+        "one thread, this machine), the price of each extra reading.",
         "",
-        "| family | images | accuracy | without denoise | preprocess ms/img | what it is |",
-        "|---|---|---|---|---|---|",
+        "| family | images | served | one reading | unprocessed | refused | readings/img | preprocess ms/img | what it is |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["families"].items():
-        without = row.get("accuracy_without_denoise")
-        lines.append(f"| {name} | {row['images']:,} | {row['accuracy']:.2%} | "
-                     f"{'' if without is None else f'{without:.2%}'} | {row['preprocess_ms']} | {row['description']} |")
+        lines.append(f"| {name} | {row['images']:,} | {row['accuracy']:.2%} | {row['primary_reading_only']:.2%} | "
+                     f"{row['unprocessed']:.2%} | {row['refused']} | {row['readings_per_image']} | "
+                     f"{row['preprocess_ms']} | {row['description']} |")
+    denoised = {name: row for name, row in report["families"].items() if "accuracy_without_denoise" in row}
+    lines += ["", "What the denoise step (3x3 median, blur, soft threshold) buys on the noisy families:", "",
+              "| family | served | without the denoise step |", "|---|---|---|"]
+    lines += [f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()]
     lines += ["", "![families](families.png)", "", "## Confusion matrix (MNIST test)", "",
               "![confusion matrix](confusion_matrix.png)", ""]
     if "training" in report:

@@ -1,15 +1,65 @@
 """Input families generated from MNIST test digits: how clients really send digits.
 
-Each generator takes a (28, 28) uint8 MNIST digit and a numpy Generator and returns the bytes a
-client would upload. Used by the evaluation report, the tests and the benchmarks.
+Two kinds. Corruptions: train/augment.py's functions (the ones training draws from) at fixed
+strengths on the test digits, uploaded as 28x28 8-bit PNGs, a "mild" and a "strong" version of
+each kind of input the service must read. Renderings: how a client packages a digit (a phone
+photo of paper, a browser canvas export, printed digits in fonts training never saw). Used by the
+evaluation report, the tests and the benchmarks.
 """
 from __future__ import annotations
 
 import io
-from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
+
+from train import augment
+
+# family -> (corruption in train/augment.py, strength in [0, 1], what it is)
+CORRUPTED = {
+    "clean": (None, 0.0, "MNIST test digit as an 8-bit PNG"),
+    "gaussian_noise": ("gaussian_noise", 0.8, "additive Gaussian noise, sigma 0.3 of full scale"),
+    "salt_and_pepper": ("salt_and_pepper", 7 / 12, "10% of pixels set to black or white"),
+    "blur": ("blur", 0.5, "Gaussian blur, sigma 1 px"),
+    "speckle": ("speckle", 0.6, "multiplicative noise x(1+n), n ~ N(0, 0.5), plus faint grain"),
+}
+for _name, _what in {  # the kinds of input of the robustness goals, "mild / strong"
+    "grey_background": "white digit on a grey ground, level up to 0.38 / 0.65",
+    "edge_bars": "one or two solid bars along the image edges, up to 4 / 7 px thick",
+    "outline": "hollow digit: only the contours of the strokes (outer, or outer and inner)",
+    "haze": "contrast down to 0.7 / 0.25 under smooth fog",
+    "crossing_lines": "straight, dashed or zig-zag lines across the digit, up to 2.1 / 3 px wide",
+    "blots": "1-2 / 1-3 ink blots (radius up to 3.1 / 4.3 px) or 7 / 12 spatter drops",
+    "speckle": "multiplicative noise x(1+n), n ~ N(0, 0.4 / 0.7), plus faint grain",
+    "motion_blur": "camera shake: a straight smear of up to 5.4 / 9 px",
+    "jitter": "frosted glass: pixels displaced by up to 1.2 / 2 px, softened",
+}.items():
+    CORRUPTED[f"{_name}_mild"] = (_name, 0.4, _what)
+    CORRUPTED[f"{_name}_strong"] = (_name, 1.0, _what)
+for _name, _what in {
+    "rotation": "rotated 22 / 40 degrees, either way",
+    "shear": "sheared by 0.4 / 0.7, either way",
+    "zoom_out": "shrunk to 0.71 / 0.5 of its size",
+    "shift": "moved 3.6 / 6 px sideways and up or down",
+}.items():
+    CORRUPTED[f"{_name}_mild"] = (_name, 0.4, _what)
+    CORRUPTED[f"{_name}_strong"] = (_name, 1.0, _what)
+CORRUPTED["rescan_12px"] = ("low_resolution", 2 / 7, "scanned at 12x12, blown up to 28x28 (blocky or soft)")
+CORRUPTED["rescan_8px"] = ("low_resolution", 6 / 7, "scanned at 8x8, blown up to 28x28 (blocky or soft)")
+
+RENDERED = {
+    "paper_photo": "dark ink on off-white paper, 400x300, 60-220 px digit anywhere, uneven light, JPEG q40-90",
+    "canvas_export": "280x280 RGBA, transparent background, mostly dark (20% any colour) pen",
+    "printed": "the digit's label printed in a held-out font, dark on white, 24-100 px tall, +-5 deg",
+}
+FAMILIES = list(CORRUPTED) + list(RENDERED)
+DESCRIPTIONS = {name: spec[2] for name, spec in CORRUPTED.items()} | RENDERED
+# The nine kinds of input the robustness goals name, each at the strength it is judged at.
+KINDS = {"grey background": "grey_background_strong", "edge bars": "edge_bars_strong",
+         "outlines": "outline_strong", "haze": "haze_strong", "crossing lines": "crossing_lines_strong",
+         "blots": "blots_strong", "speckle": "speckle_strong", "printed digits": "printed",
+         "8x8 rescans": "rescan_8px"}
 
 
 def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -26,33 +76,52 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def clean(digit: np.ndarray, rng: np.random.Generator) -> bytes:
-    return encode_image(digit)
+def generate(family: str, digits: np.ndarray, seed: int = 0, labels: np.ndarray | None = None) -> list[bytes]:
+    """The family's upload bytes for each (28, 28) uint8 digit, reproducibly ("printed" prints the
+    digit's label instead, so it needs `labels`)."""
+    if family in CORRUPTED:
+        return [encode_image(d) for d in corrupted(digits, family, seed)]
+    rng = np.random.default_rng(seed)
+    if family == "printed":
+        return printed(np.asarray(labels), rng)
+    render = {"paper_photo": paper_photo, "canvas_export": canvas_export}[family]
+    return [render(digit, rng) for digit in digits]
 
 
-def gaussian_noise(digit: np.ndarray, rng: np.random.Generator, sigma: float = 0.3) -> bytes:
-    x = digit / 255 + rng.normal(0, sigma, digit.shape)
-    return encode_image(_to_uint8(x))
+def corrupted(digits: np.ndarray, family: str, seed: int = 0) -> np.ndarray:
+    """(N, 28, 28) uint8 -> the family's corrupted digits, (N, 28, 28) uint8."""
+    name, strength, _ = CORRUPTED[family]
+    if name is None:
+        return digits
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(digits).float()[:, None] / 255
+    corruption = augment.CORRUPTIONS.get(name) or augment.GEOMETRIC[name]
+    out = corruption(x, torch.full((len(x),), strength), generator)
+    return _to_uint8(out[:, 0].numpy())
 
 
-def salt_and_pepper(digit: np.ndarray, rng: np.random.Generator, share: float = 0.1) -> bytes:
-    x = digit / 255
-    u = rng.random(digit.shape)
-    x = np.where(u < share / 2, 0.0, np.where(u > 1 - share / 2, 1.0, x))
-    return encode_image(_to_uint8(x))
+def fonts_available() -> bool:
+    return bool(augment.split_fonts(augment.font_files())[1])
 
 
-def blur(digit: np.ndarray, rng: np.random.Generator, sigma: float = 1.0) -> bytes:
-    from PIL import ImageFilter
-
-    return encode_image(Image.fromarray(digit).filter(ImageFilter.GaussianBlur(sigma)))
-
-
-def speckle(digit: np.ndarray, rng: np.random.Generator, sigma: float = 0.5) -> bytes:
-    """Multiplicative noise, x * (1 + n), plus faint additive grain (sensor speckle)."""
-    x = digit / 255
-    x = x * (1 + rng.normal(0, sigma, digit.shape)) + np.abs(rng.normal(0, 0.05, digit.shape))
-    return encode_image(_to_uint8(x))
+def printed(labels: np.ndarray, rng: np.random.Generator) -> list[bytes]:
+    """Each label printed in a random held-out font (augment.split_fonts), cropped as a client
+    would: a random margin, size and slight rotation, dark on white, PNG."""
+    images, font_labels = augment.render_digits(augment.split_fonts(augment.font_files())[1])
+    if not len(images):
+        raise RuntimeError("no fonts found under /usr/share/fonts (apt-get install fonts-dejavu ...)")
+    out = []
+    for label in labels:
+        choices = np.flatnonzero(font_labels == label)
+        image = Image.fromarray(images[rng.choice(choices)])
+        ink = np.argwhere(np.asarray(image) < 128)
+        (top, left), (bottom, right) = ink.min(0), ink.max(0)
+        margin = int(rng.integers(2, 20))
+        crop = image.crop((left - margin, top - margin, right + margin, bottom + margin))
+        crop = crop.rotate(float(rng.uniform(-5, 5)), fillcolor=255, resample=Image.BILINEAR)
+        side = int(rng.integers(24, 100))
+        out.append(encode_image(crop.resize((max(8, side * crop.width // crop.height), side), Image.BILINEAR)))
+    return out
 
 
 def paper_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -86,31 +155,3 @@ def canvas_export(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     canvas[top:top + size, left:left + size, :3] = color
     canvas[top:top + size, left:left + size, 3] = alpha
     return encode_image(canvas)
-
-
-FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
-    "clean": clean,
-    "gaussian_noise": gaussian_noise,
-    "salt_and_pepper": salt_and_pepper,
-    "blur": blur,
-    "speckle": speckle,
-    "paper_photo": paper_photo,
-    "canvas_export": canvas_export,
-}
-
-# What each family is, for the report.
-DESCRIPTIONS = {
-    "clean": "MNIST test digit as an 8-bit PNG",
-    "gaussian_noise": "additive Gaussian noise, sigma 0.3 of full scale",
-    "salt_and_pepper": "10% of pixels set to black or white",
-    "blur": "Gaussian blur, sigma 1 px",
-    "speckle": "multiplicative noise x(1+n), n ~ N(0, 0.5), plus faint grain",
-    "paper_photo": "dark ink on off-white paper, 400x300, 60-220 px digit anywhere, uneven light, JPEG q40-90",
-    "canvas_export": "280x280 RGBA, transparent background, mostly dark (20% any colour) pen",
-}
-
-
-def generate(family: str, digits: np.ndarray, seed: int = 0) -> list[bytes]:
-    """The family's upload bytes for each (28, 28) uint8 digit, reproducibly."""
-    rng = np.random.default_rng(seed)
-    return [FAMILIES[family](digit, rng) for digit in digits]

@@ -20,11 +20,12 @@ logger = logging.getLogger(__name__)
 class RequestBatch:
     """A TorchServe batch decoded request by request: one bad request never spoils the others."""
 
-    images: list[np.ndarray] = field(default_factory=list)  # (28, 28) images of all requests, in order
+    # Per image of all requests, in order: its (28, 28) readings (mnistify), the first the primary one.
+    images: list[list[np.ndarray]] = field(default_factory=list)
     outcomes: list[slice | RequestError] = field(default_factory=list)  # per request: its images, or why none
     instances: list[bool] = field(default_factory=list)  # per request: answer {"predictions": [...]}
 
-    def add(self, images: list[np.ndarray], instances: bool) -> None:
+    def add(self, images: list[list[np.ndarray]], instances: bool) -> None:
         self.outcomes.append(slice(len(self.images), len(self.images) + len(images)))
         self.images.extend(images)
         self.instances.append(instances)
@@ -95,22 +96,54 @@ def _unreadable(error: Exception) -> BadRequest:
     return BadRequest("unreadable", f"the input could not be read ({type(error).__name__})")
 
 
-def to_batch(images: list[np.ndarray]) -> torch.Tensor:
-    """(28, 28) images in [0, 1] -> (N, 1, 28, 28) network input (the network normalizes it)."""
-    return torch.from_numpy(np.stack(images)[:, None])
+def to_batch(readings: list[list[np.ndarray]]) -> tuple[torch.Tensor, list[int]]:
+    """Per image its (28, 28) readings in [0, 1] -> (K, 1, 28, 28) network input holding every
+    reading of every image in order (the network normalizes it), and how many each image has."""
+    counts = [len(r) for r in readings]
+    return torch.from_numpy(np.stack([x for r in readings for x in r])[:, None]), counts
+
+
+def choose_readings(probabilities: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """(K, 10) probabilities of all readings -> (N, 10): per image, the reading the network is
+    surest of (mnistify explains why an image can have several)."""
+    if len(probabilities) == len(counts):  # one reading each: MNIST-shaped uploads
+        return probabilities
+    confidence = probabilities.max(1).values.tolist()
+    best, start = [], 0
+    for count in counts:
+        best.append(max(range(start, start + count), key=confidence.__getitem__))
+        start += count
+    return probabilities[best]
+
+
+def read_digits(model: torch.nn.Module, readings: list[list[np.ndarray]], device="cpu") -> torch.Tensor:
+    """(N, 10) probabilities, on the CPU, of N images given as their readings: one forward pass,
+    then the surest reading of each. The handler and the evaluation both read digits this way."""
+    inputs, counts = to_batch(readings)
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(inputs.to(device, non_blocking=True)), dim=1).cpu()
+    return choose_readings(probabilities, counts)
 
 
 # ---------------------------------------------------------------- for tests and the evaluation only
 
 def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
-    """One request -> its (28, 28) images and whether it was "instances", raising its InputError:
-    the per-request view that tests and the fuzzer check (the handler calls decode_batch)."""
+    """One request -> its images' primary (28, 28) readings and whether it was "instances", raising
+    its InputError: the per-request view that tests and the fuzzer check (the handler calls decode_batch)."""
     grays, instances = request_grays(request)
-    images, errors = mnistify.mnist_like_many(grays)
+    readings, errors = mnistify.mnist_like_many(grays)
     for error in errors:
         if error is not None:
             raise error
-    return images, instances
+    return [r[0] for r in readings], instances
+
+
+def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True) -> list[np.ndarray]:
+    """Image file bytes -> its (28, 28) readings: what the handler reads of a raw-body request."""
+    (readings,), (error,) = mnistify.mnist_like_many([decode_gray(data)], denoise_noisy, multiple)
+    if error is not None:
+        raise error
+    return readings
 
 
 def preprocess_bytes(data: bytes, denoise_noisy: bool = True) -> np.ndarray:

@@ -12,17 +12,21 @@ _MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 
             (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
 
 
-def quantiles(values: np.ndarray, q: float, mask: np.ndarray | None = None) -> np.ndarray:
+def quantiles(values: np.ndarray, q: float | tuple[float, ...], mask: np.ndarray | None = None):
     """(N, ...) [0, 1] values -> (N,) q-quantile (0 < q <= 1) of each row (of its masked values) to
-    1/255: the order statistic, not interpolated (np.quantile's "inverted_cdf"), from histograms: O(n) even when most values are equal (np.partition degrades badly on a
-    background of exact zeros), and one bincount for all rows."""
+    1/255, or a tuple of them for a tuple of q: the order statistic, not interpolated (np.quantile's
+    "inverted_cdf"), from histograms: O(n) even when most values are equal (np.partition degrades
+    badly on a background of exact zeros), and one bincount for all rows and all q."""
     n = len(values)
     codes = np.clip(values.reshape(n, -1), 0, 1) * 255 + 0.5  # (N, K), truncated to 0..255 below
     bins = codes.astype(np.intp) + 256 * np.arange(n)[:, None]
     weights = None if mask is None else mask.reshape(-1)
     counts = np.bincount(bins.reshape(-1), weights, minlength=256 * n).reshape(n, 256)
-    sizes = counts.sum(1, keepdims=True)
-    return (np.cumsum(counts, 1) < q * sizes).sum(1) / 255
+    cumulative = np.cumsum(counts, 1)
+    sizes = cumulative[:, -1:]
+    if isinstance(q, tuple):
+        return tuple((cumulative < p * sizes).sum(1) / 255 for p in q)
+    return (cumulative < q * sizes).sum(1) / 255
 
 
 def quantile(values: np.ndarray, q: float) -> float:
@@ -68,3 +72,23 @@ def box_counts(mask: np.ndarray, radius: int, mode: str) -> np.ndarray:
     for i in range(1, 2 * radius + 1):
         out += rows[..., i:i + h, :]
     return out
+
+
+def min_filter(x: np.ndarray, radius: int) -> np.ndarray:
+    """Minimum over the (2r+1)^2 window around each pixel (last two axes, edge replicated):
+    separable, rows then columns."""
+    h, w = x.shape[-2:]
+    padded = pad_last2(x, radius, "edge")
+    rows = padded[..., :, 0:w].copy()
+    for j in range(1, 2 * radius + 1):
+        np.minimum(rows, padded[..., :, j:j + w], out=rows)
+    out = rows[..., 0:h, :].copy()
+    for i in range(1, 2 * radius + 1):
+        np.minimum(out, rows[..., i:i + h, :], out=out)
+    return out
+
+
+def opening(x: np.ndarray, radius: int) -> np.ndarray:
+    """Grey opening (a minimum filter, then a maximum filter): the image without the structures
+    narrower than 2r+1 px, i.e. the ground that strokes lie on."""
+    return -min_filter(-min_filter(x, radius), radius)

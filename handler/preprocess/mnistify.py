@@ -1,8 +1,17 @@
-"""(H, W) grayscale of either polarity -> (28, 28) as MNIST digits look: polarity, background,
-denoise, crop, centre.
+"""(H, W) grayscale of either polarity -> readings of it as MNIST digits look: polarity, background,
+contrast, denoise, crop, centre.
 
 MNIST itself was made this way (NIST digits scaled into a 20x20 box, anti-aliased, then centred
 by centre of mass in 28x28), so real photos and canvas drawings land in the same space.
+
+Where a decision is uncertain, the image gets more than one *reading* (28, 28): both polarities
+when neither side of the median clearly holds the ink, the image as it is and re-cropped when a
+28x28 upload is not already MNIST-shaped, the crop without the structures that touch the border
+(scanner edges, rulers), the unfiltered image beside the denoised one (thin outlines look like
+noise to the detector). The network reads them all (it costs ~0.04 ms an image) and the handler
+answers with the reading it is surest of (batch.choose_readings). Clean MNIST-shaped uploads get
+one reading. reports/evaluation.md shows what each step buys, per input family.
+
 The steps work on stacks of same-sized images, (N, H, W), so that a batch of 16 MNIST-sized
 uploads costs about as many numpy calls as one image; a single image is a stack of one.
 """
@@ -10,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.decode import WORK_SIDE
-from handler.preprocess.kernels import box_counts, median3, quantile, quantiles
+from handler.preprocess.kernels import box_counts, median3, opening, quantile, quantiles
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
@@ -23,60 +33,134 @@ NOISE_DELTA, NOISE_SHARE = 0.15, 0.02
 INK = 0.25  # after contrast stretching, pixels above this set the bounding box (faint grain does not)
 # MNIST's mean centre of mass in (row, col) index coordinates: 14.00, 14.01 on the training set.
 MNIST_CENTRE = (14.0, 14.0)
+# Polarity: the ink is the side of the median whose POLARITY_QUANTILE strays further; when the two
+# sides are within AMBIGUOUS of each other, both polarities are read.
+POLARITY_QUANTILE, AMBIGUOUS = 0.005, 0.3
+# A small image whose median (after polarity) is above FLAT_GROUND lies on a grey or hazy ground:
+# its background is a grey opening of radius OPEN_RADIUS (9x9: wider than any stroke, narrower
+# than fog); on a dark ground it is one level, so that thick strokes stay whole.
+FLAT_GROUND, OPEN_RADIUS = 0.05, 4
+BLANK = 0.05  # an image whose contrast is under this (13 of 255 levels) has no digit: 422
+# The crop without border-touching structures must keep this share of the ink's mass.
+INNER_MASS = 0.3
 
 
 def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
-    """(H, W) grayscale of either polarity -> (28, 28) float32 as MNIST digits look.
+    """(H, W) grayscale of either polarity -> its primary (28, 28) float32 reading.
 
     `denoise_noisy=False` skips the noise step; the evaluation uses it to measure what it buys.
     """
-    (image,), (error,) = mnist_like_many([gray], denoise_noisy)
+    (readings,), (error,) = mnist_like_many([gray], denoise_noisy)
     if error is not None:
         raise error
-    return image
+    return readings[0]
 
 
-def mnist_like_many(grays: list[np.ndarray], denoise_noisy: bool = True
-                    ) -> tuple[list[np.ndarray | None], list[InputError | None]]:
-    """mnist_like for many images at once: per image, its (28, 28) image or why there is none."""
-    images: list[np.ndarray | None] = [None] * len(grays)
+def mnist_like_many(grays: list[np.ndarray], denoise_noisy: bool = True, multiple: bool = True
+                    ) -> tuple[list[list[np.ndarray] | None], list[InputError | None]]:
+    """Per image, its (28, 28) readings (the first is the primary one) or why there are none.
+    `multiple=False`: the primary reading alone (the evaluation measures what the others buy)."""
+    readings: list[list[np.ndarray] | None] = [None] * len(grays)
     errors: list[InputError | None] = [None] * len(grays)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, gray in enumerate(grays):
         by_shape.setdefault(gray.shape, []).append(i)
     for indices in by_shape.values():
         stack = np.stack([grays[i] for i in indices]).astype(np.float32, copy=False)  # (n, H, W)
-        out, blank = _mnist_like_stack(stack, denoise_noisy)
-        for i, image, is_blank in zip(indices, out, blank):
+        out, blank = _readings_stack(stack, denoise_noisy, multiple)
+        for i, image_readings, is_blank in zip(indices, out, blank):
             if is_blank:
                 errors[i] = NoDigitFound("blank", "no digit found: the image is blank or has no contrast")
             else:
-                images[i] = image
-    return images, errors
+                readings[i] = image_readings
+    return readings, errors
 
 
-def _mnist_like_stack(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W) -> (N, 28, 28) and a (N,) mask of images with no digit in them."""
-    dark_on_light = _border_levels(x) > 0.5  # dark ink on light paper -> light digit on black
-    x = np.where(dark_on_light[:, None, None], 1 - x, x)
-    x, blank = _stretch(x - _backgrounds(x))  # uneven light, grey paper, faint pens -> 0..1
+def _readings_stack(x: np.ndarray, denoise_noisy: bool, multiple: bool) -> tuple[list, np.ndarray]:
+    """(N, H, W) -> per image a list of (28, 28) readings, and a (N,) mask of images with no digit."""
+    dark, ambiguous = _ink_polarity(x)
+    first, blank, unfiltered = _cleaned(np.where(dark[:, None, None], 1 - x, x), denoise_noisy)
+    out = _framings(first, blank, multiple)
+    if not multiple:
+        return [r[:1] for r in out], blank
+    if unfiltered:
+        idx = list(unfiltered)
+        raw = np.stack([unfiltered[i] for i in idx])
+        for i, extra in zip(idx, _framings(raw, np.zeros(len(idx), bool), multiple)):
+            out[i] += extra
+    other = np.flatnonzero(ambiguous & ~blank)
+    if len(other):
+        flipped = np.where(dark[other, None, None], x[other], 1 - x[other])
+        second, blank2, _ = _cleaned(flipped, denoise_noisy)
+        for i, extra in zip(other, _framings(second, blank2, multiple)):
+            out[i] += extra
+    return out, blank
+
+
+def _ink_polarity(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) -> (N,) whether the ink is darker than the ground, and whether that is unclear.
+    The ground is the median (a digit covers well under half of its image), the ink the side whose
+    extreme quantile strays further from it: a grey ground with a white digit is light ink, which
+    the border alone (a median of the frame over 0.5) took for paper."""
+    low, median, high = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
+    down, up = median - low, high - median
+    return down > up, np.abs(down - up) < AMBIGUOUS * np.maximum(down, up)
+
+
+def _cleaned(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Light-on-dark (N, H, W) -> background removed, contrast stretched, noise filtered where it
+    is detected; which images are blank; and, for the filtered ones, their unfiltered version."""
+    x, blank = _stretch(x - _backgrounds(x))
+    unfiltered = {}
     if denoise_noisy:
         for i in np.flatnonzero((_noise_levels(x) > NOISE_SHARE) & ~blank):
+            unfiltered[int(i)] = x[i].copy()
             (x[i],), (blank[i],) = _stretch(denoise(x[i])[None])
-    out = np.zeros((len(x), SIDE, SIDE), dtype=np.float32)
+    return x, blank, unfiltered
+
+
+def _framings(x: np.ndarray, blank: np.ndarray, multiple: bool) -> list[list[np.ndarray]]:
+    """Cleaned (N, H, W) -> per image its (28, 28) readings: as it is when already MNIST-shaped;
+    else cropped and centred, and (multiple) also as it is for 28x28 uploads, and cropped without
+    the structures that touch the border."""
     ready = _already_mnist(x) & ~blank
-    if ready.any():  # only 28x28 stacks can be
-        out[ready] = x[ready]
-    for i in np.flatnonzero(~ready & ~blank):
-        out[i] = _fit_and_centre(x[i])
-    return out, blank
+    as_is = multiple and x.shape[1:] == (SIDE, SIDE)
+    out: list[list[np.ndarray]] = []
+    for i in range(len(x)):
+        if blank[i]:
+            out.append([])
+        elif ready[i]:
+            out.append([x[i]])
+        else:
+            readings = [x[i]] if as_is else []
+            readings.append(_fit_and_centre(x[i]))
+            inner = _without_border_structures(x[i]) if multiple else None
+            if inner is not None:
+                readings.append(_fit_and_centre(inner))
+            out.append(readings)
+    return out
+
+
+def _without_border_structures(gray: np.ndarray) -> np.ndarray | None:
+    """The image without the ink that touches its border (8-connected), or None when nothing
+    touches it or too little would be left (the digit itself runs off the edge)."""
+    ink = gray > INK
+    if not (ink[0].any() or ink[-1].any() or ink[:, 0].any() or ink[:, -1].any()):
+        return None
+    labels, count = ndimage.label(ink, structure=np.ones((3, 3), bool))
+    touching = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    touching = touching[touching > 0]
+    if len(touching) == count:
+        return None
+    inner = np.where(np.isin(labels, touching), 0, gray)
+    return inner if inner.sum() >= INNER_MASS * gray[ink].sum() else None
 
 
 def _stretch(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W): black background, brightest stroke at 1; and which images have no contrast."""
     x = np.clip(x, 0, None)
     top = x.max(axis=(1, 2))
-    blank = top < 0.1
+    blank = top < BLANK
     return np.clip(x / np.where(blank, 1, top)[:, None, None], 0, 1).astype(np.float32), blank
 
 
@@ -103,28 +187,24 @@ def _centres_of_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.sum(2) @ np.arange(x.shape[1]) / mass, x.sum(1) @ np.arange(x.shape[2]) / mass
 
 
-def _border_levels(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N,) median of each image's outer 5% frame: the paper (or background) level."""
-    n, h, w = x.shape
-    margin = max(1, min(h, w) // 20)
-    frame = np.concatenate([x[:, :margin].reshape(n, -1), x[:, -margin:].reshape(n, -1),
-                            x[:, :, :margin].reshape(n, -1), x[:, :, -margin:].reshape(n, -1)], axis=1)
-    return quantiles(frame, 0.5)
-
-
 def _backgrounds(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) background estimates (see background_map); a level per image for small ones."""
+    """(N, H, W) background estimates: background_map for large images; for small ones one level
+    on a dark ground, a grey opening on a grey or hazy one (see FLAT_GROUND)."""
     h, w = x.shape[1:]
-    if h < 2 * BACKGROUND_CELL and w < 2 * BACKGROUND_CELL:
-        return quantiles(x, 0.1).astype(np.float32)[:, None, None]
-    return np.stack([background_map(gray) for gray in x])
+    if h >= 2 * BACKGROUND_CELL or w >= 2 * BACKGROUND_CELL:
+        return np.stack([background_map(gray) for gray in x])
+    low, median = quantiles(x, (0.1, 0.5))
+    out = np.repeat(low.astype(np.float32), h * w).reshape(x.shape)
+    uneven = np.flatnonzero(median > FLAT_GROUND)
+    if len(uneven):
+        out[uneven] = opening(x[uneven], OPEN_RADIUS)
+    return out
 
 
 def background_map(gray: np.ndarray, cell: int = BACKGROUND_CELL) -> np.ndarray:
     """Smooth background estimate: the 10th percentile of each 40 px cell, bilinearly upsampled.
 
-    Strokes cover far less than 90% of a cell, so the percentile sees paper, not ink. Images under
-    80 px (MNIST-sized) get one cell: a flat level, 0 for a clean digit.
+    Strokes cover far less than 90% of a cell, so the percentile sees paper, not ink.
     """
     h, w = gray.shape
     ny, nx = max(1, h // cell), max(1, w // cell)
@@ -188,8 +268,27 @@ def _fit_and_centre(gray: np.ndarray) -> np.ndarray:
     return canvas
 
 
-# ---------------------------------------------------------------- for tests and the evaluation only
+# ---------------------------------------------------------------- for training, tests and the evaluation
 # (not on the serving path: the handler goes through mnist_like_many)
+
+def training_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For training: (N, 28, 28) augmented images -> one of the readings serving would make of
+    each, drawn at random (either polarity when unclear, filtered or not, as it is or cropped), so
+    that the network learns every reading it will be shown. The crop without border structures is
+    left out (rarely made, costly). Blank images stay as they are."""
+    x = x.astype(np.float32, copy=False)
+    dark, ambiguous = _ink_polarity(x)
+    flip = dark ^ (ambiguous & (rng.random(len(x)) < 0.5))
+    y, blank, unfiltered = _cleaned(np.where(flip[:, None, None], 1 - x, x), True)
+    for i, raw in unfiltered.items():
+        if rng.random() < 0.5:
+            y[i] = raw
+    ready = _already_mnist(y) & ~blank
+    out = np.where(blank[:, None, None], x, y)
+    for i in np.flatnonzero(~ready & ~blank & (rng.random(len(x)) < 0.5)):
+        out[i] = _fit_and_centre(y[i])
+    return out
+
 
 def noise_level(gray: np.ndarray) -> float:
     """One image's noise level (see _noise_levels); tests use it to check the detector."""
