@@ -7,10 +7,11 @@ by centre of mass in 28x28), so real photos and canvas drawings land in the same
 Where a decision is uncertain, the image gets more than one *reading* (28, 28): both polarities
 when neither side of the median clearly holds the ink, the image as it is and re-cropped when a
 28x28 upload is not already MNIST-shaped, the crop without the structures that touch the border
-(scanner edges, rulers), the unfiltered image beside the denoised one (thin outlines look like
-noise to the detector). The network reads them all (it costs ~0.04 ms an image) and the handler
-answers with the reading it is surest of (batch.choose_readings). Clean MNIST-shaped uploads get
-one reading. reports/evaluation.md shows what each step buys, per input family.
+(scanner edges, rulers) instead of the crop with them, the unfiltered image beside the denoised
+one (thin outlines look like noise to the detector). The network reads them all (one forward
+pass each; reports/evaluation.md gives its cost) and the handler answers with the reading it is
+surest of (batch.choose_readings). Clean MNIST-shaped uploads get one reading.
+reports/evaluation.md shows what each step buys, per input family.
 
 The steps work on stacks of same-sized images, (N, H, W), so that a batch of 16 MNIST-sized
 uploads costs about as many numpy calls as one image; a single image is a stack of one.
@@ -121,8 +122,8 @@ def _cleaned(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, np.ndarray
 
 def _framings(x: np.ndarray, blank: np.ndarray, multiple: bool) -> list[list[np.ndarray]]:
     """Cleaned (N, H, W) -> per image its (28, 28) readings: as it is when already MNIST-shaped;
-    else cropped and centred, and (multiple) also as it is for 28x28 uploads, and cropped without
-    the structures that touch the border."""
+    else cropped and centred (multiple: without the structures that touch the border, if any),
+    and (multiple) also as it is for 28x28 uploads."""
     ready = _already_mnist(x) & ~blank
     as_is = multiple and x.shape[1:] == (SIDE, SIDE)
     out: list[list[np.ndarray]] = []
@@ -133,10 +134,9 @@ def _framings(x: np.ndarray, blank: np.ndarray, multiple: bool) -> list[list[np.
             out.append([x[i]])
         else:
             readings = [x[i]] if as_is else []
-            readings.append(_fit_and_centre(x[i]))
             inner = _without_border_structures(x[i]) if multiple else None
-            if inner is not None:
-                readings.append(_fit_and_centre(inner))
+            # With border structures cut away, the crop that keeps them only shrinks the digit.
+            readings.append(_fit_and_centre(x[i] if inner is None else inner))
             out.append(readings)
     return out
 
