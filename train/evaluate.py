@@ -136,6 +136,7 @@ def main(args: argparse.Namespace) -> dict:
               f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})", flush=True)
     report["families"] = families
     report["goals"] = _goals(report)
+    _samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 
     history = _history(args.train_metrics)
     if history:
@@ -146,6 +147,32 @@ def main(args: argparse.Namespace) -> dict:
     print(f"MNIST test accuracy {report['mnist_test']['test_accuracy']:.2%}, "
           f"loss {report['mnist_test']['test_loss']:.4f}; report in {out}/evaluation.md")
     return report
+
+
+def _samples(digits: np.ndarray, labels: np.ndarray, families: list[str], seed: int, out: Path) -> None:
+    """reports/family_samples.png: what each family's uploads look like (8 digits, 42 px cells)."""
+    cell = 42
+    grid = np.full((len(families) * cell, len(digits) * cell), 255, np.uint8)
+    for row, family in enumerate(families):
+        for col, data in enumerate(generate(family, digits, seed, labels=labels)):
+            image = Image.open(io.BytesIO(data)).convert("RGBA")  # canvas exports: shown on white
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("L")
+            image.thumbnail((cell - 4, cell - 4))
+            top, left = row * cell + (cell - image.height) // 2, col * cell + (cell - image.width) // 2
+            grid[top:top + image.height, left:left + image.width] = np.asarray(image)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, len(families) * 0.33 + 0.5))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
+    ax.set_yticks(np.arange(len(families)) * cell + cell / 2, families, fontsize=7)
+    ax.set_xticks([])
+    ax.set_title("uploads per family (first 8 test digits)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "family_samples.png", dpi=100)
+    plt.close(fig)
 
 
 def _goals(report: dict) -> dict:
@@ -262,7 +289,8 @@ def _markdown(report: dict) -> str:
     lines += ["", "What the denoise step (3x3 median, blur, soft threshold) buys on the noisy families:", "",
               "| family | served | without the denoise step |", "|---|---|---|"]
     lines += [f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()]
-    lines += ["", "![families](families.png)", "", "## Confusion matrix (MNIST test)", "",
+    lines += ["", "![families](families.png)", "", "What the uploads look like:", "",
+              "![samples of each family](family_samples.png)", "", "## Confusion matrix (MNIST test)", "",
               "![confusion matrix](confusion_matrix.png)", ""]
     if "training" in report:
         t = report["training"]
