@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+import yaml
 
 from harness.local_server import LocalTorchServe
-from ops.build_archive import build_archive
 from harness.settings import model_config
+from ops.build_archive import build_archive
 from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.integration
