@@ -195,6 +195,8 @@ def test_decode_batch(bodies):
         else:
             assert isinstance(row, InputError) and 400 <= row.status < 500, row
     assert used == len(batch.images)
-    for image in batch.images:
-        assert image.shape == (28, 28) and image.dtype == np.float32
-        assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
+    for readings in batch.images:
+        assert readings, "an image with no reading"
+        for image in readings:
+            assert image.shape == (28, 28) and image.dtype == np.float32
+            assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
