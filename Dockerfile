@@ -6,10 +6,11 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 
 # Python 3.11 and Java 17 from Debian; ca-certificates keeps any CA the base added under
-# /usr/local/share/ca-certificates (a proxy's, for pip during the build).
+# /usr/local/share/ca-certificates (a proxy's, for pip during the build); procps for `kill`,
+# which TorchServe's frontend runs to stop a worker when scaling down.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv openjdk-17-jre-headless ca-certificates \
+      python3 python3-venv openjdk-17-jre-headless ca-certificates procps \
  && rm -rf /var/lib/apt/lists/*
 
 # torch from PyPI is the CUDA build: the same image serves on CPU and with `--gpus all`.
@@ -26,7 +27,7 @@ COPY scripts/__init__.py scripts/build_archive.py scripts/entrypoint.py scripts/
      scripts/local_server.py scripts/model_layout.py scripts/tsctl.py scripts/
 COPY config.properties model-config.yaml log4j2.xml ./
 RUN python -m scripts.model_layout --flavor image --out /mnt/models --mount /mnt/models \
- && useradd --uid 1000 --home-dir /srv --create-home serve
+ && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv
 
 # TorchServe writes key_file.json, logs/ and its effective config in its working folder.
 USER 1000

@@ -157,9 +157,13 @@ def publish(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
     return flags, urls
 
 
-def wait_healthy(url: str, headers: Callable[[], dict[str, str]], timeout: float = READY_TIMEOUT_S) -> None:
+def wait_healthy(engine: Engine, name: str, url: str, headers: Callable[[], dict[str, str]],
+                 timeout: float = READY_TIMEOUT_S) -> None:
     deadline, last = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
+        state = engine.run("inspect", "--format", "{{.State.Status}}", name, capture=True).stdout.strip()
+        if state != "running":
+            raise RuntimeError(f"container {name} is {state}")
         try:
             response = requests.get(f"{url}/ping", headers=headers(), timeout=5)
             if response.ok and response.json().get("status") == "Healthy":
@@ -186,7 +190,7 @@ def healthcheck_status(engine: Engine, name: str) -> str:
 
 def image_test(engine: Engine) -> bool:
     flags, urls = publish(CONTAINER_PORTS)
-    with container(engine, flags, "mnist-serve-image-test") as name, tempfile.TemporaryDirectory() as tmp:
+    with container(engine, [*flags, IMAGE], "mnist-serve-image-test") as name, tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key_file.json"
 
         def copy_keys() -> dict[str, str]:
@@ -194,7 +198,7 @@ def image_test(engine: Engine) -> bool:
             key_file.write_text(engine.run("exec", name, "cat", "/srv/key_file.json", capture=True).stdout)
             return {"Authorization": f"Bearer {json.loads(key_file.read_text())['inference']['key']}"}
 
-        wait_healthy(urls["inference"], copy_keys)
+        wait_healthy(engine, name, urls["inference"], copy_keys)
         user = engine.run("exec", name, "id", "-u", capture=True).stdout.strip()
         health = healthcheck_status(engine, name)
         print(f"container user id {user}; HEALTHCHECK: {health}", flush=True)
@@ -238,7 +242,7 @@ def run_as_deployment(engine: Engine, manifest: Path) -> bool:
                                    "metrics": ports["metrics"]})
     print(f"deployment {manifest.name}: run {' '.join(flags + command)}", flush=True)
     with container(engine, [*flags, *publish_flags, *command], "mnist-serve-deploy-check") as name:
-        wait_healthy(urls["inference"], dict)
+        wait_healthy(engine, name, urls["inference"], dict)
         ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file=None))
         ok = _terminate_like_kubelet(engine, name, spec) and ok
     return ok
@@ -267,8 +271,8 @@ def run_as_kserve(engine: Engine, store: Path) -> bool:
                "--ts-config=/mnt/models/config/config.properties"]
     print(f"kserve layout {store}: run {' '.join(command)}", flush=True)
     with container(engine, ["-v", f"{store.resolve()}:/mnt/models:ro", *publish_flags, IMAGE, *command],
-                   "mnist-serve-kserve-check") as _:
-        wait_healthy(urls["inference"], dict)
+                   "mnist-serve-kserve-check") as name:
+        wait_healthy(engine, name, urls["inference"], dict)
         ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file=None))
         # KServe's v1 protocol path as the proxy forwards it: {"instances": [...]} -> {"predictions": [...]}.
         v1 = requests.post(f"{urls['inference']}/v1/models/mnist:predict", timeout=30,

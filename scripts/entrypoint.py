@@ -17,8 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from scripts.host_settings import HostSettings, host_settings, model_snapshot
 from scripts.local_server import read_properties
@@ -38,7 +42,7 @@ def effective_properties(base: Path, settings: HostSettings, environ: dict[str, 
     return props
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="/mnt/models/config/config.properties", help="base config.properties")
     p.add_argument("--out", default="config.effective.properties", help="where to write the effective config")
@@ -51,11 +55,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"host: {settings.cpus} CPUs, {settings.gpus} GPUs -> {settings.workers} workers, "
           f"max batch delay {settings.batch_delay_ms} ms ({settings.source}); config {out}", flush=True)
     if a.write_only:
-        return
+        return 0
     # TS_CONFIG_FILE (set by the venv's activate script) would win over --ts-config.
     env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
-    torchserve = shutil.which("torchserve") or "torchserve"
-    os.execvpe(torchserve, [torchserve, "--start", "--foreground", "--ncs", "--ts-config", str(out)], env)
+    torchserve = shutil.which("torchserve", path=f"{Path(sys.executable).parent}:{env.get('PATH', '')}") or "torchserve"
+    return serve([torchserve, "--start", "--foreground", "--ncs", "--ts-config", str(out)], env)
+
+
+def serve(command: list[str], env: dict[str, str]) -> int:
+    """Run TorchServe and pass SIGTERM/SIGINT on to its Java frontend.
+
+    `torchserve --foreground` only waits for the frontend and handles no signals, and as a
+    container's PID 1 it would ignore SIGTERM (docker stop, a pod's termination) until SIGKILL.
+    The frontend's shutdown hook stops the workers; the launcher then returns.
+    """
+    launcher = subprocess.Popen(command, env=env)
+
+    def stop(signum: int, _frame) -> None:
+        for child in psutil.Process(launcher.pid).children():
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return launcher.wait()
 
 
 if __name__ == "__main__":

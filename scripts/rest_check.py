@@ -99,16 +99,28 @@ def check_metrics(s: Service) -> None:
 
 
 def check_scale(s: Service) -> None:
+    """One worker more, then back; each step waits until every worker is READY."""
     url, headers = f"{s.management}/models/mnist", s.headers("management")
     before = len(requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"])
     for workers in (before + 1, before):
         response = requests.put(url, headers=headers, timeout=120,
                                 params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
         assert response.status_code == 200, response.text[:200]
-        described = requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"]
-        assert len(described) == workers, f"{len(described)} workers, expected {workers}"
+        _wait_for_ready_workers(url, headers, workers)
     assert _digit(s.post(data=(FIXTURES / "seven.png").read_bytes(),
                          headers={"Content-Type": "image/png"})) == 7
+
+
+def _wait_for_ready_workers(url: str, headers: dict[str, str], count: int, timeout: float = 120) -> None:
+    # A synchronous scale-up can answer before the new worker has loaded the model, and removing
+    # a worker that is still loading fails in TorchServe 0.12 ("Failed to start workers").
+    deadline, statuses = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        statuses = [w["status"] for w in requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"]]
+        if statuses == ["READY"] * count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"workers {statuses}, expected {count} READY")
 
 
 CHECKS: list[Callable[[Service], None]] = [check_ping, check_each_input_kind, check_bad_input_is_4xx_json,
