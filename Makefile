@@ -103,8 +103,9 @@ bench: setup
 image: setup
 	$(PY) -m scripts.container image
 
+# KEEP_IMAGE=1 leaves the image for a following deploy-check (which removes it); CI does that.
 image-test: setup
-	$(PY) -m scripts.container image-test
+	$(PY) -m scripts.container image-test $(if $(KEEP_IMAGE),--keep-image)
 
 kserve-store: $(VENV)/.installed $(SOURCES) config.properties log4j2.xml
 	rm -rf kserve-store

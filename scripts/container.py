@@ -39,6 +39,7 @@ PODMAN_CONF = ROOT / "deploy" / "podman" / "containers.conf"
 PODMAN_PACKAGES = ("podman", "runc", "debootstrap")
 CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082}
 READY_TIMEOUT_S = 240
+STOP_GRACE_S = 30
 COMMAND_TIMEOUT_S = 1800  # the image build downloads torch's CUDA build (several GB)
 
 
@@ -203,7 +204,18 @@ def image_test(engine: Engine) -> bool:
         health = healthcheck_status(engine, name)
         print(f"container user id {user}; HEALTHCHECK: {health}", flush=True)
         ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file))
-        return ok and user != "0" and health == "healthy"
+        return stop_gracefully(engine, name, STOP_GRACE_S) and ok and user != "0" and health == "healthy"
+
+
+def stop_gracefully(engine: Engine, name: str, grace: int) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds (docker stop, a pod's termination): the server
+    must have exited by itself, so the engine reports no SIGKILL (exit code 137)."""
+    started = time.monotonic()
+    engine.run("stop", "-t", str(grace), name, timeout=grace + 60)
+    seconds = time.monotonic() - started
+    code = engine.run("inspect", "--format", "{{.State.ExitCode}}", name, capture=True).stdout.strip()
+    print(f"stopped in {seconds:.0f} s (grace {grace} s), exit code {code}", flush=True)
+    return code != "137" and seconds < grace
 
 
 def deployment_run_args(manifest: Path) -> tuple[list[str], list[str], dict]:
@@ -249,15 +261,13 @@ def run_as_deployment(engine: Engine, manifest: Path) -> bool:
 
 
 def _terminate_like_kubelet(engine: Engine, name: str, spec: dict) -> bool:
-    """preStop hook, then SIGTERM with the pod's grace period; the server must exit within it."""
+    """The preStop hook, then SIGTERM; both must fit in the pod's grace period."""
     grace = spec["pod"]["terminationGracePeriodSeconds"]
     started = time.monotonic()
     engine.run("exec", name, *spec["container"]["lifecycle"]["preStop"]["exec"]["command"], timeout=grace)
-    engine.run("stop", "-t", str(grace), name, timeout=grace + 30)
-    seconds = time.monotonic() - started
-    code = engine.run("inspect", "--format", "{{.State.ExitCode}}", name, capture=True).stdout.strip()
-    print(f"preStop + stop took {seconds:.0f} s of the {grace} s grace period; exit code {code}", flush=True)
-    return seconds < grace
+    pre_stop = time.monotonic() - started
+    print(f"preStop took {pre_stop:.0f} s", flush=True)
+    return stop_gracefully(engine, name, int(grace - pre_stop))
 
 
 def run_as_kserve(engine: Engine, store: Path) -> bool:
