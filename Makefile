@@ -118,7 +118,7 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 
 deploy-check: $(DEPLOY_VENV)/.installed kserve-store
 	$(DEPLOY_VENV)/bin/python deploy/check.py
-	$(PY) -m scripts.container deploy-run --store kserve-store
+	$(PY) -m scripts.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
 
 clean:
 	rm -rf model_store logs key_file.json .pytest_cache kserve-store

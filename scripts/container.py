@@ -218,7 +218,7 @@ def stop_gracefully(engine: Engine, name: str, grace: int) -> bool:
     return code != "137" and seconds < grace
 
 
-def deployment_run_args(manifest: Path) -> tuple[list[str], list[str], dict]:
+def deployment_run_args(manifest: Path, engine_name: str) -> tuple[list[str], list[str], dict]:
     """`run` flags and command for the Deployment's pod spec, as the kubelet would start it."""
     import yaml
 
@@ -232,10 +232,13 @@ def deployment_run_args(manifest: Path) -> tuple[list[str], list[str], dict]:
         flags += ["--cap-drop", "ALL"]
     if security.get("allowPrivilegeEscalation") is False:
         flags += ["--security-opt", "no-new-privileges"]
+    # An emptyDir is writable by the pod's user: docker honours mode=1777 on a tmpfs; podman 4.3
+    # gives it the image folder's owner and mode instead, and `U` makes it the container user's.
+    writable = "U" if engine_name == "podman" else "mode=1777"
     empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
     for mount in spec.get("volumeMounts", []):
         if mount["name"] in empty_dirs:
-            flags += ["--tmpfs", f"{mount['mountPath']}:rw,exec,mode=1777"]
+            flags += ["--tmpfs", f"{mount['mountPath']}:rw,exec,{writable}"]
     for env in spec.get("env", []):
         flags += ["-e", f"{env['name']}={env['value']}"]
     limits = spec.get("resources", {}).get("limits", {})
@@ -248,7 +251,7 @@ def deployment_run_args(manifest: Path) -> tuple[list[str], list[str], dict]:
 
 def run_as_deployment(engine: Engine, manifest: Path) -> bool:
     """The Deployment's container spec under the container engine; REST subset with no key; preStop + stop."""
-    flags, command, spec = deployment_run_args(manifest)
+    flags, command, spec = deployment_run_args(manifest, engine.name)
     ports = {p["name"]: p["containerPort"] for p in spec["container"]["ports"]}
     publish_flags, urls = publish({"inference": ports["http"], "management": ports["management"],
                                    "metrics": ports["metrics"]})
