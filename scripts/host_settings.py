@@ -17,12 +17,14 @@ from pathlib import Path
 MODEL_NAME = "mnist"
 MODEL_VERSION = "1.0"
 BATCH_SIZE = 16
-# reports/sweep.md: on the 2-core CPU host 2 ms keeps ~all of 5 ms's throughput at concurrency
-# 32 and answers a lone request about 3 ms sooner; 0 ms makes TorchServe send batches of at most
-# two (Model.pollInferJob stops polling once the delay is spent), which starves the workers.
-CPU_BATCH_DELAY_MS = 2
-# A GPU host serves many more requests per second, so batches fill in well under 1 ms at load;
-# 1 ms bounds what a lone request waits. Unmeasured by us (no GPU was available).
+# reports/sweep.md (2-core CPU host): batch 16 with 5 ms served the most at concurrency 32 with
+# 2 workers (3,877 req/s; batch 8 with 2 ms: 2,712, but 5.7 ms instead of 8.6 ms p50 at
+# concurrency 1). 0 ms makes TorchServe send batches of at most two (Model.pollInferJob stops
+# polling once the delay is spent), which starves the workers under load.
+CPU_BATCH_DELAY_MS = 5
+# A GPU host answers far more requests per second, so batches fill in well under 1 ms under load,
+# and 1 ms bounds what a lone request waits (issue 12: p50 8.3 ms at concurrency 1 with 5 ms).
+# Not measured by us (no GPU was available).
 GPU_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
 STARTUP_TIMEOUT_S = 120
@@ -68,8 +70,8 @@ def gpu_count() -> int:
 def workers_for(cpus: int, gpus: int) -> int:
     """One worker per core on a CPU host; half the cores (at least one per GPU) on a GPU host.
 
-    CPU: each worker runs PyTorch on one thread, and reports/sweep.md on 2 cores measured 2
-    workers above 1 and 3 (the Java frontend needs its share of the cores too). GPU: the network
+    CPU: each worker runs PyTorch on one thread; reports/sweep.md on 2 cores measured 2 workers
+    above 1 (3,877 against 2,539 req/s at concurrency 32, batch 16, 5 ms). GPU: the network
     is tiny, so decoding and preprocessing on the CPU bound a worker; this project's issue 12
     measured an H200 host (16 cores) served 20,004 req/s with 8 workers against 5,433 with 2, and each CUDA
     worker holds a GPU context and a busy host thread, hence half the cores. Not measured by us.
