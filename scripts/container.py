@@ -40,7 +40,7 @@ PODMAN_PACKAGES = ("podman", "runc", "debootstrap")
 CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082}
 READY_TIMEOUT_S = 240
 STOP_GRACE_S = 30
-COMMAND_TIMEOUT_S = 1800  # the image build downloads torch's CUDA build (several GB)
+COMMAND_TIMEOUT_S = 3600  # the build downloads and unpacks torch's CUDA build: 6 min alone, 25-30 min on 2 busy cores
 
 
 class Engine:
