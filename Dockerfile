@@ -1,25 +1,39 @@
-# First version: the service on CPU. Build from the repository root:
-#   docker build -t mnist-serve . && docker run --rm -p 8080-8082:8080-8082 mnist-serve
-# The key file is written inside the container: docker exec <id> cat /srv/key_file.json
-FROM python:3.11-slim
+# The service image: TorchServe + the handler, the model store and config at KServe's layout
+# (/mnt/models/config/config.properties, /mnt/models/model-store/mnist.mar). `make image` builds
+# it, `make image-test` runs it; README "Deploy" has the run commands (CPU and `--gpus all`).
+# BASE_IMAGE: any Debian bookworm; `make image` passes a local debootstrap one where nothing can be pulled.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
+# Python 3.11 and Java 17 from Debian; ca-certificates keeps any CA the base added under
+# /usr/local/share/ca-certificates (a proxy's, for pip during the build); procps for `kill`,
+# which TorchServe's frontend runs to stop a worker when scaling down.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-venv openjdk-17-jre-headless ca-certificates procps \
  && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /srv
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# torch from PyPI is the CUDA build: the same image serves on CPU and with `--gpus all`.
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY requirements-serve.txt /opt/mnist/
+RUN python3 -m venv /opt/venv && pip install -r /opt/mnist/requirements-serve.txt
 
+# Code and configs that serving needs, read-only and owned by root.
+WORKDIR /opt/mnist
 COPY model/ model/
 COPY handler/ handler/
 COPY ops/ ops/
-COPY model-config.yaml config.properties log4j2.xml ./
-RUN python -m ops.build_archive --export-path model_store \
- # Inside a container the published ports must listen on all interfaces.
- && sed 's#http://127.0.0.1:#http://0.0.0.0:#' config.properties > config.container.properties \
- && useradd --create-home serve && chown -R serve /srv
-USER serve
+COPY config.properties model-config.yaml log4j2.xml ./
+RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/models \
+ && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv
 
+# TorchServe writes key_file.json, logs/ and its effective config in its working folder.
+USER 1000
+WORKDIR /srv
+ENV PYTHONPATH=/opt/mnist TEMP=/tmp
 EXPOSE 8080 8081 8082
-CMD ["torchserve", "--start", "--foreground", "--ncs", "--ts-config", "config.container.properties"]
+# /ping with the inference key when token authorization is on (the key file is read inside).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
+  CMD ["python", "-m", "ops.tsctl", "--key-file", "/srv/key_file.json", "ping"]
+CMD ["python", "-m", "ops.entrypoint"]

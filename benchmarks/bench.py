@@ -48,6 +48,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
     p.add_argument("--sweep", action="store_true", help="instead: sweep batch size, delay and workers")
+    p.add_argument("--sweep-workers", type=int, nargs="+", default=[1, 2], help="sweep: worker counts")
+    p.add_argument("--sweep-delays", type=int, nargs="+", default=None,
+                   help="sweep: max batch delays (ms) at batch size 16, instead of the batch/delay pairs")
     return p
 
 
@@ -159,8 +162,9 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
     """Throughput and latency of the service for batch size x max delay x workers (MNIST PNGs)."""
     base = model_config()
     rows = []
-    for workers in (1, 2):
-        for batch, delay in ((1, 0), (8, 2), (16, 5), (32, 5), (16, 10)):
+    pairs = [(16, d) for d in args.sweep_delays] if args.sweep_delays else [(1, 0), (8, 2), (16, 5), (32, 5), (16, 10)]
+    for workers in args.sweep_workers:
+        for batch, delay in pairs:
             config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
             folder = work / f"sweep-{workers}-{batch}-{delay}"
             folder.mkdir()

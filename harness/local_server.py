@@ -19,6 +19,7 @@ import psutil
 import requests
 
 from ops.paths import ROOT
+from ops.properties import read_properties
 from ops.tsctl import bearer, read_keys, wait_ready
 
 
@@ -26,16 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     python -m ops.tsctl key inference          # print a key from key_file.json
     python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
+    python -m ops.tsctl ping                   # exit 0 if /ping is Healthy (the image's HEALTHCHECK)
     python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
     python -m ops.tsctl describe               # GET /models/mnist
     python -m ops.tsctl rotate inference       # new inference key (old one stops working)
@@ -55,6 +56,14 @@ _PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for c
                          for row in range(28)]]}
 
 
+def ping(inference_url: str, key_file: Path) -> None:
+    """Healthy /ping or SystemExit; sends the inference key only if a key file exists (token auth on)."""
+    headers = bearer(read_keys(key_file)["inference"]) if key_file.exists() else {}
+    response = requests.get(f"{inference_url}/ping", headers=headers, timeout=4)
+    if not (response.ok and response.json().get("status") == "Healthy"):
+        raise SystemExit(f"unhealthy: {response.status_code} {response.text[:200]}")
+
+
 def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120) -> dict:
     """Set min and max workers to `workers` and wait for TorchServe to get there."""
     response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("key").add_argument("kind", choices=["inference", "management", "API"])
     sub.add_parser("wait").add_argument("--timeout", type=float, default=180.0)
+    sub.add_parser("ping")
     sub.add_parser("scale").add_argument("workers", type=int)
     sub.add_parser("describe")
     sub.add_parser("rotate").add_argument("kind", choices=["inference", "management"])
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         print(read_keys(args.key_file)[args.kind])
     elif args.command == "wait":
         wait_ready(args.inference, Path(args.key_file), timeout=args.timeout)
+    elif args.command == "ping":
+        ping(args.inference, Path(args.key_file))
     elif args.command == "scale":
         print(json.dumps(scale(args.management, read_keys(args.key_file)["management"], args.workers)))
         print(json.dumps(_workers(describe(args.management, read_keys(args.key_file)["management"]))))

@@ -1,0 +1,154 @@
+"""The REST subset a deployed service must pass: `make image-test` and `make deploy-check` run it.
+
+    python -m harness.rest_check --inference http://127.0.0.1:8080 --management http://127.0.0.1:8081 \
+        --metrics http://127.0.0.1:8082 [--key-file key_file.json]
+
+Without --key-file the service is expected to run with token authorization off (behind a
+gateway); with it, requests carry the keys and a request without a key must be refused.
+Prints one line per check and exits non-zero if any fails.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import requests
+from PIL import Image
+
+from ops.paths import ROOT
+from ops.tsctl import bearer, read_keys
+
+FIXTURES = ROOT / "tests" / "fixtures"
+TIMEOUT_S = 30
+
+
+class Service:
+    def __init__(self, inference: str, management: str, metrics: str, key_file: Path | None):
+        self.inference, self.management, self.metrics = inference.rstrip("/"), management.rstrip("/"), metrics
+        self.key_file = key_file
+        self.predictions = f"{self.inference}/predictions/mnist"
+
+    def headers(self, kind: str = "inference") -> dict[str, str]:
+        return bearer(read_keys(self.key_file)[kind]) if self.key_file else {}
+
+    def post(self, **kwargs) -> requests.Response:
+        extra = kwargs.pop("headers", {})
+        return requests.post(self.predictions, headers={**self.headers(), **extra}, timeout=TIMEOUT_S, **kwargs)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _digit(response: requests.Response) -> int:
+    assert response.status_code == 200, f"{response.status_code} {response.text[:200]}"
+    return response.json()["digit"]
+
+
+def check_ping(s: Service) -> None:
+    response = requests.get(f"{s.inference}/ping", headers=s.headers(), timeout=TIMEOUT_S)
+    assert response.status_code == 200 and response.json()["status"] == "Healthy", response.text
+
+
+def check_each_input_kind(s: Service) -> None:
+    sample = np.load(FIXTURES / "mnist_test_100.npz")
+    image, label = sample["images"][0], int(sample["labels"][0])
+    png = _png(image)
+    b64 = base64.b64encode(png).decode()
+    for name in ("seven.png", "paper_seven.jpg", "canvas_seven.png"):
+        body = (FIXTURES / name).read_bytes()
+        assert _digit(s.post(data=body, headers={"Content-Type": "application/octet-stream"})) == 7, name
+    assert _digit(s.post(data=png, headers={"Content-Type": "image/png"})) == label
+    assert _digit(s.post(files={"file": ("digit.png", png, "image/png")})) == label
+    assert _digit(s.post(json={"data": f"data:image/png;base64,{b64}"})) == label
+    batch = s.post(json={"instances": [image.tolist(), {"b64": b64}]})
+    assert batch.status_code == 200, batch.text[:200]
+    assert [p["digit"] for p in batch.json()["predictions"]] == [label, label]
+
+
+def check_bad_input_is_4xx_json(s: Service) -> None:
+    response = s.post(data=b"\x00\x01 definitely not an image \xff" * 4,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 415, response.status_code
+    assert response.json()["code"] == 415 and "image" in response.json()["error"]
+
+
+def check_auth(s: Service) -> None:
+    if not s.key_file:
+        return
+    response = requests.post(s.predictions, data=_png(np.eye(28, dtype=np.uint8) * 255), timeout=TIMEOUT_S)
+    assert response.status_code in (400, 401, 403) and "Token Authorization failed" in response.text
+
+
+def check_metrics(s: Service) -> None:
+    # Handler metrics leave each worker once a second.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
+        if "ts_inference_requests_total" in text and "DigitPredictions" in text:
+            return
+        time.sleep(0.5)
+    raise AssertionError("ts_inference_requests_total or DigitPredictions missing from /metrics")
+
+
+def check_scale(s: Service) -> None:
+    """One worker more, then back; each step waits until every worker is READY."""
+    url, headers = f"{s.management}/models/mnist", s.headers("management")
+    before = len(requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"])
+    for workers in (before + 1, before):
+        response = requests.put(url, headers=headers, timeout=120,
+                                params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+        assert response.status_code == 200, response.text[:200]
+        _wait_for_ready_workers(url, headers, workers)
+    assert _digit(s.post(data=(FIXTURES / "seven.png").read_bytes(),
+                         headers={"Content-Type": "image/png"})) == 7
+
+
+def _wait_for_ready_workers(url: str, headers: dict[str, str], count: int, timeout: float = 120) -> None:
+    # A synchronous scale-up can answer before the new worker has loaded the model, and removing
+    # a worker that is still loading fails in TorchServe 0.12 ("Failed to start workers").
+    deadline, statuses = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        statuses = [w["status"] for w in requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"]]
+        if statuses == ["READY"] * count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"workers {statuses}, expected {count} READY")
+
+
+CHECKS: list[Callable[[Service], None]] = [check_ping, check_each_input_kind, check_bad_input_is_4xx_json,
+                                           check_auth, check_metrics, check_scale]
+
+
+def run(service: Service) -> bool:
+    ok = True
+    for check in CHECKS:
+        try:
+            check(service)
+            print(f"PASS {check.__name__}", flush=True)
+        except (AssertionError, requests.RequestException, ValueError, KeyError) as error:
+            ok = False
+            print(f"FAIL {check.__name__}: {error!r}", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inference", required=True)
+    p.add_argument("--management", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--key-file", type=Path, default=None, help="TorchServe's key file (token auth on)")
+    a = p.parse_args(argv)
+    sys.exit(0 if run(Service(a.inference, a.management, a.metrics, a.key_file)) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""TorchServe's config.properties as a dict: read by the entry point, the /mnt/models layout and
+the test harness, written by the first two."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def write_properties(path: Path, props: dict[str, str], header: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {header}\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
