@@ -339,3 +339,11 @@ def test_a_noisy_image_is_also_read_unfiltered(mnist_sample):
     """Thin strokes (outlines) can look like noise to the detector; the median filter would erase them."""
     data = generate("salt_and_pepper", mnist_sample[0][:1], seed=0)[0]
     assert P.is_noisy(P.decode_gray(data)) and len(P.readings_bytes(data)) >= 2
+
+
+def test_a_thin_stroke_on_paper_is_read_not_refused():
+    """A "1" of a few hundred dark pixels on a 400x300 page: too little ink for the polarity
+    quantiles to see it, so both polarities are read, and the dark one finds the digit."""
+    page = np.full((300, 400), 205, np.uint8)
+    page[120:180, 200:203] = 90
+    assert len(P.readings_bytes(png_bytes(page))) >= 1

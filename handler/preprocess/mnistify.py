@@ -42,8 +42,7 @@ POLARITY_QUANTILE, AMBIGUOUS = 0.005, 0.3
 # than fog); on a dark ground it is one level, so that thick strokes stay whole.
 FLAT_GROUND, OPEN_RADIUS = 0.05, 4
 BLANK = 0.05  # an image whose contrast is under this (13 of 255 levels) has no digit: 422
-# The crop without border-touching structures must keep this share of the ink's mass.
-INNER_MASS = 0.3
+INNER_MASS = 0.3  # the crop without border-touching structures keeps at least this share of the ink
 
 
 def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
@@ -59,8 +58,8 @@ def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
 
 def mnist_like_many(grays: list[np.ndarray], denoise_noisy: bool = True, multiple: bool = True
                     ) -> tuple[list[list[np.ndarray] | None], list[InputError | None]]:
-    """Per image, its (28, 28) readings (the first is the primary one) or why there are none.
-    `multiple=False`: the primary reading alone (the evaluation measures what the others buy)."""
+    """Per image, its (28, 28) readings (the first is the primary one) or why there are none;
+    `multiple=False`: the primary reading alone."""
     readings: list[list[np.ndarray] | None] = [None] * len(grays)
     errors: list[InputError | None] = [None] * len(grays)
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -82,19 +81,20 @@ def _readings_stack(x: np.ndarray, denoise_noisy: bool, multiple: bool) -> tuple
     dark, ambiguous = _ink_polarity(x)
     first, blank, unfiltered = _cleaned(np.where(dark[:, None, None], 1 - x, x), denoise_noisy)
     out = _framings(first, blank, multiple)
-    if not multiple:
+    if not multiple:  # (the evaluation measures what the other readings buy)
         return [r[:1] for r in out], blank
     if unfiltered:
         idx = list(unfiltered)
         raw = np.stack([unfiltered[i] for i in idx])
         for i, extra in zip(idx, _framings(raw, np.zeros(len(idx), bool), multiple)):
             out[i] += extra
-    other = np.flatnonzero(ambiguous & ~blank)
+    other = np.flatnonzero(ambiguous)  # also where the first polarity found nothing (a thin stroke)
     if len(other):
         flipped = np.where(dark[other, None, None], x[other], 1 - x[other])
         second, blank2, _ = _cleaned(flipped, denoise_noisy)
         for i, extra in zip(other, _framings(second, blank2, multiple)):
             out[i] += extra
+        blank[other] &= blank2
     return out, blank
 
 
@@ -105,7 +105,7 @@ def _ink_polarity(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the border alone (a median of the frame over 0.5) took for paper."""
     low, median, high = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
     down, up = median - low, high - median
-    return down > up, np.abs(down - up) < AMBIGUOUS * np.maximum(down, up)
+    return down > up, np.abs(down - up) <= AMBIGUOUS * np.maximum(down, up)
 
 
 def _cleaned(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
@@ -290,8 +290,8 @@ def training_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def noise_level(gray: np.ndarray) -> float:
-    """One image's noise level (see _noise_levels); tests use it to check the detector."""
+def noise_level(gray: np.ndarray) -> float:  # for tests of the detector
+    """One image's noise level (see _noise_levels)."""
     return float(_noise_levels(gray[None])[0])
 
 
