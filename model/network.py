@@ -18,10 +18,11 @@ DEFAULT_WEIGHTS = Path(__file__).with_name("mnist_cnn.pt")
 class ModelConfig:
     """Everything needed to rebuild the network; saved in the checkpoint beside the weights."""
 
-    # Widths grow as the maps shrink: 1.5 M MACs per image (conv1 0.08 M at 14x14, conv2 0.63 M
-    # at 7x7, conv3 0.82 M at 4x4), 67 k parameters. Twice as wide (32, 64, 128) costs 4x the
-    # MACs for a few test images more (MODEL_CARD.md, "Architecture comparison").
-    channels: tuple[int, int, int] = (16, 32, 64)
+    # Widths grow as the maps shrink: 3.4 M MACs per image (conv1 0.12 M at 14x14, conv2 1.41 M
+    # at 7x7, conv3 1.84 M at 4x4), 149 k parameters. 16/32/64 costs half as much and reads the
+    # hard kinds of input (crossing lines, edge bars, blots) worse (MODEL_CARD.md, "Runs behind
+    # the choice"; "Architecture comparison" for the clean-MNIST-only comparison).
+    channels: tuple[int, int, int] = (24, 48, 96)
     # 5x5 kernels, each with stride 2 (28 -> 14 -> 7 -> 4): conv3's receptive field is 29 px, so
     # every feature sees the whole 20 px digit. Compared with a 3x3/5x5 mix (11 px field) and
     # strides 2, 1, 2 (21 px field, 3x the work) in MODEL_CARD.md's architecture table.

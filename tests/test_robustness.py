@@ -1,22 +1,20 @@
 """Robustness families through the real handler (in-process): a regression on any kind of input
 fails CI. Each family is the 100 committed MNIST test digits corrupted as train/families.py
-describes; the floors sit a few points under what reports/evaluation.md measured on this sample."""
+describes (seed 1); each floor sits a few points under what the committed weights read of it."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from train.families import fonts_available, generate
 
-# family -> lowest accepted accuracy on the 100-digit sample (measured: see the note at the end).
-FLOORS = {
-    "grey_background_strong": 0.95, "edge_bars_strong": 0.93, "outline_strong": 0.93,
-    "haze_strong": 0.92, "crossing_lines_strong": 0.90, "blots_strong": 0.90, "speckle_strong": 0.93,
-    "motion_blur_strong": 0.90, "jitter_strong": 0.88, "rescan_8px": 0.90, "printed": 0.95,
-    "paper_photo": 0.95, "canvas_export": 0.95, "gaussian_noise": 0.94, "salt_and_pepper": 0.95,
+FLOORS = {  # measured on this sample with the committed weights, minus 3-4 points
+    "grey_background_strong": 0.96, "edge_bars_strong": 0.88, "outline_strong": 0.93,
+    "haze_strong": 0.94, "crossing_lines_strong": 0.90, "blots_strong": 0.91, "speckle_strong": 0.95,
+    "motion_blur_strong": 0.93, "jitter_strong": 0.92, "rescan_8px": 0.95, "printed": 0.96,
+    "paper_photo": 0.96, "canvas_export": 0.96, "gaussian_noise": 0.95, "salt_and_pepper": 0.94,
 }
 
 
