@@ -55,11 +55,12 @@ RENDERED = {
 }
 FAMILIES = list(CORRUPTED) + list(RENDERED)
 DESCRIPTIONS = {name: spec[2] for name, spec in CORRUPTED.items()} | RENDERED
-# The nine kinds of input the robustness goals name, each at the strength it is judged at.
-KINDS = {"grey background": "grey_background_strong", "edge bars": "edge_bars_strong",
-         "outlines": "outline_strong", "haze": "haze_strong", "crossing lines": "crossing_lines_strong",
-         "blots": "blots_strong", "speckle": "speckle_strong", "printed digits": "printed",
-         "8x8 rescans": "rescan_8px"}
+# The nine kinds of input the robustness goals name -> their family at each setting.
+KINDS = {kind: {"mild": f"{name}_mild", "strong": f"{name}_strong"} for kind, name in (
+    ("grey background", "grey_background"), ("edge bars", "edge_bars"), ("outlines", "outline"),
+    ("haze", "haze"), ("crossing lines", "crossing_lines"), ("blots", "blots"), ("speckle", "speckle"))}
+KINDS["printed digits"] = {"mild": "printed", "strong": "printed"}
+KINDS["8x8 rescans"] = {"mild": "rescan_8px", "strong": "rescan_8px"}
 
 
 def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG", **save) -> bytes:
