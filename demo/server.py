@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
+from ops.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}

@@ -26,10 +26,9 @@ from typing import Callable, Iterator
 import requests
 
 from harness.local_server import free_port
-from ops.properties import read_properties
 from harness.rest_check import Service, run as run_rest_check
-
-ROOT = Path(__file__).resolve().parents[1]
+from ops.paths import ROOT
+from ops.properties import read_properties
 IMAGE = os.environ.get("IMAGE", "mnist-serve:latest")
 PUBLIC_BASE = "debian:bookworm-slim"
 LOCAL_BASE = "localhost/mnist-serve-base:bookworm"
