@@ -104,10 +104,15 @@ def random_affine(x: Tensor, geo: Geometry, g: torch.Generator) -> Tensor:
     shear = uniform(geo.shear)
     scale = 1 + uniform(geo.scale)
     tx, ty = uniform(2 * geo.translate), uniform(2 * geo.translate)  # [-1, 1] coordinates: 2f
+    return _affine(x, angle, shear, scale, tx, ty)
+
+
+def _affine(x: Tensor, angle: Tensor, shear: Tensor, scale: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
+    """Per image (N,) parameters: rotation (radians) and zoom, a horizontal shear, a shift in
+    [-1, 1] coordinates. theta is the output -> input sampling matrix, (N, 2, 3)."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # Output -> input sampling matrix: rotation/zoom, then a horizontal shear.
     theta = torch.stack([torch.stack([cos, -sin + shear * cos, tx], 1),
-                         torch.stack([sin, cos + shear * sin, ty], 1)], 1)  # (N, 2, 3)
+                         torch.stack([sin, cos + shear * sin, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
@@ -326,11 +331,9 @@ def _fixed_affine(x: Tensor, g: torch.Generator, degrees: Tensor = None, shear: 
         return zero if v is None else v * torch.where(torch.rand(n, generator=g, device=d) < 0.5, -1.0, 1.0)
 
     angle = signed(None if degrees is None else degrees * math.pi / 180)
-    sh, scale = signed(shear), (1 + zero if zoom is None else zoom)
-    tx, ty = signed(None if shift is None else shift * 2 / x.shape[-1]), signed(None if shift is None else shift * 2 / x.shape[-2])
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin + sh * cos, tx], 1), torch.stack([sin, cos + sh * sin, ty], 1)], 1)
-    return F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
+    tx = signed(None if shift is None else shift * 2 / x.shape[-1])  # px -> [-1, 1] coordinates
+    ty = signed(None if shift is None else shift * 2 / x.shape[-2])
+    return _affine(x, angle, signed(shear), 1 + zero if zoom is None else zoom, tx, ty)
 
 
 # Geometry beyond what training draws (Geometry above): for the evaluation families only.
