@@ -24,7 +24,7 @@ CORRUPTED = {
     "blur": ("blur", 0.5, "Gaussian blur, sigma 1 px"),
     "speckle": ("speckle", 0.6, "multiplicative noise x(1+n), n ~ N(0, 0.5), plus faint grain"),
 }
-for _name, _what in {  # the kinds of input of the robustness goals, "mild / strong"
+_AT_TWO_STRENGTHS = {  # "mild / strong" (strength 0.4 / 1): the robustness kinds, then geometry
     "grey_background": "white digit on a grey ground, level up to 0.38 / 0.65",
     "edge_bars": "one or two solid bars along the image edges, up to 4 / 7 px thick",
     "outline": "hollow digit: only the contours of the strokes (outer, or outer and inner)",
@@ -34,15 +34,12 @@ for _name, _what in {  # the kinds of input of the robustness goals, "mild / str
     "speckle": "multiplicative noise x(1+n), n ~ N(0, 0.4 / 0.7), plus faint grain",
     "motion_blur": "camera shake: a straight smear of up to 5.4 / 9 px",
     "jitter": "frosted glass: pixels displaced by up to 1.2 / 2 px, softened",
-}.items():
-    CORRUPTED[f"{_name}_mild"] = (_name, 0.4, _what)
-    CORRUPTED[f"{_name}_strong"] = (_name, 1.0, _what)
-for _name, _what in {
     "rotation": "rotated 22 / 40 degrees, either way",
     "shear": "sheared by 0.4 / 0.7, either way",
     "zoom_out": "shrunk to 0.71 / 0.5 of its size",
     "shift": "moved 3.6 / 6 px sideways and up or down",
-}.items():
+}
+for _name, _what in _AT_TWO_STRENGTHS.items():
     CORRUPTED[f"{_name}_mild"] = (_name, 0.4, _what)
     CORRUPTED[f"{_name}_strong"] = (_name, 1.0, _what)
 CORRUPTED["rescan_12px"] = ("low_resolution", 2 / 7, "scanned at 12x12, blown up to 28x28 (blocky or soft)")
