@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ops.build_archive import build_archive
 from ops.host_settings import CPU_BATCH_DELAY_MS, MODEL_NAME, HostSettings, model_snapshot, workers_for
-from ops.properties import read_properties
+from ops.properties import read_properties, write_properties
 from ops.paths import ROOT
 
 PORTS = {"image": {"inference": 8080, "management": 8081, "metrics": 8082},
