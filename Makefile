@@ -27,7 +27,8 @@ SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) mod
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
-	@echo "evaluate  accuracy report of the committed weights -> reports/"
+	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
+	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "archive   model_store/mnist.mar"
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"
 	@echo "stop      stop TorchServe"
