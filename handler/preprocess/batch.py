@@ -78,16 +78,16 @@ def _mnist_like_isolated(grays: list[np.ndarray]) -> tuple[list, list[RequestErr
         return mnistify.mnist_like_many(grays)
     except Exception:
         logger.exception("batched preprocessing failed; retrying image by image")
-    images, errors = [], []
+    readings, errors = [], []
     for gray in grays:
         try:
-            (image,), (error,) = mnistify.mnist_like_many([gray])
+            (image_readings,), (error,) = mnistify.mnist_like_many([gray])
         except Exception:
             logger.exception("preprocessing failed on a decoded %s image", "x".join(map(str, gray.shape)))
-            image, error = None, InternalError()
-        images.append(image)
+            image_readings, error = None, InternalError()
+        readings.append(image_readings)
         errors.append(error)
-    return images, errors
+    return readings, errors
 
 
 def _unreadable(error: Exception) -> BadRequest:
@@ -147,5 +147,5 @@ def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = Tru
 
 
 def preprocess_bytes(data: bytes, denoise_noisy: bool = True) -> np.ndarray:
-    """Image file bytes -> (28, 28): the path of a raw-body request, for evaluation and tests."""
-    return mnistify.mnist_like(decode_gray(data), denoise_noisy)
+    """Image file bytes -> its primary (28, 28) reading, for tests."""
+    return readings_bytes(data, denoise_noisy)[0]
