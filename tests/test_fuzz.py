@@ -120,6 +120,28 @@ def declared_sizes(draw) -> bytes:
     return (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0))
 
 
+@st.composite
+def well_framed_pngs(draw) -> bytes:
+    """Small 8-bit grey or RGB PNGs whose framing is right (every CRC, one zlib stream) around
+    content that may be wrong: stray filter bytes, rows too short or too long, a flipped byte in
+    the compressed stream, odd IHDR fields. They reach the libpng short road (decode.plain_png),
+    where a libpng failure mid-image crashed the process."""
+    width, height, colour = draw(st.integers(1, 40)), draw(st.integers(1, 40)), draw(st.sampled_from([0, 2]))
+    row = 1 + width * (3 if colour == 2 else 1)
+    rows = bytearray(draw(st.binary(min_size=row * height, max_size=row * height)))
+    for r in range(height):
+        rows[r * row] %= 5
+    data = bytearray(draw(mutated(st.just(bytes(rows))))) if draw(st.booleans()) else rows
+    stream = bytearray(zlib.compress(bytes(data)))
+    if draw(st.booleans()):
+        stream[draw(st.integers(0, len(stream) - 1))] ^= 1 << draw(st.integers(0, 7))
+    header = bytearray(struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+    if draw(st.integers(0, 4)) == 0:
+        header[draw(st.integers(0, 12))] = draw(st.integers(0, 255))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", bytes(header)) + png_chunk(b"IDAT", bytes(stream))
+            + png_chunk(b"IEND", b""))
+
+
 catalogue = st.sampled_from([bad.body for bad in BAD_BODIES])  # the known bad inputs, as seeds
 
 payloads = st.one_of(
@@ -127,6 +149,7 @@ payloads = st.one_of(
     valid_images(),
     mutated(valid_images()),
     declared_sizes(),
+    well_framed_pngs(),
     catalogue,
     mutated(catalogue),
 )
