@@ -18,7 +18,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, read_digits
-from model import fuse_batchnorm, load_checkpoint
+from model import load_checkpoint, served_network
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class DigitHandler:
         else:
             self.device = torch.device("cpu")
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
-        self.model = fuse_batchnorm(load_checkpoint(weights, map_location=self.device)).to(self.device)
+        self.model = served_network(load_checkpoint(weights, map_location=self.device)).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum

@@ -1,5 +1,5 @@
 from model.network import (DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint,
-                           model_from_checkpoint, save_checkpoint)
+                           model_from_checkpoint, save_checkpoint, served_network)
 
 __all__ = ["DEFAULT_WEIGHTS", "DigitCNN", "ModelConfig", "fuse_batchnorm", "load_checkpoint", "model_from_checkpoint",
-           "save_checkpoint"]
+           "save_checkpoint", "served_network"]

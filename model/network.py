@@ -97,6 +97,13 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
     return fused
 
 
+def served_network(model: DigitCNN) -> DigitCNN:
+    """What the handler runs: BatchNorm folded, weights channels-last, oneDNN's own layout on the
+    CPU (a batch of 16 costs about a quarter less than with NCHW weights; the (N, 1, 28, 28) input
+    is the same bytes in either layout)."""
+    return fuse_batchnorm(model).to(memory_format=torch.channels_last)
+
+
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:
     """Write {"config", "state_dict", **extra}. Float tensors are stored as fp16: half the size, and
     the rounding (relative 5e-4) barely moves predictions; reports/evaluation.md measures the

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint
+from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint, served_network
 
 
 def test_architecture_is_the_model_cards():
@@ -50,8 +50,11 @@ def test_normalize_is_the_cards():
 
 def test_normalization_travels_with_the_weights(tmp_path):
     """Checkpoints saved before mean/std were in the config load with the card's 0.5/0.5; new ones keep theirs."""
-    assert "mean" not in torch.load(DEFAULT_WEIGHTS, weights_only=True)["config"]
-    assert (load_checkpoint().config.mean, load_checkpoint().config.std) == (0.5, 0.5)
+    old = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    for key in ("mean", "std"):
+        old["config"].pop(key, None)
+    torch.save(old, tmp_path / "old.pt")
+    assert (load_checkpoint(tmp_path / "old.pt").config.mean, load_checkpoint(tmp_path / "old.pt").config.std) == (0.5, 0.5)
     model = DigitCNN(ModelConfig(mean=0.1307, std=0.3081)).eval()
     save_checkpoint(model, tmp_path / "m.pt")
     loaded = load_checkpoint(tmp_path / "m.pt")
@@ -69,3 +72,12 @@ def test_fused_batchnorm_gives_the_same_outputs():
     x = torch.randn(8, 1, 28, 28)
     with torch.inference_mode():
         assert torch.allclose(model(x), fused(x), atol=1e-4)
+
+
+def test_served_network_gives_the_same_outputs():
+    model = load_checkpoint()
+    served = served_network(model)
+    assert served.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(16, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), served(x), atol=1e-4)
