@@ -37,12 +37,20 @@ def test_batch_of_real_digits(handler_and_context, mnist_sample):
 
 
 def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypatch):
+    """One pass for the whole batch, and at most one more: the second look at its unsure answers."""
+    from handler.preprocess.batch import SECOND_LOOK_BELOW
+
     handler, context = handler_and_context
     calls = []
     forward = handler.model.forward
     monkeypatch.setattr(handler.model, "forward", lambda x: calls.append(x.shape) or forward(x))
-    answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:8]])
-    assert calls == [(8, 1, 28, 28)]
+    out = answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:8]])
+    unsure = sum(a["confidence"] < SECOND_LOOK_BELOW for a in out)  # (after the second look)
+    assert calls[0] == (8, 1, 28, 28) and len(calls) <= 2
+    if len(calls) == 2:
+        assert calls[1][0] % 2 == 0 and 2 <= calls[1][0] <= 16  # each unsure image turned either way
+    else:
+        assert unsure == 0
 
 
 def test_bad_requests_get_their_own_4xx_and_the_rest_succeed(handler_and_context, mnist_sample):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from handler import preprocess as P
@@ -61,6 +62,35 @@ def test_clean_mnist_passes_through_unchanged(mnist_sample):
 ])
 def test_every_pillow_format(digit, reference, fmt, save):
     assert similar(P.preprocess_bytes(encode(Image.fromarray(digit), fmt, **save)), reference) > 0.95
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("size", [(28, 28), (1, 1), (160, 3), (37, 91)])
+@pytest.mark.parametrize("save", [{}, {"optimize": True}, {"compress_level": 0}])
+def test_plain_png_short_road_gives_pillows_pixels(mode, size, save):
+    from handler.preprocess.decode import plain_png
+
+    rng = np.random.default_rng(size[0] * size[1])
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    data = encode(Image.fromarray(pixels).convert(mode), "PNG", **save)
+    short, pillow = plain_png(data), P.to_grayscale(P.decode_image(data))
+    assert short is not None and short.dtype == pillow.dtype and np.array_equal(short, pillow)
+
+
+def test_other_pngs_take_pillows_road(digit):
+    from handler.preprocess.decode import plain_png
+
+    image = Image.fromarray(digit)
+    transparent = image.convert("RGB")
+    transparent.info["transparency"] = (0, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    for data in (encode(image.convert("P"), "PNG"), encode(image.convert("RGBA"), "PNG"),
+                 encode(image.convert("LA"), "PNG"), encode(Image.fromarray(digit.astype(np.uint16) * 257), "PNG"),
+                 encode(transparent, "PNG", transparency=(0, 0, 0)), encode(image, "PNG", exif=exif),
+                 encode(image.resize((161, 161)), "PNG"), encode(image, "JPEG"),
+                 encode(image.resize((100, 100)), "PNG")[:200]):
+        assert plain_png(data) is None
 
 
 def test_animated_gif_uses_first_frame(digit, reference):
@@ -347,3 +377,52 @@ def test_a_thin_stroke_on_paper_is_read_not_refused():
     page = np.full((300, 400), 205, np.uint8)
     page[120:180, 200:203] = 90
     assert len(P.readings_bytes(png_bytes(page))) >= 1
+
+
+# ---------------------------------------------------------------- the second look
+
+class _Recorder(torch.nn.Module):
+    """A stand-in network that records its inputs and answers uniform probabilities."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        return torch.zeros(len(x), 10, device=x.device)
+
+
+def _sure_and_unsure(n: int, unsure: list[int]) -> torch.Tensor:
+    p = torch.zeros(n, 10)
+    p[:, 3] = 1.0
+    p[unsure] = torch.tensor([0.5, 0.4] + [0.0125] * 8)
+    return p
+
+
+def test_sure_answers_get_no_second_look():
+    model = _Recorder()
+    p = _sure_and_unsure(4, [])
+    assert torch.equal(P.second_look(model, torch.rand(4, 1, 28, 28), p), p) and model.inputs == []
+
+
+def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
+    model = _Recorder()
+    images = torch.zeros(3, 1, 28, 28)
+    images[:, :, 4:24, 13:15] = 1  # a vertical stroke, symmetric left to right
+    p = _sure_and_unsure(3, [1])
+    out = P.second_look(model, images, p)
+    assert torch.equal(out[[0, 2]], p[[0, 2]])
+    assert torch.allclose(out[1], (p[1] + 2 * torch.full((10,), 0.1)) / 3)  # the recorder answers 0.1 each
+    (turned,) = model.inputs
+    assert turned.shape == (2, 1, 28, 28)
+    assert not torch.allclose(turned[0], images[1]) and torch.allclose(turned[0].sum(), images[1].sum(), rtol=0.05)
+    assert torch.allclose(turned[0], turned[1].flip(-1), atol=1e-5)  # +10 and -10 degrees mirror each other
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_second_look_runs_on_the_images_device():
+    model = _Recorder()
+    out = P.second_look(model, torch.rand(2, 1, 28, 28, device="cuda"), _sure_and_unsure(2, [0]).cuda())
+    assert out.is_cuda and model.inputs[0].is_cuda

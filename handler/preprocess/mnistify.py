@@ -10,7 +10,7 @@ when neither side of the median clearly holds the ink, the image as it is and re
 (scanner edges, rulers) instead of the crop with them, the unfiltered image beside the denoised
 one (thin outlines look like noise to the detector). The network reads them all (one forward
 pass each; reports/evaluation.md gives its cost) and the handler answers with the reading it is
-surest of (batch.choose_readings). Clean MNIST-shaped uploads get one reading.
+surest of (batch.surest_readings). Clean MNIST-shaped uploads get one reading.
 reports/evaluation.md shows what each step buys, per input family.
 
 The steps work on stacks of same-sized images, (N, H, W), so that a batch of 16 MNIST-sized
