@@ -345,10 +345,15 @@ GEOMETRIC: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {
 }
 
 
-def corrupt(x: Tensor, g: torch.Generator, prob: float, names: tuple[str, ...] = tuple(CORRUPTIONS)
+# The corruptions training draws from, each name once per share: the two kinds the network read
+# worst (8x8 rescans, crossing lines: reports/evaluation.md) come twice as often as the rest.
+TRAINING_MIX = tuple(CORRUPTIONS) + ("low_resolution", "crossing_lines")
+
+
+def corrupt(x: Tensor, g: torch.Generator, prob: float, names: tuple[str, ...] = TRAINING_MIX
             ) -> tuple[Tensor, Tensor]:
-    """Apply one corruption, drawn per image with a random strength, to about `prob` of the batch;
-    and which images got one."""
+    """Apply one corruption, drawn per image with a random strength (from `names`, uniformly: a
+    name given twice is drawn twice as often), to about `prob` of the batch; and which images got one."""
     n, d = len(x), x.device
     chosen = torch.rand(n, generator=g, device=d) < prob
     kind = torch.randint(0, len(names), (n,), generator=g, device=d)

@@ -59,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batch-norm", action="store_true", help="build the network without BatchNorm")
     p.add_argument("--strides", type=int, nargs=3, default=None, help="conv strides (default: ModelConfig's)")
     p.add_argument("--channels", type=int, nargs=3, default=None, help="conv widths (default: ModelConfig's)")
+    p.add_argument("--pool-size", type=int, default=None, help="adaptive pooling output side (default: ModelConfig's)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train and test images")
     p.add_argument("--dry-run", action="store_true", help="1 epoch on 512 images, for a quick check")
     p.add_argument("--seed", type=int, default=1, help="random seed")
@@ -118,6 +119,8 @@ def fit(args: argparse.Namespace) -> dict:
     aug = _augmenter(args, generator, device)
 
     shape = {k: tuple(v) for k, v in (("strides", args.strides), ("channels", args.channels)) if v}
+    if args.pool_size:
+        shape["pool_size"] = args.pool_size
     model = DigitCNN(ModelConfig(batch_norm=not args.no_batch_norm, **shape)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = -(-len(train_x) // args.batch_size)
