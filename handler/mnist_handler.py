@@ -71,7 +71,8 @@ class DigitHandler:
         else:
             self.device = torch.device("cpu")
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
-        self.model = served_network(load_checkpoint(weights, map_location=self.device)).to(self.device)
+        # Read on the CPU (the network is rebuilt there from its config), then moved once.
+        self.model = served_network(load_checkpoint(weights)).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum

@@ -118,9 +118,8 @@ def fit(args: argparse.Namespace) -> dict:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     aug = _augmenter(args, generator, device)
 
-    shape = {k: tuple(v) for k, v in (("strides", args.strides), ("channels", args.channels)) if v}
-    if args.pool_size:
-        shape["pool_size"] = args.pool_size
+    shape = {k: v for k, v in (("strides", args.strides), ("channels", args.channels),
+                               ("pool_size", args.pool_size)) if v}  # ModelConfig makes lists tuples
     model = DigitCNN(ModelConfig(batch_norm=not args.no_batch_norm, **shape)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = -(-len(train_x) // args.batch_size)
