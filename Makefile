@@ -21,13 +21,14 @@ SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate archive serve stop scale demo browser fonts test fuzz soak bench image image-test \
+.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test fuzz soak bench image image-test \
         kserve-store deploy-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
 	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
+	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG road on the CPU -> reports/agreement.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "archive   model_store/mnist.mar"
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"
@@ -65,6 +66,13 @@ train: setup fonts
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate
+
+agreement: setup fonts
+	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  $(PY) -m train.agreement --against-device cuda --out reports/agreement-gpu.md; \
+	else \
+	  $(PY) -m train.agreement --jpeg-on-device --against-device cpu --out reports/agreement.md; \
+	fi
 
 archive: model_store/mnist.mar
 

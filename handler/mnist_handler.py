@@ -89,7 +89,7 @@ class DigitHandler:
 
     def preprocess(self, data: list[dict]) -> RequestBatch:
         start = time.perf_counter()
-        batch = decode_batch(data)
+        batch = decode_batch(data, self.device)
         self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
         return batch
 

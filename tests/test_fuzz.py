@@ -14,6 +14,7 @@ import tracemalloc
 import zlib
 
 import numpy as np
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -221,5 +222,5 @@ def test_decode_batch(bodies):
     for readings in batch.images:
         assert readings, "an image with no reading"
         for image in readings:
-            assert image.shape == (28, 28) and image.dtype == np.float32
-            assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
+            assert image.shape == (28, 28) and image.dtype == torch.float32
+            assert torch.isfinite(image).all() and image.min() >= 0 and image.max() <= 1

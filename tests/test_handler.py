@@ -53,6 +53,22 @@ def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypat
         assert unsure == 0
 
 
+def test_the_batch_is_preprocessed_and_read_on_the_workers_device(handler_and_context, mnist_sample, monkeypatch):
+    """The handler gives its device to the preprocessing (CUDA on a GPU worker: the same path with
+    the CPU as the device here): the network's input is made there, not moved there."""
+    from handler.preprocess import batch as batch_module
+
+    handler, context = handler_and_context
+    seen = []
+    decode = batch_module.decode_batch
+    monkeypatch.setattr("handler.mnist_handler.decode_batch", lambda data, device: seen.append(device) or decode(data, device))
+    forward = handler.model.forward
+    monkeypatch.setattr(handler.model, "forward", lambda x: seen.append(x.device) or forward(x))
+    photo = generate("paper_photo", mnist_sample[0][:1], seed=3, labels=mnist_sample[1][:1])[0]
+    answers(handler, context, [{"body": png_bytes(mnist_sample[0][0])}, {"body": photo}])
+    assert seen[0] == handler.device and all(d == handler.device for d in seen[1:])
+
+
 def test_bad_requests_get_their_own_4xx_and_the_rest_succeed(handler_and_context, mnist_sample):
     handler, context = handler_and_context
     images, labels = mnist_sample

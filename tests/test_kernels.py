@@ -1,13 +1,20 @@
-"""The hand-written numpy kernels of the preprocessing against numpy's reference implementations."""
+"""The torch kernels of the preprocessing against numpy's, scipy's and Pillow's reference
+implementations, and the same on CUDA as on the CPU where CUDA is present."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageFilter
+from scipy import ndimage
 
-from handler.preprocess.kernels import box_counts, median3, min_filter, opening, pad_last2, quantiles
+from handler.preprocess.kernels import (box_counts, gaussian_blur, median3, min_filter, opening, pad_last2, quantiles,
+                                        reach_border)
+from handler.preprocess.mnistify import _percentile
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def stacks(shape, seed=0):
@@ -18,12 +25,16 @@ def stacks(shape, seed=0):
     yield np.zeros(shape, np.float32)
 
 
+def t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_median3_is_the_median_of_each_3x3_window_with_edges_replicated(shape):
     for x in stacks(shape):
         padded = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
         reference = np.median(sliding_window_view(padded, (3, 3), axis=(1, 2)), axis=(-2, -1))
-        assert np.array_equal(median3(x), reference)
+        assert np.array_equal(median3(t(x)).numpy(), reference)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -32,7 +43,9 @@ def test_quantiles_match_np_quantile_to_1_over_255(shape, q):
     """The kernel picks an order statistic (no interpolation): numpy's "inverted_cdf" method."""
     for x in stacks(shape):
         reference = np.quantile(x.reshape(len(x), -1), q, axis=1, method="inverted_cdf")
-        assert np.abs(quantiles(x, q) - reference).max() <= 1 / 255 + 1e-6
+        got = quantiles(t(x), q)
+        assert got.dtype == torch.float64
+        assert np.abs(got.numpy() - reference).max() <= 1 / 255 + 1e-6
 
 
 @pytest.mark.parametrize("q", [0.1, 0.5, 0.9])
@@ -41,7 +54,23 @@ def test_quantiles_of_masked_values(q):
     x = rng.random((5, 20, 30), dtype=np.float32)
     mask = rng.random(x.shape) < 0.3
     reference = [np.quantile(image[keep], q, method="inverted_cdf") for image, keep in zip(x, mask)]
-    assert np.abs(quantiles(x, q, mask) - reference).max() <= 1 / 255 + 1e-6
+    assert np.abs(quantiles(t(x), q, t(mask)).numpy() - reference).max() <= 1 / 255 + 1e-6
+
+
+def test_several_quantiles_from_one_histogram_equal_one_at_a_time():
+    for x in stacks((3, 28, 28)):
+        together = quantiles(t(x), (0.005, 0.1, 0.5, 0.995))
+        assert all(torch.equal(a, quantiles(t(x), q)) for a, q in zip(together, (0.005, 0.1, 0.5, 0.995)))
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.37, 1.0])
+def test_percentile_interpolates_as_np_percentile(q):
+    """Exact on 8-bit images (what decoding gives), within half a level on any others."""
+    rng = np.random.default_rng(4)
+    eight_bit = (rng.integers(0, 256, (3, 4, 5, 1600)) / 255).astype(np.float32)
+    assert np.allclose(_percentile(t(eight_bit), q).numpy(), np.percentile(eight_bit, 100 * q, axis=-1), atol=1e-6)
+    x = rng.random((3, 4, 5, 1600), dtype=np.float32)
+    assert np.abs(_percentile(t(x), q).numpy() - np.percentile(x, 100 * q, axis=-1)).max() <= 0.5 / 255 + 1e-6
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -52,27 +81,61 @@ def test_box_counts_are_window_sums(shape, radius, mode):
     padded = np.pad(mask.astype(np.int64), ((0, 0), (radius, radius), (radius, radius)), mode=mode)
     side = 2 * radius + 1
     reference = sliding_window_view(padded, (side, side), axis=(1, 2)).sum(axis=(-2, -1))
-    assert np.array_equal(box_counts(mask, radius, mode), reference)
+    assert np.array_equal(box_counts(t(mask), radius, mode).numpy(), reference)
 
 
 @pytest.mark.parametrize("mode", ["edge", "constant"])
 def test_pad_last2_is_np_pad(mode):
     x = np.random.default_rng(3).random((3, 7, 9), dtype=np.float32)
-    assert np.array_equal(pad_last2(x, 2, mode), np.pad(x, ((0, 0), (2, 2), (2, 2)), mode=mode))
+    assert np.array_equal(pad_last2(t(x), 2, mode).numpy(), np.pad(x, ((0, 0), (2, 2), (2, 2)), mode=mode))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("radius", [1, 4])
 def test_min_filter_and_opening_match_scipy_with_edges_replicated(shape, radius):
-    from scipy import ndimage
-
     size = (1, 2 * radius + 1, 2 * radius + 1)
     for x in stacks(shape):
-        assert np.array_equal(min_filter(x, radius), ndimage.minimum_filter(x, size=size, mode="nearest"))
-        assert np.array_equal(opening(x, radius), ndimage.grey_opening(x, size=size, mode="nearest"))
+        assert np.array_equal(min_filter(t(x), radius).numpy(), ndimage.minimum_filter(x, size=size, mode="nearest"))
+        assert np.array_equal(opening(t(x), radius).numpy(), ndimage.grey_opening(x, size=size, mode="nearest"))
 
 
-def test_several_quantiles_from_one_histogram_equal_one_at_a_time():
-    for x in stacks((3, 28, 28)):
-        together = quantiles(x, (0.005, 0.1, 0.5, 0.995))
-        assert all(np.array_equal(a, quantiles(x, q)) for a, q in zip(together, (0.005, 0.1, 0.5, 0.995)))
+@pytest.mark.parametrize("shape", [(28, 28), (40, 17), (160, 120), (3, 3), (1, 1), (1, 5)])
+@pytest.mark.parametrize("sigma", [0.8, 2.5])
+def test_gaussian_blur_is_pillows_on_8_bits(shape, sigma):
+    rng = np.random.default_rng(5)
+    for image in ((rng.random(shape) * 255).astype(np.uint8), (rng.random(shape) < 0.1).astype(np.uint8) * 255):
+        reference = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32)
+        got = gaussian_blur(t(image.astype(np.float32) / 255)[None], sigma)[0].numpy() * 255
+        assert np.abs(got - reference).max() <= 1
+
+
+def test_reach_border_is_the_border_touching_components():
+    rng = np.random.default_rng(6)
+    masks = rng.random((6, 40, 30)) < np.linspace(0.2, 0.6, 6)[:, None, None]
+    masks[0] = False
+    masks[1, 5:35, 15] = True  # a long line that touches nothing, and a spiral-free maze above it
+    for mask, got in zip(masks, reach_border(t(masks))):
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        touching = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        assert np.array_equal(got.numpy(), np.isin(labels, touching[touching > 0]))
+
+
+def test_reach_border_follows_a_snake_longer_than_its_check_interval():
+    mask = np.zeros((1, 21, 21), bool)
+    mask[0, 0, 1] = True
+    for row in range(1, 20, 2):  # a snake from the top edge winding down the image
+        mask[0, row, 1:20] = True
+        mask[0, row + 1, 19 if row % 4 == 1 else 1] = row + 1 < 20
+    assert torch.equal(reach_border(t(mask), check_every=2), t(mask))
+
+
+@needs_cuda
+def test_kernels_give_the_same_on_cuda_as_on_the_cpu():
+    x = next(stacks((4, 40, 30)))
+    cpu, gpu = t(x), t(x).cuda()
+    assert torch.equal(quantiles(cpu, 0.5), quantiles(gpu, 0.5).cpu())
+    assert torch.equal(median3(cpu), median3(gpu).cpu())
+    assert torch.equal(box_counts(cpu > 0.5, 2, "edge"), box_counts(gpu > 0.5, 2, "edge").cpu())
+    assert torch.equal(opening(cpu, 4), opening(gpu, 4).cpu())
+    assert (gaussian_blur(cpu, 0.8) - gaussian_blur(gpu, 0.8).cpu()).abs().max() <= 1 / 255
+    assert torch.equal(reach_border(cpu > 0.6), reach_border(gpu > 0.6).cpu())

@@ -7,7 +7,7 @@ Used by the TorchServe handler, the evaluation and the tests. The path of one im
     --batch--> (K, 1, 28, 28) network input; per request its images or its error; per image the
                reading the network is surest of, looked at again turned either way when unsure
 
-`kernels` holds the hand-written numpy kernels mnistify runs on (N, H, W) stacks.
+`kernels` holds the torch kernels mnistify runs on (N, H, W) stacks, on the worker's device.
 """
 from handler.errors import InputError
 from handler.preprocess.batch import (RequestBatch, decode_batch, preprocess_bytes, read_digits, readings_bytes,

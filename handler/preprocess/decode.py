@@ -1,19 +1,26 @@
 """Image file bytes -> (H, W) float32 grayscale in [0, 1], with Pillow: any format it reads, EXIF
 rotation applied, transparency composited, bombs refused before decoding. The plain small PNGs
-that most clients send take a shorter road through libpng (torchvision), to the same pixels."""
+that most clients send take a shorter road through libpng (torchvision), to the same pixels; on a
+GPU worker, plain JPEGs are decoded a batch at a time by nvJPEG (device_jpeg, decode_jpegs)."""
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision  # noqa: F401  (registers torch.ops.image)
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+logger = logging.getLogger(__name__)
 
 # A 12 MP phone photo is 4000x3000; anything larger is refused before it is decoded.
 # Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on as a second line.
@@ -92,6 +99,66 @@ def decode_gray(data: bytes) -> np.ndarray:
     """Image file bytes -> (H, W) float32 grayscale in [0, 1]."""
     pixels = plain_png(data)
     return to_grayscale(decode_image(data)) if pixels is None else pixels
+
+
+@dataclass
+class DeviceJpeg:
+    """A JPEG left for decoding with its batch on the worker's device (see device_jpeg)."""
+    data: bytes
+
+
+def gray_or_device_jpeg(data: bytes) -> np.ndarray | DeviceJpeg:
+    """decode_gray, except that a plain JPEG is left for the device: a GPU worker's decoder."""
+    return DeviceJpeg(data) if device_jpeg(data) else decode_gray(data)
+
+
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+def device_jpeg(data: bytes) -> bool:
+    """Whether nvJPEG may decode these bytes: a baseline 8-bit grey or YCbCr JPEG, complete (it ends
+    with EOI), within the pixel cap, not turned by EXIF, whose header Pillow reads. Everything else
+    takes Pillow's road, which reads it or says what is wrong with it (the same 4xx as ever); the
+    decoders of torchvision's family have crashed the process on broken files (pytorch/vision#3613,
+    #6456), so only well-formed ones are handed to one."""
+    if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # the header only
+            orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001  (whatever it is, Pillow's road reports it)
+        return False
+    width, height = image.size
+    return (image.format == "JPEG" and image.mode in ("L", "RGB") and 0 < width * height <= MAX_PIXELS
+            and not image.info.get("progressive") and not image.info.get("progression")
+            and getattr(image, "bits", 8) == 8 and orientation == 1)
+
+
+def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.Tensor | None]:
+    """JPEGs that device_jpeg let through -> (H, W) float32 grayscale on `device` (their luma, as
+    Pillow's road reads them), reduced to WORK_SIDE as that road does; all None should the device's
+    decoder refuse the batch (the caller then takes Pillow's road for each)."""
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+    try:
+        images = decode_jpeg(encoded, mode=ImageReadMode.GRAY, device=device)  # (1, H, W) uint8 each
+    except RuntimeError:
+        logger.warning("the device's JPEG decoder refused a batch; decoding it with Pillow", exc_info=True)
+        return [None] * len(jpegs)
+    return [reduced(image[0].float() / 255) for image in images]
+
+
+def reduced(gray: torch.Tensor) -> torch.Tensor:
+    """(H, W) -> the same, its longer side at most WORK_SIDE: antialiased bilinear, rounded to 8
+    bits, as Pillow's thumbnail gives it."""
+    h, w = gray.shape
+    if max(h, w) <= WORK_SIDE:
+        return gray
+    scale = WORK_SIDE / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.interpolate(gray[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return torch.round(small[0, 0].clamp(0, 1) * 255) / 255
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,8 +17,9 @@ MAX_INSTANCES = 64  # images in one JSON "instances" request
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
-def request_grays(request: dict) -> tuple[list[np.ndarray], bool]:
+def request_grays(request: dict, decode: Callable[[bytes], Any] = decode_gray) -> tuple[list, bool]:
     """One TorchServe request -> its decoded (H, W) grayscale images, and whether it was "instances".
+    `decode` reads each image file in it (decode.gray_or_device_jpeg: leaving JPEGs for the device).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
@@ -29,10 +30,10 @@ def request_grays(request: dict) -> tuple[list[np.ndarray], bool]:
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):
         payload = _parse_json(payload)
     if isinstance(payload, (dict, list)):
-        return _json_images(payload)
+        return _json_images(payload, decode)
     if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
         raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
-    return [decode_gray(_maybe_base64(bytes(payload)))], False
+    return [decode(_maybe_base64(bytes(payload)))], False
 
 
 def _pick_payload(request: dict) -> Any:
@@ -51,22 +52,22 @@ def _parse_json(raw: bytes) -> Any:
         raise BadRequest("bad_json", f"the body is not valid JSON: {e}") from None
 
 
-def _json_images(payload: Any) -> tuple[list[np.ndarray], bool]:
+def _json_images(payload: Any, decode: Callable[[bytes], Any]) -> tuple[list, bool]:
     if isinstance(payload, dict) and "instances" in payload:
         instances = payload["instances"]
         if not isinstance(instances, list) or not 0 < len(instances) <= MAX_INSTANCES:
             raise BadRequest("bad_json", f'"instances" must be a list of 1 to {MAX_INSTANCES} images')
-        return [_instance_image(item) for item in instances], True
+        return [_instance_image(item, decode) for item in instances], True
     if isinstance(payload, dict) and isinstance(payload.get("data"), str):
-        return [decode_gray(_decode_base64(payload["data"].encode()))], False
+        return [decode(_decode_base64(payload["data"].encode()))], False
     raise BadRequest("bad_json", 'JSON bodies are {"data": "<base64 image>"} or {"instances": [...]}')
 
 
-def _instance_image(item: Any) -> np.ndarray:
+def _instance_image(item: Any, decode: Callable[[bytes], Any]) -> Any:
     """An "instances" entry: a 2-D array of pixel values (0-1 or 0-255) or {"b64": "<image>"}."""
     encoded = item.get("b64", item.get("data")) if isinstance(item, dict) else None
     if isinstance(encoded, str):
-        return decode_gray(_decode_base64(encoded.encode()))
+        return decode(_decode_base64(encoded.encode()))
     try:
         pixels = np.asarray(item, dtype=np.float32)
     except (TypeError, ValueError):

@@ -1,94 +1,154 @@
-"""Hand-written numpy kernels on stacks of images, (N, H, W): one numpy call per step per batch.
+"""Torch kernels on stacks of images, (N, H, W), on whatever device the stack is on: one call per step
+per batch, the same code on the CPU and on CUDA.
 
-They replace np.pad, np.quantile and Pillow's median filter where those cost more than the work
-on MNIST-sized stacks; tests/test_kernels.py checks each against the reference implementation.
+tests/test_kernels.py checks each against numpy's, scipy's or Pillow's reference implementation.
 """
 from __future__ import annotations
 
-import numpy as np
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@functools.cache
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor, made once per device: on the CPU, making it costs as much as using it."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _codes(values: torch.Tensor) -> torch.Tensor:
+    """(N, K) [0, 1] values -> (N, K) their 8-bit levels (0..255, nearest) offset by 256 per row:
+    bins of one bincount for all rows."""
+    levels = (values * 255 + 0.5).clamp_(0, 255.5).long()
+    return levels.add_(_constant(tuple(range(0, 256 * len(values), 256)), torch.long, values.device)[:, None])
+
+
+def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Tensor | None = None):
+    """(N, ...) [0, 1] values -> (N,) float64 q-quantile (0 < q <= 1) of each row (of its masked
+    values) to 1/255, or a tuple of them for a tuple of q: the order statistic, not interpolated
+    (np.quantile's "inverted_cdf"), from histograms: O(n) even when most values are equal, no sort,
+    one bincount for all rows and all q. Float64, so that the decisions taken on them (polarity,
+    ground) are the same on every device. Few calls: on the CPU each costs more than its work."""
+    n = len(values)
+    weights = None if mask is None else mask.reshape(-1).double()
+    counts = torch.bincount(_codes(values.reshape(n, -1)).view(-1), weights, minlength=256 * n)
+    cumulative = counts.view(n, 1, 256).cumsum(2, dtype=torch.float64)  # (N, 1, 256)
+    levels = _constant(q if isinstance(q, tuple) else (q,), torch.float64, values.device)[:, None]  # (Q, 1)
+    # the first bin whose cumulative count reaches q of the row's: how many bins stay below it
+    below = (cumulative < cumulative[:, :, -1:] * levels).sum(2, dtype=torch.float64) / 255  # (N, Q)
+    return tuple(below.unbind(1)) if isinstance(q, tuple) else below[:, 0]
+
+
+def order_statistics(values: torch.Tensor, ranks: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """(..., K) [0, 1] values -> per rank r (0-based), the r-th smallest of each row, (...) float64,
+    read to 1/255 from one histogram of all rows (exact for 8-bit images, which decode gives)."""
+    lead, k = values.shape[:-1], values.shape[-1]
+    rows = values.reshape(-1, k)
+    m = len(rows)
+    cumulative = torch.bincount(_codes(rows).view(-1), minlength=256 * m).view(m, 256).cumsum(1)
+    return tuple(((cumulative <= r).sum(1).double() / 255).reshape(lead) for r in ranks)
+
+
+def pad_last2(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
+    """(N, H, W) padded by `radius` on the last two axes: "edge" (replicated) or "constant" (zeros)."""
+    if mode == "edge":
+        return F.pad(x[:, None], (radius,) * 4, mode="replicate")[:, 0]
+    return F.pad(x, (radius,) * 4)
+
 
 # Compare-exchange pairs of the 19-step median-of-9 network (Paeth; Devillard's opt_med9).
 _MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
             (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
 
 
-def quantiles(values: np.ndarray, q: float | tuple[float, ...], mask: np.ndarray | None = None):
-    """(N, ...) [0, 1] values -> (N,) q-quantile (0 < q <= 1) of each row (of its masked values) to
-    1/255, or a tuple of them for a tuple of q: the order statistic, not interpolated (np.quantile's
-    "inverted_cdf"), from histograms: O(n) even when most values are equal (np.partition degrades
-    badly on a background of exact zeros), and one bincount for all rows and all q."""
-    n = len(values)
-    codes = np.clip(values.reshape(n, -1), 0, 1) * 255 + 0.5  # (N, K), truncated to 0..255 below
-    bins = codes.astype(np.intp) + 256 * np.arange(n)[:, None]
-    weights = None if mask is None else mask.reshape(-1)
-    counts = np.bincount(bins.reshape(-1), weights, minlength=256 * n).reshape(n, 256)
-    cumulative = np.cumsum(counts, 1)
-    sizes = cumulative[:, -1:]
-    if isinstance(q, tuple):
-        return tuple((cumulative < p * sizes).sum(1) / 255 for p in q)
-    return (cumulative < q * sizes).sum(1) / 255
-
-
-def quantile(values: np.ndarray, q: float) -> float:
-    """The q-quantile of one array's values, to 1/255."""
-    return float(quantiles(values.reshape(1, -1), q)[0])
-
-
-def pad_last2(x: np.ndarray, radius: int, mode: str) -> np.ndarray:
-    """np.pad of the last two axes by `radius`, "edge" or "constant" (zeros); np.pad itself costs
-    more than the filters that use it on MNIST-sized stacks."""
-    h, w = x.shape[-2:]
-    r = radius
-    out = np.zeros(x.shape[:-2] + (h + 2 * r, w + 2 * r), dtype=x.dtype)
-    out[..., r:r + h, r:r + w] = x
-    if mode == "edge":
-        out[..., r:r + h, :r] = x[..., :, :1]
-        out[..., r:r + h, r + w:] = x[..., :, -1:]
-        out[..., :r, :] = out[..., r:r + 1, :]
-        out[..., r + h:, :] = out[..., r + h - 1:r + h, :]
-    return out
-
-
-def median3(x: np.ndarray) -> np.ndarray:
-    """3x3 median over the last two axes, edge replicated: 38 vectorized min/max ops instead of
-    Pillow's per-pixel sort."""
+def median3(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> 3x3 median, edge replicated: 38 elementwise min/max calls on the nine shifted
+    views (a sort per window costs more on the CPU)."""
     h, w = x.shape[-2:]
     padded = pad_last2(x, 1, "edge")
     v = [padded[..., i:i + h, j:j + w] for i in range(3) for j in range(3)]
     for a, b in _MEDIAN9:
-        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
     return v[4]
 
 
-def box_counts(mask: np.ndarray, radius: int, mode: str) -> np.ndarray:
-    """Per pixel, how many of the (2r+1)^2 pixels around it are set (last two axes; padding "edge"
-    or "constant"): separable uint8 sums, rows then columns."""
-    h, w = mask.shape[-2:]
-    padded = pad_last2(mask.view(np.uint8), radius, mode)
-    rows = padded[..., :, 0:w].copy()
-    for j in range(1, 2 * radius + 1):
-        rows += padded[..., :, j:j + w]
-    out = rows[..., 0:h, :].copy()
-    for i in range(1, 2 * radius + 1):
-        out += rows[..., i:i + h, :]
-    return out
-
-
-def min_filter(x: np.ndarray, radius: int) -> np.ndarray:
-    """Minimum over the (2r+1)^2 window around each pixel (last two axes, edge replicated):
-    separable, rows then columns."""
+def _window(x: torch.Tensor, radius: int, mode: str, reduce) -> torch.Tensor:
+    """(N, H, W) -> `reduce` (torch.maximum or torch.add) over the (2r+1)^2 window around each
+    pixel, padding "edge" or "constant": separable, rows then columns, a call per offset. On the
+    CPU this is 5-30x faster than torch's pooling and convolution with windows of this size."""
     h, w = x.shape[-2:]
-    padded = pad_last2(x, radius, "edge")
-    rows = padded[..., :, 0:w].copy()
-    for j in range(1, 2 * radius + 1):
-        np.minimum(rows, padded[..., :, j:j + w], out=rows)
-    out = rows[..., 0:h, :].copy()
-    for i in range(1, 2 * radius + 1):
-        np.minimum(out, rows[..., i:i + h, :], out=out)
+    padded = pad_last2(x, radius, mode)
+    rows = reduce(padded[..., :, 0:w], padded[..., :, 1:1 + w])
+    for j in range(2, 2 * radius + 1):
+        reduce(rows, padded[..., :, j:j + w], out=rows)
+    out = reduce(rows[..., 0:h, :], rows[..., 1:1 + h, :])
+    for i in range(2, 2 * radius + 1):
+        reduce(out, rows[..., i:i + h, :], out=out)
     return out
 
 
-def opening(x: np.ndarray, radius: int) -> np.ndarray:
+def box_counts(mask: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
+    """(N, H, W) bool -> per pixel, how many of the (2r+1)^2 pixels around it are set (padding
+    "edge" or "constant"), as float: differences of running sums, a fixed handful of calls for
+    any radius (exact: counts stay far below 2^24)."""
+    h, w = mask.shape[-2:]
+    side = 2 * radius + 1
+    sums = F.pad(pad_last2(mask.float(), radius, mode), (1, 0, 1, 0)).cumsum(2).cumsum(1)  # (N, H+2r+1, W+2r+1)
+    return (sums[:, side:, side:] - sums[:, side:, :w] - sums[:, :h, side:] + sums[:, :h, :w])
+
+
+def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, H, W) -> maximum over the (2r+1)^2 window around each pixel, edge replicated."""
+    return _window(x, radius, "edge", torch.maximum)
+
+
+def min_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, H, W) -> minimum over the (2r+1)^2 window around each pixel, edge replicated."""
+    return -max_filter(-x, radius)
+
+
+def opening(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Grey opening (a minimum filter, then a maximum filter): the image without the structures
     narrower than 2r+1 px, i.e. the ground that strokes lie on."""
-    return -min_filter(-min_filter(x, radius), radius)
+    return max_filter(min_filter(x, radius), radius)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, passes: int = 3) -> torch.Tensor:
+    """(N, H, W) in [0, 1] -> Pillow's ImageFilter.GaussianBlur(sigma) of its 8-bit version, within
+    1/255: Pillow's extended box blur (Gwosdek et al. 2011), `passes` times along rows, then along
+    columns, edges replicated, each pass rounded to 8 bits as Pillow stores it."""
+    sigma2 = sigma * sigma / passes
+    whole = math.floor((math.sqrt(12 * sigma2 + 1) - 1) / 2)
+    fraction = (2 * whole + 1) * (whole * (whole + 1) - 3 * sigma2) / (6 * (sigma2 - (whole + 1) ** 2))
+    r = whole + 1
+    centre, ends = 1 / (2 * whole + 1 + 2 * fraction), fraction / (2 * whole + 1 + 2 * fraction)
+    y = torch.floor(x.clamp(0, 1) * 255 + 0.5)  # (N, H, W) in 8-bit levels
+    for axis in (2, 1):  # rows, then columns
+        size = y.shape[axis]
+        for _ in range(passes):
+            padded = pad_last2(y, r, "edge").narrow(3 - axis, r, y.shape[3 - axis])
+            inner = padded.narrow(axis, 1, size)
+            for i in range(2, 2 * whole + 2):  # the box's other whole taps (none at sigma 0.8)
+                inner = inner + padded.narrow(axis, i, size)
+            y = (padded.narrow(axis, 0, size) + padded.narrow(axis, 2 * r, size)).mul_(ends)
+            y = y.add_(inner, alpha=centre).add_(0.5).floor_()
+    return y / 255
+
+
+def reach_border(mask: torch.Tensor, check_every: int = 8) -> torch.Tensor:
+    """(N, H, W) bool -> the set pixels 8-connected to a set pixel on the image's border: the
+    border-touching connected components, grown from the border a pixel per step (checked for
+    being done every `check_every` steps, so the device is not asked after each)."""
+    m = mask.float()
+    grown = m.clone()
+    grown[:, 1:-1, 1:-1] = 0
+    if not grown.any():  # nothing on the border: the common case, one read of the device
+        return grown > 0
+    while True:
+        before = grown
+        for _ in range(check_every):
+            grown = _window(grown, 1, "constant", torch.maximum) * m
+        if torch.equal(grown, before):
+            return grown > 0

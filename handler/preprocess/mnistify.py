@@ -13,18 +13,23 @@ pass each; reports/evaluation.md gives its cost) and the handler answers with th
 surest of (batch.surest_readings). Clean MNIST-shaped uploads get one reading.
 reports/evaluation.md shows what each step buys, per input family.
 
-The steps work on stacks of same-sized images, (N, H, W), so that a batch of 16 MNIST-sized
-uploads costs about as many numpy calls as one image; a single image is a stack of one.
+The steps are torch operations on stacks of same-sized images, (N, H, W), on the worker's device
+(CUDA when it has one, the CPU otherwise: one implementation for both), so that a batch of 16
+uploads costs about as many calls as one image; a single image is a stack of one. Decisions are
+taken in float64 where a threshold meets a quantile, so that both devices take the same ones.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image, ImageFilter
-from scipy import ndimage
+import torch
+import torch.nn.functional as F
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.decode import WORK_SIDE
-from handler.preprocess.kernels import box_counts, median3, opening, quantile, quantiles
+from handler.preprocess.kernels import (box_counts, gaussian_blur, median3, opening, order_statistics, quantiles,
+                                        reach_border)
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
@@ -43,6 +48,9 @@ POLARITY_QUANTILE, AMBIGUOUS = 0.005, 0.3
 FLAT_GROUND, OPEN_RADIUS = 0.05, 4
 BLANK = 0.05  # an image whose contrast is under this (13 of 255 levels) has no digit: 422
 INNER_MASS = 0.3  # the crop without border-touching structures keeps at least this share of the ink
+DENOISE_SIGMA, DENOISE_FLOOR = 0.8, 0.65  # the denoise step's blur and soft threshold (see denoise)
+
+Readings = list[torch.Tensor]  # one image's (28, 28) readings, the first the primary one
 
 
 def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
@@ -53,22 +61,23 @@ def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
     (readings,), (error,) = mnist_like_many([gray], denoise_noisy)
     if error is not None:
         raise error
-    return readings[0]
+    return readings[0].cpu().numpy()
 
 
-def mnist_like_many(grays: list[np.ndarray], denoise_noisy: bool = True, multiple: bool = True
-                    ) -> tuple[list[list[np.ndarray] | None], list[InputError | None]]:
-    """Per image, its (28, 28) readings (the first is the primary one) or why there are none;
-    `multiple=False`: the primary reading alone."""
-    readings: list[list[np.ndarray] | None] = [None] * len(grays)
+def mnist_like_many(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool = True, multiple: bool = True,
+                    device: torch.device | str = "cpu") -> tuple[list[Readings | None], list[InputError | None]]:
+    """Per image, its (28, 28) readings on `device` (the first is the primary one) or why there
+    are none; `multiple=False`: the primary reading alone. Images of one size are worked on as
+    one stack; each size is a stack of its own (no padding: it would move quantiles and edges)."""
+    readings: list[Readings | None] = [None] * len(grays)
     errors: list[InputError | None] = [None] * len(grays)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, gray in enumerate(grays):
-        by_shape.setdefault(gray.shape, []).append(i)
+        by_shape.setdefault(tuple(gray.shape), []).append(i)
     for indices in by_shape.values():
-        stack = np.stack([grays[i] for i in indices]).astype(np.float32, copy=False)  # (n, H, W)
+        stack = _stack([grays[i] for i in indices], device)  # (n, H, W)
         out, blank = _readings_stack(stack, denoise_noisy, multiple)
-        for i, image_readings, is_blank in zip(indices, out, blank):
+        for i, image_readings, is_blank in zip(indices, out, blank.tolist()):
             if is_blank:
                 errors[i] = NoDigitFound("blank", "no digit found: the image is blank or has no contrast")
             else:
@@ -76,196 +85,234 @@ def mnist_like_many(grays: list[np.ndarray], denoise_noisy: bool = True, multipl
     return readings, errors
 
 
-def _readings_stack(x: np.ndarray, denoise_noisy: bool, multiple: bool) -> tuple[list, np.ndarray]:
+def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
+    """Same-sized images -> (N, H, W) float32 on `device` (one copy to it for the whole stack)."""
+    if all(isinstance(g, np.ndarray) for g in grays):
+        return torch.from_numpy(np.stack(grays).astype(np.float32, copy=False)).to(device)
+    return torch.stack([torch.as_tensor(g, device=device) for g in grays]).float()
+
+
+@torch.inference_mode()
+def _readings_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tuple[list[Readings], torch.Tensor]:
     """(N, H, W) -> per image a list of (28, 28) readings, and a (N,) mask of images with no digit."""
     dark, ambiguous = _ink_polarity(x)
-    first, blank, unfiltered = _cleaned(np.where(dark[:, None, None], 1 - x, x), denoise_noisy)
+    first, blank, unfiltered = _cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy)
     out = _framings(first, blank, multiple)
     if not multiple:  # (the evaluation measures what the other readings buy)
         return [r[:1] for r in out], blank
-    if unfiltered:
-        idx = list(unfiltered)
-        raw = np.stack([unfiltered[i] for i in idx])
-        for i, extra in zip(idx, _framings(raw, np.zeros(len(idx), bool), multiple)):
+    if unfiltered is not None:
+        noisy, raw = unfiltered
+        for i, extra in zip(noisy.tolist(), _framings(raw, torch.zeros_like(noisy, dtype=torch.bool), multiple)):
             out[i] += extra
-    other = np.flatnonzero(ambiguous)  # also where the first polarity found nothing (a thin stroke)
+    other = torch.nonzero(ambiguous).flatten()  # also where the first polarity found nothing (a thin stroke)
     if len(other):
-        flipped = np.where(dark[other, None, None], x[other], 1 - x[other])
+        flipped = torch.where(dark[other, None, None], x[other], 1 - x[other])
         second, blank2, _ = _cleaned(flipped, denoise_noisy)
-        for i, extra in zip(other, _framings(second, blank2, multiple)):
+        for i, extra in zip(other.tolist(), _framings(second, blank2, multiple)):
             out[i] += extra
         blank[other] &= blank2
     return out, blank
 
 
-def _ink_polarity(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ink_polarity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W) -> (N,) whether the ink is darker than the ground, and whether that is unclear.
     The ground is the median (a digit covers well under half of its image), the ink the side whose
     extreme quantile strays further from it: a grey ground with a white digit is light ink, which
     the border alone (a median of the frame over 0.5) took for paper."""
     low, median, high = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
     down, up = median - low, high - median
-    return down > up, np.abs(down - up) <= AMBIGUOUS * np.maximum(down, up)
+    return down > up, (down - up).abs_() <= AMBIGUOUS * torch.maximum(down, up)
 
 
-def _cleaned(x: np.ndarray, denoise_noisy: bool) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+def _cleaned(x: torch.Tensor, denoise_noisy: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Light-on-dark (N, H, W) -> background removed, contrast stretched, noise filtered where it
-    is detected; which images are blank; and, for the filtered ones, their unfiltered version."""
+    is detected; which images are blank; and, if any were filtered, their indices and (n, H, W)
+    unfiltered versions."""
     x, blank = _stretch(x - _backgrounds(x))
-    unfiltered = {}
-    if denoise_noisy:
-        for i in np.flatnonzero((_noise_levels(x) > NOISE_SHARE) & ~blank):
-            unfiltered[int(i)] = x[i].copy()
-            (x[i],), (blank[i],) = _stretch(denoise(x[i])[None])
-    return x, blank, unfiltered
+    if not denoise_noisy:
+        return x, blank, None
+    noisy = torch.nonzero((_noise_levels(x) > NOISE_SHARE) & ~blank).flatten()
+    if len(noisy) == 0:
+        return x, blank, None
+    raw = x[noisy]
+    x[noisy], blank[noisy] = _stretch(denoise(raw))
+    return x, blank, (noisy, raw)
 
 
-def _framings(x: np.ndarray, blank: np.ndarray, multiple: bool) -> list[list[np.ndarray]]:
+def _framings(x: torch.Tensor, blank: torch.Tensor, multiple: bool) -> list[Readings]:
     """Cleaned (N, H, W) -> per image its (28, 28) readings: as it is when already MNIST-shaped;
     else cropped and centred (multiple: without the structures that touch the border, if any),
     and (multiple) also as it is for 28x28 uploads."""
     ready = _already_mnist(x) & ~blank
-    as_is = multiple and x.shape[1:] == (SIDE, SIDE)
-    out: list[list[np.ndarray]] = []
-    for i in range(len(x)):
-        if blank[i]:
+    as_is = multiple and tuple(x.shape[1:]) == (SIDE, SIDE)
+    todo = torch.nonzero(~ready & ~blank).flatten()
+    if len(todo):
+        crops = x[todo]
+        if multiple:
+            # With border structures cut away, the crop that keeps them only shrinks the digit.
+            inner, useful = _without_border_structures(crops)
+            crops = torch.where(useful[:, None, None], inner, crops)
+        fitted = iter(_fit_and_centre(crops))
+    out: list[Readings] = []
+    for i, (is_blank, is_ready) in enumerate(zip(blank.tolist(), ready.tolist())):
+        if is_blank:
             out.append([])
-        elif ready[i]:
+        elif is_ready:
             out.append([x[i]])
         else:
-            readings = [x[i]] if as_is else []
-            inner = _without_border_structures(x[i]) if multiple else None
-            # With border structures cut away, the crop that keeps them only shrinks the digit.
-            readings.append(_fit_and_centre(x[i] if inner is None else inner))
-            out.append(readings)
+            out.append(([x[i]] if as_is else []) + [next(fitted)])
     return out
 
 
-def _without_border_structures(gray: np.ndarray) -> np.ndarray | None:
-    """The image without the ink that touches its border (8-connected), or None when nothing
-    touches it or too little would be left (the digit itself runs off the edge)."""
-    ink = gray > INK
-    if not (ink[0].any() or ink[-1].any() or ink[:, 0].any() or ink[:, -1].any()):
-        return None
-    labels, count = ndimage.label(ink, structure=np.ones((3, 3), bool))
-    touching = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    touching = touching[touching > 0]
-    if len(touching) == count:
-        return None
-    inner = np.where(np.isin(labels, touching), 0, gray)
-    return inner if inner.sum() >= INNER_MASS * gray[ink].sum() else None
+def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) -> the images without the ink that touches their border (8-connected), and (N,)
+    whether that is worth reading: something touched the border, something else is left, and
+    that keeps at least INNER_MASS of the ink (else the digit itself runs off the edge)."""
+    ink = x > INK
+    touching = reach_border(ink)
+    inner = torch.where(touching, 0, x)
+    useful = (touching.any(2).any(1) & (ink & ~touching).any(2).any(1)
+              & (inner.sum((1, 2)) >= INNER_MASS * (x * ink).sum((1, 2))))
+    return inner, useful
 
 
-def _stretch(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _stretch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W): black background, brightest stroke at 1; and which images have no contrast."""
-    x = np.clip(x, 0, None)
-    top = x.max(axis=(1, 2))
+    x = x.clamp(min=0)
+    top = x.amax((1, 2), keepdim=True)  # (N, 1, 1)
     blank = top < BLANK
-    return np.clip(x / np.where(blank, 1, top)[:, None, None], 0, 1).astype(np.float32), blank
+    return x.div_(torch.where(blank, 1, top)), blank.view(-1)  # at most 1: x <= top
 
 
-def _already_mnist(x: np.ndarray) -> np.ndarray:
+def _extents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, H, W) -> first and last row with ink (pixels over INK), first and last such column,
+    (N,) each (0 and the last index for an image without ink)."""
+    rows, cols = (x.amax(2) > INK).byte(), (x.amax(1) > INK).byte()  # (N, H), (N, W)
+    h, w = x.shape[1:]  # argmax finds the first set entry from either end
+    return rows.argmax(1), h - 1 - rows.flip(1).argmax(1), cols.argmax(1), w - 1 - cols.flip(1).argmax(1)
+
+
+def _already_mnist(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) -> (N,): 28x28, digit about 20 px, centre of mass within 1 px of MNIST's
     (resampling would only blur). Images need some ink (stretched ones have)."""
     n, h, w = x.shape
     if (h, w) != (SIDE, SIDE):
-        return np.zeros(n, dtype=bool)
-    ink = x > INK
-    rows, cols = ink.any(2), ink.any(1)  # (N, 28) each
-    # extent = last - first + 1, with argmax finding the first True from either end
-    height = SIDE - rows[:, ::-1].argmax(1) - rows.argmax(1)
-    width = SIDE - cols[:, ::-1].argmax(1) - cols.argmax(1)
-    size = np.maximum(height, width)
+        return torch.zeros(n, dtype=torch.bool, device=x.device)
+    top, bottom, left, right = _extents(x)
+    size = torch.maximum(bottom - top, right - left) + 1
     cy, cx = _centres_of_mass(x)
     return ((0.9 * BOX <= size) & (size <= 1.1 * BOX)
-            & (np.abs(cy - MNIST_CENTRE[0]) <= 1) & (np.abs(cx - MNIST_CENTRE[1]) <= 1))
+            & ((cy - MNIST_CENTRE[0]).abs() <= 1) & ((cx - MNIST_CENTRE[1]).abs() <= 1))
 
 
-def _centres_of_mass(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, H, W) -> row and column centres of mass, (N,) each (meaningless for blank images)."""
-    mass = np.maximum(x.sum(axis=(1, 2)), np.finfo(np.float32).tiny)
-    return x.sum(2) @ np.arange(x.shape[1]) / mass, x.sum(1) @ np.arange(x.shape[2]) / mass
+def _centres_of_mass(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) -> float64 row and column centres of mass, (N,) each (meaningless for blank images)."""
+    rows, cols = x.sum(2, dtype=torch.float64), x.sum(1, dtype=torch.float64)  # (N, H), (N, W)
+    mass = rows.sum(1).clamp_(min=torch.finfo(torch.float32).tiny)
+    index = torch.arange(max(x.shape[1:]), dtype=torch.float64, device=x.device)
+    return rows @ index[:x.shape[1]] / mass, cols @ index[:x.shape[2]] / mass
 
 
-def _backgrounds(x: np.ndarray) -> np.ndarray:
+def _backgrounds(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) background estimates: background_map for large images; for small ones one level
     on a dark ground, a grey opening on a grey or hazy one (see FLAT_GROUND)."""
     h, w = x.shape[1:]
     if h >= 2 * BACKGROUND_CELL or w >= 2 * BACKGROUND_CELL:
-        return np.stack([background_map(gray) for gray in x])
+        return background_map(x)
     low, median = quantiles(x, (0.1, 0.5))
-    out = np.repeat(low.astype(np.float32), h * w).reshape(x.shape)
-    uneven = np.flatnonzero(median > FLAT_GROUND)
-    if len(uneven):
-        out[uneven] = opening(x[uneven], OPEN_RADIUS)
+    level = low.float()[:, None, None]  # (N, 1, 1)
+    uneven = torch.nonzero(median > FLAT_GROUND).flatten()  # a read of the device, to skip most openings
+    if len(uneven) == 0:
+        return level
+    out = level.expand_as(x).clone()
+    out[uneven] = opening(x[uneven], OPEN_RADIUS)
     return out
 
 
-def background_map(gray: np.ndarray, cell: int = BACKGROUND_CELL) -> np.ndarray:
-    """Smooth background estimate: the 10th percentile of each 40 px cell, bilinearly upsampled.
-
-    Strokes cover far less than 90% of a cell, so the percentile sees paper, not ink.
-    """
-    h, w = gray.shape
+def background_map(x: torch.Tensor, cell: int = BACKGROUND_CELL) -> torch.Tensor:
+    """(N, H, W) -> smooth background estimates: the 10th percentile of each 40 px cell, bilinearly
+    upsampled. Strokes cover far less than 90% of a cell, so the percentile sees paper, not ink."""
+    n, h, w = x.shape
     ny, nx = max(1, h // cell), max(1, w // cell)
-    if ny == nx == 1:
-        return np.float32(quantile(gray, 0.1))
     ch, cw = h // ny, w // nx  # equal cells; the few leftover edge pixels are covered by upsampling
-    cells = gray[:ny * ch, :nx * cw].reshape(ny, ch, nx, cw).transpose(0, 2, 1, 3).reshape(ny, nx, -1)
-    levels = np.percentile(cells, 10, axis=-1).astype(np.float32)  # (ny, nx)
-    return np.asarray(Image.fromarray(levels).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    cells = x[:, :ny * ch, :nx * cw].reshape(n, ny, ch, nx, cw).transpose(2, 3).reshape(n, ny, nx, -1)
+    levels = _percentile(cells, 0.1)  # (N, ny, nx)
+    return F.interpolate(levels[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 
 
-def _filtered(gray: np.ndarray, image_filter: ImageFilter.Filter) -> np.ndarray:
-    """Apply one of Pillow's C filters to a [0, 1] float image via 8 bits (1/255 steps are plenty)."""
-    image = Image.fromarray((np.clip(gray, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return np.asarray(image.filter(image_filter), dtype=np.float32) / 255
+def _percentile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """q-quantile along the last axis, float32, interpolated between order statistics as
+    np.percentile does by default (to 1/255: see order_statistics)."""
+    position = q * (x.shape[-1] - 1)
+    k = math.floor(position)
+    low, high = order_statistics(x, (k, min(k + 1, x.shape[-1] - 1)))
+    return (low + (position - k) * (high - low)).float()
 
 
-def _noise_levels(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N,) share of background pixels (over 2 px from any stroke) that stray from
-    the background level; 0 where under a fifth of the image is background."""
+def _noise_levels(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N,) float64 share of background pixels (over 2 px from any stroke) that stray
+    from the background level; 0 where under a fifth of the image is background."""
     h, w = x.shape[1:]
     # Strokes: where the 3x3 median is over 0.3, i.e. 5 of the 9 pixels are (the median ignores
     # salt, so isolated noise is not taken for a stroke); background: over 2 px from any stroke.
     strokes = box_counts(x > 0.3, 1, "edge") >= 5
     background = box_counts(strokes, 2, "constant") == 0
-    sizes = background.sum(axis=(1, 2))
-    level = quantiles(x, 0.5, background).astype(np.float32)[:, None, None]
-    strays = ((np.abs(x - level) > NOISE_DELTA) & background).sum(axis=(1, 2))
-    enough = (sizes > 0) & (sizes >= h * w // 5)
-    return np.where(enough, strays / np.maximum(sizes, 1), 0.0)
+    sizes = background.sum((1, 2), dtype=torch.float64)
+    level = quantiles(x, 0.5, background).float()[:, None, None]
+    strays = (((x - level).abs_() > NOISE_DELTA) & background).sum((1, 2), dtype=torch.float64)
+    enough = sizes >= max(1, h * w // 5)
+    return torch.where(enough, strays / sizes, 0.0)
 
 
-def denoise(gray: np.ndarray) -> np.ndarray:
-    """The card's blur and threshold, in a form that keeps strokes.
+def denoise(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> the card's blur and threshold, in a form that keeps strokes.
 
     A 3x3 median removes impulses, a Gaussian blur (sigma 0.8) averages what is left, and a soft
     threshold at the 65th percentile (background: a digit covers well under a third of its
     frame) takes away the noise floor but keeps the strokes' edges. A hard Otsu threshold cost
     accuracy on salt-and-pepper digits by cutting faint strokes.
     """
-    smooth = _filtered(median3(gray), ImageFilter.GaussianBlur(0.8))
-    return np.clip(smooth - quantile(smooth, 0.65), 0, None)
+    smooth = gaussian_blur(median3(x), DENOISE_SIGMA)
+    return (smooth - quantiles(smooth, DENOISE_FLOOR).float()[:, None, None]).clamp(min=0)
 
 
-def _fit_and_centre(gray: np.ndarray) -> np.ndarray:
-    """Crop the ink, scale the longer side to 20 px, paste with the centre of mass centred."""
-    rows, cols = np.nonzero(gray > INK)
-    digit = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    scale = BOX / max(digit.shape)
-    # Within 10% of the target size resampling would only blur (clean MNIST is already 20 px).
-    if not 0.9 <= scale <= 1.1 or max(digit.shape) > SIDE:
-        size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-        digit = np.asarray(Image.fromarray(digit).resize(size, Image.BILINEAR), dtype=np.float32)
-        digit = np.clip(digit, 0, 1)
-    h, w = digit.shape
-    cy, cx = _centres_of_mass(digit[None])
-    top = int(np.clip(round(MNIST_CENTRE[0] - float(cy[0])), 0, SIDE - h))
-    left = int(np.clip(round(MNIST_CENTRE[1] - float(cx[0])), 0, SIDE - w))
-    canvas = np.zeros((SIDE, SIDE), dtype=np.float32)
-    canvas[top:top + h, left:left + w] = digit
-    return canvas
+def _fit_and_centre(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) with ink -> (N, 28, 28): each image's ink cropped, its longer side scaled to 20 px
+    (antialiased bilinear, as Pillow resizes), pasted with its centre of mass centred. Crops differ
+    in size, so the resize is one call per image; the rest is batched, with two reads of the
+    device (the crops' boxes, then where to paste)."""
+    boxes = torch.stack(_extents(x), 1).tolist()  # (N, 4): top, bottom, left, right
+    digits = []
+    for image, (top, bottom, left, right) in zip(x, boxes):
+        digit = image[top:bottom + 1, left:right + 1]
+        longer = max(digit.shape)
+        scale = BOX / longer
+        # Within 10% of the target size resampling would only blur (clean MNIST is already 20 px).
+        if not 0.9 <= scale <= 1.1 or longer > SIDE:
+            size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
+            digit = F.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False,
+                                  antialias=True)[0, 0].clamp(0, 1)
+        digits.append(digit)
+    corner = x.new_zeros(len(x), SIDE, SIDE)  # each digit in the top left corner
+    for canvas, digit in zip(corner, digits):
+        canvas[:digit.shape[0], :digit.shape[1]] = digit
+    cy, cx = _centres_of_mass(corner)
+    heights = torch.tensor([d.shape[0] for d in digits], device=x.device)
+    widths = torch.tensor([d.shape[1] for d in digits], device=x.device)
+    tops = torch.minimum(_whole(MNIST_CENTRE[0] - cy).clamp(min=0), SIDE - heights)
+    lefts = torch.minimum(_whole(MNIST_CENTRE[1] - cx).clamp(min=0), SIDE - widths)
+    out = torch.zeros_like(corner)
+    for canvas, digit, top, left in zip(out, digits, tops.long().tolist(), lefts.long().tolist()):
+        canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return out
+
+
+def _whole(x: torch.Tensor) -> torch.Tensor:
+    """Nearest whole numbers, ties to even, after snapping to 1e-6: a symmetric digit's centre of
+    mass is often exactly half way, and float rounding (which differs between devices and
+    summation orders) must not be what picks the side."""
+    return torch.round(torch.round(x * 1e6) / 1e6)
 
 
 # ---------------------------------------------------------------- for training, tests and the evaluation
@@ -276,25 +323,27 @@ def training_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     each, drawn at random (either polarity when unclear, filtered or not, as it is or cropped), so
     that the network learns every reading it will be shown. The crop without border structures is
     left out (rarely made, costly). Blank images stay as they are."""
-    x = x.astype(np.float32, copy=False)
+    x = torch.from_numpy(x.astype(np.float32, copy=False))
     dark, ambiguous = _ink_polarity(x)
-    flip = dark ^ (ambiguous & (rng.random(len(x)) < 0.5))
-    y, blank, unfiltered = _cleaned(np.where(flip[:, None, None], 1 - x, x), True)
-    for i, raw in unfiltered.items():
-        if rng.random() < 0.5:
-            y[i] = raw
+    flip = dark ^ (ambiguous & torch.from_numpy(rng.random(len(x)) < 0.5))
+    y, blank, unfiltered = _cleaned(torch.where(flip[:, None, None], 1 - x, x), True)
+    if unfiltered is not None:
+        noisy, raw = unfiltered
+        keep = torch.from_numpy(rng.random(len(noisy)) < 0.5)
+        y[noisy[keep]] = raw[keep]
     ready = _already_mnist(y) & ~blank
-    out = np.where(blank[:, None, None], x, y)
-    for i in np.flatnonzero(~ready & ~blank & (rng.random(len(x)) < 0.5)):
-        out[i] = _fit_and_centre(y[i])
-    return out
+    out = torch.where(blank[:, None, None], x, y)
+    crop = torch.nonzero(~ready & ~blank & torch.from_numpy(rng.random(len(x)) < 0.5)).flatten()
+    if len(crop):
+        out[crop] = _fit_and_centre(y[crop])
+    return out.numpy()
 
 
-def noise_level(gray: np.ndarray) -> float:  # for tests of the detector
+def noise_level(gray: np.ndarray | torch.Tensor) -> float:  # for tests of the detector
     """One image's noise level (see _noise_levels)."""
-    return float(_noise_levels(gray[None])[0])
+    return float(_noise_levels(torch.as_tensor(gray, dtype=torch.float32)[None])[0])
 
 
-def is_noisy(gray: np.ndarray) -> bool:
+def is_noisy(gray: np.ndarray | torch.Tensor) -> bool:
     """Whether the denoise step would run on this image; for tests."""
     return noise_level(gray) > NOISE_SHARE
