@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor, made once per device: on the CPU, making it costs as much as using it."""
     return torch.tensor(values, dtype=dtype, device=device)
@@ -37,7 +37,7 @@ def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Te
     cumulative = counts.view(n, 1, 256).cumsum(2, dtype=torch.float64)  # (N, 1, 256)
     levels = _constant(q if isinstance(q, tuple) else (q,), torch.float64, values.device)[:, None]  # (Q, 1)
     # the first bin whose cumulative count reaches q of the row's: how many bins stay below it
-    below = (cumulative < cumulative[:, :, -1:] * levels).sum(2, dtype=torch.float64) / 255  # (N, Q)
+    below = (cumulative < cumulative[:, :, -1:] * levels).sum(2).double() / 255  # (N, Q)
     return tuple(below.unbind(1)) if isinstance(q, tuple) else below[:, 0]
 
 
@@ -77,7 +77,8 @@ def median3(x: torch.Tensor) -> torch.Tensor:
 def _window(x: torch.Tensor, radius: int, mode: str, reduce) -> torch.Tensor:
     """(N, H, W) -> `reduce` (torch.maximum or torch.add) over the (2r+1)^2 window around each
     pixel, padding "edge" or "constant": separable, rows then columns, a call per offset. On the
-    CPU this is 5-30x faster than torch's pooling and convolution with windows of this size."""
+    CPU, several times faster than torch's max pooling at these sizes (a 9x9 window on 16 images
+    of 36x36 px: 1.7 ms pooled)."""
     h, w = x.shape[-2:]
     padded = pad_last2(x, radius, mode)
     rows = reduce(padded[..., :, 0:w], padded[..., :, 1:1 + w])
