@@ -64,10 +64,18 @@ def ping(inference_url: str, key_file: Path) -> None:
         raise SystemExit(f"unhealthy: {response.status_code} {response.text[:200]}")
 
 
-def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120) -> dict:
-    """Set min and max workers to `workers` and wait for TorchServe to get there."""
-    response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
-                            params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120,
+          attempts: int = 3) -> dict:
+    """Set min and max workers to `workers` and wait for TorchServe to get there. A 5xx is tried
+    again (the request is idempotent): TorchServe 0.12's frontend can answer 500 when a worker it
+    stops is in the middle of a batch (a ConcurrentModificationException in
+    BatchAggregator.sendError, seen in this project's scale-down-under-load test)."""
+    for attempt in range(1, attempts + 1):
+        response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
+                                params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+        if response.status_code < 500 or attempt == attempts:
+            break
+        time.sleep(1)
     response.raise_for_status()
     return response.json()
 
