@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from client.errors import (AuthorizationFailed, DeadlineExceeded, DigitServiceEr
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "mnist"
+# Sent with every attempt and echoed by the service on its answer: an answer carrying another ID
+# is another request's, and is retried (handler/mnist_handler.py, _echo_request_id).
+REQUEST_ID_HEADER = "X-Client-Request-ID"  # not X-Request-ID: TorchServe sets that one to its own ID
 
 # bytes of an image file, the path of one, or pixels (H x W or H x W x 3/4; uint8, or floats in 0-1)
 Image = Union[bytes, bytearray, memoryview, str, os.PathLike, Any]
@@ -196,7 +200,9 @@ class DigitClient:
                 self.retried += 1
 
     def _attempt(self, method: str, url: str, body: bytes | None, token: str | None, timeout: float) -> dict:
+        request_id = uuid.uuid4().hex
         headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        headers[REQUEST_ID_HEADER] = request_id
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -209,6 +215,10 @@ class DigitClient:
             payload = response.json()
         except ValueError:
             payload = None
+        echoed = response.headers.get(REQUEST_ID_HEADER)
+        if response.status_code == 200 and echoed not in (None, request_id):
+            # another request's answer (TorchServe 0.12, a worker scaled down mid-batch): never take it
+            raise ServerFault(f"the answer belongs to another request ({REQUEST_ID_HEADER} {echoed})", 200)
         if response.status_code == 200 and isinstance(payload, dict):
             return payload
         if response.status_code == 200:

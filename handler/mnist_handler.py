@@ -39,6 +39,7 @@ METRICS = {
 # stdout and parses; one line per digit per batch cost as much frontend CPU as the request itself,
 # and writing lines from the request path stalled batches on the pipe (README, "Performance").
 METRICS_FLUSH_SECONDS = 1.0
+REQUEST_ID_HEADER = "X-Client-Request-ID"  # echoed on each answer (see _echo_request_id)
 
 
 class DigitHandler:
@@ -122,6 +123,7 @@ class DigitHandler:
         answers = []
         for idx, (span, instances) in enumerate(zip(batch.outcomes, batch.instances)):
             self.context.set_response_content_type(idx, "application/json")
+            self._echo_request_id(idx)
             if isinstance(span, RequestError):
                 self.context.set_response_status(span.status, span.message, idx)
                 if isinstance(span, InputError):
@@ -134,6 +136,16 @@ class DigitHandler:
             else:
                 answers.append(json.dumps(predictions[span.start]))
         return answers
+
+    def _echo_request_id(self, idx: int) -> None:
+        """The request's X-Client-Request-ID back on its answer: a caller can check that the answer is its
+        own. TorchServe 0.12's frontend has delivered a batch's answers to other requests when a
+        worker was scaled down mid-batch (README, "Operations"); DigitClient sends one and retries
+        an answer that carries another."""
+        for name, value in self.context.get_all_request_header(idx).items():
+            if name.lower() == REQUEST_ID_HEADER.lower():
+                self.context.set_response_header(idx, REQUEST_ID_HEADER, value)
+                return
 
     @staticmethod
     def _prediction(probabilities: list[float]) -> dict:

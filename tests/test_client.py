@@ -9,14 +9,16 @@ import sys
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 
 from client import (AuthorizationFailed, DeadlineExceeded, DigitClient, Overloaded, Prediction, RequestRejected,
                     RetryPolicy, ServerFault, ServiceUnreachable, encode_image)
+from client.core import REQUEST_ID_HEADER
 from client.errors import error_for
 from harness.local_server import free_port
 from ops.tsctl import rotate
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, png_bytes
 
 SEVEN = FIXTURES / "seven.png"
 
@@ -76,6 +78,25 @@ def test_the_overall_deadline_stops_the_retries():
     assert 1 < caught.value.attempts < 1000 and isinstance(caught.value.last, ServiceUnreachable)
 
 
+def test_an_answer_carrying_another_requests_id_is_retried(monkeypatch):
+    """TorchServe 0.12 has handed a batch's answers to other requests when a worker was scaled
+    down mid-batch; the echoed X-Client-Request-ID tells the client, which asks again."""
+    client = DigitClient("http://digits.invalid", retries=2, deadline=60)
+    sent = []
+
+    def answer(method, url, data, headers, timeout):
+        sent.append(headers[REQUEST_ID_HEADER])
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps({"digit": 7, "confidence": 0.9, "probabilities": [0.01] * 10}).encode()
+        response.headers[REQUEST_ID_HEADER] = sent[-1] if len(sent) > 1 else "someone-else"
+        return response
+
+    monkeypatch.setattr(client._session, "request", answer)
+    assert client.predict(SEVEN).digit == 7
+    assert len(sent) == 2 and sent[0] != sent[1] and client.retried == 1
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
@@ -116,6 +137,19 @@ def test_predict_many_keeps_order_and_reports_each_failure_in_place(client, mnis
 
 
 @pytest.mark.integration
+@pytest.mark.integration
+def test_the_service_echoes_each_requests_id(server, mnist_sample):
+    def send(body: bytes, request_id: str) -> requests.Response:
+        headers = {**server.headers(), "Content-Type": "application/octet-stream", REQUEST_ID_HEADER: request_id}
+        return requests.post(server.predictions, data=body, headers=headers, timeout=30)
+
+    for request_id in ("a1", "b2"):
+        response = send(png_bytes(mnist_sample[0][0]), request_id)
+        assert response.status_code == 200 and response.headers.get(REQUEST_ID_HEADER) == request_id
+    refused = send(np.zeros(5, np.uint8).tobytes(), "c3")  # not an image: 415, still its own answer
+    assert refused.status_code == 415 and refused.headers.get(REQUEST_ID_HEADER) == "c3"
+
+
 def test_a_4xx_is_never_retried(client):
     for body, status in [(b"", 400), (b"plain text", 415), (np.zeros((28, 28), np.uint8), 422)]:
         with pytest.raises(RequestRejected) as caught:
