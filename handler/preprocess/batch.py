@@ -49,10 +49,7 @@ def decode_batch(requests: list[dict], device: torch.device | str = "cpu",
     readable image, so an exception there is a bug of ours: that request gets an InternalError
     (500), and the rest of the batch is still answered.
     """
-    # On a GPU worker plain JPEGs wait, to be decoded together there (decode.device_jpeg).
-    if jpeg_on_device is None:
-        jpeg_on_device = torch.device(device).type == "cuda"
-    decode = gray_or_device_jpeg if jpeg_on_device else decode_gray
+    decode = _decoder(device, jpeg_on_device)
     decoded: list[tuple[range, bool] | InputError] = []  # per request: its images' indices, or why none
     grays: list[np.ndarray | DeviceJpeg] = []
     for request in requests:
@@ -85,6 +82,14 @@ def decode_batch(requests: list[dict], device: torch.device | str = "cpu",
         else:
             batch.reject(error)
     return batch
+
+
+def _decoder(device, jpeg_on_device: bool | None):
+    """How image bytes are read: on a GPU worker (or when told) plain JPEGs wait, to be decoded
+    together on the device (decode.device_jpeg, _decoded_on_device)."""
+    if jpeg_on_device is None:
+        jpeg_on_device = torch.device(device).type == "cuda"
+    return gray_or_device_jpeg if jpeg_on_device else decode_gray
 
 
 def _decoded_on_device(grays: list[np.ndarray | DeviceJpeg], device) -> list[np.ndarray | torch.Tensor | InputError]:
@@ -214,9 +219,7 @@ def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = Tru
                    device: torch.device | str = "cpu", jpeg_on_device: bool | None = None) -> list[torch.Tensor]:
     """Image file bytes -> its (28, 28) readings on `device`: what the handler reads of a raw-body
     request (plain JPEGs decoded on the device when `jpeg_on_device`, by default on CUDA)."""
-    if jpeg_on_device is None:
-        jpeg_on_device = torch.device(device).type == "cuda"
-    (pixels,) = _decoded_on_device([gray_or_device_jpeg(data) if jpeg_on_device else decode_gray(data)], device)
+    (pixels,) = _decoded_on_device([_decoder(device, jpeg_on_device)(data)], device)
     if isinstance(pixels, InputError):
         raise pixels
     (readings,), (error,) = mnistify.mnist_like_many([pixels], denoise_noisy, multiple, device)
