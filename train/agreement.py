@@ -26,7 +26,7 @@ from handler.preprocess import read_digits, readings_bytes
 from model import DEFAULT_WEIGHTS, load_checkpoint, served_network
 from train import evaluate
 from train.data import EVAL_BATCH, load_mnist
-from train.families import FAMILIES, fonts_available, generate
+from train.families import FAMILIES, generate
 
 GOAL = 0.999  # share of identical digits each family must reach
 REFUSED = -1  # the digit recorded for an image the preprocessing refuses
@@ -60,14 +60,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def family_uploads(args: argparse.Namespace) -> dict[str, tuple[list[bytes], np.ndarray]]:
     """{family: (upload bytes, labels)}: the evaluation's families, sizes and seed (evaluate.main)."""
     test_x, test_y = load_mnist(args.data_root, train=False)
-    digits, labels = test_x.numpy(), test_y.numpy()
     out = {}
-    for family in FAMILIES:
-        if family == "printed" and not fonts_available():
-            print("printed: skipped, no fonts under /usr/share/fonts", flush=True)
-            continue
-        count = len(digits) if family == "clean" else min(args.per_family, len(digits))
-        count = min(count, args.limit or count)
+    for family, digits, labels in evaluate.evaluation_families(test_x.numpy(), test_y.numpy(), args.per_family):
+        count = min(len(digits), args.limit or len(digits))
         out[family] = (generate(family, digits[:count], args.seed, labels=labels[:count]), labels[:count])
     return out
 

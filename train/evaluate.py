@@ -81,6 +81,17 @@ def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> flo
     return float((batched_logits(model, x, lambda b: b[:, None]).argmax(1).numpy() == labels).mean())
 
 
+def evaluation_families(digits: np.ndarray, labels: np.ndarray, per_family: int):
+    """(family, its test digits, their labels) for each family the evaluation reads: the whole test
+    set for clean, the first `per_family` for the others; printed only where fonts are installed."""
+    for family in FAMILIES:
+        if family == "printed" and not fonts_available():
+            print("printed: skipped, no fonts under /usr/share/fonts", flush=True)
+            continue
+        count = len(digits) if family == "clean" else min(per_family, len(digits))
+        yield family, digits[:count], labels[:count]
+
+
 def family_report(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int) -> dict:
     uploads = generate(family, digits, seed, labels=labels)
     row = read_uploads(model, uploads, labels)
@@ -130,14 +141,9 @@ def main(args: argparse.Namespace) -> dict:
     report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
 
     digits, labels = test_x.numpy(), test_y.numpy()
-    n = min(args.per_family, len(digits))
     families = {}
-    for family in FAMILIES:
-        if family == "printed" and not fonts_available():
-            print("printed: skipped, no fonts under /usr/share/fonts", flush=True)
-            continue
-        count = len(digits) if family == "clean" else n
-        families[family] = family_report(model, family, digits[:count], labels[:count], args.seed)
+    for family, family_digits, family_labels in evaluation_families(digits, labels, args.per_family):
+        families[family] = family_report(model, family, family_digits, family_labels, args.seed)
         row = families[family]
         print(f"{family:24s} {row['accuracy']:.2%} (primary reading only {row['primary_reading_only']:.2%}, "
               f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})", flush=True)
