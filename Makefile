@@ -16,6 +16,7 @@ endif
 DEPLOY_VENV := .venv-deploy
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
+AGREEMENT_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 DEMO_PORT ?= 8000
@@ -69,9 +70,9 @@ evaluate: setup fonts
 
 agreement: setup fonts
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
-	  $(PY) -m train.agreement --against-device cuda --out reports/agreement-gpu.md; \
+	  $(PY) -m train.agreement --against-device cuda --gpu-min-pixels 0 --out reports/agreement-gpu.md $(AGREEMENT_ARGS); \
 	else \
-	  $(PY) -m train.agreement --jpeg-on-device --against-device cpu --out reports/agreement.md; \
+	  $(PY) -m train.agreement --jpeg-on-device --against-device cpu --out reports/agreement.md $(AGREEMENT_ARGS); \
 	fi
 
 archive: model_store/mnist.mar

@@ -2,8 +2,10 @@
 
 In one run on one machine:
 1. in-process ceiling: DigitHandler.handle (decode, preprocess, forward, postprocess) without HTTP,
-   at batch sizes 1, the archive's, 16, 64 and 256, on the worker's device (a GPU when there is one);
-2. TorchServe ceiling: a no-op handler archive with the same batch size, delay and workers;
+   at batch sizes 1, the archive's, 16, 64 and 256, on the worker's device (a GPU when there is one;
+   there also with MNIST's PNGs preprocessed on the GPU, which the handler does on the CPU);
+2. TorchServe ceiling: a no-op handler archive served with the same batch size, delay and workers:
+   the host's (ops.host_settings, as `make serve` and the image; WORKERS= and BATCH_DELAY_MS= override);
 3. the service: requests/s and p50/p90/p99 at each concurrency, with MNIST test PNGs and with
    paper-photo JPEGs; every answer must be a 200 with a digit, and a checked pass compares every
    digit with its label.
@@ -38,6 +40,7 @@ from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from harness.settings import model_config
 from ops.build_archive import build_archive
+from ops.host_settings import BATCH_SIZE, HostSettings, host_settings, model_snapshot
 from ops.paths import ROOT
 from train.families import generate
 
@@ -82,11 +85,12 @@ def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
     return sets
 
 
-def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0) -> tuple[str, dict]:
+def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0, suffix: str = "",
+               **settings) -> tuple[str, dict]:
     """Images/s of one worker's whole handler path (decode, preprocess, forward, postprocess; no
     HTTP) at each batch size, on the device a worker would use (the first GPU when there is one),
-    and that device. Batches cycle through the set's bodies."""
-    handler, context = load_handler(gpu_id=0 if torch.cuda.is_available() else None)
+    and that device. Batches cycle through the set's bodies; `settings` override the handler's."""
+    handler, context = load_handler(gpu_id=0 if torch.cuda.is_available() else None, **settings)
     results = {}
     for name, (listing, _) in sets.items():
         bodies = itertools.cycle([Path(p).read_bytes() for p in listing.read_text().split()])
@@ -97,7 +101,7 @@ def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0) -> tupl
                 for batch in batches:
                     handler.handle(batch, context)
                     done += size
-            results[f"{name}_batch{size}"] = round(done / (time.perf_counter() - start), 1)
+            results[f"{name}_batch{size}{suffix}"] = round(done / (time.perf_counter() - start), 1)
     return str(handler.device), results
 
 
@@ -151,8 +155,10 @@ def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, conn
     return result
 
 
-def serve_and_load(store: Path, sets: dict, names: list[str], args) -> dict:
-    server = LocalTorchServe(store).start()
+def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSettings, args) -> dict:
+    """Load at each level, served as `make serve` and the image serve: with the host's workers and
+    batch delay (ops.host_settings), which replace the archive's."""
+    server = LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
     try:
         if args.warmup:
             listing, _ = sets[names[0]]
@@ -225,19 +231,22 @@ def main(args: argparse.Namespace) -> dict:
         (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
         print((out / "sweep.md").read_text())
         return {"sweep": rows}
-    config = model_config()
-
+    settings = host_settings()  # WORKERS= and BATCH_DELAY_MS= override, as for make serve
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "duration_s": args.duration, "warmup_s": args.warmup, "model_config": {k: config[k] for k in
-                                                            ("minWorkers", "batchSize", "maxBatchDelay")}}
+              "duration_s": args.duration, "warmup_s": args.warmup,
+              "model_config": {"minWorkers": settings.workers, "batchSize": BATCH_SIZE,
+                               "maxBatchDelay": settings.batch_delay_ms, "source": settings.source}}
     report["cores"], report["gpus"] = os.cpu_count(), gpus()
-    report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, config["batchSize"]) + IN_PROCESS_BATCHES)
+    report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, BATCH_SIZE) + IN_PROCESS_BATCHES)
+    if report["gpus"]:  # the choice behind mnistify.GPU_MIN_PIXELS: MNIST's PNGs preprocessed on the GPU too
+        report["in_process_rps"].update(in_process({"mnist_png": sets["mnist_png"]}, (BATCH_SIZE,) + IN_PROCESS_BATCHES,
+                                                   suffix="_preprocessed_on_gpu", gpu_min_pixels=0)[1])
     print("in-process", report["in_process_device"], report["in_process_rps"], flush=True)
 
     build_archive(work / "noop", handler=ROOT / "benchmarks" / "noop_handler.py")
     build_archive(work / "service")
-    report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], args)["mnist_png"]
-    report["service"] = serve_and_load(work / "service", sets, list(SETS), args)
+    report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], settings, args)["mnist_png"]
+    report["service"] = serve_and_load(work / "service", sets, list(SETS), settings, args)
     report["ratios"] = ratios(report)
     stem = report_stem(report)
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -281,8 +290,8 @@ def markdown(report: dict) -> str:
         "# Benchmark", "",
         f"Machine: {report['machine']}. Run: {report['date']}, {report['duration_s']} s per level after "
         f"{report.get('warmup_s', 0)} s of unmeasured warm-up load per server, load from wrk on the same machine. "
-        f"Archive settings: {cfg['minWorkers']} workers, batch {cfg['batchSize']}, "
-        f"max delay {cfg['maxBatchDelay']} ms.", "",
+        f"Served with the host's settings ({cfg.get('source', 'archive')}, ops.host_settings; both servers): "
+        f"{cfg['minWorkers']} workers, batch {cfg['batchSize']}, max delay {cfg['maxBatchDelay']} ms.", "",
         "| target | bodies | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]

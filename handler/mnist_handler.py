@@ -18,6 +18,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 
 from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, read_digits
+from handler.preprocess.mnistify import GPU_MIN_PIXELS
 from model import load_checkpoint, served_network
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class DigitHandler:
         # more threads per worker only fight each other for the same cores.
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
         self.low_confidence = float(settings.get("low_confidence", 0.6))
+        self.gpu_min_pixels = int(settings.get("gpu_min_pixels", GPU_MIN_PIXELS))
 
         gpu_id = properties.get("gpu_id")
         if torch.cuda.is_available() and gpu_id is not None:
@@ -90,7 +92,7 @@ class DigitHandler:
 
     def preprocess(self, data: list[dict]) -> RequestBatch:
         start = time.perf_counter()
-        batch = decode_batch(data, self.device)
+        batch = decode_batch(data, self.device, gpu_min_pixels=self.gpu_min_pixels)
         self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
         return batch
 

@@ -61,7 +61,8 @@ def test_the_batch_is_preprocessed_and_read_on_the_workers_device(handler_and_co
     handler, context = handler_and_context
     seen = []
     decode = batch_module.decode_batch
-    monkeypatch.setattr("handler.mnist_handler.decode_batch", lambda data, device: seen.append(device) or decode(data, device))
+    monkeypatch.setattr("handler.mnist_handler.decode_batch",
+                        lambda data, device, **kw: seen.append(device) or decode(data, device, **kw))
     forward = handler.model.forward
     monkeypatch.setattr(handler.model, "forward", lambda x: seen.append(x.device) or forward(x))
     photo = generate("paper_photo", mnist_sample[0][:1], seed=3, labels=mnist_sample[1][:1])[0]

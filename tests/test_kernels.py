@@ -129,6 +129,7 @@ def test_reach_border_follows_a_snake_longer_than_its_check_interval():
     assert torch.equal(reach_border(t(mask), check_every=2), t(mask))
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_kernels_give_the_same_on_cuda_as_on_the_cpu():
     x = next(stacks((4, 40, 30)))

@@ -495,18 +495,59 @@ def test_a_batch_the_device_decoder_refuses_takes_pillows_road(mnist_sample, mon
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_readings_on_cuda_equal_those_on_the_cpu(mnist_sample):
     """Every family through the whole preprocessing on both devices: the same readings, bar
-    float rounding (JPEGs here take Pillow's road on both, to compare the preprocessing alone)."""
+    float rounding (JPEGs here take Pillow's road on both, to compare the preprocessing alone;
+    small images too are preprocessed on the GPU here, where the handler would use the CPU)."""
     images, labels = mnist_sample
     for family in FAMILIES:
         if family == "printed" and not fonts_available():
             continue
         requests = [{"body": u} for u in generate(family, images[:32], seed=1, labels=labels[:32])]
         cpu = P.decode_batch(requests, "cpu")
-        gpu = P.decode_batch(requests, "cuda", jpeg_on_device=False)
+        gpu = P.decode_batch(requests, "cuda", jpeg_on_device=False, gpu_min_pixels=0)
         assert [type(o) for o in cpu.outcomes] == [type(o) for o in gpu.outcomes], family
         for a, b in zip(cpu.images, gpu.images):
             assert len(a) == len(b) and all(y.is_cuda for y in b), family
             assert max((x - y.cpu()).abs().max().item() for x, y in zip(a, b)) < 0.02, family
+
+
+def test_on_an_accelerator_small_stacks_are_worked_on_on_the_cpu_and_moved_there_in_one_copy(mnist_sample,
+                                                                                             monkeypatch):
+    """The placement rule without a GPU: "meta" stands in for the accelerator (a stack worked on
+    there would fail: it holds no data)."""
+    from handler.preprocess import mnistify
+
+    images, _ = mnist_sample
+    grays = [d.astype(np.float32) / 255 for d in images[:6]]
+    seen, work = [], mnistify._readings_stack
+    monkeypatch.setattr(mnistify, "_readings_stack", lambda x, *a: seen.append(x.device.type) or work(x, *a))
+    readings, errors = mnistify.mnist_like_many(grays, device="meta")
+    assert seen == ["cpu"] and errors == [None] * 6
+    assert all(r.device.type == "meta" and r.shape == (28, 28) for image in readings for r in image)
+    cpu, _ = mnistify.mnist_like_many(grays)
+    assert [len(r) for r in readings] == [len(r) for r in cpu]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_small_images_are_preprocessed_on_the_cpu_and_read_on_the_gpu(mnist_sample, monkeypatch):
+    """MNIST-sized uploads are worked on on the CPU (mnistify.GPU_MIN_PIXELS), photos on the GPU;
+    every reading ends on the GPU, equal to the CPU's."""
+    from handler.preprocess import mnistify
+
+    images, labels = mnist_sample
+    requests = [{"body": png_bytes(d)} for d in images[:8]]
+    requests += [{"body": p} for p in generate("paper_photo", images[8:12], seed=3, labels=labels[8:12])]
+    stacks = []
+    work = mnistify._readings_stack
+    monkeypatch.setattr(mnistify, "_readings_stack",
+                        lambda x, *a: stacks.append((x.shape[1:], x.device.type)) or work(x, *a))
+    cpu = P.decode_batch(requests, "cpu")
+    stacks.clear()
+    gpu = P.decode_batch(requests, "cuda")
+    assert all(r.is_cuda for readings in gpu.images for r in readings)
+    assert all(torch.equal(a[0], b[0].cpu()) for a, b in zip(cpu.images[:8], gpu.images[:8]))
+    assert {device for shape, device in stacks if shape == (28, 28)} == {"cpu"}
+    assert {device for shape, device in stacks if shape[0] * shape[1] >= mnistify.GPU_MIN_PIXELS} == {"cuda"}
 
 
 @pytest.mark.gpu

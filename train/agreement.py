@@ -3,11 +3,12 @@
 Why: preprocessing runs on the worker's device (CPU or CUDA, one torch implementation) and a GPU
 worker decodes JPEGs with nvJPEG; both must answer as the CPU does (>= 99.9% identical digits on
 every family), and as the numpy implementation they replaced did. This reads the evaluation's own
-families (train/evaluate.py's sizes and seed) as the handler reads them (`readings_bytes`, then
-`read_digits` with the served network) and keeps each image's digit; an image the preprocessing
-refuses (InputError) gets -1.
+families (train/evaluate.py's sizes and seed) as the handler reads a batch of requests
+(`decode_batch`, then `read_digits` with the served network) and keeps each image's digit; an
+image whose request gets an error gets -1.
 
     python -m train.agreement --against-device cuda                      # CPU against GPU: make agreement
+    python -m train.agreement --against-device cuda --gpu-min-pixels 0   # ... small images on the GPU too
     python -m train.agreement --jpeg-on-device --against-device cpu      # the device JPEG road, on the CPU
     python -m train.agreement --save ref.npz --label "numpy path"        # keep this tree's digits
     python -m train.agreement --against ref.npz --label "torch path"     # compare with a saved run
@@ -21,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.errors import InputError
-from handler.preprocess import read_digits, readings_bytes
+from handler.preprocess import decode_batch, read_digits
+from handler.preprocess.mnistify import GPU_MIN_PIXELS
 from model import DEFAULT_WEIGHTS, load_checkpoint, served_network
 from train import evaluate
-from train.data import EVAL_BATCH, load_mnist
+from train.data import load_mnist
 from train.families import FAMILIES, generate
 
 GOAL = 0.999  # share of identical digits each family must reach
-REFUSED = -1  # the digit recorded for an image the preprocessing refuses
+REFUSED = -1  # the digit recorded for an image whose request gets an error (4xx or 5xx)
+CHUNK = 64  # uploads per batch, as TorchServe hands a worker several requests at once
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -49,6 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-on-device", action="store_true",
                    help="this run decodes plain JPEGs as a GPU worker does (torchvision's decoder, then reduced), "
                         "on --device (default: only on CUDA)")
+    p.add_argument("--gpu-min-pixels", type=int, default=GPU_MIN_PIXELS,
+                   help="on CUDA, images under this many pixels are preprocessed on the CPU, as the handler does "
+                        "(0: everything on the GPU)")
     p.add_argument("--label", default=None, help="name of this run in the report and the saved file (None: its device)")
     p.add_argument("--save", default=None, help="write this run's digits and labels to FILE.npz")
     p.add_argument("--against", default=None, help="compare with the digits saved in FILE.npz")
@@ -67,29 +72,27 @@ def family_uploads(args: argparse.Namespace) -> dict[str, tuple[list[bytes], np.
     return out
 
 
-def predict(model: torch.nn.Module, uploads: list[bytes], device: str, jpeg_on_device: bool | None) -> np.ndarray:
-    """Each upload's digit as the handler reads it on `device` (argmax of read_digits), REFUSED
-    where refused."""
-    readings, kept = [], []
-    for i, data in enumerate(uploads):
-        try:
-            readings.append(readings_bytes(data, device=device, jpeg_on_device=jpeg_on_device))
-            kept.append(i)
-        except InputError:
-            pass
+def predict(model: torch.nn.Module, uploads: list[bytes], device: str, jpeg_on_device: bool | None,
+            gpu_min_pixels: int, batch: int = CHUNK) -> np.ndarray:
+    """Each upload's digit as the handler reads it on `device`, `batch` uploads at a time as one
+    TorchServe batch (decode_batch, then read_digits), REFUSED where its request gets an error."""
     digits = np.full(len(uploads), REFUSED, dtype=np.int64)
-    if readings:
-        digits[kept] = torch.cat([read_digits(model, readings[i:i + EVAL_BATCH], device)
-                                  for i in range(0, len(readings), EVAL_BATCH)]).argmax(1).numpy()
+    for start in range(0, len(uploads), batch):
+        decoded = decode_batch([{"body": data} for data in uploads[start:start + batch]], device, jpeg_on_device,
+                               gpu_min_pixels)
+        answered = [start + i for i, outcome in enumerate(decoded.outcomes) if isinstance(outcome, slice)]
+        if answered:
+            digits[answered] = read_digits(model, decoded.images, device).argmax(1).numpy()
     return digits
 
 
-def run(families: dict, weights: str, device: str, jpeg_on_device: bool | None = None) -> dict[str, np.ndarray]:
+def run(families: dict, weights: str, device: str, jpeg_on_device: bool | None = None,
+        gpu_min_pixels: int = GPU_MIN_PIXELS) -> dict[str, np.ndarray]:
     """{family: digits} read with the served network on `device`."""
     model = served_network(load_checkpoint(weights)).to(device)
     out = {}
     for family, (uploads, labels) in families.items():
-        out[family] = predict(model, uploads, device, jpeg_on_device)
+        out[family] = predict(model, uploads, device, jpeg_on_device, gpu_min_pixels)
         print(f"{device:6s} {family:24s} accuracy {np.mean(out[family] == labels):.2%}, "
               f"refused {int(np.sum(out[family] == REFUSED))}", flush=True)
     return out
@@ -137,11 +140,12 @@ def main(args: argparse.Namespace) -> None:
     label = args.label or args.device + (", JPEGs decoded as on a GPU" if args.jpeg_on_device else "")
     families = family_uploads(args)
     labels = {family: y for family, (_, y) in families.items()}
-    digits = run(families, args.weights, args.device, args.jpeg_on_device or None)
+    digits = run(families, args.weights, args.device, args.jpeg_on_device or None, args.gpu_min_pixels)
     if args.save:
         save(args.save, label, digits, labels)
     if args.against_device:
-        other_label, other, other_labels = args.against_device, run(families, args.weights, args.against_device), labels
+        other_label = args.against_device + (", every image preprocessed there" if args.gpu_min_pixels == 0 else "")
+        other, other_labels = run(families, args.weights, args.against_device, None, args.gpu_min_pixels), labels
     elif args.against:
         other_label, other, other_labels = load(args.against)
     else:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from handler.errors import BadRequest, InputError, InternalError, RequestError
 from handler.preprocess import mnistify
 from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, gray_or_device_jpeg
+from handler.preprocess.kernels import divide
 from handler.preprocess.envelopes import request_grays
 
 logger = logging.getLogger(__name__)
@@ -39,11 +40,12 @@ class RequestBatch:
 
 
 def decode_batch(requests: list[dict], device: torch.device | str = "cpu",
-                 jpeg_on_device: bool | None = None) -> RequestBatch:
+                 jpeg_on_device: bool | None = None, gpu_min_pixels: int = mnistify.GPU_MIN_PIXELS) -> RequestBatch:
     """Decode each request on its own (one bad request never spoils the others), then bring all
     the batch's images to MNIST form together on `device`: each call is paid once per batch.
     Plain JPEGs are decoded together on the device when `jpeg_on_device` (default: on CUDA;
-    Pillow's reduced-size JPEG decoding costs less on the CPU).
+    Pillow's reduced-size JPEG decoding costs less on the CPU); images under `gpu_min_pixels` are
+    preprocessed on the CPU even then (mnistify.GPU_MIN_PIXELS).
 
     Only parsing and decoding failures are the client's (4xx). Past decoding the input is a
     readable image, so an exception there is a bug of ours: that request gets an InternalError
@@ -64,7 +66,8 @@ def decode_batch(requests: list[dict], device: torch.device | str = "cpu",
         decoded.append((range(len(grays), len(grays) + len(images)), instances))
         grays.extend(images)
     pixels = _decoded_on_device(grays, device)  # per image: (H, W) pixels, or the client's error
-    readable = iter(zip(*_mnist_like_isolated([p for p in pixels if not isinstance(p, InputError)], device)))
+    readable = iter(zip(*_mnist_like_isolated([p for p in pixels if not isinstance(p, InputError)], device,
+                                               gpu_min_pixels)))
     images, errors = [], []
     for p in pixels:
         image_readings, error = (None, p) if isinstance(p, InputError) else next(readable)
@@ -111,17 +114,18 @@ def _decoded_on_device(grays: list[np.ndarray | DeviceJpeg], device) -> list[np.
     return out
 
 
-def _mnist_like_isolated(grays: list[np.ndarray], device) -> tuple[list, list[RequestError | None]]:
+def _mnist_like_isolated(grays: list[np.ndarray], device, gpu_min_pixels: int
+                         ) -> tuple[list, list[RequestError | None]]:
     """mnist_like_many, falling back to one image at a time should the batch raise: only the
     images that raise alone get an InternalError."""
     try:
-        return mnistify.mnist_like_many(grays, device=device)
+        return mnistify.mnist_like_many(grays, device=device, gpu_min_pixels=gpu_min_pixels)
     except Exception:
         logger.exception("batched preprocessing failed; retrying image by image")
     readings, errors = [], []
     for gray in grays:
         try:
-            (image_readings,), (error,) = mnistify.mnist_like_many([gray], device=device)
+            (image_readings,), (error,) = mnistify.mnist_like_many([gray], device=device, gpu_min_pixels=gpu_min_pixels)
         except Exception:
             logger.exception("preprocessing failed on a decoded %s image", "x".join(map(str, gray.shape)))
             image_readings, error = None, InternalError()
@@ -182,7 +186,7 @@ def second_look(model: torch.nn.Module, images: torch.Tensor, probabilities: tor
     grid = F.affine_grid(turns.repeat_interleave(len(unsure), 0), list(x.shape), align_corners=False)
     turned = torch.softmax(model(F.grid_sample(x, grid, align_corners=False)), dim=1)  # (2n, 10)
     probabilities = probabilities.clone()
-    probabilities[unsure] = (probabilities[unsure] + turned.view(2, len(unsure), 10).sum(0)) / 3
+    probabilities[unsure] = divide(probabilities[unsure] + turned.view(2, len(unsure), 10).sum(0), 3)
     return probabilities
 
 
@@ -216,13 +220,14 @@ def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
 
 
 def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True,
-                   device: torch.device | str = "cpu", jpeg_on_device: bool | None = None) -> list[torch.Tensor]:
+                   device: torch.device | str = "cpu", jpeg_on_device: bool | None = None,
+                   gpu_min_pixels: int = mnistify.GPU_MIN_PIXELS) -> list[torch.Tensor]:
     """Image file bytes -> its (28, 28) readings on `device`: what the handler reads of a raw-body
     request (plain JPEGs decoded on the device when `jpeg_on_device`, by default on CUDA)."""
     (pixels,) = _decoded_on_device([_decoder(device, jpeg_on_device)(data)], device)
     if isinstance(pixels, InputError):
         raise pixels
-    (readings,), (error,) = mnistify.mnist_like_many([pixels], denoise_noisy, multiple, device)
+    (readings,), (error,) = mnistify.mnist_like_many([pixels], denoise_noisy, multiple, device, gpu_min_pixels)
     if error is not None:
         raise error
     return readings

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from handler.preprocess.kernels import divide
 
 logger = logging.getLogger(__name__)
 
@@ -146,19 +147,27 @@ def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.T
     except RuntimeError:
         logger.warning("the device's JPEG decoder refused a batch; decoding it with Pillow", exc_info=True)
         return [None] * len(jpegs)
-    return [reduced(image[0].float() / 255) for image in images]
+    out: list[torch.Tensor | None] = [None] * len(images)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(i)
+    for indices in by_shape.values():  # a phone's photos share a size: one call per step for them all
+        stack = divide(torch.stack([images[i][0] for i in indices]).float(), 255)  # (n, H, W)
+        for i, gray in zip(indices, reduced(stack).unbind(0)):
+            out[i] = gray
+    return out
 
 
-def reduced(gray: torch.Tensor) -> torch.Tensor:
-    """(H, W) -> the same, its longer side at most WORK_SIDE: antialiased bilinear, rounded to 8
+def reduced(grays: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> the same, the longer side at most WORK_SIDE: antialiased bilinear, rounded to 8
     bits, as Pillow's thumbnail gives it."""
-    h, w = gray.shape
+    h, w = grays.shape[1:]
     if max(h, w) <= WORK_SIDE:
-        return gray
+        return grays
     scale = WORK_SIDE / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = F.interpolate(gray[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
-    return torch.round(small[0, 0].clamp(0, 1) * 255) / 255
+    small = F.interpolate(grays[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    return divide(torch.round(small[:, 0].clamp(0, 1) * 255), 255)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

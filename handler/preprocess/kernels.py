@@ -18,6 +18,12 @@ def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def divide(x: torch.Tensor, by: float) -> torch.Tensor:
+    """x / by, correctly rounded on every device. CUDA turns a division by a Python number into a
+    multiplication by its reciprocal, an ulp off: enough to move a pixel where a tie is rounded."""
+    return x / _constant((by,), x.dtype, x.device)
+
+
 def _codes(values: torch.Tensor) -> torch.Tensor:
     """(N, K) [0, 1] values -> (N, K) their 8-bit levels (0..255, nearest) offset by 256 per row:
     bins of one bincount for all rows."""
@@ -37,7 +43,7 @@ def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Te
     cumulative = counts.view(n, 1, 256).cumsum(2, dtype=torch.float64)  # (N, 1, 256)
     levels = _constant(q if isinstance(q, tuple) else (q,), torch.float64, values.device)[:, None]  # (Q, 1)
     # the first bin whose cumulative count reaches q of the row's: how many bins stay below it
-    below = (cumulative < cumulative[:, :, -1:] * levels).sum(2).double() / 255  # (N, Q)
+    below = divide((cumulative < cumulative[:, :, -1:] * levels).sum(2).double(), 255)  # (N, Q)
     return tuple(below.unbind(1)) if isinstance(q, tuple) else below[:, 0]
 
 
@@ -48,7 +54,7 @@ def order_statistics(values: torch.Tensor, ranks: tuple[int, ...]) -> tuple[torc
     rows = values.reshape(-1, k)
     m = len(rows)
     cumulative = torch.bincount(_codes(rows).view(-1), minlength=256 * m).view(m, 256).cumsum(1)
-    return tuple(((cumulative <= r).sum(1).double() / 255).reshape(lead) for r in ranks)
+    return tuple(divide((cumulative <= r).sum(1).double(), 255).reshape(lead) for r in ranks)
 
 
 def pad_last2(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
@@ -135,7 +141,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, passes: int = 3) -> torch.Tenso
                 inner = inner + padded.narrow(axis, i, size)
             y = (padded.narrow(axis, 0, size) + padded.narrow(axis, 2 * r, size)).mul_(ends)
             y = y.add_(inner, alpha=centre).add_(0.5).floor_()
-    return y / 255
+    return divide(y, 255)
 
 
 def reach_border(mask: torch.Tensor, check_every: int = 8) -> torch.Tensor:

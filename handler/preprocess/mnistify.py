@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.decode import WORK_SIDE
-from handler.preprocess.kernels import (box_counts, gaussian_blur, median3, opening, order_statistics, quantiles,
-                                        reach_border)
+from handler.preprocess.kernels import (box_counts, divide, gaussian_blur, median3, opening, order_statistics,
+                                        quantiles, reach_border)
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
@@ -50,6 +50,13 @@ BLANK = 0.05  # an image whose contrast is under this (13 of 255 levels) has no 
 INNER_MASS = 0.3  # the crop without border-touching structures keeps at least this share of the ink
 DENOISE_SIGMA, DENOISE_FLOOR = 0.8, 0.65  # the denoise step's blur and soft threshold (see denoise)
 
+# On a GPU worker, stacks of images under this many pixels (MNIST's 28x28, small canvases) are
+# preprocessed on the CPU: their steps are a few microseconds of work each, less than launching
+# the CUDA kernel costs the worker's CPU, and a process waiting on the GPU competes with the
+# other workers for it (reports/bench-gpu.md: in-process, the MNIST PNGs both ways). Photos
+# (reduced to WORK_SIDE, ~19,000 px) stay on the GPU.
+GPU_MIN_PIXELS = 64 * 64
+
 Readings = list[torch.Tensor]  # one image's (28, 28) readings, the first the primary one
 
 
@@ -65,24 +72,40 @@ def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
 
 
 def mnist_like_many(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool = True, multiple: bool = True,
-                    device: torch.device | str = "cpu") -> tuple[list[Readings | None], list[InputError | None]]:
+                    device: torch.device | str = "cpu", gpu_min_pixels: int = GPU_MIN_PIXELS
+                    ) -> tuple[list[Readings | None], list[InputError | None]]:
     """Per image, its (28, 28) readings on `device` (the first is the primary one) or why there
     are none; `multiple=False`: the primary reading alone. Images of one size are worked on as
-    one stack; each size is a stack of its own (no padding: it would move quantiles and edges)."""
+    one stack; each size is a stack of its own (no padding: it would move quantiles and edges).
+    On an accelerator, stacks of images under `gpu_min_pixels` are worked on on the CPU and their
+    readings copied to it at once (see GPU_MIN_PIXELS)."""
     readings: list[Readings | None] = [None] * len(grays)
     errors: list[InputError | None] = [None] * len(grays)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, gray in enumerate(grays):
         by_shape.setdefault(tuple(gray.shape), []).append(i)
-    for indices in by_shape.values():
-        stack = _stack([grays[i] for i in indices], device)  # (n, H, W)
+    device = torch.device(device)
+    for (h, w), indices in by_shape.items():
+        here = torch.device("cpu") if device.type != "cpu" and h * w < gpu_min_pixels else device
+        stack = _stack([grays[i] for i in indices], here)  # (n, H, W)
         out, blank = _readings_stack(stack, denoise_noisy, multiple)
+        if here != device:
+            out = _moved(out, device)
         for i, image_readings, is_blank in zip(indices, out, blank.tolist()):
             if is_blank:
                 errors[i] = NoDigitFound("blank", "no digit found: the image is blank or has no contrast")
             else:
                 readings[i] = image_readings
     return readings, errors
+
+
+def _moved(out: list[Readings], device: torch.device) -> list[Readings]:
+    """Per image its readings, all copied to `device` in one transfer."""
+    flat = [reading for image_readings in out for reading in image_readings]
+    if not flat:
+        return out
+    moved = iter(torch.stack(flat).to(device).unbind(0))
+    return [[next(moved) for _ in image_readings] for image_readings in out]
 
 
 def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
@@ -153,15 +176,15 @@ def _framings(x: torch.Tensor, blank: torch.Tensor, multiple: bool) -> list[Read
             # With border structures cut away, the crop that keeps them only shrinks the digit.
             inner, useful = _without_border_structures(crops)
             crops = torch.where(useful[:, None, None], inner, crops)
-        fitted = iter(_fit_and_centre(crops))
+        fitted = iter(_fit_and_centre(crops).unbind(0))
     out: list[Readings] = []
-    for i, (is_blank, is_ready) in enumerate(zip(blank.tolist(), ready.tolist())):
+    for image, is_blank, is_ready in zip(x.unbind(0), blank.tolist(), ready.tolist()):  # one call for all views
         if is_blank:
             out.append([])
         elif is_ready:
-            out.append([x[i]])
+            out.append([image])
         else:
-            out.append(([x[i]] if as_is else []) + [next(fitted)])
+            out.append(([image] if as_is else []) + [next(fitted)])
     return out
 
 
@@ -173,7 +196,7 @@ def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     touching = reach_border(ink)
     inner = torch.where(touching, 0, x)
     useful = (touching.any(2).any(1) & (ink & ~touching).any(2).any(1)
-              & (inner.sum((1, 2)) >= INNER_MASS * (x * ink).sum((1, 2))))
+              & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64)))
     return inner, useful
 
 
@@ -280,11 +303,11 @@ def denoise(x: torch.Tensor) -> torch.Tensor:
 def _fit_and_centre(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) with ink -> (N, 28, 28): each image's ink cropped, its longer side scaled to 20 px
     (antialiased bilinear, as Pillow resizes), pasted with its centre of mass centred. Crops differ
-    in size, so the resize is one call per image; the rest is batched, with two reads of the
-    device (the crops' boxes, then where to paste)."""
+    in size, so the resize is one call per image; the rest is batched, with one read of the
+    device (the crops' boxes)."""
     boxes = torch.stack(_extents(x), 1).tolist()  # (N, 4): top, bottom, left, right
     digits = []
-    for image, (top, bottom, left, right) in zip(x, boxes):
+    for image, (top, bottom, left, right) in zip(x.unbind(0), boxes):
         digit = image[top:bottom + 1, left:right + 1]
         longer = max(digit.shape)
         scale = BOX / longer
@@ -294,25 +317,32 @@ def _fit_and_centre(x: torch.Tensor) -> torch.Tensor:
             digit = F.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False,
                                   antialias=True)[0, 0].clamp(0, 1)
         digits.append(digit)
-    corner = x.new_zeros(len(x), SIDE, SIDE)  # each digit in the top left corner
-    for canvas, digit in zip(corner, digits):
-        canvas[:digit.shape[0], :digit.shape[1]] = digit
+    # (N, 28, 28): each digit in the top left corner, then moved so that its centre of mass is
+    # MNIST's (as far as it fits), by one gather for the whole stack.
+    corner = torch.stack([F.pad(d, (0, SIDE - d.shape[1], 0, SIDE - d.shape[0])) for d in digits])
     cy, cx = _centres_of_mass(corner)
-    heights = torch.tensor([d.shape[0] for d in digits], device=x.device)
-    widths = torch.tensor([d.shape[1] for d in digits], device=x.device)
-    tops = torch.minimum(_whole(MNIST_CENTRE[0] - cy).clamp(min=0), SIDE - heights)
-    lefts = torch.minimum(_whole(MNIST_CENTRE[1] - cx).clamp(min=0), SIDE - widths)
-    out = torch.zeros_like(corner)
-    for canvas, digit, top, left in zip(out, digits, tops.long().tolist(), lefts.long().tolist()):
-        canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
-    return out
+    heights, widths = torch.tensor([d.shape for d in digits], device=x.device).unbind(1)
+    tops = torch.minimum(_whole(MNIST_CENTRE[0] - cy).clamp(min=0).long(), SIDE - heights)
+    lefts = torch.minimum(_whole(MNIST_CENTRE[1] - cx).clamp(min=0).long(), SIDE - widths)
+    return _shifted(corner, tops, lefts)
+
+
+def _shifted(x: torch.Tensor, down: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> each image moved `down` rows and `right` columns ((N,) each, >= 0), zeros
+    coming in: out[n, i, j] = x[n, i - down[n], j - right[n]]."""
+    n, h, w = x.shape
+    rows = torch.arange(h, device=x.device) - down[:, None]  # (N, H): the source row of each row
+    cols = torch.arange(w, device=x.device) - right[:, None]  # (N, W)
+    out = x.gather(1, rows.clamp(min=0)[:, :, None].expand(n, h, w))
+    out = out.gather(2, cols.clamp(min=0)[:, None, :].expand(n, h, w))
+    return out * ((rows >= 0)[:, :, None] & (cols >= 0)[:, None, :])
 
 
 def _whole(x: torch.Tensor) -> torch.Tensor:
     """Nearest whole numbers, ties to even, after snapping to 1e-6: a symmetric digit's centre of
     mass is often exactly half way, and float rounding (which differs between devices and
     summation orders) must not be what picks the side."""
-    return torch.round(torch.round(x * 1e6) / 1e6)
+    return torch.round(divide(torch.round(x * 1e6), 1e6))
 
 
 # ---------------------------------------------------------------- for training, tests and the evaluation
