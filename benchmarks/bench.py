@@ -239,8 +239,9 @@ def main(args: argparse.Namespace) -> dict:
     report["cores"], report["gpus"] = os.cpu_count(), gpus()
     report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, BATCH_SIZE) + IN_PROCESS_BATCHES)
     if report["gpus"]:  # the choice behind mnistify.GPU_MIN_PIXELS: MNIST's PNGs preprocessed on the GPU too
-        report["in_process_rps"].update(in_process({"mnist_png": sets["mnist_png"]}, (BATCH_SIZE,) + IN_PROCESS_BATCHES,
-                                                   suffix="_preprocessed_on_gpu", gpu_min_pixels=0)[1])
+        on_gpu = in_process({"mnist_png": sets["mnist_png"]}, (BATCH_SIZE,) + IN_PROCESS_BATCHES,
+                            suffix="_preprocessed_on_gpu", gpu_min_pixels=0)[1]
+        report["in_process_rps"].update(on_gpu)
     print("in-process", report["in_process_device"], report["in_process_rps"], flush=True)
 
     build_archive(work / "noop", handler=ROOT / "benchmarks" / "noop_handler.py")

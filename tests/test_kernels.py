@@ -9,9 +9,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from handler.preprocess.kernels import (box_counts, gaussian_blur, median3, min_filter, opening, pad_last2, quantiles,
-                                        reach_border)
-from handler.preprocess.mnistify import _percentile
+from handler.preprocess.kernels import (box_counts, divide, gaussian_blur, median3, min_filter, opening, pad_last2,
+                                        quantiles, reach_border)
+from handler.preprocess.mnistify import _percentile, _shifted
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -129,6 +129,22 @@ def test_reach_border_follows_a_snake_longer_than_its_check_interval():
     assert torch.equal(reach_border(t(mask), check_every=2), t(mask))
 
 
+def test_shifted_moves_each_image_by_its_own_offset_with_zeros_coming_in():
+    x = torch.rand(5, 28, 28)
+    down, right = torch.tensor([0, 3, 27, 5, 28]), torch.tensor([0, 7, 0, 27, 2])
+    out = _shifted(x, down, right)
+    for image, moved, d, r in zip(x, out, down.tolist(), right.tolist()):
+        expected = torch.zeros(28, 28)
+        expected[d:, r:] = image[:28 - d, :28 - r]
+        assert torch.equal(moved, expected)
+
+
+def test_divide_is_true_division():
+    x = torch.arange(256, dtype=torch.float64)
+    assert divide(x, 255).tolist() == [i / 255 for i in range(256)]
+    assert divide(x.float(), 255).dtype == torch.float32
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_kernels_give_the_same_on_cuda_as_on_the_cpu():
@@ -140,3 +156,5 @@ def test_kernels_give_the_same_on_cuda_as_on_the_cpu():
     assert torch.equal(opening(cpu, 4), opening(gpu, 4).cpu())
     assert (gaussian_blur(cpu, 0.8) - gaussian_blur(gpu, 0.8).cpu()).abs().max() <= 1 / 255
     assert torch.equal(reach_border(cpu > 0.6), reach_border(gpu > 0.6).cpu())
+    levels = torch.arange(256, dtype=torch.float64)
+    assert torch.equal(divide(levels, 255), divide(levels.cuda(), 255).cpu())

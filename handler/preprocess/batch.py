@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from handler.errors import BadRequest, InputError, InternalError, RequestError
 from handler.preprocess import mnistify
 from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, gray_or_device_jpeg
-from handler.preprocess.kernels import divide
 from handler.preprocess.envelopes import request_grays
+from handler.preprocess.kernels import divide
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class RequestBatch:
         self.instances.append(False)
 
 
-def decode_batch(requests: list[dict], device: torch.device | str = "cpu",
-                 jpeg_on_device: bool | None = None, gpu_min_pixels: int = mnistify.GPU_MIN_PIXELS) -> RequestBatch:
+def decode_batch(requests: list[dict], device: torch.device | str = "cpu", jpeg_on_device: bool | None = None,
+                 gpu_min_pixels: int = mnistify.GPU_MIN_PIXELS) -> RequestBatch:
     """Decode each request on its own (one bad request never spoils the others), then bring all
     the batch's images to MNIST form together on `device`: each call is paid once per batch.
     Plain JPEGs are decoded together on the device when `jpeg_on_device` (default: on CUDA;
@@ -125,7 +125,8 @@ def _mnist_like_isolated(grays: list[np.ndarray], device, gpu_min_pixels: int
     readings, errors = [], []
     for gray in grays:
         try:
-            (image_readings,), (error,) = mnistify.mnist_like_many([gray], device=device, gpu_min_pixels=gpu_min_pixels)
+            (image_readings,), (error,) = mnistify.mnist_like_many([gray], device=device,
+                                                                   gpu_min_pixels=gpu_min_pixels)
         except Exception:
             logger.exception("preprocessing failed on a decoded %s image", "x".join(map(str, gray.shape)))
             image_readings, error = None, InternalError()
