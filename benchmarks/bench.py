@@ -329,20 +329,25 @@ def markdown(report: dict) -> str:
 
 
 def where_the_time_goes(report: dict) -> list[str]:
-    """CPU microseconds per answered request at concurrency 32, by process."""
-    rows = [("no-op handler", report["noop"]["load"].get(32))]
-    rows += [(f"the service, {name}", result["load"].get(32)) for name, result in report["service"].items()]
-    lines = ["## Where the time goes (concurrency 32)", "",
-             "CPU time of each process divided by the requests it answered in the same run. On a machine "
-             "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", "",
-             "| target | requests/s | frontend (Java) us | workers (Python) us | wrk us | total us |",
-             "|---|---|---|---|---|---|"]
-    for target, r in rows:
-        if r and "cpu_us_per_request" in r:
+    """CPU microseconds per answered request at concurrency 32 and 128 (those measured), by process."""
+    lines = []
+    for level in (32, 128):
+        rows = [("no-op handler", report["noop"]["load"].get(level))]
+        rows += [(f"the service, {name}", result["load"].get(level)) for name, result in report["service"].items()]
+        rows = [(target, r) for target, r in rows if r and "cpu_us_per_request" in r]
+        if not rows:
+            continue
+        lines += [f"## Where the time goes (concurrency {level})", "",
+                  "CPU time of each process divided by the requests it answered in the same run. On a machine "
+                  "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", "",
+                  "| target | requests/s | frontend (Java) us | workers (Python) us | wrk us | total us |",
+                  "|---|---|---|---|---|---|"]
+        for target, r in rows:
             cpu = r["cpu_us_per_request"]
             lines.append(f"| {target} | {r['rps']:,.0f} | {cpu['frontend']} | {cpu['workers']} | {cpu['wrk']} | "
                          f"{sum(cpu.values())} |")
-    return lines + [""]
+        lines.append("")
+    return lines
 
 
 def plot(report: dict, path: Path) -> None:
