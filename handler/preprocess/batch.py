@@ -220,15 +220,10 @@ def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
     return [r[0].numpy() for r in readings], instances
 
 
-def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True,
-                   device: torch.device | str = "cpu", jpeg_on_device: bool | None = None,
-                   gpu_min_pixels: int = mnistify.GPU_MIN_PIXELS) -> list[torch.Tensor]:
-    """Image file bytes -> its (28, 28) readings on `device`: what the handler reads of a raw-body
-    request (plain JPEGs decoded on the device when `jpeg_on_device`, by default on CUDA)."""
-    (pixels,) = _decoded_on_device([_decoder(device, jpeg_on_device)(data)], device)
-    if isinstance(pixels, InputError):
-        raise pixels
-    (readings,), (error,) = mnistify.mnist_like_many([pixels], denoise_noisy, multiple, device, gpu_min_pixels)
+def readings_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True) -> list[torch.Tensor]:
+    """Image file bytes -> its (28, 28) readings, on the CPU: what the handler reads of a raw-body
+    request (the evaluation and tests; agreement across devices goes through decode_batch)."""
+    (readings,), (error,) = mnistify.mnist_like_many([decode_gray(data)], denoise_noisy, multiple)
     if error is not None:
         raise error
     return readings

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from handler.preprocess.kernels import divide
+from handler.preprocess.kernels import by_shape, divide
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +148,7 @@ def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.T
         logger.warning("the device's JPEG decoder refused a batch; decoding it with Pillow", exc_info=True)
         return [None] * len(jpegs)
     out: list[torch.Tensor | None] = [None] * len(images)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(tuple(image.shape), []).append(i)
-    for indices in by_shape.values():  # a phone's photos share a size: one call per step for them all
+    for indices in by_shape(images):  # a phone's photos share a size: one call per step for them all
         stack = divide(torch.stack([images[i][0] for i in indices]).float(), 255)  # (n, H, W)
         for i, gray in zip(indices, reduced(stack).unbind(0)):
             out[i] = gray

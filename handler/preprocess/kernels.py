@@ -18,6 +18,15 @@ def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def by_shape(images) -> list[list[int]]:
+    """Indices of the images (anything with .shape), grouped by shape in order of first
+    appearance: each group is one stack."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    return list(groups.values())
+
+
 def divide(x: torch.Tensor, by: float) -> torch.Tensor:
     """x / by, correctly rounded on every device. CUDA turns a division by a Python number into a
     multiplication by its reciprocal, an ulp off: enough to move a pixel where a tie is rounded."""

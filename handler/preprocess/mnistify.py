@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.decode import WORK_SIDE
-from handler.preprocess.kernels import (box_counts, divide, gaussian_blur, median3, opening, order_statistics,
-                                        quantiles, reach_border)
+from handler.preprocess.kernels import (box_counts, by_shape, divide, gaussian_blur, median3, opening,
+                                        order_statistics, quantiles, reach_border)
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
@@ -81,11 +81,9 @@ def mnist_like_many(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool 
     readings copied to it at once (see GPU_MIN_PIXELS)."""
     readings: list[Readings | None] = [None] * len(grays)
     errors: list[InputError | None] = [None] * len(grays)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, gray in enumerate(grays):
-        by_shape.setdefault(tuple(gray.shape), []).append(i)
     device = torch.device(device)
-    for (h, w), indices in by_shape.items():
+    for indices in by_shape(grays):
+        h, w = grays[indices[0]].shape
         here = torch.device("cpu") if device.type != "cpu" and h * w < gpu_min_pixels else device
         stack = _stack([grays[i] for i in indices], here)  # (n, H, W)
         out, blank = _readings_stack(stack, denoise_noisy, multiple)
