@@ -43,6 +43,14 @@ METRICS_FLUSH_SECONDS = 1.0
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # echoed on each answer (see _echo_request_id)
 
 
+def _not_per_batch_chatter(record: logging.LogRecord) -> bool:
+    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
+    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
+    worker's output and copies it to model_log.log, and under load these were the most frequent
+    lines there, timing nothing that the access log and the metrics do not."""
+    return record.msg != "Backend received inference at: %d"
+
+
 class DigitHandler:
     """What TorchServe calls: `initialize(context)` once per worker, `handle(data, context)` per batch.
 
@@ -64,6 +72,7 @@ class DigitHandler:
         # One intra-op thread per worker: workers, not threads, are how this service scales on CPU;
         # more threads per worker only fight each other for the same cores.
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
+        logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
         self.low_confidence = float(settings.get("low_confidence", 0.6))
         self.gpu_min_pixels = int(settings.get("gpu_min_pixels", GPU_MIN_PIXELS))
 
@@ -79,7 +88,8 @@ class DigitHandler:
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum
-        self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # (name, value, dimensions)
+        self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # histograms: (name, value, dimensions)
+        self._gauges: dict[tuple[str, tuple[str, ...]], float] = {}  # (name, dimensions) -> the latest value
         self._pending_lock = threading.Lock()
         self.flush_seconds = float(settings.get("metrics_flush_seconds", METRICS_FLUSH_SECONDS))
         if self.flush_seconds > 0:
@@ -173,15 +183,21 @@ class DigitHandler:
 
     def _observe(self, name: str, value: float, *dimensions: str) -> None:
         with self._pending_lock:
-            self._observations.append((name, value, dimensions))
+            if METRICS[name][0] is MetricTypes.GAUGE:  # a gauge is read as its latest value
+                self._gauges[name, dimensions] = value
+            else:
+                self._observations.append((name, value, dimensions))
 
     def flush_metrics(self) -> None:
-        """Emit what was recorded since the last flush: each observation, and one line per
-        counter and dimension."""
+        """Emit what was recorded since the last flush: each histogram observation, the latest value
+        of each gauge, and one line per counter and dimension."""
         with self._pending_lock:
             counters, self._counters = self._counters, Counter()
             observations, self._observations = self._observations, []
+            gauges, self._gauges = self._gauges, {}
         for name, value, dimensions in observations:
+            self._emit(name, value, *dimensions)
+        for (name, dimensions), value in gauges.items():
             self._emit(name, value, *dimensions)
         for (counter, dimensions), value in sorted(counters.items()):
             self._emit(counter, value, *dimensions)

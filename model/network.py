@@ -97,11 +97,35 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
     return fused
 
 
-def served_network(model: DigitCNN) -> DigitCNN:
-    """What the handler runs: BatchNorm folded, weights channels-last, oneDNN's own layout on the
-    CPU (a batch of 16 costs about a quarter less than with NCHW weights; the (N, 1, 28, 28) input
-    is the same bytes in either layout)."""
-    return fuse_batchnorm(model).to(memory_format=torch.channels_last)
+# On the CPU, batches of up to this many images skip oneDNN: its per-call setup outweighs their
+# work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
+# on it is faster (at 16, five times).
+NATIVE_CPU_MAX_BATCH = 2
+
+
+class ServedCNN(nn.Module):
+    """What the handler runs: the network with BatchNorm folded and weights channels-last, oneDNN's
+    own layout on the CPU (a batch of 16 costs about a quarter less than with NCHW weights; the
+    (N, 1, 28, 28) input is the same bytes in either layout); see NATIVE_CPU_MAX_BATCH."""
+
+    def __init__(self, model: DigitCNN) -> None:
+        super().__init__()
+        self.network = fuse_batchnorm(model).to(memory_format=torch.channels_last)
+        self.config = model.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or len(x) > NATIVE_CPU_MAX_BATCH or not torch.backends.mkldnn.enabled:
+            return self.network(x)
+        torch.backends.mkldnn.enabled = False
+        try:
+            return self.network(x)
+        finally:
+            torch.backends.mkldnn.enabled = True
+
+
+def served_network(model: DigitCNN) -> ServedCNN:
+    """The network as the handler runs it (ServedCNN)."""
+    return ServedCNN(model)
 
 
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:

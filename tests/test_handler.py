@@ -141,8 +141,18 @@ def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist
     assert "[METRICS]HandlerTime.Milliseconds:" in metrics and "Level:Model" in metrics
 
 
+def test_torchserves_per_batch_line_is_dropped_and_nothing_else(handler_and_context, caplog):
+    with caplog.at_level(logging.INFO):
+        logging.info("Backend received inference at: %d", 1764000000)  # as ts/protocol/otf_message_handler.py
+        logging.info("Torch worker started.")
+        logging.warning("Backend received inference at: %s", "a warning of someone else's")
+    assert [r.getMessage() for r in caplog.records] == ["Torch worker started.",
+                                                        "Backend received inference at: a warning of someone else's"]
+
+
 def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, caplog, monkeypatch):
-    """What the worker's flush thread emits once a second: one line per counter, one per observation."""
+    """What the worker's flush thread emits once a second: one line per counter and per gauge, one
+    per histogram observation."""
     handler, context = handler_and_context
     images, labels = mnist_sample
     monkeypatch.setattr(handler, "flush_seconds", 60)  # no flush at the end of each batch
@@ -154,7 +164,8 @@ def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, 
     metrics = metric_lines(caplog)
     assert metrics.count("[METRICS]DigitPredictions.") == 1
     assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
-    assert metrics.count("[METRICS]DigitBatchSize.") == 2
+    assert metrics.count("[METRICS]DigitBatchSize.") == 2  # a histogram: every observation
+    assert metrics.count("[METRICS]HandlerTime.") == 1  # a gauge: its latest value
 
 
 def test_base64_and_data_url_requests(handler_and_context, mnist_sample):

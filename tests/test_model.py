@@ -2,6 +2,7 @@ import torch
 from torch import nn
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint, served_network
+from model.network import NATIVE_CPU_MAX_BATCH
 
 
 def test_architecture_is_the_model_cards():
@@ -77,7 +78,9 @@ def test_fused_batchnorm_gives_the_same_outputs():
 def test_served_network_gives_the_same_outputs():
     model = load_checkpoint()
     served = served_network(model)
-    assert served.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    x = torch.rand(16, 1, 28, 28)
-    with torch.inference_mode():
-        assert torch.allclose(model(x), served(x), atol=1e-4)
+    assert served.network.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16):  # without oneDNN, then with it
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            assert torch.allclose(model(x), served(x), atol=1e-4)
+        assert torch.backends.mkldnn.enabled  # switched back on after a small batch

@@ -230,6 +230,42 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
             assert all(np.array_equal(a, b) for a, b in zip(batch.images[rows.start], alone))
 
 
+def test_light_ink_on_black_skips_polarity_and_background_with_the_same_readings(mnist_sample):
+    """Stacks of MNIST-like images (light ink, at least half of each black) skip the polarity and
+    background steps (mnistify._on_black); each image reads the same as in a stack that takes them
+    (beside a grey-ground image), at the edges of the rule too."""
+    from handler.preprocess import mnistify
+
+    digits = [p / np.float32(255) for p in mnist_sample[0][:12]]
+    near_black = np.where(digits[0] == 0, np.float32(0.0015), digits[0])  # level 0, not exactly 0
+
+    def lit(count: int, side: int = 28) -> np.ndarray:  # `count` bright pixels (4 of 784: 99.49% black)
+        image = np.zeros(side * side, np.float32)
+        image[np.linspace(side, side * side - side, count).astype(int)] = 1
+        return image.reshape(side, side)
+
+    def black(image: np.ndarray, count: int) -> np.ndarray:  # its `count` darkest pixels black, the rest lit
+        flat = image.ravel().copy()
+        order = np.argsort(flat, kind="stable")
+        flat[order[:count]], flat[order[count:]] = 0, np.maximum(flat[order[count:]], 0.2)
+        return flat.reshape(image.shape)
+
+    large = np.pad(digits[2], 36)  # 100 px: a background map, never the shortcut
+    noisy = [P.decode_gray(b) for b in generate("gaussian_noise", mnist_sample[0][:2], seed=3)]
+    cases = [(d, True) for d in digits] + [
+        (near_black, True), (black(digits[1], 392), True), (black(digits[1], 391), False),
+        (lit(4), True), (lit(3), False), (lit(0), False), (np.pad(digits[3], 16), True), (large, False),
+    ] + [(n, False) for n in noisy]
+    for image, shortcut in cases:
+        assert mnistify._on_black(torch.from_numpy(image)[None]) == shortcut
+        grey = np.full(image.shape, 0.5, np.float32)
+        (alone, _), (error, _) = mnistify.mnist_like_many([image, image[::-1].copy()])
+        (beside, _), (error2, _) = mnistify.mnist_like_many([image, grey])
+        assert (alone is None) == (beside is None) and type(error) is type(error2)
+        if alone is not None:
+            assert len(alone) == len(beside) and all(torch.equal(a, b) for a, b in zip(alone, beside))
+
+
 def test_decode_batch_answers_a_fault_of_ours_with_an_internal_error(digit, monkeypatch):
     """Past decoding the input is readable: an exception there is ours (500), not the client's."""
     from handler.errors import InternalError

@@ -14,6 +14,8 @@ from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from handler.preprocess.decode import MAX_PIXELS, decode_gray
 
 MAX_INSTANCES = 64  # images in one JSON "instances" request
+# PNG and JPEG files start with bytes that no JSON, base64 or data URL text can.
+_BINARY_IMAGES = (b"\x89PNG", b"\xff\xd8\xff")
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
@@ -25,6 +27,8 @@ def request_grays(request: dict, decode: Callable[[bytes], Any] = decode_gray) -
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
     """
     payload = _pick_payload(request)
+    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):  # most requests
+        return [decode(bytes(payload))], False
     if isinstance(payload, str):
         payload = payload.encode()
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=256)
-def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor, made once per device: on the CPU, making it costs as much as using it."""
     return torch.tensor(values, dtype=dtype, device=device)
 
@@ -30,14 +30,24 @@ def by_shape(images) -> list[list[int]]:
 def divide(x: torch.Tensor, by: float) -> torch.Tensor:
     """x / by, correctly rounded on every device. CUDA turns a division by a Python number into a
     multiplication by its reciprocal, an ulp off: enough to move a pixel where a tie is rounded."""
-    return x / _constant((by,), x.dtype, x.device)
+    return x / constant((by,), x.dtype, x.device)
+
+
+def _rounded_levels(values: torch.Tensor) -> torch.Tensor:
+    """[0, 1] values -> their 8-bit levels plus a half, in float: the level (nearest) is the whole part."""
+    return values * 255 + 0.5
 
 
 def _codes(values: torch.Tensor) -> torch.Tensor:
     """(N, K) [0, 1] values -> (N, K) their 8-bit levels (0..255, nearest) offset by 256 per row:
     bins of one bincount for all rows."""
-    levels = (values * 255 + 0.5).clamp_(0, 255.5).long()
-    return levels.add_(_constant(tuple(range(0, 256 * len(values), 256)), torch.long, values.device)[:, None])
+    levels = _rounded_levels(values).clamp_(0, 255.5).long()
+    return levels.add_(constant(tuple(range(0, 256 * len(values), 256)), torch.long, values.device)[:, None])
+
+
+def black_counts(values: torch.Tensor) -> torch.Tensor:
+    """(N, ...) [0, 1] values -> (N,) how many of each row are at level 0 as quantiles reads them."""
+    return (_rounded_levels(values.reshape(len(values), -1)) < 1).sum(1)
 
 
 def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Tensor | None = None):
@@ -50,7 +60,7 @@ def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Te
     weights = None if mask is None else mask.reshape(-1).double()
     counts = torch.bincount(_codes(values.reshape(n, -1)).view(-1), weights, minlength=256 * n)
     cumulative = counts.view(n, 1, 256).cumsum(2, dtype=torch.float64)  # (N, 1, 256)
-    levels = _constant(q if isinstance(q, tuple) else (q,), torch.float64, values.device)[:, None]  # (Q, 1)
+    levels = constant(q if isinstance(q, tuple) else (q,), torch.float64, values.device)[:, None]  # (Q, 1)
     # the first bin whose cumulative count reaches q of the row's: how many bins stay below it
     below = divide((cumulative < cumulative[:, :, -1:] * levels).sum(2).double(), 255)  # (N, Q)
     return tuple(below.unbind(1)) if isinstance(q, tuple) else below[:, 0]
@@ -107,12 +117,10 @@ def _window(x: torch.Tensor, radius: int, mode: str, reduce) -> torch.Tensor:
 
 def box_counts(mask: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
     """(N, H, W) bool -> per pixel, how many of the (2r+1)^2 pixels around it are set (padding
-    "edge" or "constant"), as float: differences of running sums, a fixed handful of calls for
-    any radius (exact: counts stay far below 2^24)."""
-    h, w = mask.shape[-2:]
-    side = 2 * radius + 1
-    sums = F.pad(pad_last2(mask.float(), radius, mode), (1, 0, 1, 0)).cumsum(2).cumsum(1)  # (N, H+2r+1, W+2r+1)
-    return (sums[:, side:, side:] - sums[:, side:, :w] - sums[:, :h, side:] + sums[:, :h, :w])
+    "edge" or "constant"), as float (exact: small whole numbers). For the radii used (1, 2) the
+    window's shifted sums cost less than differences of running sums (two cumsums and four
+    slices): on the CPU 0.6 against 1.5 ms for 16 photos at radius 1."""
+    return _window(mask.float(), radius, mode, torch.add)
 
 
 def max_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
