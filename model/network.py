@@ -99,7 +99,7 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
 
 # On the CPU, batches of up to this many images skip oneDNN: its per-call setup outweighs their
 # work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
-# on it is faster (at 16, five times).
+# on it is faster (at 16, about six times).
 NATIVE_CPU_MAX_BATCH = 2
 
 
