@@ -74,7 +74,8 @@ def test_plain_png_short_road_gives_pillows_pixels(mode, size, save):
     pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     data = encode(Image.fromarray(pixels).convert(mode), "PNG", **save)
     short, pillow = plain_png(data), P.to_grayscale(P.decode_image(data))
-    assert short is not None and short.dtype == pillow.dtype and np.array_equal(short, pillow)
+    assert short is not None and short.dtype == np.uint8 and np.array_equal(short / np.float32(255), pillow)
+    assert P.decode_gray(data).dtype == pillow.dtype and np.array_equal(P.decode_gray(data), pillow)
 
 
 def test_other_pngs_take_pillows_road(digit):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from handler.errors import BadRequest, InputError, InternalError, RequestError
 from handler.preprocess import mnistify
-from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, gray_or_device_jpeg
+from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, decode_pixels, pixels_or_device_jpeg
 from handler.preprocess.envelopes import request_grays
 from handler.preprocess.kernels import divide
 
@@ -92,7 +92,7 @@ def _decoder(device, jpeg_on_device: bool | None):
     together on the device (decode.device_jpeg, _decoded_on_device)."""
     if jpeg_on_device is None:
         jpeg_on_device = torch.device(device).type == "cuda"
-    return gray_or_device_jpeg if jpeg_on_device else decode_gray
+    return pixels_or_device_jpeg if jpeg_on_device else decode_pixels
 
 
 def _decoded_on_device(grays: list[np.ndarray | DeviceJpeg], device) -> list[np.ndarray | torch.Tensor | InputError]:

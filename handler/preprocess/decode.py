@@ -98,8 +98,19 @@ def _composite(rgba: np.ndarray) -> np.ndarray:
 
 def decode_gray(data: bytes) -> np.ndarray:
     """Image file bytes -> (H, W) float32 grayscale in [0, 1]."""
+    return in_unit_range(decode_pixels(data))
+
+
+def decode_pixels(data: bytes) -> np.ndarray:
+    """decode_gray, except that plain PNGs stay (H, W) uint8 levels: a batch's are divided by 255
+    together (mnistify), which costs less than one division per small image."""
     pixels = plain_png(data)
     return to_grayscale(decode_image(data)) if pixels is None else pixels
+
+
+def in_unit_range(pixels: np.ndarray) -> np.ndarray:
+    """decode_pixels' (H, W) image -> float32 in [0, 1]: uint8 levels divided by 255."""
+    return pixels.astype(np.float32) / 255 if pixels.dtype == np.uint8 else pixels
 
 
 @dataclass
@@ -108,9 +119,9 @@ class DeviceJpeg:
     data: bytes
 
 
-def gray_or_device_jpeg(data: bytes) -> np.ndarray | DeviceJpeg:
-    """decode_gray, except that a plain JPEG is left for the device: a GPU worker's decoder."""
-    return DeviceJpeg(data) if device_jpeg(data) else decode_gray(data)
+def pixels_or_device_jpeg(data: bytes) -> np.ndarray | DeviceJpeg:
+    """decode_pixels, except that a plain JPEG is left for the device: a GPU worker's decoder."""
+    return DeviceJpeg(data) if device_jpeg(data) else decode_pixels(data)
 
 
 _ORIENTATION = 0x0112  # EXIF tag
@@ -173,10 +184,10 @@ _UNCHANGED = 0  # torchvision.io.ImageReadMode.UNCHANGED
 
 
 def plain_png(data: bytes) -> np.ndarray | None:
-    """A small, plain, well-formed PNG decoded by libpng (torchvision), or None for every other
-    input: Pillow's road reads those or says what is wrong with them. Same pixels as Pillow's road
-    (tests/test_preprocess.py) at about half its cost on MNIST-sized images, where Pillow's
-    per-image Python outweighed the decoding itself.
+    """A small, plain, well-formed PNG decoded by libpng (torchvision) to (H, W) uint8 levels, or
+    None for every other input: Pillow's road reads those or says what is wrong with them. Same
+    pixels as Pillow's road (tests/test_preprocess.py) at about half its cost on MNIST-sized
+    images, where Pillow's per-image Python outweighed the decoding itself.
 
     Plain: 8-bit grey or RGB, not interlaced, at most WORK_SIDE a side, chunks IHDR, IDAT..., IEND
     and nothing else. Well-formed: every CRC right, the zlib stream complete with its checksum, of
@@ -208,8 +219,8 @@ def plain_png(data: bytes) -> np.ndarray | None:
                                         _UNCHANGED, False).numpy()  # (1 or 3, H, W) uint8
     if colour == _RGB:  # Pillow's "L": ITU-R 601-2 luma in 16-bit fixed point, rounded
         rgb = pixels.astype(np.uint32)
-        pixels = (rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16
-    return pixels.reshape(height, width).astype(np.float32) / 255
+        pixels = ((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+    return pixels.reshape(height, width)
 
 
 def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:

@@ -21,7 +21,8 @@ _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE
 
 def request_grays(request: dict, decode: Callable[[bytes], Any] = decode_gray) -> tuple[list, bool]:
     """One TorchServe request -> its decoded (H, W) grayscale images, and whether it was "instances".
-    `decode` reads each image file in it (decode.gray_or_device_jpeg: leaving JPEGs for the device).
+    `decode` reads each image file in it (the handler's: decode.decode_pixels, or
+    decode.pixels_or_device_jpeg, which leaves JPEGs for the device).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from handler.errors import InputError, NoDigitFound
-from handler.preprocess.decode import WORK_SIDE
+from handler.preprocess.decode import WORK_SIDE, in_unit_range
 from handler.preprocess.kernels import (black_counts, box_counts, by_shape, constant, divide, gaussian_blur, median3,
                                         opening, order_statistics, quantiles, reach_border)
 
@@ -74,9 +74,10 @@ def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
 def mnist_like_many(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool = True, multiple: bool = True,
                     device: torch.device | str = "cpu", gpu_min_pixels: int = GPU_MIN_PIXELS
                     ) -> tuple[list[Readings | None], list[InputError | None]]:
-    """Per image, its (28, 28) readings on `device` (the first is the primary one) or why there
-    are none; `multiple=False`: the primary reading alone. Images of one size are worked on as
-    one stack; each size is a stack of its own (no padding: it would move quantiles and edges).
+    """(H, W) images (float in [0, 1], or uint8 levels) -> per image, its (28, 28) readings on
+    `device` (the first is the primary one) or why there are none; `multiple=False`: the primary
+    reading alone. Images of one size are worked on as one stack; each size is a stack of its own
+    (no padding: it would move quantiles and edges).
     On an accelerator, stacks of images under `gpu_min_pixels` are worked on on the CPU and their
     readings copied to it at once (see GPU_MIN_PIXELS)."""
     readings: list[Readings | None] = [None] * len(grays)
@@ -107,9 +108,13 @@ def _moved(out: list[Readings], device: torch.device) -> list[Readings]:
 
 
 def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
-    """Same-sized images -> (N, H, W) float32 on `device` (one copy to it for the whole stack)."""
+    """Same-sized images -> (N, H, W) float32 in [0, 1] on `device` (one copy to it for the whole
+    stack). Numpy images are float in [0, 1] or uint8 levels (decode.decode_pixels), a stack of
+    levels divided by 255 in one call."""
+    if all(isinstance(g, np.ndarray) and g.dtype == np.uint8 for g in grays):
+        return divide(torch.from_numpy(np.stack(grays)).to(device).float(), 255)
     if all(isinstance(g, np.ndarray) for g in grays):
-        return torch.from_numpy(np.stack(grays).astype(np.float32, copy=False)).to(device)
+        return torch.from_numpy(np.stack([in_unit_range(g) for g in grays]).astype(np.float32, copy=False)).to(device)
     return torch.stack([torch.as_tensor(g, device=device) for g in grays]).float()
 
 
