@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from handler.preprocess.kernels import by_shape, divide
+from handler.preprocess.kernels import by_shape, from_levels
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.T
         return [None] * len(jpegs)
     out: list[torch.Tensor | None] = [None] * len(images)
     for indices in by_shape(images):  # a phone's photos share a size: one call per step for them all
-        stack = divide(torch.stack([images[i][0] for i in indices]).float(), 255)  # (n, H, W)
+        stack = from_levels(torch.stack([images[i][0] for i in indices]))  # (n, H, W)
         for i, gray in zip(indices, reduced(stack).unbind(0)):
             out[i] = gray
     return out
@@ -175,7 +175,7 @@ def reduced(grays: torch.Tensor) -> torch.Tensor:
     scale = WORK_SIDE / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     small = F.interpolate(grays[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)
-    return divide(torch.round(small[:, 0].clamp(0, 1) * 255), 255)
+    return from_levels(torch.round(small[:, 0].clamp(0, 1) * 255))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -33,6 +33,11 @@ def divide(x: torch.Tensor, by: float) -> torch.Tensor:
     return x / constant((by,), x.dtype, x.device)
 
 
+def from_levels(levels: torch.Tensor) -> torch.Tensor:
+    """8-bit levels (0..255, any dtype) -> float32 in [0, 1], as numpy's `levels / 255` gives them."""
+    return divide(levels.float(), 255)
+
+
 def _rounded_levels(values: torch.Tensor) -> torch.Tensor:
     """[0, 1] values -> their 8-bit levels plus a half, in float: the level (nearest) is the whole part."""
     return values * 255 + 0.5

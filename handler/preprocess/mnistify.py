@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.decode import WORK_SIDE, in_unit_range
-from handler.preprocess.kernels import (black_counts, box_counts, by_shape, constant, divide, gaussian_blur, median3,
-                                        opening, order_statistics, quantiles, reach_border)
+from handler.preprocess.kernels import (black_counts, box_counts, by_shape, constant, divide, from_levels,
+                                        gaussian_blur, median3, opening, order_statistics, quantiles, reach_border)
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
@@ -112,7 +112,7 @@ def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
     stack). Numpy images are float in [0, 1] or uint8 levels (decode.decode_pixels), a stack of
     levels divided by 255 in one call."""
     if all(isinstance(g, np.ndarray) and g.dtype == np.uint8 for g in grays):
-        return divide(torch.from_numpy(np.stack(grays)).to(device).float(), 255)
+        return from_levels(torch.from_numpy(np.stack(grays)).to(device))
     if all(isinstance(g, np.ndarray) for g in grays):
         return torch.from_numpy(np.stack([in_unit_range(g) for g in grays]).astype(np.float32, copy=False)).to(device)
     return torch.stack([torch.as_tensor(g, device=device) for g in grays]).float()
