@@ -16,6 +16,7 @@ import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 
+from handler import worker_socket
 from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, read_digits
 from handler.preprocess.mnistify import GPU_MIN_PIXELS
@@ -33,6 +34,7 @@ METRICS = {
     "DigitBatchSize": (MetricTypes.HISTOGRAM, "count", None),
     "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
     "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
+    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's worker records it; see _add_time
 }
 # Metrics leave the worker from a background thread every this many seconds (model-config.yaml,
 # handler.metrics_flush_seconds; 0: at the end of each batch): counters summed, histogram and
@@ -73,6 +75,8 @@ class DigitHandler:
         # more threads per worker only fight each other for the same cores.
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
         logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
+        if settings.get("buffered_socket", True) and worker_socket.in_torchserve_worker():
+            worker_socket.install()
         self.low_confidence = float(settings.get("low_confidence", 0.6))
         self.gpu_min_pixels = int(settings.get("gpu_min_pixels", GPU_MIN_PIXELS))
 
@@ -87,6 +91,7 @@ class DigitHandler:
         self.model = served_network(load_checkpoint(weights)).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
+        self._route_prediction_time(context.metrics)
         self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum
         self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # histograms: (name, value, dimensions)
         self._gauges: dict[tuple[str, tuple[str, ...]], float] = {}  # (name, dimensions) -> the latest value
@@ -176,6 +181,21 @@ class DigitHandler:
             except MetricsCacheKeyError:
                 dims = ["ModelName"] + ([extra] if extra else [])
                 metrics.add_metric_to_cache(name, unit, dims, kind)
+
+    def _route_prediction_time(self, metrics) -> None:
+        """TorchServe's worker records the PredictionTime gauge after every batch with
+        `metrics.add_time` (ts/service.py), a line on stdout naming every request id of the batch
+        for the frontend to parse. Kept here instead, and flushed as its latest value with the other
+        gauges: what Prometheus reads of a gauge anyway."""
+        torchserve_add_time = metrics.add_time
+
+        def add_time(name, value, idx=None, unit="ms", dimensions=None, metric_type=MetricTypes.GAUGE):
+            if name == "PredictionTime" and idx is None and not dimensions and unit == "ms":
+                self._observe("PredictionTime", value, "Model")
+            else:
+                torchserve_add_time(name, value, idx, unit, dimensions or [], metric_type)
+
+        metrics.add_time = add_time
 
     def _add(self, counter: str, value: int, *dimensions: str) -> None:
         with self._pending_lock:

@@ -125,8 +125,8 @@ def declared_sizes(draw) -> bytes:
 def well_framed_pngs(draw) -> bytes:
     """Small 8-bit grey or RGB PNGs whose framing is right (every CRC, one zlib stream) around
     content that may be wrong: stray filter bytes, rows too short or too long, a flipped byte in
-    the compressed stream, odd IHDR fields. They reach the libpng short road (decode.plain_png),
-    where a libpng failure mid-image crashed the process."""
+    the compressed stream, odd IHDR fields. They reach the short road's checks (decode.plain_png),
+    which decoded through torchvision's libpng once, where a failure mid-image crashed the process."""
     width, height, colour = draw(st.integers(1, 40)), draw(st.integers(1, 40)), draw(st.sampled_from([0, 2]))
     row = 1 + width * (3 if colour == 2 else 1)
     rows = bytearray(draw(st.binary(min_size=row * height, max_size=row * height)))

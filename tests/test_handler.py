@@ -125,7 +125,7 @@ def test_handler_metrics_and_metrics_yaml_agree():
     in_code = {name: (kind.value, unit, ["ModelName"] + ([extra] if extra else []))
                for name, (kind, unit, extra) in METRICS.items()}
     assert {name: ours[name] for name in in_code if name in ours} == in_code
-    assert {name for name in ours if name not in torchserve_defaults} | {"HandlerTime"} == set(in_code)
+    assert {name for name in ours if name not in torchserve_defaults} | {"HandlerTime", "PredictionTime"} == set(in_code)
 
 
 def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist_sample, caplog):
@@ -166,6 +166,21 @@ def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, 
     assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
     assert metrics.count("[METRICS]DigitBatchSize.") == 2  # a histogram: every observation
     assert metrics.count("[METRICS]HandlerTime.") == 1  # a gauge: its latest value
+
+
+def test_torchserves_prediction_time_leaves_with_the_flush_as_its_latest_value(handler_and_context, caplog, monkeypatch):
+    handler, context = handler_and_context
+    monkeypatch.setattr(handler, "flush_seconds", 60)
+    with caplog.at_level(logging.INFO):
+        context.metrics.add_time("PredictionTime", 3.5)  # what ts/service.py does after each batch
+        context.metrics.add_time("PredictionTime", 4.25)
+        context.metrics.add_time("SomeoneElsesTime", 1.5)  # anything else: TorchServe's own road, at once
+        before_flush = metric_lines(caplog)
+        handler.flush_metrics()
+    assert "PredictionTime" not in before_flush and "[METRICS]SomeoneElsesTime.Milliseconds:1.5|" in before_flush
+    flushed = metric_lines(caplog)[len(before_flush):]
+    assert flushed.count("[METRICS]PredictionTime.") == 1
+    assert "[METRICS]PredictionTime.Milliseconds:4.25|#ModelName:mnist,Level:Model|" in flushed
 
 
 def test_base64_and_data_url_requests(handler_and_context, mnist_sample):

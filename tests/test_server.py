@@ -217,7 +217,7 @@ def test_metrics_move_with_known_requests(server, mnist_sample):
     assert wait_for_metric(server, "RejectedInputs", empty_before + 3, Reason="empty") - empty_before == 3
     assert metric(server, "ts_inference_requests_total", model_name="mnist") - ok_before == len(sevens) + 3
     text = requests.get(f"{server.metrics}/metrics", timeout=10).text
-    for name in ("PreprocessTime_bucket", "DigitBatchSize_sum", "HandlerTime", "ts_queue_latency_microseconds"):
+    for name in ("PreprocessTime_bucket", "DigitBatchSize_sum", "HandlerTime", "PredictionTime", "ts_queue_latency_microseconds"):
         assert name in text
 
 
