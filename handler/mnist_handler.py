@@ -34,7 +34,7 @@ METRICS = {
     "DigitBatchSize": (MetricTypes.HISTOGRAM, "count", None),
     "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
     "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
-    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's worker records it; see _add_time
+    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's worker records it; see _route_prediction_time
 }
 # Metrics leave the worker from a background thread every this many seconds (model-config.yaml,
 # handler.metrics_flush_seconds; 0: at the end of each batch): counters summed, histogram and
