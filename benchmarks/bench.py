@@ -184,7 +184,8 @@ def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSett
 
 
 def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> list[dict]:
-    """Step 4: per pair, the no-op's and the service's c32 requests/s and c1 p50, and their ratios."""
+    """Step 4: per pair, the no-op's and the service's c32 requests/s (and CPU per request, all
+    processes) and c1 p50, and their ratios."""
     listing, _ = sets["mnist_png"]
     content_type = SETS["mnist_png"][1]
     out = []
@@ -194,11 +195,12 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
             server = LocalTorchServe(stores[target], overrides={"model_snapshot": model_snapshot(settings)}).start()
             try:
                 wrk(server, listing, content_type, 32, args.warmup)
-                c32 = wrk(server, listing, content_type, 32, args.duration)
+                c32 = measured_wrk(server, listing, content_type, 32, args.duration)
                 c1 = wrk(server, listing, content_type, 1, args.duration)
             finally:
                 server.stop()
-            pair[target] = {"c32_rps": c32["rps"], "c1_p50_us": c1["p50_us"]}
+            pair[target] = {"c32_rps": c32["rps"], "c1_p50_us": c1["p50_us"],
+                            "c32_cpu_us_per_request": sum(c32["cpu_us_per_request"].values())}
         pair["c32"] = round(pair["service"]["c32_rps"] / pair["noop"]["c32_rps"], 3)
         pair["c1_p50"] = round(pair["service"]["c1_p50_us"] / pair["noop"]["c1_p50_us"], 3)
         print("pair", pair, flush=True)
@@ -380,14 +382,17 @@ def pairs_markdown(report: dict) -> list[str]:
     lines = ["Back-to-back pairs (MNIST PNGs; each server started afresh, warmed for "
              f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level): the goals below are the median "
              "ratio of the tables above and these pairs.", "",
-             "| measured | no-op c32 requests/s | service c32 requests/s | c32 ratio | no-op c1 p50 ms | "
-             "service c1 p50 ms | c1 p50 ratio |", "|---|---|---|---|---|---|---|"]
+             "| measured | no-op c32 requests/s | service c32 requests/s | c32 ratio | no-op / service c32 "
+             "CPU us per request | no-op c1 p50 ms | service c1 p50 ms | c1 p50 ratio |", "|---|---|---|---|---|---|---|---|"]
+    cpu = lambda r: sum(r["cpu_us_per_request"].values()) if "cpu_us_per_request" in r else None  # noqa: E731
     if 32 in noop and 32 in service and 1 in noop and 1 in service:
         lines.append(f"| the tables above | {noop[32]['rps']:,.0f} | {service[32]['rps']:,.0f} | "
-                     f"{service[32]['rps'] / noop[32]['rps']:.3f} | {noop[1]['p50_us'] / 1000:.1f} | "
-                     f"{service[1]['p50_us'] / 1000:.1f} | {service[1]['p50_us'] / noop[1]['p50_us']:.3f} |")
+                     f"{service[32]['rps'] / noop[32]['rps']:.3f} | {cpu(noop[32])} / {cpu(service[32])} | "
+                     f"{noop[1]['p50_us'] / 1000:.1f} | {service[1]['p50_us'] / 1000:.1f} | "
+                     f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f} |")
     for i, p in enumerate(in_pairs, 1):
         lines.append(f"| pair {i} | {p['noop']['c32_rps']:,.0f} | {p['service']['c32_rps']:,.0f} | {p['c32']:.3f} | "
+                     f"{p['noop'].get('c32_cpu_us_per_request')} / {p['service'].get('c32_cpu_us_per_request')} | "
                      f"{p['noop']['c1_p50_us'] / 1000:.1f} | {p['service']['c1_p50_us'] / 1000:.1f} | {p['c1_p50']:.3f} |")
     return lines + [""]
 
