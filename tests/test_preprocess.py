@@ -357,6 +357,36 @@ def test_bomb_is_refused_before_decoding():
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is still on
 
 
+def test_noise_levels_on_black_read_the_background_level_without_its_histogram(mnist_sample, monkeypatch):
+    """On a black-ground stack (mnistify._on_black) the background's median is read as 0 without
+    quantiles where at least half of each image's background is at level 0: the same noise levels
+    as the full road, at the edge of the rule too; any image short of it sends the stack the full way."""
+    from handler.preprocess import mnistify
+
+    rng = np.random.default_rng(5)
+    digits = np.stack(mnist_sample[0][:8]) / np.float32(255)  # (8, 28, 28)
+    salted = np.where(rng.random(digits.shape) < 0.05, np.float32(1), digits)  # noisy: levels over 2%
+    hazy = np.clip(digits + np.float32(0.08), 0, 1)  # background at level 20: the histogram decides
+    edge = np.zeros((28, 28), np.float32)  # background: all but the stroke's 2 px surroundings
+    edge[:, :3] = 1  # a bar on the left edge
+    background = ~(np.arange(28) < 5)[None].repeat(28, 0)  # more than 2 px from the bar (columns 0-2)
+    grey = np.flatnonzero(background)
+    half = edge.copy()
+    half.flat[grey[: len(grey) // 2]] = np.float32(10 / 255)  # exactly half the background at level 0
+    under = half.copy()
+    under.flat[grey[len(grey) // 2]] = np.float32(10 / 255)  # one pixel short of half
+    calls = []
+    monkeypatch.setattr(mnistify, "quantiles", lambda *a, **k: calls.append(1) or P.kernels.quantiles(*a, **k))
+    for stack, shortcut in ((digits, True), (salted, True), (np.stack([half] * 2), True), (hazy, False),
+                            (np.stack([half, under]), False), (np.concatenate([digits, hazy[:1]]), False)):
+        x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
+        calls.clear()
+        fast = mnistify._noise_levels(x, on_black=True)
+        assert bool(calls) != shortcut
+        assert torch.equal(fast, mnistify._noise_levels(x))
+    assert (mnistify._noise_levels(torch.from_numpy(salted)) > mnistify.NOISE_SHARE).all()
+
+
 def test_noise_level_of_an_image_that_is_all_stroke():
     """Found by fuzzing: a tiny image that is all ink has no background to judge noise on."""
     import warnings

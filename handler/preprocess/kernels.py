@@ -50,9 +50,11 @@ def _codes(values: torch.Tensor) -> torch.Tensor:
     return levels.add_(constant(tuple(range(0, 256 * len(values), 256)), torch.long, values.device)[:, None])
 
 
-def black_counts(values: torch.Tensor) -> torch.Tensor:
-    """(N, ...) [0, 1] values -> (N,) how many of each row are at level 0 as quantiles reads them."""
-    return (_rounded_levels(values.reshape(len(values), -1)) < 1).sum(1)
+def black_counts(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, ...) [0, 1] values -> (N,) how many of each row (of its masked values) are at level 0
+    as quantiles reads them."""
+    black = _rounded_levels(values.reshape(len(values), -1)) < 1
+    return (black if mask is None else black & mask.reshape(len(values), -1)).sum(1)
 
 
 def quantiles(values: torch.Tensor, q: float | tuple[float, ...], mask: torch.Tensor | None = None):
