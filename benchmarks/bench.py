@@ -161,10 +161,15 @@ def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, conn
     return result
 
 
+def serve(store: Path, settings: HostSettings) -> LocalTorchServe:
+    """A started server, as `make serve` and the image serve: with the host's workers and batch
+    delay (ops.host_settings), which replace the archive's."""
+    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
+
+
 def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSettings, args) -> dict:
-    """Load at each level, served as `make serve` and the image serve: with the host's workers and
-    batch delay (ops.host_settings), which replace the archive's."""
-    server = LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
+    """Load at each level (see serve)."""
+    server = serve(store, settings)
     try:
         if args.warmup:
             listing, _ = sets[names[0]]
@@ -192,7 +197,7 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
     for _ in range(args.pairs):
         pair = {}
         for target in ("noop", "service"):
-            server = LocalTorchServe(stores[target], overrides={"model_snapshot": model_snapshot(settings)}).start()
+            server = serve(stores[target], settings)
             try:
                 wrk(server, listing, content_type, 32, args.warmup)
                 c32 = measured_wrk(server, listing, content_type, 32, args.duration)

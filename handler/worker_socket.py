@@ -67,14 +67,14 @@ class SocketReader:
             self.data += packet
 
 
-_readers: dict[int, SocketReader] = {}
+_reader: SocketReader | None = None  # a worker has one socket to its frontend
 
 
 def reader_of(conn) -> SocketReader:
-    reader = _readers.get(id(conn))
-    if reader is None or reader.sock is not conn:
-        reader = _readers[id(conn)] = SocketReader(conn)
-    return reader
+    global _reader
+    if _reader is None or _reader.sock is not conn:
+        _reader = SocketReader(conn)
+    return _reader
 
 
 def buffered_retrieve_buffer(conn, length: int) -> bytearray:

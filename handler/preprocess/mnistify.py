@@ -316,10 +316,10 @@ def _noise_levels(x: torch.Tensor, on_black: bool = False) -> torch.Tensor:
     # is at level 0, as on images that were on black, and then its histogram (a tenth of such a
     # stack's calls) is not needed to know it. (Elsewhere the check would mostly cost calls.)
     if on_black and bool((2 * black_counts(x, background) >= sizes).all()):
-        strays = ((x.abs() > NOISE_DELTA) & background).sum((1, 2), dtype=torch.float64)
+        off_level = x.abs() > NOISE_DELTA
     else:
-        level = quantiles(x, 0.5, background).float()[:, None, None]
-        strays = (((x - level).abs_() > NOISE_DELTA) & background).sum((1, 2), dtype=torch.float64)
+        off_level = (x - quantiles(x, 0.5, background).float()[:, None, None]).abs_() > NOISE_DELTA
+    strays = (off_level & background).sum((1, 2), dtype=torch.float64)
     enough = sizes >= max(1, h * w // 5)
     return torch.where(enough, strays / sizes, 0.0)
 
