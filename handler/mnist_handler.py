@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
@@ -130,13 +131,12 @@ class DigitHandler:
         return answers
 
     def postprocess(self, batch: RequestBatch, probabilities: torch.Tensor | None) -> list[str]:
-        # Plain Python lists from here: per-row tensor ops would cost more than the network.
-        rows = probabilities.tolist() if probabilities is not None else []  # N lists of 10 floats
-        predictions = [self._prediction(p) for p in rows]
-        for p in predictions:
-            self._add("DigitPredictions", 1, str(p["digit"]))
-            if p["confidence"] < self.low_confidence:
-                self._add("LowConfidencePredictions", 1)
+        predictions = self._predictions(probabilities) if probabilities is not None else []
+        for digit, count in Counter(p["digit"] for p in predictions).items():
+            self._add("DigitPredictions", count, str(digit))
+        unsure = sum(p["confidence"] < self.low_confidence for p in predictions)
+        if unsure:
+            self._add("LowConfidencePredictions", unsure)
         answers = []
         for idx, (span, instances) in enumerate(zip(batch.outcomes, batch.instances)):
             self.context.set_response_content_type(idx, "application/json")
@@ -165,10 +165,15 @@ class DigitHandler:
                 return
 
     @staticmethod
-    def _prediction(probabilities: list[float]) -> dict:
-        confidence = max(probabilities)
-        return {"digit": probabilities.index(confidence), "confidence": round(confidence, 6),
-                "probabilities": [round(p, 6) for p in probabilities]}
+    def _predictions(probabilities: torch.Tensor) -> list[dict]:
+        """(N, 10) float32 probabilities on the CPU -> per row its answer: the first most probable
+        digit, and the probabilities rounded to 6 places. Rounded for the whole batch in float64,
+        where a float32 times 1e6 is exact, so each is what Python's round(p, 6) gives
+        (tests/test_handler.py) for a fraction of its cost; numpy, whose calls cost less than
+        torch's on a batch of one."""
+        p = probabilities.numpy()
+        return [{"digit": digit, "confidence": row[digit], "probabilities": row}
+                for digit, row in zip(p.argmax(1).tolist(), np.round(p.astype(np.float64), 6).tolist())]
 
     # ------------------------------------------------------------ metrics
 

@@ -101,26 +101,70 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
 # work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
 # on it is faster (at 16, about six times).
 NATIVE_CPU_MAX_BATCH = 2
+# The batch size oneDNN's weight layout is chosen for (the archive's batchSize); any other batch
+# runs with it too, with the same outputs.
+PACKED_FOR_BATCH = 16
 
 
 class ServedCNN(nn.Module):
-    """What the handler runs: the network with BatchNorm folded and weights channels-last, oneDNN's
-    own layout on the CPU (a batch of 16 costs about a quarter less than with NCHW weights; the
-    (N, 1, 28, 28) input is the same bytes in either layout); see NATIVE_CPU_MAX_BATCH."""
+    """What the handler runs: the network with BatchNorm folded and weights channels-last. On the
+    CPU, batches over NATIVE_CPU_MAX_BATCH run each convolution and its ReLU as one oneDNN call
+    on weights reordered once into oneDNN's own blocked layout (_PackedConvolutions), the same
+    kernels and outputs as nn.Conv2d's oneDNN path without reordering the weights on every call
+    (in one process, 13-22% less time for batches of 3 to 16)."""
 
     def __init__(self, model: DigitCNN) -> None:
         super().__init__()
         self.network = fuse_batchnorm(model).to(memory_format=torch.channels_last)
         self.config = model.config
+        self.packed = _PackedConvolutions.of(self.network)  # None where oneDNN is missing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or len(x) > NATIVE_CPU_MAX_BATCH or not torch.backends.mkldnn.enabled:
+        if x.device.type != "cpu" or not torch.backends.mkldnn.enabled:
             return self.network(x)
+        if len(x) > NATIVE_CPU_MAX_BATCH:
+            if self.packed is None:
+                return self.network(x)
+            features = self.packed(self.network.normalize(x).contiguous(memory_format=torch.channels_last))
+            return self.network.classifier(torch.flatten(self.network.pool(features), 1))
         torch.backends.mkldnn.enabled = False
         try:
             return self.network(x)
         finally:
             torch.backends.mkldnn.enabled = True
+
+
+class _PackedConvolutions:
+    """The fused network's convolutions, each followed by its ReLU, as oneDNN calls on prepacked
+    weights (torch.ops.mkldnn._convolution_pointwise, what torch.compile's CPU freezing emits):
+    (N, 1, 28, 28) channels-last -> conv3's (N, C, 4, 4) after ReLU. CPU only; not moved by .to()."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor, list[int], list[int]]]) -> None:
+        self.layers = layers  # (packed weight, bias, padding, stride) per convolution
+
+    @classmethod
+    def of(cls, network: DigitCNN) -> "_PackedConvolutions | None":
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+            return None
+        convolutions = [m for m in network.features if isinstance(m, nn.Conv2d)]
+        others = [type(m) for m in network.features if not isinstance(m, nn.Conv2d)]
+        if set(others) - {nn.ReLU, nn.Identity} or others.count(nn.ReLU) != len(convolutions):
+            return None  # not conv (BatchNorm folded away) -> ReLU throughout
+        layers, side = [], 28
+        for conv in convolutions:
+            size = [PACKED_FOR_BATCH, conv.in_channels, side, side]
+            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                conv.weight.detach().contiguous().to_mkldnn(), list(conv.padding), list(conv.stride),
+                list(conv.dilation), conv.groups, size)
+            bias = conv.bias.detach() if conv.bias is not None else None
+            layers.append((weight, bias, list(conv.padding), list(conv.stride)))
+            side = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        return cls(layers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for weight, bias, padding, stride in self.layers:
+            x = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, [1, 1], 1, "relu", [], "")
+        return x
 
 
 def served_network(model: DigitCNN) -> ServedCNN:

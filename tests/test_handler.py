@@ -36,6 +36,23 @@ def test_batch_of_real_digits(handler_and_context, mnist_sample):
     assert context.statuses == {} and set(context.content_types.values()) == {"application/json"}
 
 
+def test_answers_round_as_python_does():
+    """The batch's probabilities are rounded in one torch call; each answer must be what Python's
+    round(p, 6) and the first maximum give, exact halves (ties, to even) and equal maxima included."""
+    from handler.mnist_handler import DigitHandler
+
+    torch.manual_seed(0)
+    probabilities = torch.softmax(torch.randn(2000, 10) * 4, dim=1)
+    ties = torch.tensor([(k + 0.5) / 1e6 for k in range(0, 10**6, 99_991)][:10], dtype=torch.float32)
+    probabilities = torch.cat([probabilities, ties[None], torch.full((1, 10), 0.1)])
+    for answer, row in zip(DigitHandler._predictions(probabilities), probabilities.tolist()):
+        digit = row.index(max(row))
+        assert answer == {"digit": digit, "confidence": round(row[digit], 6),
+                          "probabilities": [round(p, 6) for p in row]}
+        assert json.dumps(answer) == json.dumps({"digit": digit, "confidence": round(row[digit], 6),
+                                                 "probabilities": [round(p, 6) for p in row]})
+
+
 def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypatch):
     """One pass for the whole batch, and at most one more: the second look at its unsure answers."""
     from handler.preprocess.batch import SECOND_LOOK_BELOW

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -84,3 +85,18 @@ def test_served_network_gives_the_same_outputs():
         with torch.inference_mode():
             assert torch.allclose(model(x), served(x), atol=1e-4)
         assert torch.backends.mkldnn.enabled  # switched back on after a small batch
+
+
+def test_served_network_runs_prepacked_convolutions_on_the_cpu():
+    """Batches over NATIVE_CPU_MAX_BATCH go through the convolutions prepacked for oneDNN, with
+    the outputs of the fused network's own oneDNN path; smaller ones do not."""
+    served = served_network(load_checkpoint())
+    if served.packed is None:
+        pytest.skip("this torch build has no oneDNN")
+    calls, packed = [], served.packed
+    served.packed = lambda x: calls.append(len(x)) or packed(x)
+    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16, 37):
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            assert torch.allclose(served(x), served.network(x), atol=1e-5)
+    assert calls == [NATIVE_CPU_MAX_BATCH + 1, 16, 37]
