@@ -161,6 +161,11 @@ def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, conn
     return result
 
 
+def total_cpu_us(result: dict) -> int | None:
+    """All processes' CPU us per request of a measured_wrk result; None for a plain wrk one."""
+    return sum(result["cpu_us_per_request"].values()) if "cpu_us_per_request" in result else None
+
+
 def serve(store: Path, settings: HostSettings) -> LocalTorchServe:
     """A started server, as `make serve` and the image serve: with the host's workers and batch
     delay (ops.host_settings), which replace the archive's."""
@@ -205,7 +210,7 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
             finally:
                 server.stop()
             pair[target] = {"c32_rps": c32["rps"], "c1_p50_us": c1["p50_us"],
-                            "c32_cpu_us_per_request": sum(c32["cpu_us_per_request"].values())}
+                            "c32_cpu_us_per_request": total_cpu_us(c32)}
         pair["c32"] = round(pair["service"]["c32_rps"] / pair["noop"]["c32_rps"], 3)
         pair["c1_p50"] = round(pair["service"]["c1_p50_us"] / pair["noop"]["c1_p50_us"], 3)
         print("pair", pair, flush=True)
@@ -389,10 +394,9 @@ def pairs_markdown(report: dict) -> list[str]:
              "ratio of the tables above and these pairs.", "",
              "| measured | no-op c32 requests/s | service c32 requests/s | c32 ratio | no-op / service c32 "
              "CPU us per request | no-op c1 p50 ms | service c1 p50 ms | c1 p50 ratio |", "|---|---|---|---|---|---|---|---|"]
-    cpu = lambda r: sum(r["cpu_us_per_request"].values()) if "cpu_us_per_request" in r else None  # noqa: E731
     if 32 in noop and 32 in service and 1 in noop and 1 in service:
         lines.append(f"| the tables above | {noop[32]['rps']:,.0f} | {service[32]['rps']:,.0f} | "
-                     f"{service[32]['rps'] / noop[32]['rps']:.3f} | {cpu(noop[32])} / {cpu(service[32])} | "
+                     f"{service[32]['rps'] / noop[32]['rps']:.3f} | {total_cpu_us(noop[32])} / {total_cpu_us(service[32])} | "
                      f"{noop[1]['p50_us'] / 1000:.1f} | {service[1]['p50_us'] / 1000:.1f} | "
                      f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f} |")
     for i, p in enumerate(in_pairs, 1):

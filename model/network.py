@@ -123,15 +123,17 @@ class ServedCNN(nn.Module):
         if x.device.type != "cpu" or not torch.backends.mkldnn.enabled:
             return self.network(x)
         if len(x) > NATIVE_CPU_MAX_BATCH:
-            if self.packed is None:
-                return self.network(x)
-            features = self.packed(self.network.normalize(x).contiguous(memory_format=torch.channels_last))
-            return self.network.classifier(torch.flatten(self.network.pool(features), 1))
+            return self.network(x) if self.packed is None else self._prepacked(x)
         torch.backends.mkldnn.enabled = False
         try:
             return self.network(x)
         finally:
             torch.backends.mkldnn.enabled = True
+
+    def _prepacked(self, x: torch.Tensor) -> torch.Tensor:
+        """DigitCNN.forward with the convolutions and their ReLUs on the prepacked weights."""
+        features = self.packed(self.network.normalize(x).contiguous(memory_format=torch.channels_last))
+        return self.network.classifier(torch.flatten(self.network.pool(features), 1))
 
 
 class _PackedConvolutions:

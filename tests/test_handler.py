@@ -37,7 +37,7 @@ def test_batch_of_real_digits(handler_and_context, mnist_sample):
 
 
 def test_answers_round_as_python_does():
-    """The batch's probabilities are rounded in one torch call; each answer must be what Python's
+    """The batch's probabilities are rounded together with numpy; each answer must be what Python's
     round(p, 6) and the first maximum give, exact halves (ties, to even) and equal maxima included."""
     from handler.mnist_handler import DigitHandler
 
