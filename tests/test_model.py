@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint, served_network
-from model.network import NATIVE_CPU_MAX_BATCH
+from model.network import NATIVE_CPU_MAX_BATCH, _conv_relu_chain
 
 
 def test_architecture_is_the_model_cards():
@@ -85,6 +85,27 @@ def test_served_network_gives_the_same_outputs():
         with torch.inference_mode():
             assert torch.allclose(model(x), served(x), atol=1e-4)
         assert torch.backends.mkldnn.enabled  # switched back on after a small batch
+
+
+def test_served_network_computes_what_its_modules_do():
+    """ServedCNN calls its layers as functions: without oneDNN (small batches), exactly the
+    modules' outputs; a network that is not conv -> ReLU throughout runs as its modules."""
+    served = served_network(load_checkpoint())
+    assert len(served.convolutions) == 3
+    x = torch.rand(NATIVE_CPU_MAX_BATCH, 1, 28, 28)
+    with torch.inference_mode():
+        out = served(x)
+        torch.backends.mkldnn.enabled = False
+        try:
+            assert torch.equal(out, served.network(x))
+        finally:
+            torch.backends.mkldnn.enabled = True
+    odd = served_network(load_checkpoint())
+    odd.network.features.append(nn.Tanh())
+    odd.convolutions = _conv_relu_chain(odd.network)
+    assert odd.convolutions is None
+    with torch.inference_mode():
+        assert torch.equal(odd(x), odd.network(x))
 
 
 def test_served_network_runs_prepacked_convolutions_on_the_cpu():
