@@ -81,7 +81,7 @@ model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
 	$(PY) -m ops.build_archive --export-path model_store
 
 serve: archive
-	@# Workers and batch delay for this host (WORKERS=/BATCH_DELAY_MS= override), as in the image.
+	@# Workers, batch size and delay for this host (WORKERS=/BATCH_SIZE=/BATCH_DELAY_MS= override), as in the image.
 	mkdir -p logs && $(PY) -m ops.entrypoint --config config.properties --out logs/config.host.properties --write-only
 	@# The frontend runs on in the background: keep its console output off the caller's terminal/pipe.
 	env -u TS_CONFIG_FILE torchserve --start --ncs --ts-config logs/config.host.properties > logs/torchserve.out 2>&1

@@ -2,10 +2,10 @@
 
 In one run on one machine:
 1. in-process ceiling: DigitHandler.handle (decode, preprocess, forward, postprocess) without HTTP,
-   at batch sizes 1, the archive's, 16, 64 and 256, on the worker's device (a GPU when there is one;
+   at batch sizes 1, the served one (BATCH_SIZE=), 16, 64 and 256, on the worker's device (a GPU when there is one;
    there also with MNIST's PNGs preprocessed on the GPU, which the handler does on the CPU);
 2. TorchServe ceiling: a no-op handler archive served with the same batch size, delay and workers:
-   the host's (ops.host_settings, as `make serve` and the image; WORKERS= and BATCH_DELAY_MS= override);
+   the host's (ops.host_settings, as `make serve` and the image; WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override);
 3. the service: requests/s and p50/p90/p99 at each concurrency, with MNIST test PNGs and with
    paper-photo JPEGs; every answer must be a 200 with a digit, and a checked pass compares every
    digit with its label;
@@ -44,7 +44,7 @@ from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from harness.settings import model_config
 from ops.build_archive import build_archive
-from ops.host_settings import BATCH_SIZE, HostSettings, host_settings, model_snapshot
+from ops.host_settings import HostSettings, host_settings, model_snapshot
 from ops.paths import ROOT
 from train.families import generate
 
@@ -272,15 +272,15 @@ def main(args: argparse.Namespace) -> dict:
         (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
         print((out / "sweep.md").read_text())
         return {"sweep": rows}
-    settings = host_settings()  # WORKERS= and BATCH_DELAY_MS= override, as for make serve
+    settings = host_settings()  # WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override, as for make serve
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "duration_s": args.duration, "warmup_s": args.warmup,
-              "model_config": {"minWorkers": settings.workers, "batchSize": BATCH_SIZE,
+              "model_config": {"minWorkers": settings.workers, "batchSize": settings.batch_size,
                                "maxBatchDelay": settings.batch_delay_ms, "source": settings.source}}
     report["cores"], report["gpus"] = os.cpu_count(), gpus()
-    report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, BATCH_SIZE) + IN_PROCESS_BATCHES)
+    report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, settings.batch_size) + IN_PROCESS_BATCHES)
     if report["gpus"]:  # the choice behind mnistify.GPU_MIN_PIXELS: MNIST's PNGs preprocessed on the GPU too
-        on_gpu = in_process({"mnist_png": sets["mnist_png"]}, (BATCH_SIZE,) + IN_PROCESS_BATCHES,
+        on_gpu = in_process({"mnist_png": sets["mnist_png"]}, (settings.batch_size,) + IN_PROCESS_BATCHES,
                             suffix="_preprocessed_on_gpu", gpu_min_pixels=0)[1]
         report["in_process_rps"].update(on_gpu)
     print("in-process", report["in_process_device"], report["in_process_rps"], flush=True)

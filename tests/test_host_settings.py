@@ -21,8 +21,11 @@ def test_workers_follow_cpus_and_gpus(cpus, gpus, workers):
 def test_overrides_win_and_bad_values_are_refused():
     settings = host_settings({"WORKERS": "3", "BATCH_DELAY_MS": "0"})
     assert (settings.workers, settings.batch_delay_ms, settings.source) == (3, 0, "override")
-    assert host_settings({}).source == "host"
-    for bad in ({"WORKERS": "0"}, {"WORKERS": "two"}, {"BATCH_DELAY_MS": "-1"}):
+    assert (host_settings({}).source, host_settings({}).batch_size) == ("host", BATCH_SIZE)
+    larger = host_settings({"BATCH_SIZE": "64"})
+    assert (larger.batch_size, larger.source) == (64, "override")
+    assert json.loads(model_snapshot(larger))["models"]["mnist"]["1.0"]["batchSize"] == 64
+    for bad in ({"WORKERS": "0"}, {"WORKERS": "two"}, {"BATCH_DELAY_MS": "-1"}, {"BATCH_SIZE": "0"}):
         with pytest.raises(SystemExit):
             host_settings(bad)
 
