@@ -37,6 +37,9 @@ class LocalTorchServe:
     process: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
         self.ports = {name: free_port() for name in ("inference", "management", "metrics", "grpc", "grpc_mgmt")}
         self.inference = f"http://127.0.0.1:{self.ports['inference']}"
         self.management = f"http://127.0.0.1:{self.ports['management']}"
@@ -76,20 +79,35 @@ class LocalTorchServe:
         return dict(env, TMPDIR=str(tmp), TEMP=str(tmp), PATH=f"{bin_dir}:{env.get('PATH', '')}",
                     LOG_LOCATION=str(self.root / "logs"), METRICS_LOCATION=str(self.root / "logs"))
 
-    def start(self, timeout: float = 180.0) -> "LocalTorchServe":
-        config = self.write_config()
-        log = open(self.root / "torchserve.out", "wb")
-        self.process = subprocess.Popen(
-            [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
-             "--ncs", "--ts-config", str(config)],
-            cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            wait_ready(self.inference, self.root / "key_file.json", timeout=timeout)
-        except TimeoutError as error:
-            self.stop()
-            raise RuntimeError(f"TorchServe did not start: {error}\n{self.log_tail()}") from None
-        return self
+    def start(self, timeout: float = 180.0, attempts: int = 3) -> "LocalTorchServe":
+        """Start and wait until a prediction is answered. A port that another process took between
+        free_port() and the frontend's bind (wrk's connections take ephemeral ports too) makes the
+        frontend stop at once; then it starts again on fresh ports, up to `attempts` times."""
+        attempt = 1
+        while True:
+            config = self.write_config()
+            log = open(self.root / "torchserve.out", "wb")
+            self.process = subprocess.Popen(
+                [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
+                 "--ncs", "--ts-config", str(config)],
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            try:
+                wait_ready(self.inference, self.root / "key_file.json", timeout=timeout,
+                           alive=lambda: self.process.poll() is None and not self._port_taken())
+                return self
+            except TimeoutError as error:
+                port_taken = self._port_taken()
+                self.stop()
+                if not port_taken or attempt == attempts:
+                    raise RuntimeError(f"TorchServe did not start: {error}\n{self.log_tail()}") from None
+            attempt += 1
+            self._pick_ports()
+
+    def _port_taken(self) -> bool:
+        """Whether the frontend could not bind one of its ports."""
+        out = self.root / "torchserve.out"
+        return out.exists() and "Failed to bind to address" in out.read_text(errors="replace")
 
     def stop(self) -> None:
         """Stop the launcher, the Java frontend and every worker, also after a crash."""

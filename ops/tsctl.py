@@ -30,10 +30,14 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0) -> None:
-    """Healthy /ping and one answered prediction, or TimeoutError."""
+def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0,
+               alive=None) -> None:
+    """Healthy /ping and one answered prediction, or TimeoutError: after `timeout` seconds, or as
+    soon as `alive()` (when given) says the server has gone."""
     deadline, last = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise TimeoutError(f"TorchServe exited before it was ready: {last}")
         try:
             headers = bearer(read_keys(key_file)["inference"])
             ping = requests.get(f"{inference_url}/ping", headers=headers, timeout=5)
