@@ -89,7 +89,7 @@ class DigitHandler:
             self.device = torch.device("cpu")
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
-        self.model = served_network(load_checkpoint(weights)).to(self.device)
+        self.model = served_network(load_checkpoint(weights), properties.get("batch_size")).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         self._route_prediction_time(context.metrics)

@@ -86,12 +86,12 @@ class LocalTorchServe:
         attempt = 1
         while True:
             config = self.write_config()
-            log = open(self.root / "torchserve.out", "wb")
-            self.process = subprocess.Popen(
-                [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
-                 "--ncs", "--ts-config", str(config)],
-                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            with open(self.root / "torchserve.out", "wb") as log:  # the launcher keeps its own copy
+                self.process = subprocess.Popen(
+                    [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
+                     "--ncs", "--ts-config", str(config)],
+                    cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
             try:
                 wait_ready(self.inference, self.root / "key_file.json", timeout=timeout,
                            alive=lambda: self.process.poll() is None and not self._port_taken())

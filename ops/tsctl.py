@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -31,7 +32,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0,
-               alive=None) -> None:
+               alive: Callable[[], bool] | None = None) -> None:
     """Healthy /ping and one answered prediction, or TimeoutError: after `timeout` seconds, or as
     soon as `alive()` (when given) says the server has gone."""
     deadline, last = time.monotonic() + timeout, "no answer"

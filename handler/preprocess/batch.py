@@ -181,11 +181,10 @@ def second_look(model: torch.nn.Module, images: torch.Tensor, probabilities: tor
     reports/evaluation.md ("one look")."""
     # One read of the confidences, the checks in Python: fewer calls than a mask and its nonzero,
     # for the usual batch where nobody is unsure.
-    confidence = probabilities.amax(1).tolist()
-    unsure = [i for i, surest in enumerate(confidence) if surest < SECOND_LOOK_BELOW]
-    if not unsure:
+    unsure_rows = [i for i, surest in enumerate(probabilities.amax(1).tolist()) if surest < SECOND_LOOK_BELOW]
+    if not unsure_rows:
         return probabilities
-    unsure = torch.tensor(unsure, device=images.device)
+    unsure = torch.tensor(unsure_rows, device=images.device)
     turns = _TURNS.to(images.device)  # (2, 2, 3)
     x = images[unsure].repeat(2, 1, 1, 1)  # (2n, 1, 28, 28): every image once per turn
     grid = F.affine_grid(turns.repeat_interleave(len(unsure), 0), list(x.shape), align_corners=False)
