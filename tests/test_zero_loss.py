@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 CALLERS = 16
 REQUESTS = 800  # the 100 sample digits, 8 times each
+ROUND, MAX_REQUESTS = 200, 4000  # the load's rounds, and how long it may wait for the fault to end
 FAULT_AFTER = 100  # answers before the fault: it lands while the load runs
 # Per attempt: far above a healthy answer under this load (tens of ms), yet short enough that a
 # batch dropped by a scale-down costs its callers seconds, not the suite minutes.
@@ -53,22 +54,28 @@ def healthy_digits(server, bodies) -> list[int]:
 
 
 def load_with_fault(client: DigitClient, bodies: list[bytes], fault: Callable[[], object]) -> list:
-    """REQUESTS predictions from CALLERS threads; `fault()` starts once FAULT_AFTER are answered.
+    """At least REQUESTS predictions from CALLERS threads, in rounds of ROUND; `fault()` starts
+    once FAULT_AFTER are answered.
 
     The fault runs on its own thread so that answers keep being counted while it acts (a
-    synchronous scale-down takes a while): the test checks that plenty came after it.
+    synchronous scale-down takes a while, longer on a busy machine): rounds go on, up to
+    MAX_REQUESTS, until plenty came after it, which the test checks.
     """
-    jobs = [bodies[i % len(bodies)] for i in range(REQUESTS)]
-    results: list = [None] * len(jobs)
+    results: list = []
     with ThreadPoolExecutor(max_workers=1) as fault_runner:
         fault_done = None
-        answered_after_fault = 0
-        for answered, (i, result) in enumerate(client.as_completed(jobs, concurrency=CALLERS), start=1):
-            results[i] = result
-            if answered == FAULT_AFTER:
-                fault_done = fault_runner.submit(fault)
-            elif fault_done is not None and fault_done.done():
-                answered_after_fault += 1
+        answered = answered_after_fault = 0
+        while len(results) < REQUESTS or (answered_after_fault < CALLERS * 10 and len(results) < MAX_REQUESTS):
+            first = len(results)
+            results += [None] * ROUND
+            jobs = [bodies[i % len(bodies)] for i in range(first, first + ROUND)]
+            for i, result in client.as_completed(jobs, concurrency=CALLERS):
+                results[first + i] = result
+                answered += 1
+                if answered == FAULT_AFTER:
+                    fault_done = fault_runner.submit(fault)
+                elif fault_done is not None and fault_done.done():
+                    answered_after_fault += 1
         fault_done.result()  # the fault's own error, if it had one
     assert answered_after_fault >= CALLERS * 10, f"the load was over before the fault: {answered_after_fault}"
     return results
