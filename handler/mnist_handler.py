@@ -18,6 +18,7 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 
 from handler import worker_socket
+from handler.cuda_sync import checked_schedule, set_sync_schedule
 from handler.errors import InputError, RequestError
 from handler.preprocess import RequestBatch, decode_batch, read_digits
 from handler.preprocess.mnistify import GPU_MIN_PIXELS
@@ -82,7 +83,10 @@ class DigitHandler:
         self.gpu_min_pixels = int(settings.get("gpu_min_pixels", GPU_MIN_PIXELS))
 
         gpu_id = properties.get("gpu_id")
+        schedule = checked_schedule(settings.get("cuda_sync", "auto"))
         if torch.cuda.is_available() and gpu_id is not None:
+            if schedule != "auto":  # before set_device creates the context (handler/cuda_sync.py)
+                set_sync_schedule(int(gpu_id), schedule)
             self.device = torch.device(f"cuda:{gpu_id}")
             torch.cuda.set_device(self.device)
         else:
