@@ -14,7 +14,9 @@ In one run on one machine:
    minutes, and steps 2 and 3 are several minutes apart: the goals' ratios are the median of
    step 2-3's ratio and each pair's.
 Load comes from wrk (apt-get install wrk). Each server first gets --warmup seconds of load that
-are not measured: the JVM's JIT compilers take most of a core for the first half minute.
+are not measured: the JVM's JIT compilers take most of a core for the first half minute, and
+they compile by calls, so the service, answering half the requests per second, needs about
+twice the no-op's time (README, "Performance").
 At every level the CPU time of the frontend (Java), the workers (Python) and wrk is divided by
 the requests answered: where the time goes. Writes reports/bench.{json,md,png}, or on a host with a
 GPU reports/bench-gpu.{json,md,png}, and names the cores and GPUs it found.
@@ -55,7 +57,7 @@ SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "imag
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=10, help="seconds per load level")
-    p.add_argument("--warmup", type=int, default=30, help="seconds of unmeasured load on each server first")
+    p.add_argument("--warmup", type=int, default=60, help="seconds of unmeasured load on each server first")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
