@@ -37,6 +37,14 @@ def _truncated_png() -> bytes:
     return whole[:len(whole) // 2]
 
 
+def _not_finite_tiff() -> bytes:
+    """A float TIFF (Pillow mode "F") of a digit with one NaN and one infinite pixel."""
+    pixels = np.zeros((28, 28), np.float32)
+    pixels[5:20, 10:14] = 200
+    pixels[0, 0], pixels[3, 3] = np.nan, np.inf
+    return encode_image(pixels, "TIFF")
+
+
 BAD_BODIES = [
     BadBody("empty", b"", 400),
     BadBody("not_an_image", b"\x00\x01\x02 definitely not an image \xff\xfe" * 4, 415),
@@ -47,4 +55,5 @@ BAD_BODIES = [
     BadBody("bad_json", b'{"instances": "nope"}', 400, "application/json"),
     BadBody("too_many_pixels", png_header(50000, 50000), 413),
     BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
+    BadBody("not_finite", _not_finite_tiff(), 400),
 ]

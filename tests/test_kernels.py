@@ -9,8 +9,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from handler.preprocess.kernels import (box_counts, divide, gaussian_blur, median3, min_filter, opening, pad_last2,
-                                        quantiles, reach_border)
+from handler.preprocess.kernels import (LEAST_NOT_BLACK, above, below, black_counts, box_counts, divide, gaussian_blur,
+                                        median3, min_filter, opening, pad_last2, quantiles, reach_border)
 from handler.preprocess.mnistify import _percentile, _shifted
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
@@ -84,6 +84,36 @@ def test_box_counts_are_window_sums(shape, radius, mode):
     assert np.array_equal(box_counts(t(mask), radius, mode).numpy(), reference)
 
 
+def test_box_counts_of_a_float_mask_are_those_of_the_bool_one():
+    mask = np.random.default_rng(2).random((3, 20, 30)) < 0.4
+    assert torch.equal(box_counts(t(mask.astype(np.float32)), 2, "edge"), box_counts(t(mask), 2, "edge"))
+
+
+def _around(thresholds: list[float]) -> torch.Tensor:
+    """float32 values at, just under and just over each threshold, and a spread of others."""
+    at = torch.tensor(thresholds, dtype=torch.float32)
+    spread = torch.from_numpy(np.random.default_rng(4).random(1000, dtype=np.float32))
+    return torch.cat([at, torch.nextafter(at, torch.tensor(-1.0)), torch.nextafter(at, torch.tensor(2.0)),
+                      spread, torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-30, 3e38])])
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.15, 0.25, 0.0, LEAST_NOT_BLACK])
+def test_above_and_below_are_the_comparisons_as_floats(threshold):
+    x = _around([0.3, 0.15, 0.25, LEAST_NOT_BLACK])
+    assert torch.equal(above(x, threshold), (x > threshold).float())
+    assert torch.equal(below(x, threshold), (x < threshold).float())
+
+
+def test_black_counts_count_level_zero_as_quantiles_reads_it():
+    values = _around([LEAST_NOT_BLACK, 0.5 / 255, 1 / 255]).clamp(0, 1)[:1000].reshape(10, 100)
+    mask = torch.from_numpy(np.random.default_rng(5).random((10, 100)) < 0.5)
+    level_zero = values * 255 + 0.5 < 1  # quantiles' levels (kernels._codes): the nearest, halves up
+    assert black_counts(values).tolist() == level_zero.sum(1).tolist()
+    assert black_counts(values, mask.float()).tolist() == (level_zero & mask).sum(1).tolist()
+    least = torch.tensor(LEAST_NOT_BLACK)  # float32, as the images are
+    assert least * 255 + 0.5 >= 1 > torch.nextafter(least, torch.tensor(0.0)) * 255 + 0.5
+
+
 @pytest.mark.parametrize("mode", ["edge", "constant"])
 def test_pad_last2_is_np_pad(mode):
     x = np.random.default_rng(3).random((3, 7, 9), dtype=np.float32)
@@ -91,7 +121,7 @@ def test_pad_last2_is_np_pad(mode):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("radius", [1, 4])
+@pytest.mark.parametrize("radius", [1, 3, 4])  # windows of 3, 7 and 9: every way _runs joins its runs
 def test_min_filter_and_opening_match_scipy_with_edges_replicated(shape, radius):
     size = (1, 2 * radius + 1, 2 * radius + 1)
     for x in stacks(shape):
@@ -156,5 +186,7 @@ def test_kernels_give_the_same_on_cuda_as_on_the_cpu():
     assert torch.equal(opening(cpu, 4), opening(gpu, 4).cpu())
     assert (gaussian_blur(cpu, 0.8) - gaussian_blur(gpu, 0.8).cpu()).abs().max() <= 1 / 255
     assert torch.equal(reach_border(cpu > 0.6), reach_border(gpu > 0.6).cpu())
+    assert torch.equal(above(cpu, 0.3), above(gpu, 0.3).cpu())
+    assert torch.equal(black_counts(cpu), black_counts(gpu).cpu())
     levels = torch.arange(256, dtype=torch.float64)
     assert torch.equal(divide(levels, 255), divide(levels.cuda(), 255).cpu())
