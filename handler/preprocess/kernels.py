@@ -62,20 +62,10 @@ def below(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return (threshold - x).sign_().clamp_(min=0)
 
 
-def _least_not_black() -> float:
-    """The least float32 value whose level (_rounded_levels) is 1 or more. Levels only grow with
-    the value, so a float32 value is at level 0 exactly when it is below this one (about 0.5/255)."""
-    lo, hi = 0, int(torch.tensor(1.0).view(torch.int32))  # bit patterns of 0.0 and 1.0: order-preserving
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _rounded_levels(torch.tensor(mid, dtype=torch.int32).view(torch.float32)) < 1:
-            lo = mid
-        else:
-            hi = mid
-    return float(torch.tensor(hi, dtype=torch.int32).view(torch.float32))
-
-
-LEAST_NOT_BLACK = _least_not_black()
+# The least float32 value whose level (_rounded_levels) is 1 or more, just under 0.5/255. Levels
+# only grow with the value, so a float32 value is at level 0 exactly when it is below this one
+# (tests/test_kernels.py checks it and its float32 neighbour).
+LEAST_NOT_BLACK = float.fromhex("0x1.0101p-9")
 
 
 def black_counts(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -313,10 +313,10 @@ def _noise_levels(x: torch.Tensor, on_black: bool = False) -> torch.Tensor:
     h, w = x.shape[1:]
     # Strokes: where the 3x3 median is over 0.3, i.e. 5 of the 9 pixels are (the median ignores
     # salt, so isolated noise is not taken for a stroke); background: over 2 px from any stroke.
-    # Masks are 0/1 floats (kernels.above) and counts their float sums: whole numbers, exact.
-    # The counts are whole numbers, so clamping count - 4 to [0, 1] is "count >= 5".
+    # Masks are 0/1 floats (kernels.above), counted by float sums: whole numbers, exact, so
+    # clamping count - 4 to [0, 1] is "count >= 5" and 1 - count to [0, ...] is "count == 0".
     strokes = (box_counts(above(x, 0.3), 1, "edge") - 4).clamp_(0, 1)
-    background = (1 - box_counts(strokes, 2, "constant")).clamp_(min=0)  # 1 where the count is 0
+    background = (1 - box_counts(strokes, 2, "constant")).clamp_(min=0)
     sizes = background.sum((1, 2)).double()
     # The level is the background's median as quantiles reads it: 0 wherever half the background
     # is at level 0, as on images that were on black, and then its histogram (a tenth of such a
