@@ -20,6 +20,8 @@ twice the no-op's time (README, "Performance").
 At every level the CPU time of the frontend (Java), the workers (Python) and wrk is divided by
 the requests answered: where the time goes. Writes reports/bench.{json,md,png}, or on a host with a
 GPU reports/bench-gpu.{json,md,png}, and names the cores and GPUs it found.
+Instead of all that, --sweep serves batch size x delay x workers, and --cuda-sync the GPU wait
+schedules (handler/cuda_sync.py) one after the other.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import psutil
 import torch
 import yaml
 
+from handler.cuda_sync import checked_schedule
 from harness.clients import count_right, predict_concurrently
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
@@ -67,6 +70,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-workers", type=int, nargs="+", default=[1, 2], help="sweep: worker counts")
     p.add_argument("--sweep-delays", type=int, nargs="+", default=None,
                    help="sweep: max batch delays (ms) at batch size 16, instead of the batch/delay pairs")
+    p.add_argument("--cuda-sync", nargs="+", default=None, metavar="SCHEDULE",
+                   help="instead: the service once per GPU wait schedule (model-config.yaml's handler.cuda_sync: "
+                        "auto, block, yield, spin) with the host's settings, both body sets at each --concurrency; "
+                        "writes cuda-sync.{json,md}")
     return p
 
 
@@ -249,6 +256,42 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
     return rows
 
 
+def cuda_sync_runs(sets: dict, work: Path, args) -> list[dict]:
+    """The service with each --cuda-sync schedule (handler/cuda_sync.py) in its archive's
+    model-config.yaml, otherwise as in step 3: whether sleeping instead of spinning through the
+    GPU waits lowers the workers' CPU per request, and what it costs in requests/s and latency."""
+    base, settings = model_config(), host_settings()
+    rows = []
+    for schedule in args.cuda_sync:
+        config = dict(base, handler={**base.get("handler", {}), "cuda_sync": checked_schedule(schedule)})
+        folder = work / f"cuda-sync-{schedule}"
+        folder.mkdir()
+        (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
+        build_archive(folder / "store", config_file=folder / "model-config.yaml")
+        for name, result in serve_and_load(folder / "store", sets, list(SETS), settings, args).items():
+            for connections, r in result["load"].items():
+                rows.append({"cuda_sync": schedule, "bodies": name, "concurrency": connections, "rps": r["rps"],
+                             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+                             "errors": r["bad"] + r["socket_errors"] + r["timeouts"],
+                             "worker_cpu_us": r["cpu_us_per_request"]["workers"],
+                             "checked": f"{result['checked']['right']}/{result['checked']['requests']}"})
+    return rows
+
+
+def cuda_sync_markdown(rows: list[dict], label: str, settings: HostSettings) -> str:
+    lines = ["# GPU wait schedules", "",
+             f"Machine: {label}. The service with handler.cuda_sync set in its archive, {settings.workers} workers, "
+             f"batch {settings.batch_size}, max delay {settings.batch_delay_ms} ms; "
+             "`python -m benchmarks.bench --cuda-sync ...`. Workers' CPU is per answered request; checked: "
+             "right answers of one pass over the bodies at concurrency 32.", "",
+             "| cuda_sync | bodies | concurrency | requests/s | p50 ms | p99 ms | errors | workers' CPU us | checked |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['cuda_sync']} | {r['bodies']} | {r['concurrency']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['worker_cpu_us']} | {r['checked']} |")
+    return "\n".join(lines) + "\n"
+
+
 def sweep_markdown(rows: list[dict], label: str) -> str:
     lines = ["# Batching and workers sweep", "",
              f"Machine: {label}. The service with MNIST test PNGs, wrk at concurrency 1 and 32; "
@@ -274,6 +317,12 @@ def main(args: argparse.Namespace) -> dict:
         (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
         print((out / "sweep.md").read_text())
         return {"sweep": rows}
+    if args.cuda_sync:
+        rows = cuda_sync_runs(sets, work, args)
+        (out / "cuda-sync.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "cuda-sync.md").write_text(cuda_sync_markdown(rows, args.label or machine(), host_settings()))
+        print((out / "cuda-sync.md").read_text())
+        return {"cuda_sync": rows}
     settings = host_settings()  # WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override, as for make serve
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "duration_s": args.duration, "warmup_s": args.warmup,

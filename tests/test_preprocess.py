@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from handler import preprocess as P
@@ -485,6 +486,14 @@ def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
     assert turned.shape == (2, 1, 28, 28)
     assert not torch.allclose(turned[0], images[1]) and torch.allclose(turned[0].sum(), images[1].sum(), rtol=0.05)
     assert torch.allclose(turned[0], turned[1].flip(-1), atol=1e-5)  # +10 and -10 degrees mirror each other
+
+
+def test_second_look_grids_are_the_turns_of_each_image():
+    from handler.preprocess.batch import _TURNS, _turn_grids
+
+    n = 3  # turned images are ordered turn by turn: n turned one way, then n the other
+    grids = F.affine_grid(_TURNS.repeat_interleave(n, 0), [2 * n, 1, 28, 28], align_corners=False)
+    assert torch.equal(_turn_grids(torch.device("cpu")).repeat_interleave(n, 0), grids)
 
 
 @pytest.mark.gpu

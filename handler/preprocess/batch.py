@@ -2,6 +2,7 @@
 spoils the others."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -173,6 +174,13 @@ SECOND_LOOK_BELOW, SECOND_LOOK_DEGREES = 0.6, 10.0
 _TURNS = torch.tensor([_rotation(SECOND_LOOK_DEGREES), _rotation(-SECOND_LOOK_DEGREES)])
 
 
+@functools.lru_cache(maxsize=8)
+def _turn_grids(device: torch.device) -> torch.Tensor:
+    """(2, 28, 28, 2) sampling grids of the two turns, made once per device: on the CPU, making
+    them for every batch with an unsure answer cost about 0.1 ms of its second look."""
+    return F.affine_grid(_TURNS.to(device), [2, 1, 28, 28], align_corners=False)
+
+
 def second_look(model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
     """(N, 1, 28, 28) chosen readings and their (N, 10) probabilities -> (N, 10), where the answers
     under SECOND_LOOK_BELOW are the mean over the reading and the reading turned by
@@ -185,9 +193,8 @@ def second_look(model: torch.nn.Module, images: torch.Tensor, probabilities: tor
     if not unsure_rows:
         return probabilities
     unsure = torch.tensor(unsure_rows, device=images.device)
-    turns = _TURNS.to(images.device)  # (2, 2, 3)
     x = images[unsure].repeat(2, 1, 1, 1)  # (2n, 1, 28, 28): every image once per turn
-    grid = F.affine_grid(turns.repeat_interleave(len(unsure), 0), list(x.shape), align_corners=False)
+    grid = _turn_grids(images.device).repeat_interleave(len(unsure), 0)  # (2n, 28, 28, 2), as x
     turned = torch.softmax(model(F.grid_sample(x, grid, align_corners=False)), dim=1)  # (2n, 10)
     probabilities = probabilities.clone()
     probabilities[unsure] = divide(probabilities[unsure] + turned.view(2, len(unsure), 10).sum(0), 3)
