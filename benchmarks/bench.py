@@ -235,11 +235,7 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
     for workers in args.sweep_workers:
         for batch, delay in pairs:
             config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
-            folder = work / f"sweep-{workers}-{batch}-{delay}"
-            folder.mkdir()
-            (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
-            build_archive(folder / "store", config_file=folder / "model-config.yaml")
-            server = LocalTorchServe(folder / "store").start()
+            server = LocalTorchServe(archive_with(config, work / f"sweep-{workers}-{batch}-{delay}")).start()
             try:
                 listing, _ = sets["mnist_png"]
                 row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
@@ -256,6 +252,19 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
     return rows
 
 
+def archive_with(config: dict, folder: Path) -> Path:
+    """A model store in `folder` holding the service's archive with `config` as its model-config.yaml."""
+    folder.mkdir()
+    (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
+    build_archive(folder / "store", config_file=folder / "model-config.yaml")
+    return folder / "store"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def cuda_sync_runs(sets: dict, work: Path, args) -> list[dict]:
     """The service with each --cuda-sync schedule (handler/cuda_sync.py) in its archive's
     model-config.yaml, otherwise as in step 3: whether sleeping instead of spinning through the
@@ -264,11 +273,8 @@ def cuda_sync_runs(sets: dict, work: Path, args) -> list[dict]:
     rows = []
     for schedule in args.cuda_sync:
         config = dict(base, handler={**base.get("handler", {}), "cuda_sync": checked_schedule(schedule)})
-        folder = work / f"cuda-sync-{schedule}"
-        folder.mkdir()
-        (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
-        build_archive(folder / "store", config_file=folder / "model-config.yaml")
-        for name, result in serve_and_load(folder / "store", sets, list(SETS), settings, args).items():
+        store = archive_with(config, work / f"cuda-sync-{schedule}")
+        for name, result in serve_and_load(store, sets, list(SETS), settings, args).items():
             for connections, r in result["load"].items():
                 rows.append({"cuda_sync": schedule, "bodies": name, "concurrency": connections, "rps": r["rps"],
                              "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
@@ -283,24 +289,23 @@ def cuda_sync_markdown(rows: list[dict], label: str, settings: HostSettings) -> 
              f"Machine: {label}. The service with handler.cuda_sync set in its archive, {settings.workers} workers, "
              f"batch {settings.batch_size}, max delay {settings.batch_delay_ms} ms; "
              "`python -m benchmarks.bench --cuda-sync ...`. Workers' CPU is per answered request; checked: "
-             "right answers of one pass over the bodies at concurrency 32.", "",
-             "| cuda_sync | bodies | concurrency | requests/s | p50 ms | p99 ms | errors | workers' CPU us | checked |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['cuda_sync']} | {r['bodies']} | {r['concurrency']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['worker_cpu_us']} | {r['checked']} |")
+             "right answers of one pass over the bodies at concurrency 32.", ""]
+    lines += markdown_table(
+        ["cuda_sync", "bodies", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "workers' CPU us", "checked"],
+        [[r["cuda_sync"], r["bodies"], str(r["concurrency"]), f"{r['rps']:,.0f}", f"{r['p50_ms']:.1f}",
+          f"{r['p99_ms']:.1f}", str(r["errors"]), str(r["worker_cpu_us"]), r["checked"]] for r in rows])
     return "\n".join(lines) + "\n"
 
 
 def sweep_markdown(rows: list[dict], label: str) -> str:
     lines = ["# Batching and workers sweep", "",
              f"Machine: {label}. The service with MNIST test PNGs, wrk at concurrency 1 and 32; "
-             "`python -m benchmarks.bench --sweep`.", "",
-             "| workers | batch size | max delay ms | c1 req/s | c1 p50 ms | c32 req/s | c32 p50 ms | c32 p99 ms |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['workers']} | {r['batchSize']} | {r['maxBatchDelay']} | {r['c1_rps']:,.0f} | "
-                     f"{r['c1_p50_ms']:.1f} | {r['c32_rps']:,.0f} | {r['c32_p50_ms']:.1f} | {r['c32_p99_ms']:.1f} |")
+             "`python -m benchmarks.bench --sweep`.", ""]
+    lines += markdown_table(
+        ["workers", "batch size", "max delay ms", "c1 req/s", "c1 p50 ms", "c32 req/s", "c32 p50 ms", "c32 p99 ms"],
+        [[str(r["workers"]), str(r["batchSize"]), str(r["maxBatchDelay"]), f"{r['c1_rps']:,.0f}",
+          f"{r['c1_p50_ms']:.1f}", f"{r['c32_rps']:,.0f}", f"{r['c32_p50_ms']:.1f}", f"{r['c32_p99_ms']:.1f}"]
+         for r in rows])
     return "\n".join(lines) + "\n"
 
 
