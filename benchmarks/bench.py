@@ -42,7 +42,7 @@ import psutil
 import torch
 import yaml
 
-from handler.cuda_sync import checked_schedule
+from handler.cuda_sync import SCHEDULES
 from harness.clients import count_right, predict_concurrently
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
@@ -70,9 +70,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-workers", type=int, nargs="+", default=[1, 2], help="sweep: worker counts")
     p.add_argument("--sweep-delays", type=int, nargs="+", default=None,
                    help="sweep: max batch delays (ms) at batch size 16, instead of the batch/delay pairs")
-    p.add_argument("--cuda-sync", nargs="+", default=None, metavar="SCHEDULE",
+    p.add_argument("--cuda-sync", nargs="+", default=None, choices=sorted(SCHEDULES), metavar="SCHEDULE",
                    help="instead: the service once per GPU wait schedule (model-config.yaml's handler.cuda_sync: "
-                        "auto, block, yield, spin) with the host's settings, both body sets at each --concurrency; "
+                        f"{', '.join(SCHEDULES)}) with the host's settings, both body sets at each --concurrency; "
                         "writes cuda-sync.{json,md}")
     return p
 
@@ -272,7 +272,7 @@ def cuda_sync_runs(sets: dict, work: Path, args) -> list[dict]:
     base, settings = model_config(), host_settings()
     rows = []
     for schedule in args.cuda_sync:
-        config = dict(base, handler={**base.get("handler", {}), "cuda_sync": checked_schedule(schedule)})
+        config = dict(base, handler={**base.get("handler", {}), "cuda_sync": schedule})
         store = archive_with(config, work / f"cuda-sync-{schedule}")
         for name, result in serve_and_load(store, sets, list(SETS), settings, args).items():
             for connections, r in result["load"].items():
