@@ -261,15 +261,16 @@ def archive_with(config: dict, folder: Path) -> Path:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(row) + " |" for row in rows])
+    """The lines of a Markdown table; an empty cell is written `| |`."""
+    line = lambda cells: "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"  # noqa: E731
+    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
 
 
-def cuda_sync_runs(sets: dict, work: Path, args) -> list[dict]:
+def cuda_sync_runs(sets: dict, work: Path, settings: HostSettings, args) -> list[dict]:
     """The service with each --cuda-sync schedule (handler/cuda_sync.py) in its archive's
     model-config.yaml, otherwise as in step 3: whether sleeping instead of spinning through the
     GPU waits lowers the workers' CPU per request, and what it costs in requests/s and latency."""
-    base, settings = model_config(), host_settings()
+    base = model_config()
     rows = []
     for schedule in args.cuda_sync:
         config = dict(base, handler={**base.get("handler", {}), "cuda_sync": schedule})
@@ -315,20 +316,28 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    sets = write_bodies(work)
-    if args.sweep:
-        rows = sweep(sets, work, args)
-        (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
-        print((out / "sweep.md").read_text())
-        return {"sweep": rows}
-    if args.cuda_sync:
-        rows = cuda_sync_runs(sets, work, args)
-        (out / "cuda-sync.json").write_text(json.dumps(rows, indent=2) + "\n")
-        (out / "cuda-sync.md").write_text(cuda_sync_markdown(rows, args.label or machine(), host_settings()))
-        print((out / "cuda-sync.md").read_text())
-        return {"cuda_sync": rows}
     settings = host_settings()  # WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override, as for make serve
+    try:
+        sets = write_bodies(work)
+        if args.sweep:
+            rows = sweep(sets, work, args)
+            (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+            (out / "sweep.md").write_text(sweep_markdown(rows, args.label or machine()))
+            print((out / "sweep.md").read_text())
+            return {"sweep": rows}
+        if args.cuda_sync:
+            rows = cuda_sync_runs(sets, work, settings, args)
+            (out / "cuda-sync.json").write_text(json.dumps(rows, indent=2) + "\n")
+            (out / "cuda-sync.md").write_text(cuda_sync_markdown(rows, args.label or machine(), settings))
+            print((out / "cuda-sync.md").read_text())
+            return {"cuda_sync": rows}
+        return full_report(sets, work, settings, out, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def full_report(sets: dict, work: Path, settings: HostSettings, out: Path, args) -> dict:
+    """Steps 1-4 of the module's docstring; writes reports/bench{,-gpu}.{json,md,png} to `out`."""
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "duration_s": args.duration, "warmup_s": args.warmup,
               "model_config": {"minWorkers": settings.workers, "batchSize": settings.batch_size,
@@ -352,7 +361,6 @@ def main(args: argparse.Namespace) -> dict:
     (out / f"{stem}.md").write_text(markdown(report))
     plot(report, out / f"{stem}.png")
     print((out / f"{stem}.md").read_text())
-    shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -389,10 +397,10 @@ def _median_with_pairs(main: float | None, paired: list[float]) -> float | None:
     return values[middle] if len(values) % 2 else round((values[middle - 1] + values[middle]) / 2, 3)
 
 
-def goal_row(goal: str, measured: float | None, unit: str, met) -> str:
+def goal_row(goal: str, measured: float | None, unit: str, met) -> list[str]:
     if measured is None:
-        return f"| {goal} | not measured (level not in --concurrency) | |"
-    return f"| {goal} | {measured:g}{unit} | {'yes' if met(measured) else 'no'} |"
+        return [goal, "not measured (level not in --concurrency)", ""]
+    return [goal, f"{measured:g}{unit}", "yes" if met(measured) else "no"]
 
 
 def markdown(report: dict) -> str:
@@ -403,16 +411,14 @@ def markdown(report: dict) -> str:
         f"{report.get('warmup_s', 0)} s of unmeasured warm-up load per server, load from wrk on the same machine. "
         f"Served with the host's settings ({cfg.get('source', 'archive')}, ops.host_settings; both servers): "
         f"{cfg['minWorkers']} workers, batch {cfg['batchSize']}, max delay {cfg['maxBatchDelay']} ms.", "",
-        "| target | bodies | concurrency | requests/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    rows = [("no-op handler (TorchServe ceiling)", "mnist_png", report["noop"])]
-    rows += [("the service", name, result) for name, result in report["service"].items()]
-    for target, name, result in rows:
-        for connections, r in result["load"].items():
-            errors = r["bad"] + r["socket_errors"] + r["timeouts"]
-            lines.append(f"| {target} | {name} | {connections} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.1f} | "
-                         f"{r['p90_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} | {errors} |")
+    targets = [("no-op handler (TorchServe ceiling)", "mnist_png", report["noop"])]
+    targets += [("the service", name, result) for name, result in report["service"].items()]
+    lines += markdown_table(
+        ["target", "bodies", "concurrency", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors"],
+        [[target, name, str(connections), f"{r['rps']:,.0f}", f"{r['p50_us'] / 1000:.1f}", f"{r['p90_us'] / 1000:.1f}",
+          f"{r['p99_us'] / 1000:.1f}", str(r["bad"] + r["socket_errors"] + r["timeouts"])]
+         for target, name, result in targets for connections, r in result["load"].items()])
     lines += ["", f"In-process ceiling (one worker on {report.get('in_process_device', 'cpu')}, no HTTP; images/s "
               "by batch size): " + ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()), ""]
     checked = [f"{name}: {r['checked']['right']}/{r['checked']['requests']} right, {r['checked']['errors']} errors"
@@ -420,21 +426,20 @@ def markdown(report: dict) -> str:
     ratio = report["ratios"]
     lines += ["Checked pass (every body once at concurrency 32): " + "; ".join(checked) + ".", ""]
     lines += pairs_markdown(report)
-    lines += ["| goal | measured | met |", "|---|---|---|",
-              goal_row("service at c32 >= 0.5 x no-op", ratio["throughput_c32_service_over_noop"], " x",
-                       lambda v: v >= 0.5),
-              goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x",
-                       lambda v: v <= 1.5),
-              goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0)]
+    goals = [goal_row("service at c32 >= 0.5 x no-op", ratio["throughput_c32_service_over_noop"], " x",
+                      lambda v: v >= 0.5),
+             goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x",
+                      lambda v: v <= 1.5),
+             goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0)]
     if report.get("gpus"):  # the GPU host's goals
-        lines += [goal_row("service at c128 >= 0.6 x no-op", ratio["throughput_c128_service_over_noop"], " x",
+        goals += [goal_row("service at c128 >= 0.6 x no-op", ratio["throughput_c128_service_over_noop"], " x",
                            lambda v: v >= 0.6),
                   goal_row("paper-photo JPEG at c128 >= 10,000 requests/s", ratio["paper_jpeg_c128_rps"], "",
                            lambda v: v >= 10000),
                   goal_row("worker CPU per MNIST request at c128 <= 150 us", ratio["worker_us_per_mnist_request_c128"],
                            " us", lambda v: v <= 150)]
-    lines += [
-              "", f"![benchmark]({report_stem(report)}.png)", ""]
+    lines += markdown_table(["goal", "measured", "met"], goals)
+    lines += ["", f"![benchmark]({report_stem(report)}.png)", ""]
     lines += where_the_time_goes(report)
     return "\n".join(lines)
 
@@ -447,19 +452,21 @@ def pairs_markdown(report: dict) -> list[str]:
     noop, service = report["noop"]["load"], report["service"]["mnist_png"]["load"]
     lines = ["Back-to-back pairs (MNIST PNGs; each server started afresh, warmed for "
              f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level): the goals below are the median "
-             "ratio of the tables above and these pairs.", "",
-             "| measured | no-op c32 requests/s | service c32 requests/s | c32 ratio | no-op / service c32 "
-             "CPU us per request | no-op c1 p50 ms | service c1 p50 ms | c1 p50 ratio |", "|---|---|---|---|---|---|---|---|"]
+             "ratio of the tables above and these pairs.", ""]
+    rows = []
     if 32 in noop and 32 in service and 1 in noop and 1 in service:
-        lines.append(f"| the tables above | {noop[32]['rps']:,.0f} | {service[32]['rps']:,.0f} | "
-                     f"{service[32]['rps'] / noop[32]['rps']:.3f} | {total_cpu_us(noop[32])} / {total_cpu_us(service[32])} | "
-                     f"{noop[1]['p50_us'] / 1000:.1f} | {service[1]['p50_us'] / 1000:.1f} | "
-                     f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f} |")
+        rows.append(["the tables above", f"{noop[32]['rps']:,.0f}", f"{service[32]['rps']:,.0f}",
+                     f"{service[32]['rps'] / noop[32]['rps']:.3f}",
+                     f"{total_cpu_us(noop[32])} / {total_cpu_us(service[32])}", f"{noop[1]['p50_us'] / 1000:.1f}",
+                     f"{service[1]['p50_us'] / 1000:.1f}", f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f}"])
     for i, p in enumerate(in_pairs, 1):
-        lines.append(f"| pair {i} | {p['noop']['c32_rps']:,.0f} | {p['service']['c32_rps']:,.0f} | {p['c32']:.3f} | "
-                     f"{p['noop'].get('c32_cpu_us_per_request')} / {p['service'].get('c32_cpu_us_per_request')} | "
-                     f"{p['noop']['c1_p50_us'] / 1000:.1f} | {p['service']['c1_p50_us'] / 1000:.1f} | {p['c1_p50']:.3f} |")
-    return lines + [""]
+        rows.append([f"pair {i}", f"{p['noop']['c32_rps']:,.0f}", f"{p['service']['c32_rps']:,.0f}", f"{p['c32']:.3f}",
+                     f"{p['noop'].get('c32_cpu_us_per_request')} / {p['service'].get('c32_cpu_us_per_request')}",
+                     f"{p['noop']['c1_p50_us'] / 1000:.1f}", f"{p['service']['c1_p50_us'] / 1000:.1f}",
+                     f"{p['c1_p50']:.3f}"])
+    header = ["measured", "no-op c32 requests/s", "service c32 requests/s", "c32 ratio",
+              "no-op / service c32 CPU us per request", "no-op c1 p50 ms", "service c1 p50 ms", "c1 p50 ratio"]
+    return lines + markdown_table(header, rows) + [""]
 
 
 def where_the_time_goes(report: dict) -> list[str]:
@@ -473,13 +480,11 @@ def where_the_time_goes(report: dict) -> list[str]:
             continue
         lines += [f"## Where the time goes (concurrency {level})", "",
                   "CPU time of each process divided by the requests it answered in the same run. On a machine "
-                  "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", "",
-                  "| target | requests/s | frontend (Java) us | workers (Python) us | wrk us | total us |",
-                  "|---|---|---|---|---|---|"]
-        for target, r in rows:
-            cpu = r["cpu_us_per_request"]
-            lines.append(f"| {target} | {r['rps']:,.0f} | {cpu['frontend']} | {cpu['workers']} | {cpu['wrk']} | "
-                         f"{sum(cpu.values())} |")
+                  "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", ""]
+        lines += markdown_table(
+            ["target", "requests/s", "frontend (Java) us", "workers (Python) us", "wrk us", "total us"],
+            [[target, f"{r['rps']:,.0f}", *(str(r["cpu_us_per_request"][k]) for k in ("frontend", "workers", "wrk")),
+              str(sum(r["cpu_us_per_request"].values()))] for target, r in rows])
         lines.append("")
     return lines
 

@@ -38,15 +38,10 @@ def from_levels(levels: torch.Tensor) -> torch.Tensor:
     return divide(levels.float(), 255)
 
 
-def _rounded_levels(values: torch.Tensor) -> torch.Tensor:
-    """[0, 1] values -> their 8-bit levels plus a half, in float: the level (nearest) is the whole part."""
-    return values * 255 + 0.5
-
-
 def _codes(values: torch.Tensor) -> torch.Tensor:
     """(N, K) [0, 1] values -> (N, K) their 8-bit levels (0..255, nearest) offset by 256 per row:
     bins of one bincount for all rows."""
-    levels = _rounded_levels(values).clamp_(0, 255.5).long()
+    levels = (values * 255 + 0.5).clamp_(0, 255.5).long()  # the whole part: the nearest level
     return levels.add_(constant(tuple(range(0, 256 * len(values), 256)), torch.long, values.device)[:, None])
 
 
@@ -62,7 +57,7 @@ def below(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return (threshold - x).sign_().clamp_(min=0)
 
 
-# The least float32 value whose level (_rounded_levels) is 1 or more, just under 0.5/255. Levels
+# The least float32 value whose level (_codes) is 1 or more, just under 0.5/255. Levels
 # only grow with the value, so a float32 value is at level 0 exactly when it is below this one
 # (tests/test_kernels.py checks it and its float32 neighbour).
 LEAST_NOT_BLACK = float.fromhex("0x1.0101p-9")
