@@ -7,7 +7,7 @@
 #                 wrk and its LuaJIT; ~50 MB, under the 64 MiB that travels)
 #   device run:   bash benchmarks/device_check.sh [STAGE...]    carry: [".devbundle"], timeout_s: 600
 #
-# Stages, in the order given (default: all three; at most 9 minutes, about 7 on the H200):
+# Stages, in the order given (default: all three; at most 9 minutes, the sum of their limits):
 #   tests      the CUDA tests (pytest -m gpu)
 #   cuda-sync  the service with cuda_sync auto, then block, at concurrency 128  -> cuda-sync.{json,md}
 #   bench      the short make bench: in-process ceiling, no-op and service at
