@@ -170,6 +170,11 @@ def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, conn
     return result
 
 
+def failures(result: dict) -> int:
+    """Requests of a wrk result that got no right answer: not a 200 with a digit, a socket error or a timeout."""
+    return result["bad"] + result["socket_errors"] + result["timeouts"]
+
+
 def total_cpu_us(result: dict) -> int | None:
     """All processes' CPU us per request of a measured_wrk result; None for a plain wrk one."""
     return sum(result["cpu_us_per_request"].values()) if "cpu_us_per_request" in result else None
@@ -279,7 +284,7 @@ def cuda_sync_runs(sets: dict, work: Path, settings: HostSettings, args) -> list
             for connections, r in result["load"].items():
                 rows.append({"cuda_sync": schedule, "bodies": name, "concurrency": connections, "rps": r["rps"],
                              "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                             "errors": r["bad"] + r["socket_errors"] + r["timeouts"],
+                             "errors": failures(r),
                              "worker_cpu_us": r["cpu_us_per_request"]["workers"],
                              "checked": f"{result['checked']['right']}/{result['checked']['requests']}"})
     return rows
@@ -381,8 +386,7 @@ def ratios(report: dict) -> dict:
         "throughput_c128_service_over_noop": round(service[128]["rps"] / noop[128]["rps"], 3) if both(128) else None,
         "p50_c1_service_over_noop": _median_with_pairs(
             round(service[1]["p50_us"] / noop[1]["p50_us"], 3) if both(1) else None, [p["c1_p50"] for p in in_pairs]),
-        "errors_c128": sum(s["load"][128]["bad"] + s["load"][128]["socket_errors"] + s["load"][128]["timeouts"]
-                           for s in report["service"].values()) if 128 in service else None,
+        "errors_c128": sum(failures(s["load"][128]) for s in report["service"].values()) if 128 in service else None,
         "paper_jpeg_c128_rps": paper[128]["rps"] if 128 in paper else None,
         "worker_us_per_mnist_request_c128": service[128]["cpu_us_per_request"]["workers"] if 128 in service else None,
     }
@@ -417,7 +421,7 @@ def markdown(report: dict) -> str:
     lines += markdown_table(
         ["target", "bodies", "concurrency", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors"],
         [[target, name, str(connections), f"{r['rps']:,.0f}", f"{r['p50_us'] / 1000:.1f}", f"{r['p90_us'] / 1000:.1f}",
-          f"{r['p99_us'] / 1000:.1f}", str(r["bad"] + r["socket_errors"] + r["timeouts"])]
+          f"{r['p99_us'] / 1000:.1f}", str(failures(r))]
          for target, name, result in targets for connections, r in result["load"].items()])
     lines += ["", f"In-process ceiling (one worker on {report.get('in_process_device', 'cpu')}, no HTTP; images/s "
               "by batch size): " + ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()), ""]
