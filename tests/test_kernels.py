@@ -156,7 +156,7 @@ def test_reach_border_follows_a_snake_longer_than_its_check_interval():
     for row in range(1, 20, 2):  # a snake from the top edge winding down the image
         mask[0, row, 1:20] = True
         mask[0, row + 1, 19 if row % 4 == 1 else 1] = row + 1 < 20
-    assert torch.equal(reach_border(t(mask), check_every=2), t(mask))
+    assert torch.equal(reach_border(t(mask), check_every=2), t(mask).float())
 
 
 def test_shifted_moves_each_image_by_its_own_offset_with_zeros_coming_in():
