@@ -16,13 +16,14 @@ endif
 DEPLOY_VENV := .venv-deploy
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
+PROFILE_ARGS ?=
 AGREEMENT_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test fuzz soak bench image image-test \
+.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test fuzz soak bench profile image image-test \
         kserve-store deploy-check clean
 
 help:
@@ -40,6 +41,7 @@ help:
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
+	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
 	@echo "image     build the mnist-serve:latest container image (docker if a daemon answers, else podman)"
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
 	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, the layout KServe's TorchServe runtime reads"
@@ -133,6 +135,9 @@ bench: setup
 	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+profile: setup
+	$(PY) -m benchmarks.batch_profile $(PROFILE_ARGS)
 
 image: setup
 	$(PY) -m harness.container image

@@ -7,20 +7,23 @@
 #                 wrk and its LuaJIT; ~50 MB, under the 64 MiB that travels)
 #   device run:   bash benchmarks/device_check.sh [STAGE...]    carry: [".devbundle"], timeout_s: 600
 #
-# Stages, in the order given (default: all three; at most 9 minutes, the sum of their limits):
+# Stages, in the order given (default: all four; at most 9.5 minutes, the sum of their limits):
 #   tests      the CUDA tests (pytest -m gpu)
+#   profile    make profile, cuda_sync auto and block: a batch's launches, copies, syncs,
+#              the device's busy time, the stages (one process, no HTTP)     -> batch-profile-gpu.{json,md}
 #   cuda-sync  the service with cuda_sync auto, then block, at concurrency 128  -> cuda-sync.{json,md}
 #   bench      the short make bench: in-process ceiling, no-op and service at
 #              concurrency 1 and 128, no pairs                                  -> bench-gpu.{json,md,png}
-# Every stage's output also goes to device-check.log. Each stage has its own time limit, so that
-# one that hangs still leaves the others' results. (`make agreement` on the GPU needs MNIST's
-# files, over the size that travels with the bundle: not a stage.)
+# Every stage's output also goes to device-check.log: 8 files in all, the most the device tool
+# returns. Each stage has its own time limit, so that one that hangs still leaves the others'
+# results. (`make agreement` on the GPU needs MNIST's files, over the size that travels with the
+# bundle: not a stage.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/device-check}"
 mkdir -p "$out"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(tests cuda-sync bench)
+[ ${#stages[@]} -gt 0 ] || stages=(tests profile cuda-sync bench)
 
 if [ "${stages[0]}" = bundle ]; then  # on this machine, not the device: it has no wrk and no internet
   ../shared/tools/device-bundle.sh .devbundle || exit
@@ -57,10 +60,12 @@ run_stage() {  # name, seconds, command...
 for stage in "${stages[@]}"; do
   case $stage in
     tests) run_stage gpu-tests 90 "$py" -m pytest -q -m gpu -p no:cacheprovider ;;
-    cuda-sync) run_stage cuda-sync 180 "$py" -m benchmarks.bench --cuda-sync auto block "${short[@]}" \
+    profile) run_stage profile 60 "$py" -m benchmarks.batch_profile --cuda-sync auto block --seconds 1 --profiled 4 \
+               --out "$out" ;;
+    cuda-sync) run_stage cuda-sync 150 "$py" -m benchmarks.bench --cuda-sync auto block "${short[@]}" \
                  --concurrency 128 --out "$out" ;;
     bench) run_stage bench 270 "$py" -m benchmarks.bench --pairs 0 "${short[@]}" --concurrency 1 128 --out "$out" ;;
-    *) echo "unknown stage: $stage (tests, cuda-sync, bench)"; status=1 ;;
+    *) echo "unknown stage: $stage (tests, profile, cuda-sync, bench)"; status=1 ;;
   esac
 done
 tail -n 60 "$out/device-check.log"

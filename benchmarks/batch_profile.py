@@ -1,0 +1,190 @@
+"""Where one batch's time goes in a worker, in one process without HTTP: `make profile`.
+
+For MNIST PNGs and paper-photo JPEGs (make bench's bodies) at each --batch-size, on the device a
+worker would use (the first GPU when there is one), DigitHandler.handle is measured three ways:
+1. wall and CPU time per image over --seconds. On a GPU, CPU near wall means the worker's core is
+   busy throughout (launching work, or spinning through its waits: handler.cuda_sync), well under
+   it that it sleeps while the device works;
+2. torch.profiler over --profiled batches: operator calls per batch (top-level ones: what
+   the code asks for), and on a GPU its kernel launches, host-device copies, synchronizations and
+   the device's busy time per batch; the operators that take most CPU;
+3. cProfile over the same batches: the share of handle's time in each stage (parsing and decoding
+   on the CPU, JPEG decoding on the device, preprocessing, the network, answers); cProfile's
+   per-call cost inflates the stages that make many Python calls, so read them as a ranking.
+On a GPU every --cuda-sync schedule runs in a fresh process (it must be set before CUDA starts).
+Writes OUT/batch-profile.{json,md}, or batch-profile-gpu.{json,md} on a GPU host.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import itertools
+import json
+import multiprocessing
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.bench import SETS, machine, markdown_table, write_bodies
+from handler.cuda_sync import SCHEDULES
+from harness.inprocess import load_handler
+from ops.paths import ROOT
+
+# (file under handler/, function) -> the stage it is, for cProfile's cumulative times
+STAGES = {("preprocess/envelopes.py", "request_grays"): "parse and decode (CPU)",
+          ("preprocess/decode.py", "decode_jpegs"): "JPEG decode (device)",
+          ("preprocess/mnistify.py", "mnist_like_many"): "preprocessing",
+          ("preprocess/batch.py", "read_digits"): "network",
+          ("mnist_handler.py", "postprocess"): "answers"}
+TOP_OPERATORS = 8
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[16, 64], help="batch sizes")
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds of timed batches per body set and size")
+    p.add_argument("--profiled", type=int, default=8, help="batches under torch.profiler and under cProfile")
+    p.add_argument("--cuda-sync", nargs="+", default=["auto"], choices=sorted(SCHEDULES), metavar="SCHEDULE",
+                   help=f"GPU wait schedules, each in its own process ({', '.join(SCHEDULES)}); ignored without CUDA")
+    p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
+    p.add_argument("--label", default=None, help="machine description (default: detected)")
+    return p
+
+
+def batches_of(listing: Path, size: int) -> list[list[dict]]:
+    """Batches of `size` requests cycling through a listing's bodies, about 256 images in all."""
+    bodies = itertools.cycle([Path(p).read_bytes() for p in listing.read_text().split()])
+    return [[{"body": next(bodies)} for _ in range(size)] for _ in range(max(1, 256 // size))]
+
+
+def timed(handler, context, batches: list[list[dict]], seconds: float) -> dict:
+    """Wall and CPU (all of the process's threads) microseconds per image."""
+    images, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < seconds:
+        for batch in batches:
+            handler.handle(batch, context)
+            images += len(batch)
+    return {"wall_us": round((time.perf_counter() - wall) / images * 1e6, 1),
+            "cpu_us": round((time.process_time() - cpu) / images * 1e6, 1)}
+
+
+def profiled(handler, context, batches: list[list[dict]], cuda: bool) -> dict:
+    """torch.profiler's counts per batch and the operators with most CPU time."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for batch in batches:
+            handler.handle(batch, context)
+        if cuda:
+            torch.cuda.synchronize()
+    n = len(batches)
+    events = prof.events()
+    top_level = [e for e in events if _operator(e) and (e.cpu_parent is None or not _operator(e.cpu_parent))]
+    out = {"operators": round(len(top_level) / n, 1)}
+    if cuda:
+        def calls(*names):
+            return round(sum(1 for e in events if any(name in e.name for name in names)) / n, 1)
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        out.update(launches=calls("LaunchKernel"), copies=calls("Memcpy"), syncs=calls("Synchronize"),
+                   device_busy_us=round(sum(e.device_time_total for e in kernels) / n, 1))
+    averages = sorted((a for a in prof.key_averages() if _operator(a)),
+                      key=lambda a: a.self_cpu_time_total, reverse=True)[:TOP_OPERATORS]
+    out["top"] = [{"operator": a.key, "calls": round(a.count / n, 1),
+                   "self_cpu_us": round(a.self_cpu_time_total / n, 1)} for a in averages]
+    return out
+
+
+def _operator(event) -> bool:
+    """Whether a profiler event (or average) is an operator (aten::add, mkldnn::...,
+    torchvision::...), not a CUDA runtime call or a kernel."""
+    return event.device_type == torch.autograd.DeviceType.CPU and "::" in event.key
+
+
+def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float]:
+    """Each stage's share (%) of handle's cumulative time under cProfile."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for batch in batches:
+        handler.handle(batch, context)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats  # (file, line, function) -> (calls, ..., total, cumulative, callers)
+    cumulative: dict[str, float] = {}
+    for (path, _, function), (_, _, _, seconds, _) in stats.items():
+        stage = next((s for (tail, name), s in STAGES.items() if path.endswith(tail) and function == name), None)
+        if stage or (path.endswith("mnist_handler.py") and function == "handle"):
+            key = stage or "handle"
+            cumulative[key] = cumulative.get(key, 0.0) + seconds
+    total = cumulative.pop("handle", 0.0) or 1.0
+    return {stage: round(100 * cumulative.get(stage, 0.0) / total, 1) for stage in STAGES.values()}
+
+
+def profile(schedule: str, sets: dict, args) -> list[dict]:
+    """Every body set at every batch size under one GPU wait schedule (irrelevant on the CPU)."""
+    cuda = torch.cuda.is_available()
+    handler, context = load_handler(gpu_id=0 if cuda else None, cuda_sync=schedule)
+    rows = []
+    for name, (listing, _) in sets.items():
+        for size in args.batch_size:
+            batches = batches_of(Path(listing), size)
+            for batch in batches:  # warm-up: the first calls allocate and pick kernels
+                handler.handle(batch, context)
+            sample = (batches * args.profiled)[:args.profiled]
+            rows.append({"cuda_sync": schedule if cuda else "-", "bodies": name, "batch": size,
+                         **timed(handler, context, batches, args.seconds),
+                         **profiled(handler, context, sample, cuda),
+                         "stages": stage_shares(handler, context, sample)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    rows, cuda = report["rows"], report["device"].startswith("cuda")
+    lines = ["# Where a batch's time goes", "",
+             f"Machine: {report['machine']}. Run: {report['date']}. DigitHandler.handle in one process on "
+             f"{report['device']}, no HTTP (`python -m benchmarks.batch_profile`, module docstring). Per image: wall "
+             "and CPU time (every thread of the process). Per batch: top-level operator calls"
+             + (", kernel launches, host-device copies, synchronizations, the device's busy time" if cuda else "")
+             + ".", ""]
+    header = ["cuda_sync", "bodies", "batch", "wall us/image", "CPU us/image", "operators"]
+    header += ["launches", "copies", "syncs", "device busy us"] if cuda else []
+    lines += markdown_table(header, [
+        [r["cuda_sync"], r["bodies"], str(r["batch"]), f"{r['wall_us']:,.0f}", f"{r['cpu_us']:,.0f}", f"{r['operators']:g}"]
+        + ([f"{r['launches']:g}", f"{r['copies']:g}", f"{r['syncs']:g}", f"{r['device_busy_us']:,.0f}"] if cuda else [])
+        for r in rows])
+    lines += ["", "Stages' shares of handle's time under cProfile (%; its per-call cost inflates the stages that "
+              "make many Python calls):", ""]
+    lines += markdown_table(["cuda_sync", "bodies", "batch", *STAGES.values()],
+                            [[r["cuda_sync"], r["bodies"], str(r["batch"]), *(f"{v:g}" for v in r["stages"].values())]
+                             for r in rows])
+    lines += ["", f"Operators with most CPU time (self, per batch; the {TOP_OPERATORS} largest):", ""]
+    lines += markdown_table(["cuda_sync", "bodies", "batch", "operator", "calls", "self CPU us"],
+                            [[r["cuda_sync"], r["bodies"], str(r["batch"]), t["operator"], f"{t['calls']:g}",
+                              f"{t['self_cpu_us']:,.0f}"] for r in rows for t in r["top"]])
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="batch-profile-") as work:
+        sets = {name: (str(listing), labels) for name, (listing, labels) in write_bodies(Path(work)).items()}
+        if not cuda:
+            rows = profile("auto", sets, args)
+        else:  # each schedule in a fresh process: it is set on the device's context before CUDA starts
+            with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+                rows = [row for schedule in args.cuda_sync
+                        for row in pool.apply(profile, (schedule, sets, args))]
+    report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "device": "cuda:0" if cuda else "cpu", "sets": list(SETS), "rows": rows}
+    stem = "batch-profile-gpu" if cuda else "batch-profile"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(report))
+    print((out / f"{stem}.md").read_text())
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
