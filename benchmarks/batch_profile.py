@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench import SETS, machine, markdown_table, write_bodies
+from benchmarks.bench import batches_of, machine, markdown_table, timed_handle, write_bodies
 from handler.cuda_sync import SCHEDULES
 from harness.inprocess import load_handler
 from ops.paths import ROOT
@@ -54,21 +54,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def batches_of(listing: Path, size: int) -> list[list[dict]]:
-    """Batches of `size` requests cycling through a listing's bodies, about 256 images in all."""
-    bodies = itertools.cycle([Path(p).read_bytes() for p in listing.read_text().split()])
-    return [[{"body": next(bodies)} for _ in range(size)] for _ in range(max(1, 256 // size))]
-
-
 def timed(handler, context, batches: list[list[dict]], seconds: float) -> dict:
-    """Wall and CPU (all of the process's threads) microseconds per image."""
-    images, wall, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - wall < seconds:
-        for batch in batches:
-            handler.handle(batch, context)
-            images += len(batch)
-    return {"wall_us": round((time.perf_counter() - wall) / images * 1e6, 1),
-            "cpu_us": round((time.process_time() - cpu) / images * 1e6, 1)}
+    """Wall and CPU (every thread of the process) microseconds per image."""
+    images, wall, cpu = timed_handle(handler, context, batches, seconds)
+    return {"wall_us": round(wall / images * 1e6, 1), "cpu_us": round(cpu / images * 1e6, 1)}
 
 
 def profiled(handler, context, batches: list[list[dict]], cuda: bool) -> dict:
@@ -110,14 +99,12 @@ def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float
         handler.handle(batch, context)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # (file, line, function) -> (calls, ..., total, cumulative, callers)
-    cumulative: dict[str, float] = {}
-    for (path, _, function), (_, _, _, seconds, _) in stats.items():
-        stage = next((s for (tail, name), s in STAGES.items() if path.endswith(tail) and function == name), None)
-        if stage or (path.endswith("mnist_handler.py") and function == "handle"):
-            key = stage or "handle"
-            cumulative[key] = cumulative.get(key, 0.0) + seconds
-    total = cumulative.pop("handle", 0.0) or 1.0
-    return {stage: round(100 * cumulative.get(stage, 0.0) / total, 1) for stage in STAGES.values()}
+
+    def cumulative(tail: str, function: str) -> float:
+        return sum(entry[3] for (path, _, name), entry in stats.items() if path.endswith(tail) and name == function)
+
+    total = cumulative("mnist_handler.py", "handle") or 1.0
+    return {stage: round(100 * cumulative(tail, function) / total, 1) for (tail, function), stage in STAGES.items()}
 
 
 def profile(schedule: str, sets: dict, args) -> list[dict]:
@@ -126,8 +113,9 @@ def profile(schedule: str, sets: dict, args) -> list[dict]:
     handler, context = load_handler(gpu_id=0 if cuda else None, cuda_sync=schedule)
     rows = []
     for name, (listing, _) in sets.items():
+        bodies = itertools.cycle([Path(p).read_bytes() for p in Path(listing).read_text().split()])
         for size in args.batch_size:
-            batches = batches_of(Path(listing), size)
+            batches = batches_of(bodies, size)
             for batch in batches:  # warm-up: the first calls allocate and pick kernels
                 handler.handle(batch, context)
             sample = (batches * args.profiled)[:args.profiled]
@@ -178,7 +166,7 @@ def main(args: argparse.Namespace) -> dict:
                 rows = [row for schedule in args.cuda_sync
                         for row in pool.apply(profile, (schedule, sets, args))]
     report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "device": "cuda:0" if cuda else "cpu", "sets": list(SETS), "rows": rows}
+              "device": "cuda:0" if cuda else "cpu", "rows": rows}
     stem = "batch-profile-gpu" if cuda else "batch-profile"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(report))
