@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench import batches_of, machine, markdown_table, timed_handle, write_bodies
+from benchmarks.bench import batches_of, listed_bodies, machine, markdown_table, timed_handle, write_bodies
 from handler.cuda_sync import SCHEDULES
 from harness.inprocess import load_handler
 from ops.paths import ROOT
@@ -113,7 +113,7 @@ def profile(schedule: str, sets: dict, args) -> list[dict]:
     handler, context = load_handler(gpu_id=0 if cuda else None, cuda_sync=schedule)
     rows = []
     for name, (listing, _) in sets.items():
-        bodies = itertools.cycle([Path(p).read_bytes() for p in Path(listing).read_text().split()])
+        bodies = itertools.cycle(listed_bodies(listing))
         for size in args.batch_size:
             batches = batches_of(bodies, size)
             for batch in batches:  # warm-up: the first calls allocate and pick kernels

@@ -109,11 +109,16 @@ def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0, suffix:
     handler, context = load_handler(gpu_id=0 if torch.cuda.is_available() else None, **settings)
     results = {}
     for name, (listing, _) in sets.items():
-        bodies = itertools.cycle([Path(p).read_bytes() for p in listing.read_text().split()])
+        bodies = itertools.cycle(listed_bodies(listing))
         for size in sorted(set(batch_sizes)):
             images, wall, _ = timed_handle(handler, context, batches_of(bodies, size), seconds)
             results[f"{name}_batch{size}{suffix}"] = round(images / wall, 1)
     return str(handler.device), results
+
+
+def listed_bodies(listing: Path | str) -> list[bytes]:
+    """The bodies of a write_bodies listing, in its order."""
+    return [Path(p).read_bytes() for p in Path(listing).read_text().split()]
 
 
 def batches_of(bodies: Iterator[bytes], size: int) -> list[list[dict]]:
@@ -138,7 +143,7 @@ def gpus() -> list[str]:
 
 def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], content_type: str) -> dict:
     """Every body once at concurrency 32, every answer compared with its label."""
-    bodies = [Path(p).read_bytes() for p in listing.read_text().split()]
+    bodies = listed_bodies(listing)
     responses = predict_concurrently(server, bodies, content_type, concurrency=32)
     errors = sum(r.status_code != 200 for r in responses)
     right = count_right(responses, labels)
