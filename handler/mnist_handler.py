@@ -17,12 +17,14 @@ import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 
-from handler import worker_socket
-from handler.cuda_sync import checked_schedule, set_sync_schedule
+from handler import fast_paths
+from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
-from handler.preprocess import RequestBatch, decode_batch, read_digits
-from handler.preprocess.mnistify import GPU_MIN_PIXELS
-from model import load_checkpoint, served_network
+from handler.inference import digit_probabilities
+from handler.preprocess import RequestBatch, decode_batch
+from handler.served_model import served_network
+from handler.settings import HandlerSettings
+from model import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,13 @@ METRICS = {
     "DigitBatchSize": (MetricTypes.HISTOGRAM, "count", None),
     "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
     "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
-    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's worker records it; see _route_prediction_time
+    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's, see fast_paths.route_prediction_time
 }
-# Metrics leave the worker from a background thread every this many seconds (model-config.yaml,
-# handler.metrics_flush_seconds; 0: at the end of each batch): counters summed, histogram and
-# gauge observations as they came. Every metric is a line the frontend reads from the worker's
-# stdout and parses; one line per digit per batch cost as much frontend CPU as the request itself,
-# and writing lines from the request path stalled batches on the pipe (README, "Performance").
-METRICS_FLUSH_SECONDS = 1.0
+# Metrics leave the worker from a background thread every HandlerSettings.metrics_flush_seconds
+# (0: at the end of each batch): counters summed, histogram and gauge observations as they came.
+# Every metric is a line the frontend reads from the worker's stdout and parses; one line per digit
+# per batch cost as much frontend CPU as the request itself, and writing lines from the request
+# path stalled batches on the pipe (docs/performance.md).
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # echoed on each answer (see _echo_request_id)
 
 
@@ -72,36 +73,27 @@ class DigitHandler:
 
     def initialize(self, context) -> None:
         properties = context.system_properties
-        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {})
-        # One intra-op thread per worker: workers, not threads, are how this service scales on CPU;
-        # more threads per worker only fight each other for the same cores.
-        torch.set_num_threads(int(settings.get("torch_threads", 1)))
+        # Raises SettingsError on an unknown key or a wrong value: the worker does not start.
+        self.settings = settings = HandlerSettings.from_config(
+            (getattr(context, "model_yaml_config", None) or {}).get("handler"))
+        torch.set_num_threads(settings.torch_threads)
         logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
-        if settings.get("buffered_socket", True) and worker_socket.in_torchserve_worker():
-            worker_socket.install()
-        self.low_confidence = float(settings.get("low_confidence", 0.6))
-        self.gpu_min_pixels = int(settings.get("gpu_min_pixels", GPU_MIN_PIXELS))
-
-        gpu_id = properties.get("gpu_id")
-        schedule = checked_schedule(settings.get("cuda_sync", "auto"))
-        if torch.cuda.is_available() and gpu_id is not None:
-            if schedule != "auto":  # before set_device creates the context (handler/cuda_sync.py)
-                set_sync_schedule(int(gpu_id), schedule)
-            self.device = torch.device(f"cuda:{gpu_id}")
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
+        if settings.buffered_socket and fast_paths.in_torchserve_worker():
+            fast_paths.install_buffered_socket()
+        self.device = self._device(properties.get("gpu_id"), settings.cuda_sync)
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
-        self.model = served_network(load_checkpoint(weights), properties.get("batch_size")).to(self.device)
+        self.model = served_network(load_checkpoint(weights), properties.get("batch_size"),
+                                    settings.packed_convolutions, settings.native_small_batches).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
-        self._route_prediction_time(context.metrics)
+        if settings.route_prediction_time:
+            fast_paths.route_prediction_time(context.metrics, lambda ms: self._observe("PredictionTime", ms, "Model"))
         self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum
         self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # histograms: (name, value, dimensions)
         self._gauges: dict[tuple[str, tuple[str, ...]], float] = {}  # (name, dimensions) -> the latest value
         self._pending_lock = threading.Lock()
-        self.flush_seconds = float(settings.get("metrics_flush_seconds", METRICS_FLUSH_SECONDS))
+        self.flush_seconds = settings.metrics_flush_seconds
         if self.flush_seconds > 0:
             threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
         with torch.inference_mode():  # first call allocates; keep it off the first request
@@ -110,18 +102,28 @@ class DigitHandler:
         self.initialized = True
         logger.info("digit model loaded on %s from %s", self.device, weights)
 
+    @staticmethod
+    def _device(gpu_id, cuda_sync: str) -> torch.device:
+        if not (torch.cuda.is_available() and gpu_id is not None):
+            return torch.device("cpu")
+        if cuda_sync != "auto":  # before set_device creates the context (handler/cuda_sync.py)
+            set_sync_schedule(int(gpu_id), cuda_sync)
+        device = torch.device(f"cuda:{gpu_id}")
+        torch.cuda.set_device(device)
+        return device
+
     def preprocess(self, data: list[dict]) -> RequestBatch:
         start = time.perf_counter()
-        batch = decode_batch(data, self.device, gpu_min_pixels=self.gpu_min_pixels)
+        batch = decode_batch(data, self.device, gpu_min_pixels=self.settings.gpu_min_pixels)
         self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
         """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
-        if len(batch.images) == 0:
+        if len(batch.views) == 0:
             return None
-        probabilities = read_digits(self.model, batch.images, self.device)
-        self._observe("DigitBatchSize", len(batch.images))
+        probabilities = digit_probabilities(self.model, batch.views, self.device, self.settings.tta_below)
+        self._observe("DigitBatchSize", len(batch.views))
         return probabilities
 
     def handle(self, data: list[dict], context) -> list[str]:
@@ -138,7 +140,7 @@ class DigitHandler:
         predictions = self._predictions(probabilities) if probabilities is not None else []
         for digit, count in Counter(p["digit"] for p in predictions).items():
             self._add("DigitPredictions", count, str(digit))
-        unsure = sum(p["confidence"] < self.low_confidence for p in predictions)
+        unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
         answers = []
@@ -161,7 +163,7 @@ class DigitHandler:
     def _echo_request_id(self, idx: int) -> None:
         """The request's X-Client-Request-ID back on its answer: a caller can check that the answer is its
         own. TorchServe 0.12's frontend has delivered a batch's answers to other requests when a
-        worker was scaled down mid-batch (README, "Operations"); DigitClient sends one and retries
+        worker was scaled down mid-batch (docs/operations.md); DigitClient sends one and retries
         an answer that carries another."""
         for name, value in self.context.get_all_request_header(idx).items():
             if name.lower() == REQUEST_ID_HEADER.lower():
@@ -190,21 +192,6 @@ class DigitHandler:
             except MetricsCacheKeyError:
                 dims = ["ModelName"] + ([extra] if extra else [])
                 metrics.add_metric_to_cache(name, unit, dims, kind)
-
-    def _route_prediction_time(self, metrics) -> None:
-        """TorchServe's worker records the PredictionTime gauge after every batch with
-        `metrics.add_time` (ts/service.py), a line on stdout naming every request id of the batch
-        for the frontend to parse. Kept here instead, and flushed as its latest value with the other
-        gauges: what Prometheus reads of a gauge anyway."""
-        torchserve_add_time = metrics.add_time
-
-        def add_time(name, value, idx=None, unit="ms", dimensions=None, metric_type=MetricTypes.GAUGE):
-            if name == "PredictionTime" and idx is None and not dimensions and unit == "ms":
-                self._observe("PredictionTime", value, "Model")
-            else:
-                torchserve_add_time(name, value, idx, unit, dimensions or [], metric_type)
-
-        metrics.add_time = add_time
 
     def _add(self, counter: str, value: int, *dimensions: str) -> None:
         with self._pending_lock:

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # The committed weights, the product of `make train`.
@@ -96,106 +95,6 @@ def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
             layers[i], layers[i + 1] = fuse_conv_bn_eval(layer, layers[i + 1]), nn.Identity()
     fused.features = nn.Sequential(*layers)
     return fused
-
-
-# On the CPU, batches of up to this many images skip oneDNN: its per-call setup outweighs their
-# work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
-# on it is faster (at 16, about six times).
-NATIVE_CPU_MAX_BATCH = 2
-# The batch size oneDNN's weight layout is chosen for where the caller names none (the handler
-# names TorchServe's batchSize); any other batch runs with it too, with the same outputs.
-PACKED_FOR_BATCH = 16
-
-
-class ServedCNN(nn.Module):
-    """What the handler runs: the network with BatchNorm folded and weights channels-last, called
-    as functions rather than through its modules (their calls cost about 0.1 ms a forward pass,
-    a quarter of a one-image pass on the CPU). On the CPU, batches over NATIVE_CPU_MAX_BATCH run
-    each convolution and its ReLU as one oneDNN call on weights reordered once into oneDNN's own
-    blocked layout (_PackedConvolutions), the same kernels and outputs as nn.Conv2d's oneDNN path
-    without reordering the weights on every call (in one process, 13-22% less time for batches of
-    3 to 16)."""
-
-    def __init__(self, model: DigitCNN, batch_size: int = PACKED_FOR_BATCH) -> None:
-        super().__init__()
-        self.network = fuse_batchnorm(model).to(memory_format=torch.channels_last)
-        self.config = model.config
-        self.convolutions = _conv_relu_chain(self.network)  # None: not conv -> ReLU throughout
-        self.packed = _PackedConvolutions.of(self.convolutions, batch_size)  # None where oneDNN is missing
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, 28, 28) images in [0, 1] -> (N, 10) logits, DigitCNN's."""
-        if self.convolutions is None:
-            return self.network(x)
-        x = self.network.normalize(x)
-        if x.device.type != "cpu" or not torch.backends.mkldnn.enabled:
-            features = self._convolved(x)
-        elif len(x) > NATIVE_CPU_MAX_BATCH:
-            features = self._convolved(x) if self.packed is None else self.packed(
-                x.contiguous(memory_format=torch.channels_last))
-        else:
-            torch.backends.mkldnn.enabled = False
-            try:
-                features = self._convolved(x)
-            finally:
-                torch.backends.mkldnn.enabled = True
-        classifier = self.network.classifier
-        pooled = F.adaptive_avg_pool2d(features, self.network.pool.output_size)  # (N, C, pool, pool)
-        return F.linear(pooled.flatten(1), classifier.weight, classifier.bias)
-
-    def _convolved(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized (N, 1, 28, 28) -> conv3's (N, C, 4, 4) after ReLU, as the modules compute it."""
-        for conv in self.convolutions:
-            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
-        return x
-
-
-def _conv_relu_chain(network: DigitCNN) -> list[nn.Conv2d] | None:
-    """The fused network's convolutions where its features are each convolution (zero-padded; its
-    BatchNorm folded away) followed by a ReLU, else None."""
-    layers = [m for m in network.features if not isinstance(m, nn.Identity)]
-    convolutions, relus = layers[0::2], layers[1::2]
-    if (len(convolutions) != len(relus) or not all(isinstance(m, nn.ReLU) for m in relus)
-            or not all(isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" for m in convolutions)):
-        return None
-    return convolutions
-
-
-class _PackedConvolutions:
-    """The fused network's convolutions, each followed by its ReLU, as oneDNN calls on prepacked
-    weights (torch.ops.mkldnn._convolution_pointwise, what torch.compile's CPU freezing emits):
-    (N, 1, 28, 28) channels-last -> conv3's (N, C, 4, 4) after ReLU. CPU only; not moved by .to()."""
-
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor | None, list[int], list[int], list[int], int]]
-                 ) -> None:
-        self.layers = layers  # (packed weight, bias, padding, stride, dilation, groups) per convolution
-
-    @classmethod
-    def of(cls, convolutions: list[nn.Conv2d] | None, batch_size: int) -> "_PackedConvolutions | None":
-        if convolutions is None or not (torch.backends.mkldnn.is_available()
-                                        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
-            return None
-        layers, side = [], 28
-        for conv in convolutions:
-            geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                conv.weight.detach().contiguous().to_mkldnn(), *geometry, [batch_size, conv.in_channels, side, side])
-            bias = conv.bias.detach() if conv.bias is not None else None
-            layers.append((weight, bias, *geometry))
-            side = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-        return cls(layers)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        for weight, bias, padding, stride, dilation, groups in self.layers:
-            x = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, groups,
-                                                        "relu", [], "")
-        return x
-
-
-def served_network(model: DigitCNN, batch_size: int | None = None) -> ServedCNN:
-    """The network as the handler runs it (ServedCNN), its oneDNN weights laid out for batches of
-    `batch_size` (default PACKED_FOR_BATCH)."""
-    return ServedCNN(model, batch_size or PACKED_FOR_BATCH)
 
 
 def save_checkpoint(model: DigitCNN, path: str | Path, **extra) -> None:

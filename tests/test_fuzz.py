@@ -21,6 +21,7 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
+from tests.preprocess_helpers import request_images
 from harness.bad_inputs import BAD_BODIES
 from harness.bad_inputs import png_chunk
 from harness.samples import sample_digits
@@ -47,7 +48,7 @@ SEED_DIGIT = sample_digits()[0][0]
 def check(request: dict) -> None:
     tracemalloc.start()
     try:
-        images, _ = P.request_images(request)
+        images, _ = request_images(request)
     except InputError as error:
         assert 400 <= error.status < 500 and error.message and error.reason
         return
@@ -125,7 +126,7 @@ def declared_sizes(draw) -> bytes:
 def well_framed_pngs(draw) -> bytes:
     """Small 8-bit grey or RGB PNGs whose framing is right (every CRC, one zlib stream) around
     content that may be wrong: stray filter bytes, rows too short or too long, a flipped byte in
-    the compressed stream, odd IHDR fields. They reach the short road's checks (decode.plain_png),
+    the compressed stream, odd IHDR fields. They reach the short path's checks (decode.plain_png),
     which decoded through torchvision's libpng once, where a failure mid-image crashed the process."""
     width, height, colour = draw(st.integers(1, 40)), draw(st.integers(1, 40)), draw(st.sampled_from([0, 2]))
     row = 1 + width * (3 if colour == 2 else 1)
@@ -218,9 +219,9 @@ def test_decode_batch(bodies):
             used = row.stop
         else:
             assert isinstance(row, InputError) and 400 <= row.status < 500, row
-    assert used == len(batch.images)
-    for readings in batch.images:
-        assert readings, "an image with no reading"
-        for image in readings:
+    assert used == len(batch.views)
+    for views in batch.views:
+        assert views, "an image with no view"
+        for image in views:
             assert image.shape == (28, 28) and image.dtype == torch.float32
             assert torch.isfinite(image).all() and image.min() >= 0 and image.max() <= 1

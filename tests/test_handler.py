@@ -54,15 +54,15 @@ def test_answers_round_as_python_does():
 
 
 def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypatch):
-    """One pass for the whole batch, and at most one more: the second look at its unsure answers."""
-    from handler.preprocess.batch import SECOND_LOOK_BELOW
+    """One pass for the whole batch, and at most one more: the test-time augmentation at its unsure answers."""
+    from handler.inference import TTA_BELOW
 
     handler, context = handler_and_context
     calls = []
     forward = handler.model.forward
     monkeypatch.setattr(handler.model, "forward", lambda x: calls.append(x.shape) or forward(x))
     out = answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:8]])
-    unsure = sum(a["confidence"] < SECOND_LOOK_BELOW for a in out)  # (after the second look)
+    unsure = sum(a["confidence"] < TTA_BELOW for a in out)  # (after the test-time augmentation)
     assert calls[0] == (8, 1, 28, 28) and len(calls) <= 2
     if len(calls) == 2:
         assert calls[1][0] % 2 == 0 and 2 <= calls[1][0] <= 16  # each unsure image turned either way
@@ -200,6 +200,17 @@ def test_torchserves_prediction_time_leaves_with_the_flush_as_its_latest_value(h
     assert "[METRICS]PredictionTime.Milliseconds:4.25|#ModelName:mnist,Level:Model|" in flushed
 
 
+def test_torchserves_prediction_time_is_left_alone_when_switched_off(mnist_sample, caplog):
+    """route_prediction_time: false leaves TorchServe's own add_time, which 0.12.0 cannot export."""
+    from harness.inprocess import load_handler
+
+    handler, context = load_handler(route_prediction_time=False, metrics_flush_seconds=0)
+    assert "add_time" not in vars(context.metrics)
+    with caplog.at_level(logging.INFO):
+        context.metrics.add_time("PredictionTime", 3.5)
+    assert "Failed to update metric with name:PredictionTime" in caplog.text
+
+
 def test_base64_and_data_url_requests(handler_and_context, mnist_sample):
     handler, context = handler_and_context
     images, labels = mnist_sample
@@ -227,14 +238,14 @@ def test_a_fault_of_ours_answers_500_for_that_request_only(handler_and_context, 
 
     handler, context = handler_and_context
     images, labels = mnist_sample
-    stack = mnistify._readings_stack
+    stack = mnistify._views_of_stack
 
     def faulty(x, *options):
         if x.shape[1:] == (30, 30):
             raise FloatingPointError("injected fault")
         return stack(x, *options)
 
-    monkeypatch.setattr(mnistify, "_readings_stack", faulty)
+    monkeypatch.setattr(mnistify, "_views_of_stack", faulty)
     victim = png_bytes(np.pad(images[1], 1))  # 30x30: a readable digit that hits the fault
     requests = [{"body": png_bytes(images[0])}, {"body": victim}, {"body": b""},
                 {"body": {"instances": [images[2].tolist()]}}]

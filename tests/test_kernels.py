@@ -11,7 +11,8 @@ from scipy import ndimage
 
 from handler.preprocess.kernels import (LEAST_NOT_BLACK, above, below, black_counts, box_counts, divide, gaussian_blur,
                                         median3, min_filter, opening, pad_last2, quantiles, reach_border)
-from handler.preprocess.mnistify import _percentile, _shifted
+from handler.preprocess.background import percentile as _percentile
+from handler.preprocess.framing import _shifted
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

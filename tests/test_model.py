@@ -2,8 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint, served_network
-from model.network import NATIVE_CPU_MAX_BATCH, _conv_relu_chain
+from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, fuse_batchnorm, load_checkpoint, save_checkpoint
 
 
 def test_architecture_is_the_model_cards():
@@ -74,50 +73,3 @@ def test_fused_batchnorm_gives_the_same_outputs():
     x = torch.randn(8, 1, 28, 28)
     with torch.inference_mode():
         assert torch.allclose(model(x), fused(x), atol=1e-4)
-
-
-def test_served_network_gives_the_same_outputs():
-    model = load_checkpoint()
-    served = served_network(model)
-    assert served.network.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16):  # without oneDNN, then with it
-        x = torch.rand(batch, 1, 28, 28)
-        with torch.inference_mode():
-            assert torch.allclose(model(x), served(x), atol=1e-4)
-        assert torch.backends.mkldnn.enabled  # switched back on after a small batch
-
-
-def test_served_network_computes_what_its_modules_do():
-    """ServedCNN calls its layers as functions: without oneDNN (small batches), exactly the
-    modules' outputs; a network that is not conv -> ReLU throughout runs as its modules."""
-    served = served_network(load_checkpoint())
-    assert len(served.convolutions) == 3
-    x = torch.rand(NATIVE_CPU_MAX_BATCH, 1, 28, 28)
-    with torch.inference_mode():
-        out = served(x)
-        torch.backends.mkldnn.enabled = False
-        try:
-            assert torch.equal(out, served.network(x))
-        finally:
-            torch.backends.mkldnn.enabled = True
-    odd = served_network(load_checkpoint())
-    odd.network.features.append(nn.Tanh())
-    odd.convolutions = _conv_relu_chain(odd.network)
-    assert odd.convolutions is None
-    with torch.inference_mode():
-        assert torch.equal(odd(x), odd.network(x))
-
-
-def test_served_network_runs_prepacked_convolutions_on_the_cpu():
-    """Batches over NATIVE_CPU_MAX_BATCH go through the convolutions prepacked for oneDNN, with
-    the outputs of the fused network's own oneDNN path; smaller ones do not."""
-    served = served_network(load_checkpoint())
-    if served.packed is None:
-        pytest.skip("this torch build has no oneDNN")
-    calls, packed = [], served.packed
-    served.packed = lambda x: calls.append(len(x)) or packed(x)
-    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16, 37):
-        x = torch.rand(batch, 1, 28, 28)
-        with torch.inference_mode():
-            assert torch.allclose(served(x), served.network(x), atol=1e-5)
-    assert calls == [NATIVE_CPU_MAX_BATCH + 1, 16, 37]

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from handler import preprocess as P
+from handler.inference import tta
 from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
 from harness.bad_inputs import BAD_BODIES, png_header
 from tests.conftest import png_bytes
+from tests.preprocess_helpers import is_noisy, noise_level, primary_view, request_images, views_of_bytes
 from train.families import FAMILIES, fonts_available, generate
 from train.families import encode_image as encode
 
@@ -25,7 +27,7 @@ def digit(mnist_sample) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reference(digit) -> np.ndarray:
-    return P.preprocess_bytes(png_bytes(digit))
+    return primary_view(png_bytes(digit))
 
 
 def similar(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,7 +35,7 @@ def similar(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def one(request: dict) -> np.ndarray:
-    images, instances = P.request_images(request)
+    images, instances = request_images(request)
     assert len(images) == 1 and not instances
     return images[0]
 
@@ -49,7 +51,7 @@ def test_clean_mnist_passes_through_unchanged(mnist_sample):
     images, _ = mnist_sample
     diffs = []
     for pixels in images:
-        out = P.preprocess_bytes(png_bytes(pixels))
+        out = primary_view(png_bytes(pixels))
         assert out.shape == (28, 28) and out.dtype == np.float32
         diffs.append(np.abs(out - pixels / 255).max())
     assert sum(d > 0.02 for d in diffs) <= 1
@@ -62,7 +64,7 @@ def test_clean_mnist_passes_through_unchanged(mnist_sample):
     ("TIFF", {}), ("PPM", {}),
 ])
 def test_every_pillow_format(digit, reference, fmt, save):
-    assert similar(P.preprocess_bytes(encode(Image.fromarray(digit), fmt, **save)), reference) > 0.95
+    assert similar(primary_view(encode(Image.fromarray(digit), fmt, **save)), reference) > 0.95
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
@@ -79,7 +81,7 @@ def test_plain_png_short_road_gives_pillows_pixels(mode, size, save):
     assert P.decode_gray(data).dtype == pillow.dtype and np.array_equal(P.decode_gray(data), pillow)
 
 
-def test_other_pngs_take_pillows_road(digit):
+def test_other_pngs_take_pillows_path(digit):
     from handler.preprocess.decode import plain_png
 
     image = Image.fromarray(digit)
@@ -98,7 +100,7 @@ def test_other_pngs_take_pillows_road(digit):
 def test_animated_gif_uses_first_frame(digit, reference):
     frames = [Image.fromarray(digit), Image.fromarray(255 - digit)]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
-    assert similar(P.preprocess_bytes(data), reference) > 0.95
+    assert similar(primary_view(data), reference) > 0.95
 
 
 @pytest.mark.parametrize("mode", ["RGB", "CMYK", "1", "P", "I;16", "I", "F", "LA", "YCbCr"])
@@ -116,11 +118,11 @@ def test_every_mode(digit, reference, mode):
     else:
         data = encode(image.convert(mode), "PNG")
     threshold = 0.85 if mode == "1" else 0.95  # 1-bit loses the anti-aliasing
-    assert similar(P.preprocess_bytes(data), reference) > threshold
+    assert similar(primary_view(data), reference) > threshold
 
 
 def test_dark_ink_on_light_paper_is_inverted(digit, reference):
-    assert similar(P.preprocess_bytes(png_bytes(255 - digit)), reference) > 0.95
+    assert similar(primary_view(png_bytes(255 - digit)), reference) > 0.95
 
 
 def test_rgba_canvas_is_composited_for_dark_and_light_pens(digit, reference):
@@ -128,13 +130,13 @@ def test_rgba_canvas_is_composited_for_dark_and_light_pens(digit, reference):
         rgba = np.zeros((28, 28, 4), np.uint8)
         rgba[..., :3] = pen
         rgba[..., 3] = digit
-        assert similar(P.preprocess_bytes(png_bytes(rgba)), reference) > 0.95
+        assert similar(primary_view(png_bytes(rgba)), reference) > 0.95
 
 
 def test_palette_with_transparency(digit, reference):
     image = Image.fromarray(255 - digit).convert("P")
     image.info["transparency"] = 255  # the white paper is transparent
-    assert similar(P.preprocess_bytes(encode(image, "PNG", transparency=255)), reference) > 0.9
+    assert similar(primary_view(encode(image, "PNG", transparency=255)), reference) > 0.9
 
 
 def test_exif_orientation_is_applied(digit, reference):
@@ -142,14 +144,14 @@ def test_exif_orientation_is_applied(digit, reference):
     exif = Image.Exif()
     exif[0x0112] = 6  # ...with "rotate 90 CW to display"
     data = encode(rotated, "JPEG", quality=95, exif=exif)
-    assert similar(P.preprocess_bytes(data), reference) > 0.9
+    assert similar(primary_view(data), reference) > 0.9
 
 
 def test_large_off_centre_photo_is_cropped_scaled_and_centred(digit, reference):
     paper = np.full((300, 400), 230, np.uint8)
     ink = np.asarray(Image.fromarray(255 - digit).resize((120, 120), Image.BICUBIC))
     paper[20:140, 250:370] = np.minimum(paper[20:140, 250:370], ink)
-    out = P.preprocess_bytes(encode(Image.fromarray(paper), "JPEG", quality=70))
+    out = primary_view(encode(Image.fromarray(paper), "JPEG", quality=70))
     assert similar(out, reference) > 0.7  # resampled twice: same shape, softer strokes
     rows, cols = np.nonzero(out > 0.25)
     assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)
@@ -163,16 +165,16 @@ def test_generated_families_decode(mnist_sample, family):
         pytest.skip("no fonts under /usr/share/fonts (make setup installs them with apt as root)")
     images, labels = mnist_sample
     for data in generate(family, images[:5], seed=1, labels=labels[:5]):
-        out = P.preprocess_bytes(data)
+        out = primary_view(data)
         assert out.shape == (28, 28) and 0 <= out.min() and out.max() <= 1
 
 
 def test_noise_is_detected_only_on_noisy_inputs(mnist_sample):
     images = mnist_sample[0][:20]
     for pixels in images:
-        assert not P.is_noisy(pixels / 255)
+        assert not is_noisy(pixels / 255)
     for data in generate("salt_and_pepper", images, seed=0) + generate("gaussian_noise", images, seed=0):
-        assert P.is_noisy(P.to_grayscale(P.decode_image(data)))
+        assert is_noisy(P.to_grayscale(P.decode_image(data)))
 
 
 # ---------------------------------------------------------------- request encodings
@@ -200,7 +202,7 @@ def test_json_data_parsed_or_raw(digit, reference):
 def test_instances_arrays_and_b64(digit, reference):
     b64 = base64.b64encode(png_bytes(digit)).decode()
     payload = {"instances": [digit.tolist(), (digit / 255).tolist(), [digit.tolist()], {"b64": b64}]}
-    images, instances = P.request_images({"body": payload})
+    images, instances = request_images({"body": payload})
     assert instances and len(images) == 4
     for image in images:
         assert similar(image, reference) > 0.99
@@ -208,14 +210,14 @@ def test_instances_arrays_and_b64(digit, reference):
 
 def test_decode_batch_isolates_bad_requests(digit):
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}, {"body": {"instances": [digit.tolist()] * 3}}])
-    assert len(batch.images) == 4
+    assert len(batch.views) == 4
     assert batch.outcomes[0] == slice(0, 1) and batch.outcomes[2] == slice(1, 4)
     assert isinstance(batch.outcomes[1], BadRequest) and batch.instances == [False, False, True]
 
 
 def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
     """decode_batch brings same-sized images to MNIST form together, in one stack per size; the
-    readings are, image by image, exactly what the image alone gives."""
+    views are, image by image, exactly what the image alone gives."""
     images, _ = mnist_sample
     bodies = [png_bytes(p) for p in images[:6]]
     for family in ("gaussian_noise", "salt_and_pepper", "paper_photo", "canvas_export"):
@@ -227,14 +229,14 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
     assert [isinstance(r, NoDigitFound) for r in batch.outcomes] == [i in (3, len(bodies)) for i in range(len(requests))]
     for body, rows in zip(bodies, batch.outcomes):
         if not isinstance(rows, InputError):
-            alone = P.readings_bytes(body)
-            assert len(batch.images[rows.start]) == len(alone)
-            assert all(np.array_equal(a, b) for a, b in zip(batch.images[rows.start], alone))
+            alone = views_of_bytes(body)
+            assert len(batch.views[rows.start]) == len(alone)
+            assert all(np.array_equal(a, b) for a, b in zip(batch.views[rows.start], alone))
 
 
 def test_light_ink_on_black_skips_polarity_and_background_with_the_same_readings(mnist_sample):
     """Stacks of MNIST-like images (light ink, at least half of each black) skip the polarity and
-    background steps (mnistify._on_black); each image reads the same as in a stack that takes them
+    background steps (mnistify.on_black); each image reads the same as in a stack that takes them
     (beside a grey-ground image), at the edges of the rule too."""
     from handler.preprocess import mnistify
 
@@ -259,10 +261,10 @@ def test_light_ink_on_black_skips_polarity_and_background_with_the_same_readings
         (lit(4), True), (lit(3), False), (lit(0), False), (np.pad(digits[3], 16), True), (large, False),
     ] + [(n, False) for n in noisy]
     for image, shortcut in cases:
-        assert mnistify._on_black(torch.from_numpy(image)[None]) == shortcut
+        assert mnistify.on_black(torch.from_numpy(image)[None]) == shortcut
         grey = np.full(image.shape, 0.5, np.float32)
-        (alone, _), (error, _) = mnistify.mnist_like_many([image, image[::-1].copy()])
-        (beside, _), (error2, _) = mnistify.mnist_like_many([image, grey])
+        (alone, _), (error, _) = mnistify.candidate_views([image, image[::-1].copy()])
+        (beside, _), (error2, _) = mnistify.candidate_views([image, grey])
         assert (alone is None) == (beside is None) and type(error) is type(error2)
         if alone is not None:
             assert len(alone) == len(beside) and all(torch.equal(a, b) for a, b in zip(alone, beside))
@@ -276,17 +278,17 @@ def test_decode_batch_answers_a_fault_of_ours_with_an_internal_error(digit, monk
     def broken(x, *options):
         raise ValueError("injected fault")
 
-    monkeypatch.setattr(mnistify, "_readings_stack", broken)
+    monkeypatch.setattr(mnistify, "_views_of_stack", broken)
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}])
     assert isinstance(batch.outcomes[0], InternalError) and batch.outcomes[0].body() == {"code": 500, "error": "internal error"}
-    assert isinstance(batch.outcomes[1], BadRequest) and batch.images == []
+    assert isinstance(batch.outcomes[1], BadRequest) and batch.views == []
 
 
 # ---------------------------------------------------------------- bad inputs: one test per kind
 
 def rejected(request: dict) -> InputError:
     with pytest.raises(InputError) as info:
-        P.request_images(request)
+        request_images(request)
     assert info.value.body() == {"code": info.value.status, "error": info.value.message}
     return info.value
 
@@ -359,10 +361,10 @@ def test_bomb_is_refused_before_decoding():
 
 
 def test_noise_levels_on_black_read_the_background_level_without_its_histogram(mnist_sample, monkeypatch):
-    """On a black-ground stack (mnistify._on_black) the background's median is read as 0 without
+    """On a black-ground stack (mnistify.on_black) the background's median is read as 0 without
     quantiles where at least half of each image's background is at level 0: the same noise levels
-    as the full road, at the edge of the rule too; any image short of it sends the stack the full way."""
-    from handler.preprocess import mnistify
+    as the full path, at the edge of the rule too; any image short of it sends the stack the full way."""
+    from handler.preprocess import background as bg
 
     rng = np.random.default_rng(5)
     digits = np.stack(mnist_sample[0][:8]) / np.float32(255)  # (8, 28, 28)
@@ -377,15 +379,15 @@ def test_noise_levels_on_black_read_the_background_level_without_its_histogram(m
     under = half.copy()
     under.flat[grey[len(grey) // 2]] = np.float32(10 / 255)  # one pixel short of half
     calls = []
-    monkeypatch.setattr(mnistify, "quantiles", lambda *a, **k: calls.append(1) or P.kernels.quantiles(*a, **k))
+    monkeypatch.setattr(bg, "quantiles", lambda *a, **k: calls.append(1) or P.kernels.quantiles(*a, **k))
     for stack, shortcut in ((digits, True), (salted, True), (np.stack([half] * 2), True), (hazy, False),
                             (np.stack([half, under]), False), (np.concatenate([digits, hazy[:1]]), False)):
         x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
         calls.clear()
-        fast = mnistify._noise_levels(x, on_black=True)
+        fast = bg.noise_levels(x, on_black=True)
         assert bool(calls) != shortcut
-        assert torch.equal(fast, mnistify._noise_levels(x))
-    assert (mnistify._noise_levels(torch.from_numpy(salted)) > mnistify.NOISE_SHARE).all()
+        assert torch.equal(fast, bg.noise_levels(x))
+    assert (bg.noise_levels(torch.from_numpy(salted)) > bg.NOISE_SHARE).all()
 
 
 def test_noise_level_of_an_image_that_is_all_stroke():
@@ -394,49 +396,49 @@ def test_noise_level_of_an_image_that_is_all_stroke():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert P.noise_level(np.ones((3, 3), np.float32)) == 0.0
-        assert P.noise_level(np.ones((1, 1), np.float32)) == 0.0
+        assert noise_level(np.ones((3, 3), np.float32)) == 0.0
+        assert noise_level(np.ones((1, 1), np.float32)) == 0.0
 
 
-# ---------------------------------------------------------------- readings (robustness)
+# ---------------------------------------------------------------- views (robustness)
 
 def test_clean_mnist_gets_one_reading(mnist_sample):
     for pixels in mnist_sample[0][:20]:
-        assert len(P.readings_bytes(png_bytes(pixels))) == 1
+        assert len(views_of_bytes(png_bytes(pixels))) == 1
 
 
 @pytest.mark.parametrize("ground", [0.3, 0.5, 0.65])
 def test_light_digit_on_a_grey_ground_is_not_inverted(digit, reference, ground):
     """The border's median is over 0.5 on a bright grey ground; the ink is still the light side."""
     pixels = (ground + (1 - ground) * digit / 255) * 255
-    out = P.preprocess_bytes(png_bytes(pixels.round().astype(np.uint8)))
+    out = primary_view(png_bytes(pixels.round().astype(np.uint8)))
     assert similar(out, reference) > 0.95
 
 
 def test_dark_digit_on_a_grey_ground_is_inverted(digit, reference):
     pixels = 0.7 - 0.6 * digit / 255
-    assert similar(P.preprocess_bytes(png_bytes((pixels * 255).round().astype(np.uint8))), reference) > 0.95
+    assert similar(primary_view(png_bytes((pixels * 255).round().astype(np.uint8))), reference) > 0.95
 
 
 def test_a_bar_along_the_edge_gets_a_reading_without_it(digit, reference):
-    """A scanner edge or ruler in the crop: one reading crops the digit alone."""
+    """A scanner edge or ruler in the crop: one view crops the digit alone."""
     pixels = digit.copy()
     pixels[:, :3] = 255  # a 3 px bar down the left edge, apart from the digit
-    readings = P.readings_bytes(png_bytes(pixels))
-    assert len(readings) >= 2
-    assert max(similar(r, reference) for r in readings) > 0.9
+    views = views_of_bytes(png_bytes(pixels))
+    assert len(views) >= 2
+    assert max(similar(r, reference) for r in views) > 0.9
 
 
 def test_a_faint_digit_is_read_not_refused(digit, reference):
     """A digit 20 levels above a grey ground (faded pencil) is legible: no 422."""
     pixels = 120 + (20 * (digit / 255)).round()
-    assert similar(P.preprocess_bytes(png_bytes(pixels.astype(np.uint8))), reference) > 0.9
+    assert similar(primary_view(png_bytes(pixels.astype(np.uint8))), reference) > 0.9
 
 
 def test_a_noisy_image_is_also_read_unfiltered(mnist_sample):
     """Thin strokes (outlines) can look like noise to the detector; the median filter would erase them."""
     data = generate("salt_and_pepper", mnist_sample[0][:1], seed=0)[0]
-    assert P.is_noisy(P.decode_gray(data)) and len(P.readings_bytes(data)) >= 2
+    assert is_noisy(P.decode_gray(data)) and len(views_of_bytes(data)) >= 2
 
 
 def test_a_thin_stroke_on_paper_is_read_not_refused():
@@ -444,10 +446,10 @@ def test_a_thin_stroke_on_paper_is_read_not_refused():
     quantiles to see it, so both polarities are read, and the dark one finds the digit."""
     page = np.full((300, 400), 205, np.uint8)
     page[120:180, 200:203] = 90
-    assert len(P.readings_bytes(png_bytes(page))) >= 1
+    assert len(views_of_bytes(png_bytes(page))) >= 1
 
 
-# ---------------------------------------------------------------- the second look
+# ---------------------------------------------------------------- the test-time augmentation
 
 class _Recorder(torch.nn.Module):
     """A stand-in network that records its inputs and answers uniform probabilities."""
@@ -471,7 +473,7 @@ def _sure_and_unsure(n: int, unsure: list[int]) -> torch.Tensor:
 def test_sure_answers_get_no_second_look():
     model = _Recorder()
     p = _sure_and_unsure(4, [])
-    assert torch.equal(P.second_look(model, torch.rand(4, 1, 28, 28), p), p) and model.inputs == []
+    assert torch.equal(tta(model, torch.rand(4, 1, 28, 28), p), p) and model.inputs == []
 
 
 def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
@@ -479,7 +481,7 @@ def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
     images = torch.zeros(3, 1, 28, 28)
     images[:, :, 4:24, 13:15] = 1  # a vertical stroke, symmetric left to right
     p = _sure_and_unsure(3, [1])
-    out = P.second_look(model, images, p)
+    out = tta(model, images, p)
     assert torch.equal(out[[0, 2]], p[[0, 2]])
     assert torch.allclose(out[1], (p[1] + 2 * torch.full((10,), 0.1)) / 3)  # the recorder answers 0.1 each
     (turned,) = model.inputs
@@ -489,7 +491,7 @@ def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
 
 
 def test_second_look_grids_are_the_turns_of_each_image():
-    from handler.preprocess.batch import _TURNS, _turn_grids
+    from handler.inference import _TURNS, _turn_grids
 
     n = 3  # turned images are ordered turn by turn: n turned one way, then n the other
     grids = F.affine_grid(_TURNS.repeat_interleave(n, 0), [2 * n, 1, 28, 28], align_corners=False)
@@ -500,7 +502,7 @@ def test_second_look_grids_are_the_turns_of_each_image():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_second_look_runs_on_the_images_device():
     model = _Recorder()
-    out = P.second_look(model, torch.rand(2, 1, 28, 28, device="cuda"), _sure_and_unsure(2, [0]).cuda())
+    out = tta(model, torch.rand(2, 1, 28, 28, device="cuda"), _sure_and_unsure(2, [0]).cuda())
     assert out.is_cuda and model.inputs[0].is_cuda
 
 
@@ -520,17 +522,17 @@ def test_only_plain_whole_jpegs_are_left_for_the_device(digit):
     assert not device_jpeg(encode(Image.fromarray(photo).convert("CMYK"), "JPEG"))
     assert not device_jpeg(plain[:-200])  # truncated: no EOI
     exif = Image.Exif()
-    exif[0x0112] = 6  # turned: Pillow's road applies the rotation
+    exif[0x0112] = 6  # turned: Pillow's path applies the rotation
     assert not device_jpeg(_jpeg(photo, exif=exif.tobytes()))
     assert not device_jpeg(png_bytes(digit))
-    side = int(MAX_PIXELS ** 0.5) + 1  # a header over the pixel cap: Pillow's road refuses it (413)
+    side = int(MAX_PIXELS ** 0.5) + 1  # a header over the pixel cap: Pillow's path refuses it (413)
     big = plain.replace(b"\x00\x1c\x00\x1c", side.to_bytes(2, "big") * 2, 1)
     assert big != plain and not device_jpeg(big)
 
 
 def test_the_device_jpeg_road_reads_photos_as_pillows_road_does(mnist_sample):
     """torchvision's decoder (nvJPEG on a GPU, libjpeg here) at full size, then reduced: pixels
-    within a few levels of Pillow's reduced-size decoding, and nearly the same readings (the
+    within a few levels of Pillow's reduced-size decoding, and nearly the same views (the
     digits: reports/agreement.md, make agreement)."""
     from handler.preprocess.decode import decode_jpegs
 
@@ -543,14 +545,14 @@ def test_the_device_jpeg_road_reads_photos_as_pillows_road_does(mnist_sample):
         assert pixels.shape == reference.shape
         assert np.abs(pixels.numpy() - reference).mean() < 4 / 255
     requests = [{"body": p} for p in photos]
-    device_road = P.decode_batch(requests, "cpu", jpeg_on_device=True)
-    pillow_road = P.decode_batch(requests, "cpu")
-    assert all(isinstance(o, slice) for o in device_road.outcomes)
-    same = [similar(a[0].numpy(), b[0].numpy()) for a, b in zip(device_road.images, pillow_road.images)]
-    assert min(same) > 0.9, same  # the primary readings the network gets
+    device_path = P.decode_batch(requests, "cpu", jpeg_on_device=True)
+    pillow_path = P.decode_batch(requests, "cpu")
+    assert all(isinstance(o, slice) for o in device_path.outcomes)
+    same = [similar(a[0].numpy(), b[0].numpy()) for a, b in zip(device_path.views, pillow_path.views)]
+    assert min(same) > 0.9, same  # the primary views the network gets
 
 
-def test_a_batch_the_device_decoder_refuses_takes_pillows_road(mnist_sample, monkeypatch):
+def test_a_batch_the_device_decoder_refuses_takes_pillows_path(mnist_sample, monkeypatch):
     from handler.preprocess import decode
 
     def refuse(*args, **kwargs):
@@ -563,15 +565,15 @@ def test_a_batch_the_device_decoder_refuses_takes_pillows_road(mnist_sample, mon
     batch = P.decode_batch([{"body": p} for p in photos + [broken]], "cpu", jpeg_on_device=True)
     assert [isinstance(o, slice) for o in batch.outcomes[:3]] == [True] * 3
     reference = P.decode_batch([{"body": p} for p in photos], "cpu")
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batch.images, reference.images))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batch.views, reference.views))
     assert isinstance(batch.outcomes[3], (slice, InputError))  # Pillow reads it or says what is wrong
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_readings_on_cuda_equal_those_on_the_cpu(mnist_sample):
-    """Every family through the whole preprocessing on both devices: the same readings, bar
-    float rounding (JPEGs here take Pillow's road on both, to compare the preprocessing alone;
+    """Every family through the whole preprocessing on both devices: the same views, bar
+    float rounding (JPEGs here take Pillow's path on both, to compare the preprocessing alone;
     small images too are preprocessed on the GPU here, where the handler would use the CPU)."""
     images, labels = mnist_sample
     for family in FAMILIES:
@@ -581,7 +583,7 @@ def test_readings_on_cuda_equal_those_on_the_cpu(mnist_sample):
         cpu = P.decode_batch(requests, "cpu")
         gpu = P.decode_batch(requests, "cuda", jpeg_on_device=False, gpu_min_pixels=0)
         assert [type(o) for o in cpu.outcomes] == [type(o) for o in gpu.outcomes], family
-        for a, b in zip(cpu.images, gpu.images):
+        for a, b in zip(cpu.views, gpu.views):
             assert len(a) == len(b) and all(y.is_cuda for y in b), family
             assert max((x - y.cpu()).abs().max().item() for x, y in zip(a, b)) < 0.02, family
 
@@ -594,34 +596,34 @@ def test_on_an_accelerator_small_stacks_are_worked_on_on_the_cpu_and_moved_there
 
     images, _ = mnist_sample
     grays = [d.astype(np.float32) / 255 for d in images[:6]]
-    seen, work = [], mnistify._readings_stack
-    monkeypatch.setattr(mnistify, "_readings_stack", lambda x, *a: seen.append(x.device.type) or work(x, *a))
-    readings, errors = mnistify.mnist_like_many(grays, device="meta")
+    seen, work = [], mnistify._views_of_stack
+    monkeypatch.setattr(mnistify, "_views_of_stack", lambda x, *a: seen.append(x.device.type) or work(x, *a))
+    views, errors = mnistify.candidate_views(grays, device="meta")
     assert seen == ["cpu"] and errors == [None] * 6
-    assert all(r.device.type == "meta" and r.shape == (28, 28) for image in readings for r in image)
-    cpu, _ = mnistify.mnist_like_many(grays)
-    assert [len(r) for r in readings] == [len(r) for r in cpu]
+    assert all(r.device.type == "meta" and r.shape == (28, 28) for image in views for r in image)
+    cpu, _ = mnistify.candidate_views(grays)
+    assert [len(r) for r in views] == [len(r) for r in cpu]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_small_images_are_preprocessed_on_the_cpu_and_read_on_the_gpu(mnist_sample, monkeypatch):
     """MNIST-sized uploads are worked on on the CPU (mnistify.GPU_MIN_PIXELS), photos on the GPU;
-    every reading ends on the GPU, equal to the CPU's."""
+    every view ends on the GPU, equal to the CPU's."""
     from handler.preprocess import mnistify
 
     images, labels = mnist_sample
     requests = [{"body": png_bytes(d)} for d in images[:8]]
     requests += [{"body": p} for p in generate("paper_photo", images[8:12], seed=3, labels=labels[8:12])]
     stacks = []
-    work = mnistify._readings_stack
-    monkeypatch.setattr(mnistify, "_readings_stack",
+    work = mnistify._views_of_stack
+    monkeypatch.setattr(mnistify, "_views_of_stack",
                         lambda x, *a: stacks.append((x.shape[1:], x.device.type)) or work(x, *a))
     cpu = P.decode_batch(requests, "cpu")
     stacks.clear()
     gpu = P.decode_batch(requests, "cuda")
-    assert all(r.is_cuda for readings in gpu.images for r in readings)
-    assert all(torch.equal(a[0], b[0].cpu()) for a, b in zip(cpu.images[:8], gpu.images[:8]))
+    assert all(r.is_cuda for views in gpu.views for r in views)
+    assert all(torch.equal(a[0], b[0].cpu()) for a, b in zip(cpu.views[:8], gpu.views[:8]))
     assert {device for shape, device in stacks if shape == (28, 28)} == {"cpu"}
     assert {device for shape, device in stacks if shape[0] * shape[1] >= mnistify.GPU_MIN_PIXELS} == {"cuda"}
 
@@ -633,15 +635,15 @@ def test_jpegs_decoded_by_nvjpeg_read_as_pillows_road_does(mnist_sample):
     requests = [{"body": p} for p in generate("paper_photo", images[:32], seed=3, labels=labels[:32])]
     gpu, cpu = P.decode_batch(requests, "cuda"), P.decode_batch(requests, "cpu")
     assert all(isinstance(o, slice) for o in gpu.outcomes)
-    assert all(r[0].is_cuda for r in gpu.images)
-    assert min(similar(a[0].cpu().numpy(), b[0].numpy()) for a, b in zip(gpu.images, cpu.images)) > 0.9
+    assert all(r[0].is_cuda for r in gpu.views)
+    assert min(similar(a[0].cpu().numpy(), b[0].numpy()) for a, b in zip(gpu.views, cpu.views)) > 0.9
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_damaged_jpegs_on_cuda_answer_each_request_and_leave_the_device_usable(mnist_sample):
     """Whole headers and EOI, damaged scan data: they reach nvJPEG. Each request is answered (its
-    digit, or a 4xx from Pillow's road), and the device still works afterwards."""
+    digit, or a 4xx from Pillow's path), and the device still works afterwards."""
     images, labels = mnist_sample
     photo = generate("paper_photo", images[:1], seed=3, labels=labels[:1])[0]
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""The buffered socket reader against TorchServe's own: same messages, however the bytes arrive."""
+"""The fast paths (handler/fast_paths.py) against the public paths: the same bytes."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,13 @@ import struct
 import threading
 
 import pytest
+import torch
+from torch import nn
 from ts.protocol import otf_message_handler as otf
 
-from handler import worker_socket
+from handler import fast_paths
+from handler.served_model import NATIVE_CPU_MAX_BATCH, conv_relu_chain, served_network
+from model import load_checkpoint
 
 TORCHSERVE_READ = otf._retrieve_buffer, otf._retrieve_int
 
@@ -61,7 +65,7 @@ def _read_messages(reads, sender_chunks: list[bytes], count: int) -> list:
         theirs.close()
 
 
-BUFFERED_READ = worker_socket.buffered_retrieve_buffer, worker_socket.buffered_retrieve_int
+BUFFERED_READ = fast_paths.buffered_retrieve_buffer, fast_paths.buffered_retrieve_int
 
 
 @pytest.mark.parametrize("chunking", ["whole", "bytewise", "odd"])
@@ -94,7 +98,7 @@ def test_a_socket_is_read_in_a_few_calls_not_one_per_field():
             calls.append(n)
             return ours.recv(n)
 
-    reader = worker_socket.SocketReader(Counting())
+    reader = fast_paths.SocketReader(Counting())
     original = otf._retrieve_buffer, otf._retrieve_int
     otf._retrieve_buffer, otf._retrieve_int = (lambda conn, length: reader.read(length)), (lambda conn: reader.read_int())
     try:
@@ -112,7 +116,7 @@ def test_the_frontend_going_away_ends_the_worker_as_torchserve_does():
     theirs.sendall(b"I" + struct.pack("!i", 9) + b"req")  # cut off inside the request id
     theirs.close()
     with pytest.raises(SystemExit) as exit_:
-        worker_socket.SocketReader(ours).read(1 + 4 + 9)
+        fast_paths.SocketReader(ours).read(1 + 4 + 9)
     ours.close()
     assert exit_.value.code == 0
 
@@ -120,14 +124,84 @@ def test_the_frontend_going_away_ends_the_worker_as_torchserve_does():
 def test_install_replaces_the_reads_of_torchserve_0_12_only(monkeypatch):
     monkeypatch.setattr(otf, "_retrieve_buffer", otf._retrieve_buffer)  # both restored after the test
     monkeypatch.setattr(otf, "_retrieve_int", otf._retrieve_int)
-    assert worker_socket.install()
+    assert fast_paths.install_buffered_socket()
     assert (otf._retrieve_buffer, otf._retrieve_int) == BUFFERED_READ
     monkeypatch.setattr(otf, "_retrieve_buffer", "unchanged")
     monkeypatch.setattr("ts.version.__version__", "0.13.0")
-    assert not worker_socket.install()
+    assert not fast_paths.install_buffered_socket()
     assert otf._retrieve_buffer == "unchanged"
 
 
 def test_only_a_torchserve_worker_installs_it(handler_and_context):
-    assert not worker_socket.in_torchserve_worker()  # pytest's process: the handler left TorchServe alone
+    assert not fast_paths.in_torchserve_worker()  # pytest's process: the handler left TorchServe alone
     assert (otf._retrieve_buffer, otf._retrieve_int) == TORCHSERVE_READ
+
+
+# ---------------------------------------------------------------- convolutions
+
+def test_served_network_gives_the_same_outputs_and_leaves_onednn_switched_on():
+    model = load_checkpoint()
+    served = served_network(model)
+    assert served.network.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16):  # native, then oneDNN
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            assert torch.allclose(model(x), served(x), atol=1e-4)
+        assert torch.backends.mkldnn.enabled  # no process-wide flag flipped per call
+
+
+def test_native_small_batches_give_the_bytes_of_conv2d_without_onednn():
+    """The fast path calls PyTorch's native kernel directly; the public way to reach it is to
+    switch oneDNN off for the whole process, which the test may do and the handler must not."""
+    served = served_network(load_checkpoint())
+    assert served.native and len(served.convolutions) == 3
+    x = torch.rand(NATIVE_CPU_MAX_BATCH, 1, 28, 28)
+    with torch.inference_mode():
+        out = served(x)
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert torch.equal(out, served.network(x))
+
+
+def test_a_network_that_is_not_conv_relu_throughout_runs_as_its_modules():
+    odd = served_network(load_checkpoint())
+    odd.network.features.append(nn.Tanh())
+    odd.convolutions = conv_relu_chain(odd.network)
+    assert odd.convolutions is None
+    x = torch.rand(3, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(odd(x), odd.network(x))
+
+
+def test_prepacked_convolutions_give_the_bytes_of_conv2d():
+    """Batches over NATIVE_CPU_MAX_BATCH go through the prepacked convolutions, with exactly the
+    outputs of the public path (packed_convolutions: false); smaller ones do not."""
+    served = served_network(load_checkpoint())
+    public = served_network(load_checkpoint(), packed=False)
+    if served.packed is None:
+        pytest.skip("this torch build has no oneDNN")
+    assert public.packed is None
+    calls, packed = [], served.packed
+    served.packed = lambda x: calls.append(len(x)) or packed(x)
+    for batch in (1, NATIVE_CPU_MAX_BATCH, NATIVE_CPU_MAX_BATCH + 1, 16, 37):
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            assert torch.equal(served(x), public(x))
+    assert calls == [NATIVE_CPU_MAX_BATCH + 1, 16, 37]
+
+
+def test_switched_off_small_batches_take_onednn_with_the_same_digits():
+    served, public = served_network(load_checkpoint()), served_network(load_checkpoint(), native=False)
+    assert not public.native
+    x = torch.rand(1, 1, 28, 28)
+    with torch.inference_mode():
+        a, b = served(x), public(x)
+    assert torch.equal(a.argmax(1), b.argmax(1)) and torch.allclose(a, b, atol=1e-4)
+
+
+def test_convolution_fast_paths_stand_down_on_an_unchecked_torch(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    served = served_network(load_checkpoint())
+    assert served.packed is None and not served.native
+    x = torch.rand(16, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(served(x), served_network(load_checkpoint(), packed=False)(x))

@@ -1,0 +1,219 @@
+"""Every use of a private API on the serving hot path, in one place.
+
+Each fast path gives what the public path gives, for less of the worker's CPU; each is checked
+against the library versions it was read against (on others the public path runs), has a switch
+in model-config.yaml's `handler:` section (handler/settings.py), and a test that both paths give
+the same bytes (tests/test_fast_paths.py). Their measured shares of a worker's CPU, and the ones
+removed for saving under 3%, are in docs/performance.md.
+
+1. Buffered worker socket (`buffered_socket`). TorchServe 0.12.0's Python worker reads every field
+   of a batch with its own `recv` (ts/protocol/otf_message_handler.py, `_retrieve_buffer` and
+   `_retrieve_int`): a 4-byte length, then the bytes it announces, for the request id, each
+   header's name and value, each input's name, content type and body; a batch of 16 requests with
+   six headers is over 400 system calls. `install_buffered_socket()` replaces those two functions
+   with reads from a per-socket buffer refilled up to 64 KiB at a time: TorchServe's own parsing
+   code runs unchanged on the same bytes, with a few system calls per batch.
+2. Prepacked oneDNN convolutions (`packed_convolutions`). On the CPU, each convolution and its ReLU
+   as one oneDNN call on weights reordered once into oneDNN's blocked layout
+   (`torch.ops.mkldnn._convolution_pointwise`, what torch.compile's CPU freezing emits), where
+   F.conv2d reorders them on every call; the same kernels and outputs.
+3. Native convolutions for batches of one or two (`native_small_batches`). For them oneDNN's
+   per-call setup outweighs the work; PyTorch's native kernel (`aten::thnn_conv2d`, what F.conv2d
+   runs with oneDNN disabled) is called directly, so no process-wide switch is flipped per call.
+
+One patch is here for correctness, not speed: 4. TorchServe's PredictionTime gauge
+(`route_prediction_time`). TorchServe 0.12.0's worker records it after every batch with
+`metrics.add_time(name, value)` (ts/service.py), which gives it the dimension values ["Error"]
+against the declared ["ModelName", "Level"]: the gauge is never exported, and the worker logs an
+error per batch. The patch records it with the handler's own metrics instead.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# The versions whose private APIs these were read against.
+TORCHSERVE_VERSIONS = ("0.12.0",)
+TORCH_VERSIONS = ("2.14.",)  # prefixes of torch.__version__
+_CHUNK = 64 * 1024
+_INT = struct.Struct("!i")
+
+
+def torch_checked() -> bool:
+    """Whether this PyTorch is one the convolution fast paths were checked against."""
+    return torch.__version__.startswith(TORCH_VERSIONS)
+
+
+# ---------------------------------------------------------------- 1. buffered worker socket
+
+class SocketReader:
+    """Exact-length reads from a socket, `recv`ing at least _CHUNK bytes whenever it runs dry.
+
+    Bytes read past the current message stay here for the next one, so once a socket is read
+    through a SocketReader every later read of it must be too (install() sees to that: TorchServe
+    reads the socket only through `_retrieve_buffer`).
+    """
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.data = bytearray()
+        self.pos = 0
+
+    def read(self, length: int) -> bytearray:
+        end = self.pos + length
+        if end > len(self.data):
+            self._fill(length)
+            end = self.pos + length
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def read_int(self) -> int:
+        """A 4-byte big-endian signed int, TorchServe's length and count fields."""
+        if self.pos + 4 > len(self.data):
+            self._fill(4)
+        (value,) = _INT.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return value
+
+    def _fill(self, length: int) -> None:
+        """Keep the unread bytes and receive until `length` of them are here."""
+        del self.data[:self.pos]
+        self.pos = 0
+        while len(self.data) < length:
+            packet = self.sock.recv(max(_CHUNK, length - len(self.data)))
+            if not packet:  # what TorchServe's own reader does when the frontend goes away
+                logging.info("Frontend disconnected.")
+                sys.exit(0)
+            self.data += packet
+
+
+_reader: SocketReader | None = None  # a worker has one socket to its frontend
+
+
+def reader_of(conn) -> SocketReader:
+    global _reader
+    if _reader is None or _reader.sock is not conn:
+        _reader = SocketReader(conn)
+    return _reader
+
+
+def buffered_retrieve_buffer(conn, length: int) -> bytearray:
+    """Drop-in for otf_message_handler._retrieve_buffer(conn, length): the next `length` bytes."""
+    return reader_of(conn).read(length)
+
+
+def buffered_retrieve_int(conn) -> int:
+    """Drop-in for otf_message_handler._retrieve_int(conn)."""
+    return reader_of(conn).read_int()
+
+
+def in_torchserve_worker() -> bool:
+    """Whether this process is a TorchServe worker (the frontend runs ts/model_service_worker.py)."""
+    main = sys.modules.get("__main__")
+    return Path(getattr(main, "__file__", None) or "").name == "model_service_worker.py"
+
+
+def install_buffered_socket() -> bool:
+    """Make this worker read its socket through buffered_retrieve_buffer and buffered_retrieve_int.
+    Call it while TorchServe is loading the model (the handler's initialize): the load message has
+    been read to its last byte then, so nothing is buffered anywhere else. False, and nothing
+    changed, under a TorchServe version this was not checked against."""
+    from ts.protocol import otf_message_handler
+    from ts.version import __version__
+
+    if __version__ not in TORCHSERVE_VERSIONS or not all(
+            hasattr(otf_message_handler, name) for name in ("_retrieve_buffer", "_retrieve_int")):
+        logger.warning("TorchServe %s: its worker socket is read unbuffered", __version__)
+        return False
+    otf_message_handler._retrieve_buffer = buffered_retrieve_buffer
+    otf_message_handler._retrieve_int = buffered_retrieve_int
+    logger.info("worker socket: buffered reads")
+    return True
+
+
+# ---------------------------------------------------------------- 2. prepacked oneDNN convolutions
+
+Layer = tuple[torch.Tensor, "torch.Tensor | None", list[int], list[int], list[int], int]
+
+
+class PackedConvolutions:
+    """Convolutions each followed by its ReLU, as oneDNN calls on prepacked weights:
+    (N, 1, 28, 28) channels-last -> the last convolution's (N, C, h, w) after ReLU. CPU only."""
+
+    def __init__(self, layers: list[Layer]) -> None:
+        self.layers = layers  # (packed weight, bias, padding, stride, dilation, groups) per convolution
+
+    @classmethod
+    def of(cls, convolutions: list[nn.Conv2d], batch_size: int, side: int = 28) -> PackedConvolutions | None:
+        """Weights laid out for batches of `batch_size` (others run too, with the same outputs);
+        None where oneDNN or this PyTorch's private ops are missing."""
+        if not (torch_checked() and torch.backends.mkldnn.is_available()
+                and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+            return None
+        layers = []
+        for conv in convolutions:
+            geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                conv.weight.detach().contiguous().to_mkldnn(), *geometry, [batch_size, conv.in_channels, side, side])
+            bias = conv.bias.detach() if conv.bias is not None else None
+            layers.append((weight, bias, *geometry))
+            side = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        return cls(layers)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for weight, bias, padding, stride, dilation, groups in self.layers:
+            x = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, groups,
+                                                        "relu", [], "")
+        return x
+
+
+# ---------------------------------------------------------------- 3. native small-batch convolutions
+
+def native_conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
+    """Each convolution and its ReLU through PyTorch's native CPU kernel: the bytes F.conv2d gives
+    with oneDNN disabled (torch.backends.mkldnn.flags(enabled=False)), without flipping that
+    process-wide flag. Zero-padded, ungrouped, undilated convolutions only (ServedCNN checks)."""
+    for conv in convolutions:
+        x = torch.ops.aten.thnn_conv2d(x, conv.weight, conv.kernel_size, conv.bias, conv.stride, conv.padding).relu_()
+    return x
+
+
+def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
+    """The public path of the same: F.conv2d, then ReLU, per convolution."""
+    for conv in convolutions:
+        x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+    return x
+
+
+# ---------------------------------------------------------------- 4. TorchServe's PredictionTime gauge
+
+def route_prediction_time(metrics, observe: Callable[[float], None]) -> bool:
+    """Make `metrics.add_time("PredictionTime", ms)` (TorchServe's call after each batch) call
+    `observe(ms)`; any other timing keeps TorchServe's path. False, and nothing changed, under a
+    TorchServe version this was not checked against."""
+    from ts.metrics.metric_type_enum import MetricTypes
+    from ts.version import __version__
+
+    if __version__ not in TORCHSERVE_VERSIONS:
+        logger.warning("TorchServe %s: its PredictionTime gauge is left as it records it", __version__)
+        return False
+    torchserve_add_time = metrics.add_time
+
+    def add_time(name, value, idx=None, unit="ms", dimensions=None, metric_type=MetricTypes.GAUGE):
+        if name == "PredictionTime" and idx is None and not dimensions and unit == "ms":
+            observe(value)
+        else:
+            torchserve_add_time(name, value, idx, unit, dimensions or [], metric_type)
+
+    metrics.add_time = add_time
+    return True

@@ -1,0 +1,142 @@
+"""Cleaned light-on-black (N, H, W) stacks -> (28, 28) candidate views framed as MNIST frames its
+digits: the ink cropped, its longer side scaled to 20 px, its centre of mass at MNIST's.
+
+MNIST itself was made this way (NIST digits scaled into a 20x20 box, anti-aliased, then centred
+by centre of mass in 28x28), so real photos and canvas drawings land in the same space.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from handler.preprocess.kernels import above, constant, divide, reach_border
+
+SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
+INK = 0.25  # after contrast stretching, pixels above this set the bounding box (faint grain does not)
+# MNIST's mean centre of mass in (row, col) index coordinates: 14.00, 14.01 on the training set.
+MNIST_CENTRE = (14.0, 14.0)
+INNER_MASS = 0.3  # the crop without border-touching structures keeps at least this share of the ink
+
+Views = list[torch.Tensor]  # one image's (28, 28) candidate views, the first the primary one
+
+
+def frame_views(x: torch.Tensor, blank: torch.Tensor, multiple: bool) -> list[Views]:
+    """Cleaned (N, H, W) -> per image its (28, 28) candidate views: as it is when already MNIST-shaped;
+    else cropped and centred (multiple: without the structures that touch the border, if any),
+    and (multiple) also as it is for 28x28 uploads."""
+    # Which images are blank or ready read once, the rest decided in Python: fewer calls than
+    # masks and a nonzero (a batch's fixed cost on the CPU).
+    blank_flags, ready_flags = blank.tolist(), already_mnist(x).tolist()
+    as_is = multiple and tuple(x.shape[1:]) == (SIDE, SIDE)
+    todo = [i for i, (is_blank, is_ready) in enumerate(zip(blank_flags, ready_flags))
+            if not (is_blank or is_ready)]
+    if todo:
+        crops = x[todo]
+        if multiple:
+            # With border structures cut away, the crop that keeps them only shrinks the digit.
+            inner, useful = _without_border_structures(crops)
+            crops = torch.where(useful[:, None, None], inner, crops)
+        fitted = iter(fit_and_centre(crops).unbind(0))
+    out: list[Views] = []
+    for image, is_blank, is_ready in zip(x.unbind(0), blank_flags, ready_flags):  # one call for all views
+        if is_blank:
+            out.append([])
+        elif is_ready:
+            out.append([image])
+        else:
+            out.append(([image] if as_is else []) + [next(fitted)])
+    return out
+
+
+def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) -> the images without the ink that touches their border (8-connected), and (N,)
+    whether that is worth reading: something touched the border, something else is left, and
+    that keeps at least INNER_MASS of the ink (else the digit itself runs off the edge)."""
+    # 0/1 float masks and arithmetic: on the CPU, where() and any() on a stack of photos cost
+    # several times these (x >= 0, so x * 0 is 0 and x * 1 is x, exactly)
+    ink = above(x, INK)
+    touching = reach_border(ink)  # within the ink
+    inner = x * (1 - touching)
+    useful = ((touching.amax((1, 2)) > 0) & ((ink - touching).amax((1, 2)) > 0)
+              & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64)))
+    return inner, useful
+
+
+def _extents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) with ink -> (N, 2) first and (N, 2) last row ([:, 0]) and column ([:, 1]) with ink
+    (pixels over INK); rows and columns are read in one call per step."""
+    h, w = x.shape[1:]
+    ink = above(x, INK)  # summed rather than x's maxima taken: on the CPU a third of the cost
+    rows, cols = ink.sum(2), ink.sum(1)  # (N, H), (N, W): how many pixels of each are ink
+    side = max(h, w)
+    if h != w:  # the shorter one padded with places without ink, after its end
+        rows, cols = F.pad(rows, (0, side - h)), F.pad(cols, (0, side - w))
+    inked = (torch.stack((rows, cols), 1) > 0).byte()  # (N, 2, side)
+    # argmax finds the first set entry, from either end
+    return inked.argmax(2), side - 1 - inked.flip(2).argmax(2)
+
+
+def already_mnist(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N,): 28x28, digit about 20 px, centre of mass within 1 px of MNIST's
+    (resampling would only blur). Images need some ink (stretched ones have)."""
+    n, h, w = x.shape
+    if (h, w) != (SIDE, SIDE):
+        return torch.zeros(n, dtype=torch.bool, device=x.device)
+    first, last = _extents(x)
+    size = (last - first).amax(1) + 1  # (N,): the longer side
+    off_centre = (_centres_of_mass(x) - constant(MNIST_CENTRE, torch.float64, x.device)).abs_().amax(1)
+    return (0.9 * BOX <= size) & (size <= 1.1 * BOX) & (off_centre <= 1)
+
+
+def _centres_of_mass(x: torch.Tensor) -> torch.Tensor:
+    """(N, S, S) -> (N, 2) float64 row and column centres of mass (meaningless for blank images)."""
+    side = x.shape[1]
+    sums = torch.stack((x.sum(2, dtype=torch.float64), x.sum(1, dtype=torch.float64)), 1)  # (N, 2, S)
+    mass = sums[:, 0].sum(1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny)  # (N, 1)
+    return (sums @ constant(tuple(range(side)), torch.float64, x.device)) / mass
+
+
+def fit_and_centre(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) with ink -> (N, 28, 28): each image's ink cropped, its longer side scaled to 20 px
+    (antialiased bilinear, as Pillow resizes), pasted with its centre of mass centred. Crops differ
+    in size, so the resize is one call per image; the rest is batched, with one read of the
+    device (the crops' boxes)."""
+    first, last = _extents(x)
+    boxes = torch.cat((first, last), 1).tolist()  # (N, 4): top, left, bottom, right
+    digits = []
+    for image, (top, left, bottom, right) in zip(x.unbind(0), boxes):
+        digit = image[top:bottom + 1, left:right + 1]
+        longer = max(digit.shape)
+        scale = BOX / longer
+        # Within 10% of the target size resampling would only blur (clean MNIST is already 20 px).
+        if not 0.9 <= scale <= 1.1 or longer > SIDE:
+            size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
+            digit = F.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False,
+                                  antialias=True)[0, 0].clamp(0, 1)
+        digits.append(digit)
+    # (N, 28, 28): each digit in the top left corner, then moved so that its centre of mass is
+    # MNIST's (as far as it fits), by one gather for the whole stack.
+    corner = torch.stack([F.pad(d, (0, SIDE - d.shape[1], 0, SIDE - d.shape[0])) for d in digits])
+    cy, cx = _centres_of_mass(corner).unbind(1)
+    heights, widths = torch.tensor([d.shape for d in digits], device=x.device).unbind(1)
+    tops = torch.minimum(_whole(MNIST_CENTRE[0] - cy).clamp(min=0).long(), SIDE - heights)
+    lefts = torch.minimum(_whole(MNIST_CENTRE[1] - cx).clamp(min=0).long(), SIDE - widths)
+    return _shifted(corner, tops, lefts)
+
+
+def _shifted(x: torch.Tensor, down: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> each image moved `down` rows and `right` columns ((N,) each, >= 0), zeros
+    coming in: out[n, i, j] = x[n, i - down[n], j - right[n]]."""
+    n, h, w = x.shape
+    rows = torch.arange(h, device=x.device) - down[:, None]  # (N, H): the source row of each row
+    cols = torch.arange(w, device=x.device) - right[:, None]  # (N, W)
+    out = x.gather(1, rows.clamp(min=0)[:, :, None].expand(n, h, w))
+    out = out.gather(2, cols.clamp(min=0)[:, None, :].expand(n, h, w))
+    return out * ((rows >= 0)[:, :, None] & (cols >= 0)[:, None, :])
+
+
+def _whole(x: torch.Tensor) -> torch.Tensor:
+    """Nearest whole numbers, ties to even, after snapping to 1e-6: a symmetric digit's centre of
+    mass is often exactly half way, and float rounding (which differs between devices and
+    summation orders) must not be what picks the side."""
+    return torch.round(divide(torch.round(x * 1e6), 1e6))

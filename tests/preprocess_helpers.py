@@ -1,0 +1,42 @@
+"""One-image views of the preprocessing for tests (the handler preprocesses whole batches)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from handler.preprocess import candidate_views, decode_gray, request_grays
+from handler.preprocess.background import NOISE_SHARE, noise_levels
+
+
+def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
+    """One request -> its images' primary (28, 28) views and whether it was "instances", raising
+    its InputError: the per-request view that tests and the fuzzer check."""
+    grays, instances = request_grays(request)
+    views, errors = candidate_views(grays)
+    for error in errors:
+        if error is not None:
+            raise error
+    return [v[0].numpy() for v in views], instances
+
+
+def views_of_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True) -> list[torch.Tensor]:
+    """Image file bytes -> its (28, 28) candidate views on the CPU, raising its InputError."""
+    (views,), (error,) = candidate_views([decode_gray(data)], denoise_noisy, multiple)
+    if error is not None:
+        raise error
+    return views
+
+
+def primary_view(data: bytes, denoise_noisy: bool = True) -> np.ndarray:
+    """Image file bytes -> its primary (28, 28) view."""
+    return views_of_bytes(data, denoise_noisy)[0].numpy()
+
+
+def noise_level(gray: np.ndarray | torch.Tensor) -> float:
+    """One image's noise level (background.noise_levels)."""
+    return float(noise_levels(torch.as_tensor(gray, dtype=torch.float32)[None])[0])
+
+
+def is_noisy(gray: np.ndarray | torch.Tensor) -> bool:
+    """Whether the denoise step would run on this image."""
+    return noise_level(gray) > NOISE_SHARE
