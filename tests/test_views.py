@@ -1,0 +1,122 @@
+"""Candidate views (mnistify): noise detection, polarity, grounds, bars, faint and thin strokes."""
+from __future__ import annotations
+
+
+
+import numpy as np
+import pytest
+import torch
+
+from handler import preprocess as P
+from tests.conftest import png_bytes
+from tests.preprocess_helpers import is_noisy, noise_level, primary_view, request_images, views_of_bytes
+from train.families import generate
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_sample) -> np.ndarray:
+    return mnist_sample[0][0]  # (28, 28) uint8, light on black
+
+
+@pytest.fixture(scope="module")
+def reference(digit) -> np.ndarray:
+    return primary_view(png_bytes(digit))
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def one(request: dict) -> np.ndarray:
+    images, instances = request_images(request)
+    assert len(images) == 1 and not instances
+    return images[0]
+
+
+def test_noise_levels_on_black_read_the_background_level_without_its_histogram(mnist_sample, monkeypatch):
+    """On a black-ground stack (mnistify.on_black) the background's median is read as 0 without
+    quantiles where at least half of each image's background is at level 0: the same noise levels
+    as the full path, at the edge of the rule too; any image short of it sends the stack the full way."""
+    from handler.preprocess import background as bg
+
+    rng = np.random.default_rng(5)
+    digits = np.stack(mnist_sample[0][:8]) / np.float32(255)  # (8, 28, 28)
+    salted = np.where(rng.random(digits.shape) < 0.05, np.float32(1), digits)  # noisy: levels over 2%
+    hazy = np.clip(digits + np.float32(0.08), 0, 1)  # background at level 20: the histogram decides
+    edge = np.zeros((28, 28), np.float32)  # background: all but the stroke's 2 px surroundings
+    edge[:, :3] = 1  # a bar on the left edge
+    background = ~(np.arange(28) < 5)[None].repeat(28, 0)  # more than 2 px from the bar (columns 0-2)
+    grey = np.flatnonzero(background)
+    half = edge.copy()
+    half.flat[grey[: len(grey) // 2]] = np.float32(10 / 255)  # exactly half the background at level 0
+    under = half.copy()
+    under.flat[grey[len(grey) // 2]] = np.float32(10 / 255)  # one pixel short of half
+    calls = []
+    monkeypatch.setattr(bg, "quantiles", lambda *a, **k: calls.append(1) or P.kernels.quantiles(*a, **k))
+    for stack, shortcut in ((digits, True), (salted, True), (np.stack([half] * 2), True), (hazy, False),
+                            (np.stack([half, under]), False), (np.concatenate([digits, hazy[:1]]), False)):
+        x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
+        calls.clear()
+        fast = bg.noise_levels(x, on_black=True)
+        assert bool(calls) != shortcut
+        assert torch.equal(fast, bg.noise_levels(x))
+    assert (bg.noise_levels(torch.from_numpy(salted)) > bg.NOISE_SHARE).all()
+
+
+def test_noise_level_of_an_image_that_is_all_stroke():
+    """Found by fuzzing: a tiny image that is all ink has no background to judge noise on."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert noise_level(np.ones((3, 3), np.float32)) == 0.0
+        assert noise_level(np.ones((1, 1), np.float32)) == 0.0
+
+
+# ---------------------------------------------------------------- views (robustness)
+
+def test_clean_mnist_gets_one_reading(mnist_sample):
+    for pixels in mnist_sample[0][:20]:
+        assert len(views_of_bytes(png_bytes(pixels))) == 1
+
+
+@pytest.mark.parametrize("ground", [0.3, 0.5, 0.65])
+def test_light_digit_on_a_grey_ground_is_not_inverted(digit, reference, ground):
+    """The border's median is over 0.5 on a bright grey ground; the ink is still the light side."""
+    pixels = (ground + (1 - ground) * digit / 255) * 255
+    out = primary_view(png_bytes(pixels.round().astype(np.uint8)))
+    assert similar(out, reference) > 0.95
+
+
+def test_dark_digit_on_a_grey_ground_is_inverted(digit, reference):
+    pixels = 0.7 - 0.6 * digit / 255
+    assert similar(primary_view(png_bytes((pixels * 255).round().astype(np.uint8))), reference) > 0.95
+
+
+def test_a_bar_along_the_edge_gets_a_reading_without_it(digit, reference):
+    """A scanner edge or ruler in the crop: one view crops the digit alone."""
+    pixels = digit.copy()
+    pixels[:, :3] = 255  # a 3 px bar down the left edge, apart from the digit
+    views = views_of_bytes(png_bytes(pixels))
+    assert len(views) >= 2
+    assert max(similar(r, reference) for r in views) > 0.9
+
+
+def test_a_faint_digit_is_read_not_refused(digit, reference):
+    """A digit 20 levels above a grey ground (faded pencil) is legible: no 422."""
+    pixels = 120 + (20 * (digit / 255)).round()
+    assert similar(primary_view(png_bytes(pixels.astype(np.uint8))), reference) > 0.9
+
+
+def test_a_noisy_image_is_also_read_unfiltered(mnist_sample):
+    """Thin strokes (outlines) can look like noise to the detector; the median filter would erase them."""
+    data = generate("salt_and_pepper", mnist_sample[0][:1], seed=0)[0]
+    assert is_noisy(P.decode_gray(data)) and len(views_of_bytes(data)) >= 2
+
+
+def test_a_thin_stroke_on_paper_is_read_not_refused():
+    """A "1" of a few hundred dark pixels on a 400x300 page: too little ink for the polarity
+    quantiles to see it, so both polarities are read, and the dark one finds the digit."""
+    page = np.full((300, 400), 205, np.uint8)
+    page[120:180, 200:203] = 90
+    assert len(views_of_bytes(png_bytes(page))) >= 1
