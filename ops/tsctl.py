@@ -88,7 +88,7 @@ def scale(management_url: str, key: str, workers: int, model: str = "mnist", tim
     """Set min and max workers to `workers` and wait for TorchServe to get there. A 5xx is tried
     again (the request is idempotent): TorchServe 0.12's frontend can answer 500 when a worker it
     stops is in the middle of a batch (a ConcurrentModificationException in
-    BatchAggregator.sendError, seen in this project's scale-down-under-load test)."""
+    BatchAggregator.sendError, seen in tests/test_zero_loss.py's scale-down under load)."""
     for attempt in range(1, attempts + 1):
         response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
                                 params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
