@@ -24,6 +24,8 @@ WORKDIR /opt/mnist
 COPY model/ model/
 COPY handler/ handler/
 COPY ops/ ops/
+# The key file's reader (client.core.read_keys) for ops.tsctl: the HEALTHCHECK's key.
+COPY client/ client/
 COPY config.properties model-config.yaml log4j2.xml ./
 RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/models \
  && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv

@@ -140,10 +140,11 @@ profile: setup
 	$(PY) -m benchmarks.batch_profile $(PROFILE_ARGS)
 
 image: setup
-	$(PY) -m harness.container image
+	$(PY) -m ops.image build
 
-# KEEP_IMAGE=1 leaves the image for a following deploy-check (which removes it); CI does that.
-image-test: setup
+# image-test and deploy-check build the image first (cached layers make a rebuild quick), check it
+# and remove it; KEEP_IMAGE=1 leaves it for a following deploy-check (which removes it); CI does that.
+image-test: image
 	$(PY) -m harness.container image-test $(if $(KEEP_IMAGE),--keep-image)
 
 kserve-store: $(VENV)/.installed $(SOURCES) config.properties log4j2.xml
@@ -155,7 +156,7 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
 	touch $@
 
-deploy-check: $(DEPLOY_VENV)/.installed kserve-store
+deploy-check: $(DEPLOY_VENV)/.installed kserve-store image
 	$(DEPLOY_VENV)/bin/python deploy/check.py
 	$(PY) -m harness.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
 

@@ -65,9 +65,15 @@ class RetryPolicy:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def read_keys(key_file: str | os.PathLike) -> dict[str, str]:
+    """{"inference": ..., "management": ..., "API": ...} from the key_file.json TorchServe writes
+    (and rewrites on rotation): the one reader of that file's format, used by ops/ and harness/ too."""
+    return {kind: entry["key"] for kind, entry in json.loads(Path(key_file).read_text()).items()}
+
+
 def read_inference_key(key_file: str | os.PathLike) -> str:
-    """The inference key from the key_file.json TorchServe writes (and rewrites on rotation)."""
-    return json.loads(Path(key_file).read_text())["inference"]["key"]
+    """The inference key from TorchServe's key_file.json."""
+    return read_keys(key_file)["inference"]
 
 
 def encode_image(image: Image) -> bytes:

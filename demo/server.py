@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
 from ops.paths import ROOT
+from ops.properties import read_properties
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
@@ -35,8 +35,7 @@ SECURITY_HEADERS = {
 
 def max_request_size(config: Path = ROOT / "config.properties") -> int:
     """TorchServe's max_request_size: a bigger body would be refused there anyway, so refuse it here."""
-    match = re.search(r"^max_request_size=(\d+)", config.read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 6553500  # TorchServe's default
+    return int(read_properties(config).get("max_request_size", 6553500))  # TorchServe's default
 
 
 class DemoHandler(BaseHTTPRequestHandler):

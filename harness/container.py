@@ -1,20 +1,15 @@
-"""Build and run the service image with docker (if a daemon answers) or podman.
+"""Run the service image (built by ops/image.py) and check it over REST, then remove it.
 
-    python -m harness.container image           # build mnist-serve:latest
-    python -m harness.container image-test      # build, run with published ports, REST subset, remove
+    python -m harness.container image-test      # run with published ports, REST subset, remove
     python -m harness.container deploy-run      # run the image as deploy/ does, REST subset, remove
-                                                #   (needs the image and `make kserve-store`)
+                                                #   (needs `make kserve-store`)
 
-Where no base image can be pulled (no registry), a Debian bookworm base is made with
-`debootstrap --variant=minbase` (cached in ~/.cache/mnist-serve) and passed as BASE_IMAGE; the
-Dockerfile's default stays the public debian:bookworm-slim.
+Both check the image as it is (`make image`, `python -m ops.image build`), building it first only
+where it is missing or --build is given, and remove it afterwards unless --keep-image is given.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,112 +20,18 @@ from typing import Callable, Iterator
 
 import requests
 
+from client.core import read_inference_key
 from harness.local_server import free_port
 from harness.rest_check import Service, run as run_rest_check
+from ops.image import IMAGE, Engine, build_image, remove_images
 from ops.paths import ROOT
+from ops.polling import NotYet, wait_until
 from ops.properties import read_properties
-IMAGE = os.environ.get("IMAGE", "mnist-serve:latest")
-PUBLIC_BASE = "debian:bookworm-slim"
-LOCAL_BASE = "localhost/mnist-serve-base:bookworm"
-BASE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist-serve" / "bookworm-minbase.tar"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-# Debian's podman 4.3 needs runc on hosts with hybrid cgroups (crun fails) and no default rlimits.
-PODMAN_CONF = ROOT / "deploy" / "podman" / "containers.conf"
-PODMAN_PACKAGES = ("podman", "runc", "debootstrap")
+from ops.tsctl import bearer
+
 CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082}
 READY_TIMEOUT_S = 240
 STOP_GRACE_S = 30
-COMMAND_TIMEOUT_S = 3600  # the build downloads and unpacks torch's CUDA build: 6 min alone, 25-30 min on 2 busy cores
-
-
-class Engine:
-    def __init__(self) -> None:
-        self.name = "docker" if _docker_answers() else "podman"
-        if self.name == "podman":
-            _install_podman_if_missing()
-            os.environ.setdefault("CONTAINERS_CONF", str(PODMAN_CONF))
-
-    def cmd(self, *args: str) -> list[str]:
-        return ["podman", "--runtime", "runc", *args] if self.name == "podman" else ["docker", *args]
-
-    def run(self, *args: str, check: bool = True, capture: bool = False, timeout: float = 300,
-            stdin=None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(*args), check=check, timeout=timeout, stdin=stdin,
-                              capture_output=capture, text=capture)
-
-    def image_exists(self, image: str) -> bool:
-        return self.run("image", "inspect", image, check=False, capture=True).returncode == 0
-
-
-def _docker_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def _install_podman_if_missing() -> None:
-    missing = [p for p in PODMAN_PACKAGES if not shutil.which(p) and not Path(f"/usr/sbin/{p}").exists()]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SystemExit(f"no docker daemon answers and {' '.join(missing)} are missing: "
-                         f"sudo apt-get install {' '.join(PODMAN_PACKAGES)}")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *PODMAN_PACKAGES], check=True, timeout=900,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-
-
-def base_image(engine: Engine) -> str:
-    """The public base if it can be pulled, else a local debootstrap one (imported from a cached tarball)."""
-    if engine.image_exists(PUBLIC_BASE) or engine.run("pull", PUBLIC_BASE, check=False, capture=True).returncode == 0:
-        return PUBLIC_BASE
-    if not engine.image_exists(LOCAL_BASE):
-        if not BASE_CACHE.exists():
-            _debootstrap_tarball(BASE_CACHE)
-        with open(BASE_CACHE, "rb") as tarball:
-            engine.run("import", "-", LOCAL_BASE, stdin=tarball)
-    return LOCAL_BASE
-
-
-def _debootstrap_tarball(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bookworm-", dir=target.parent) as rootfs:
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", rootfs, DEBIAN_MIRROR],
-                       check=True, timeout=900, stdout=subprocess.DEVNULL)
-        # The host's CAs (a proxy's included) for pip inside the build; Debian's ca-certificates
-        # package in the Dockerfile keeps what is under /usr/local/share/ca-certificates.
-        local_cas = Path("/usr/local/share/ca-certificates")
-        if local_cas.is_dir():
-            shutil.copytree(local_cas, Path(rootfs) / "usr/local/share/ca-certificates", dirs_exist_ok=True)
-        bundle = Path("/etc/ssl/certs/ca-certificates.crt")
-        if bundle.exists():
-            (Path(rootfs) / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
-            shutil.copy(bundle, Path(rootfs) / "etc/ssl/certs/ca-certificates.crt")
-        partial = target.with_suffix(".partial")
-        subprocess.run(["tar", "-C", rootfs, "-cf", str(partial), "."], check=True, timeout=600)
-        partial.rename(target)
-
-
-def build_image(engine: Engine) -> float:
-    """Build IMAGE; returns the build's wall seconds."""
-    base = base_image(engine)
-    started = time.monotonic()
-    extra = ["--format", "docker"] if engine.name == "podman" else []  # OCI images drop HEALTHCHECK
-    engine.run("build", *extra, "--network=host", "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE, str(ROOT),
-               timeout=COMMAND_TIMEOUT_S)
-    seconds = time.monotonic() - started
-    size = engine.run("image", "inspect", IMAGE, "--format", "{{.Size}}", capture=True).stdout.strip()
-    print(f"built {IMAGE} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)
-    return seconds
-
-
-def remove_images(engine: Engine) -> None:
-    for image in (IMAGE, LOCAL_BASE):
-        engine.run("rmi", "-f", image, check=False, capture=True)
-    engine.run("image", "prune", "-f", check=False, capture=True)
 
 
 @contextmanager
@@ -160,20 +61,19 @@ def publish(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
 
 def wait_healthy(engine: Engine, name: str, url: str, headers: Callable[[], dict[str, str]],
                  timeout: float = READY_TIMEOUT_S) -> None:
-    deadline, last = time.monotonic() + timeout, "no answer"
-    while time.monotonic() < deadline:
-        state = engine.run("inspect", "--format", "{{.State.Status}}", name, capture=True).stdout.strip()
+    """/ping answers Healthy, or TimeoutError; RuntimeError at once if the container stops."""
+    def healthy() -> bool:
+        inspect = engine.run("inspect", "--format", "{{.State.Status}}", name, check=False, capture=True)
+        state = inspect.stdout.strip() if inspect.returncode == 0 else f"gone ({inspect.stderr.strip()})"
         if state != "running":
             raise RuntimeError(f"container {name} is {state}")
-        try:
-            response = requests.get(f"{url}/ping", headers=headers(), timeout=5)
-            if response.ok and response.json().get("status") == "Healthy":
-                return
-            last = f"{response.status_code} {response.text[:200]}"
-        except (OSError, ValueError, requests.RequestException, subprocess.SubprocessError) as error:
-            last = repr(error)
-        time.sleep(1)
-    raise TimeoutError(f"container not healthy after {timeout:.0f} s: {last}")
+        response = requests.get(f"{url}/ping", headers=headers(), timeout=5)
+        if response.ok and response.json().get("status") == "Healthy":
+            return True
+        raise NotYet(f"{response.status_code} {response.text[:200]}")
+
+    wait_until(healthy, timeout, 1, f"container {name} to be healthy",
+               errors=(OSError, ValueError, requests.RequestException, subprocess.SubprocessError))
 
 
 def healthcheck_status(engine: Engine, name: str) -> str:
@@ -181,12 +81,15 @@ def healthcheck_status(engine: Engine, name: str) -> str:
     if engine.name == "podman":
         result = engine.run("healthcheck", "run", name, check=False, capture=True)
         return "healthy" if result.returncode == 0 else f"unhealthy: {result.stdout}{result.stderr}"
-    for _ in range(60):
+
+    def settled() -> str:
         status = engine.run("inspect", "--format", "{{.State.Health.Status}}", name, capture=True).stdout.strip()
-        if status != "starting":
-            return status
-        time.sleep(2)
-    return "starting"
+        return "" if status == "starting" else status
+
+    try:
+        return wait_until(settled, 120, 2, f"the HEALTHCHECK of {name}")
+    except TimeoutError:
+        return "starting"
 
 
 def image_test(engine: Engine) -> bool:
@@ -197,7 +100,7 @@ def image_test(engine: Engine) -> bool:
         def copy_keys() -> dict[str, str]:
             # The container writes its own random keys; read them from inside, as a user would.
             key_file.write_text(engine.run("exec", name, "cat", "/srv/key_file.json", capture=True).stdout)
-            return {"Authorization": f"Bearer {json.loads(key_file.read_text())['inference']['key']}"}
+            return bearer(read_inference_key(key_file))
 
         wait_healthy(engine, name, urls["inference"], copy_keys)
         user = engine.run("exec", name, "id", "-u", capture=True).stdout.strip()
@@ -297,18 +200,15 @@ def run_as_kserve(engine: Engine, store: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["image", "image-test", "deploy-run", "clean"])
+    p.add_argument("command", choices=["image-test", "deploy-run"])
     p.add_argument("--store", type=Path, default=ROOT / "kserve-store", help="deploy-run: `make kserve-store` output")
-    p.add_argument("--keep-image", action="store_true", help="image-test: leave the image for a rerun")
+    p.add_argument("--keep-image", action="store_true", help="leave the image for a rerun or the next check")
+    p.add_argument("--build", action="store_true", help="build the image first even where it exists")
     a = p.parse_args(argv)
     engine = Engine()
     print(f"container engine: {engine.name}", flush=True)
-    if a.command == "clean":
-        remove_images(engine)
-        return
-    build_image(engine)
-    if a.command == "image":
-        return
+    if a.build or not engine.image_exists(IMAGE):
+        build_image(engine)
     try:
         if a.command == "image-test":
             ok = image_test(engine)

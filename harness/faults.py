@@ -17,7 +17,7 @@ from harness.bad_inputs import BAD_BODIES
 from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
-from ops.tsctl import describe
+from ops.tsctl import describe, wait_for_workers
 from train.families import generate
 
 
@@ -100,7 +100,8 @@ def kill_worker(server: LocalTorchServe, bodies, answers, concurrency: int = 8) 
         time.sleep(2)
         victim, killed_at = workers_before[0], time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        recovered_at = _wait_recovered(server, victim, len(workers_before))
+        wait_for_workers(server.management, server.keys()["management"], len(workers_before), without=victim)
+        recovered_at = time.monotonic()
         time.sleep(2)
     after = predict_concurrently(server, bodies[:50], concurrency=1)
     ping = requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10).json()
@@ -115,17 +116,6 @@ def kill_worker(server: LocalTorchServe, bodies, answers, concurrency: int = 8) 
         "ping": ping.get("status"),
         "workers_after": server.worker_pids(),
     }
-
-
-def _wait_recovered(server: LocalTorchServe, victim: int, count: int, timeout: float = 120) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = describe(server.management, server.keys()["management"])
-        pids = [w.get("pid") for w in model["workers"]]
-        if victim not in pids and len(pids) == count and all(w["status"] == "READY" for w in model["workers"]):
-            return time.monotonic()
-        time.sleep(0.2)
-    raise TimeoutError("the killed worker was not replaced")
 
 
 def restart(server: LocalTorchServe, bodies, answers) -> dict:

@@ -19,8 +19,9 @@ import psutil
 import requests
 
 from ops.paths import ROOT
-from ops.properties import read_properties
-from ops.tsctl import bearer, read_keys, wait_ready
+from client.core import read_keys
+from ops.properties import read_properties, write_properties
+from ops.tsctl import bearer, wait_ready
 
 
 def free_port() -> int:
@@ -63,9 +64,7 @@ class LocalTorchServe:
                              props.get("vmargs", "")),
         })
         props.update(self.overrides)
-        path = self.root / "config.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        return path
+        return write_properties(self.root / "config.properties", props)
 
     @property
     def env(self) -> dict[str, str]:

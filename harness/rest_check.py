@@ -13,7 +13,6 @@ import argparse
 import base64
 import io
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +20,10 @@ import numpy as np
 import requests
 from PIL import Image
 
+from client.core import read_keys
 from ops.paths import ROOT
-from ops.tsctl import bearer, read_keys
+from ops.polling import wait_until
+from ops.tsctl import bearer, wait_for_workers
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TIMEOUT_S = 30
@@ -34,8 +35,11 @@ class Service:
         self.key_file = key_file
         self.predictions = f"{self.inference}/predictions/mnist"
 
+    def keys(self) -> dict[str, str]:
+        return read_keys(self.key_file)
+
     def headers(self, kind: str = "inference") -> dict[str, str]:
-        return bearer(read_keys(self.key_file)[kind]) if self.key_file else {}
+        return bearer(self.keys()[kind]) if self.key_file else {}
 
     def post(self, **kwargs) -> requests.Response:
         extra = kwargs.pop("headers", {})
@@ -90,38 +94,25 @@ def check_auth(s: Service) -> None:
 
 def check_metrics(s: Service) -> None:
     # Handler metrics leave each worker once a second.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        text = requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
-        if "ts_inference_requests_total" in text and "DigitPredictions" in text:
-            return
-        time.sleep(0.5)
-    raise AssertionError("ts_inference_requests_total or DigitPredictions missing from /metrics")
+    wait_until(lambda: all(name in requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
+                           for name in ("ts_inference_requests_total", "DigitPredictions")),
+               20, 0.5, "ts_inference_requests_total and DigitPredictions in /metrics")
 
 
 def check_scale(s: Service) -> None:
     """One worker more, then back; each step waits until every worker is READY."""
-    url, headers = f"{s.management}/models/mnist", s.headers("management")
+    key = s.keys()["management"] if s.key_file else None
+    url, headers = f"{s.management}/models/mnist", bearer(key)
     before = len(requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"])
     for workers in (before + 1, before):
         response = requests.put(url, headers=headers, timeout=120,
                                 params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
         assert response.status_code == 200, response.text[:200]
-        _wait_for_ready_workers(url, headers, workers)
+        # A synchronous scale-up can answer before the new worker has loaded the model, and removing
+        # a worker that is still loading fails in TorchServe 0.12 ("Failed to start workers").
+        wait_for_workers(s.management, key, workers)
     assert _digit(s.post(data=(FIXTURES / "seven.png").read_bytes(),
                          headers={"Content-Type": "image/png"})) == 7
-
-
-def _wait_for_ready_workers(url: str, headers: dict[str, str], count: int, timeout: float = 120) -> None:
-    # A synchronous scale-up can answer before the new worker has loaded the model, and removing
-    # a worker that is still loading fails in TorchServe 0.12 ("Failed to start workers").
-    deadline, statuses = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        statuses = [w["status"] for w in requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"]]
-        if statuses == ["READY"] * count:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"workers {statuses}, expected {count} READY")
 
 
 CHECKS: list[Callable[[Service], None]] = [check_ping, check_each_input_kind, check_bad_input_is_4xx_json,
@@ -134,7 +125,7 @@ def run(service: Service) -> bool:
         try:
             check(service)
             print(f"PASS {check.__name__}", flush=True)
-        except (AssertionError, requests.RequestException, ValueError, KeyError) as error:
+        except (AssertionError, TimeoutError, requests.RequestException, ValueError, KeyError) as error:
             ok = False
             print(f"FAIL {check.__name__}: {error!r}", flush=True)
     return ok

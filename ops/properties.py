@@ -1,5 +1,5 @@
-"""TorchServe's config.properties as a dict: read by the entry point, the /mnt/models layout and
-the test harness, written by the first two."""
+"""TorchServe's config.properties as a dict: the one reader and writer of that format, for the
+entry point, the /mnt/models layout, the test harness's servers and the demo."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 
 def read_properties(path: Path) -> dict[str, str]:
     props = {}
-    for line in path.read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
@@ -15,7 +15,8 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
-def write_properties(path: Path, props: dict[str, str], header: str) -> Path:
+def write_properties(path: Path, props: dict[str, str], header: str | None = None) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {header}\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
+    path.write_text((f"# {header}\n" if header else "") + "".join(f"{k}={v}\n" for k, v in props.items()))
     return path

@@ -18,42 +18,56 @@ from pathlib import Path
 
 import requests
 
+from client.core import read_keys
 from ops.paths import ROOT
+from ops.polling import NotYet, wait_until
 
 
-def read_keys(key_file: str | Path = ROOT / "key_file.json") -> dict[str, str]:
-    """{"inference": ..., "management": ..., "API": ...} from TorchServe's key file."""
-    data = json.loads(Path(key_file).read_text())
-    return {kind: entry["key"] for kind, entry in data.items()}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+def bearer(key: str | None) -> dict[str, str]:
+    """The Authorization header for a key; none without one (token authorization off)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0,
                alive: Callable[[], bool] | None = None) -> None:
     """Healthy /ping and one answered prediction, or TimeoutError: after `timeout` seconds, or as
     soon as `alive()` (when given) says the server has gone."""
-    deadline, last = time.monotonic() + timeout, "no answer"
-    while time.monotonic() < deadline:
+    last = "no answer"
+
+    def ready() -> bool:
+        nonlocal last
         if alive is not None and not alive():
             raise TimeoutError(f"TorchServe exited before it was ready: {last}")
         try:
             headers = bearer(read_keys(key_file)["inference"])
             ping = requests.get(f"{inference_url}/ping", headers=headers, timeout=5)
-            if ping.ok and ping.json().get("status") == "Healthy":
+            if not (ping.ok and ping.json().get("status") == "Healthy"):
+                last = f"ping: {ping.status_code} {ping.text[:200]}"
+            else:
                 answer = requests.post(f"{inference_url}/predictions/{model}", json=_PROBE, timeout=10,
                                        headers=headers)
                 if answer.status_code == 200:
-                    return
+                    return True
                 last = f"prediction: {answer.status_code} {answer.text[:200]}"
-            else:
-                last = f"ping: {ping.status_code} {ping.text[:200]}"
         except (OSError, ValueError, KeyError, requests.RequestException) as e:
             last = repr(e)
-        time.sleep(0.5)
-    raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s: {last}")
+        raise NotYet(last)
+
+    wait_until(ready, timeout, 0.5, f"TorchServe at {inference_url} to answer a prediction")
+
+
+def wait_for_workers(management_url: str, key: str | None, count: int, without: int | None = None,
+                     model: str = "mnist", timeout: float = 120.0) -> list[int]:
+    """The worker pids once exactly `count` workers are READY and none has pid `without` (a killed
+    worker's replacement, a scale that has settled); TimeoutError otherwise."""
+    def settled() -> tuple[list[int]]:
+        workers = describe(management_url, key, model)["workers"]
+        pids = [w.get("pid") for w in workers]
+        if len(workers) == count and without not in pids and all(w["status"] == "READY" for w in workers):
+            return (pids,)  # truthy, also for no workers
+        raise NotYet(f"workers {[(w.get('pid'), w['status']) for w in workers]}")
+
+    return wait_until(settled, timeout, 0.2, f"{count} READY workers of {model}")[0]
 
 
 # A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed.
@@ -74,7 +88,7 @@ def scale(management_url: str, key: str, workers: int, model: str = "mnist", tim
     """Set min and max workers to `workers` and wait for TorchServe to get there. A 5xx is tried
     again (the request is idempotent): TorchServe 0.12's frontend can answer 500 when a worker it
     stops is in the middle of a batch (a ConcurrentModificationException in
-    BatchAggregator.sendError, seen in this project's scale-down-under-load test)."""
+    BatchAggregator.sendError, seen in tests/test_zero_loss.py's scale-down under load)."""
     for attempt in range(1, attempts + 1):
         response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
                                 params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
@@ -85,7 +99,7 @@ def scale(management_url: str, key: str, workers: int, model: str = "mnist", tim
     return response.json()
 
 
-def describe(management_url: str, key: str, model: str = "mnist") -> dict:
+def describe(management_url: str, key: str | None, model: str = "mnist") -> dict:
     response = requests.get(f"{management_url}/models/{model}", headers=bearer(key), timeout=30)
     response.raise_for_status()
     return response.json()[0]

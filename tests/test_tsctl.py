@@ -1,10 +1,15 @@
-"""ops/tsctl.py's own logic, without a server (the server tests use it against a real TorchServe)."""
+"""ops/tsctl.py's and ops/polling.py's own logic, without a server (the server tests use them against a
+real TorchServe)."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import requests
 
+from client import read_inference_key, read_keys
 from ops import tsctl
+from ops.polling import NotYet, wait_until
 
 
 class _Answer:
@@ -32,3 +37,43 @@ def test_scale_tries_a_5xx_again_and_never_a_4xx(monkeypatch, statuses, calls, f
     else:
         assert tsctl.scale("http://ts", "key", 2) == {"status": "done"}
     assert len(seen) == calls and all(p["min_worker"] == p["max_worker"] == 2 for p in seen)
+
+
+def test_wait_until_returns_the_first_truthy_answer():
+    answers = iter([None, 0, "", "there"])
+    assert wait_until(lambda: next(answers), timeout=5, interval=0.001, what="an answer") == "there"
+
+
+def test_wait_until_says_what_it_waited_for_and_what_it_saw():
+    def never():
+        raise NotYet("503 busy")
+
+    with pytest.raises(TimeoutError, match=r"waited 0.05 s for the model to load; last: 503 busy"):
+        wait_until(never, timeout=0.05, interval=0.01, what="the model to load")
+
+
+def test_wait_until_retries_listed_errors_only():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("refused")
+        return len(calls)
+
+    assert wait_until(flaky, timeout=5, interval=0.001, errors=(ConnectionError,)) == 3
+
+    def gone():
+        raise RuntimeError("the server exited")
+
+    with pytest.raises(RuntimeError, match="exited"):  # anything else ends the wait at once
+        wait_until(gone, timeout=5, errors=(ConnectionError,))
+
+
+def test_the_key_file_is_read_by_the_client_package(tmp_path):
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({kind: {"key": f"{kind}-key", "expiration time": "2030-01-01T00:00:00Z"}
+                                    for kind in ("management", "inference", "API")}))
+    assert tsctl.read_keys is read_keys
+    assert read_keys(key_file) == {"management": "management-key", "inference": "inference-key", "API": "API-key"}
+    assert read_inference_key(key_file) == "inference-key"

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import pytest
 
 from client import DigitClient, Prediction
-from ops.tsctl import describe, scale
+from ops.tsctl import describe, scale, wait_for_workers
 from harness.samples import sample_digits
 from train.families import generate
 
@@ -88,21 +87,11 @@ def assert_every_request_answered_right(results: list, healthy_digits: list[int]
     assert not wrong, f"{len(wrong)} answers differ from the healthy server's, e.g. request {wrong[:5]}"
 
 
-def wait_for_workers(server, count: int, without: int | None = None, timeout: float = 120) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        workers = describe(server.management, server.keys()["management"])["workers"]
-        pids = [w.get("pid") for w in workers]
-        if len(workers) == count and without not in pids and all(w["status"] == "READY" for w in workers):
-            return pids
-        time.sleep(0.2)
-    raise TimeoutError(f"not {count} ready workers after {timeout} s")
-
-
 def test_worker_killed_under_load_loses_no_request(server, client, bodies, healthy_digits):
     victim = server.worker_pids()[0]
     results = load_with_fault(client, bodies, lambda: os.kill(victim, signal.SIGKILL))
-    wait_for_workers(server, 2, without=victim)  # TorchServe replaced it; the next tests see 2 workers
+    # TorchServe replaced it; the next tests see 2 workers
+    wait_for_workers(server.management, server.keys()["management"], 2, without=victim)
     print(f"SIGKILL of worker {victim}: {client.retried} attempts retried")
     assert_every_request_answered_right(results, healthy_digits)
     assert victim not in server.worker_pids()
@@ -112,7 +101,7 @@ def test_scale_down_under_load_loses_no_request(server, client, bodies, healthy_
     key = server.keys()["management"]
     scale(server.management, key, 3)
     try:
-        wait_for_workers(server, 3)
+        wait_for_workers(server.management, key, 3)
         results = load_with_fault(client, bodies, lambda: scale(server.management, key, 1))
         assert len(describe(server.management, key)["workers"]) == 1
     finally:
