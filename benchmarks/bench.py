@@ -52,7 +52,7 @@ from harness.settings import model_config
 from ops.build_archive import build_archive
 from ops.host_settings import HostSettings, host_settings, model_snapshot
 from ops.paths import ROOT
-from train.families import generate
+from synthetic.families import generate
 
 IN_PROCESS_BATCHES = (16, 64, 256)  # batch sizes of the in-process ceiling, besides 1 and the archive's
 SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}

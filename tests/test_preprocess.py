@@ -13,9 +13,10 @@ from PIL import Image
 from handler import preprocess as P
 from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
 from harness.bad_inputs import BAD_BODIES, png_header
+from synthetic.families import FAMILIES, generate
+from synthetic.families import encode_image as encode
+from synthetic.fonts import fonts_available
 from tests.conftest import png_bytes
-from train.families import FAMILIES, fonts_available, generate
-from train.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")

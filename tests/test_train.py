@@ -4,11 +4,13 @@ import os
 import pytest
 import torch
 
-from model import load_checkpoint
 import numpy as np
 
-from train.augment import CORRUPTIONS, GEOMETRIC, AugmentConfig, Augmenter, Geometry
-from train.families import fonts_available
+from model import load_checkpoint
+from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
+from synthetic.fonts import fonts_available
+from synthetic.geometry import Geometry
+from train.augment import AugmentConfig, Augmenter
 from train.train import RECIPES, fit, get_args_parser, resolve_args
 
 needs_mnist = pytest.mark.skipif(

@@ -18,7 +18,7 @@ import pytest
 from client import DigitClient, Prediction
 from ops.tsctl import describe, scale
 from harness.samples import sample_digits
-from train.families import generate
+from synthetic.families import generate
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from handler.preprocess.mnistify import GPU_MIN_PIXELS
 from model import DEFAULT_WEIGHTS, load_checkpoint, served_network
 from train import evaluate
 from train.data import load_mnist
-from train.families import FAMILIES, generate
+from synthetic.families import FAMILIES, generate
 
 GOAL = 0.999  # share of identical digits each family must reach
 REFUSED = -1  # the digit recorded for an image whose request gets an error (4xx or 5xx)

@@ -1,5 +1,5 @@
 """Evaluate a checkpoint: MNIST test accuracy and loss, confusion matrix, training curves, and
-accuracy per input family (train/families.py) read as the service reads it, beside what each
+accuracy per input family (synthetic/families.py) read as the service reads it, beside what each
 preprocessing step buys. Writes reports/evaluation.{json,md} and PNG plots.
 
     python -m train.evaluate                    # the committed weights
@@ -22,7 +22,8 @@ from handler.preprocess import read_digits, readings_bytes
 from model import DEFAULT_WEIGHTS, model_from_checkpoint, served_network
 from ops.paths import ROOT
 from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
-from train.families import DESCRIPTIONS, FAMILIES, KINDS, fonts_available, generate
+from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
+from synthetic.fonts import fonts_available
 from train.train import scores
 
 # What the report must show (issue goals): set -> minimum accuracy.

@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
 from train.data import batched_logits, load_mnist, to_input
-from train.augment import AugmentConfig, Augmenter, Geometry, font_files, printed_bank, split_fonts
+from synthetic.fonts import font_files, split_fonts
+from synthetic.geometry import Geometry
+from train.augment import AugmentConfig, Augmenter, printed_bank
 
 # Recipe defaults; any flag given on the command line wins.
 RECIPES = {
@@ -26,7 +28,7 @@ RECIPES = {
                  degrees=10.0, shear=0.0, translate=0.1, scale=0.0, corrupt_prob=0.0, invert_prob=0.0,
                  printed_prob=0.0, serving_view=0, label_smoothing=0.0, ema=0.0),
     # Ours: larger batches with a one-cycle schedule (fewer, faster steps on CPU), more geometry,
-    # and the kinds of input users send (train/augment.py: grey grounds, edge bars, outlines, haze,
+    # and the kinds of input users send (synthetic/corruptions.py: grey grounds, edge bars, outlines, haze,
     # crossing lines, blots, noise, blur, low resolution; printed digits; dark-on-light), each seen
     # through the serving preprocessing. MODEL_CARD.md has the runs behind the numbers.
     "best": dict(epochs=40, batch_size=128, lr=4e-3, schedule="onecycle", weight_decay=1e-4,
@@ -49,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--translate", type=float, help="max random shift, fraction of the side")
     p.add_argument("--scale", type=float, help="max random zoom, +-fraction")
     p.add_argument("--shear", type=float, help="max random horizontal shear factor")
-    p.add_argument("--corrupt-prob", type=float, help="share of images given one corruption (train/augment.py)")
+    p.add_argument("--corrupt-prob", type=float, help="share of images given one corruption (synthetic/corruptions.py)")
     p.add_argument("--invert-prob", type=float, help="share of images sent dark-on-light")
     p.add_argument("--printed-prob", type=float, help="share of digits replaced by printed ones (training fonts)")
     p.add_argument("--serving-view", type=int, choices=[0, 1],
