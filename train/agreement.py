@@ -9,7 +9,7 @@ image whose request gets an error gets -1.
 
     python -m train.agreement --against-device cuda                      # CPU against GPU: make agreement
     python -m train.agreement --against-device cuda --gpu-min-pixels 0   # ... small images on the GPU too
-    python -m train.agreement --jpeg-on-device --against-device cpu      # the device JPEG road, on the CPU
+    python -m train.agreement --jpeg-on-device --against-device cpu      # the device JPEG path, on the CPU
     python -m train.agreement --save ref.npz --label "numpy path"        # keep this tree's digits
     python -m train.agreement --against ref.npz --label "torch path"     # compare with a saved run
     python -m train.agreement --limit 50 ...                             # 50 images a family, fast
@@ -25,6 +25,7 @@ import torch
 from handler.preprocess import decode_batch, read_digits
 from handler.preprocess.mnistify import GPU_MIN_PIXELS
 from model import DEFAULT_WEIGHTS, load_checkpoint, served_network
+from ops.stamp import line
 from train import evaluate
 from train.data import load_mnist
 from synthetic.families import FAMILIES, generate
@@ -113,9 +114,9 @@ def load(path: str) -> tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 def report(label: str, other_label: str, digits: dict, other: dict, labels: dict, other_labels: dict) -> str:
     """Markdown table: per family, images, identical digits, their share and each run's accuracy."""
-    lines = [f"# Agreement: {label} vs {other_label}", "",
+    lines = [line(), "", f"# Agreement: {label} vs {other_label}", "",
              f"Digits (argmax of `read_digits`, -1 where refused) of each evaluation family read by "
-             f"**{label}** and by **{other_label}**: `python -m train.agreement`.", "",
+             f"**{label}** and by **{other_label}**.", "",
              f"Goal: >= {GOAL:.1%} identical digits on every family.", "",
              f"| family | images | identical | identical % | accuracy ({label}) | accuracy ({other_label}) | met |",
              "|---|---|---|---|---|---|---|"]

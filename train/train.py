@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
+from ops.stamp import stamp
 from train.data import batched_logits, load_mnist, to_input
 from synthetic.fonts import font_files, split_fonts
 from synthetic.geometry import Geometry
@@ -67,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--output", default=str(DEFAULT_WEIGHTS), help="where to write the checkpoint")
-    p.add_argument("--metrics", default="reports/train_metrics.json", help="where to write per-epoch metrics")
+    p.add_argument("--metrics", default="reports/train_metrics.json",
+                   help="where to write per-epoch metrics (stamped, ops/stamp.py; not kept in the repository)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -164,7 +166,7 @@ def fit(args: argparse.Namespace) -> dict:
 
     wall = time.perf_counter() - start
     recipe = {k: getattr(args, k) for k in RECIPES["best"]} | {"name": args.recipe, "seed": args.seed}
-    metrics = {"recipe": recipe, "device": str(device), "torch": torch.__version__,
+    metrics = {"stamp": stamp(), "recipe": recipe, "device": str(device), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "train_images": len(train_x), "test_images": len(test_x),
                "wall_seconds": round(wall, 1), "history": history, **history[-1]}
     print(f"done in {wall:.0f} s: test accuracy {metrics['test_accuracy']:.2%}", flush=True)
