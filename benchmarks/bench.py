@@ -59,7 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=60, help="seconds of unmeasured load on each server first")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
-    p.add_argument("--label", default=None, help="machine description for the table (default: detected)")
+    p.add_argument("--label", default=None, help="machine description in the reports' stamp (default: detected)")
     p.add_argument("--pairs", type=int, default=2,
                    help="back-to-back no-op/service pairs for the goals' ratios (0: steps 2-3 alone)")
     p.add_argument("--sweep", action="store_true", help="instead: sweep batch size, delay and workers")
