@@ -82,5 +82,6 @@ def test_dry_run_trains_and_writes_checkpoint_and_metrics(tmp_path):
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["history"][0]["epoch"] == 1 and saved["train_images"] == 512
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and saved["images_per_s"] > 0
+    assert set(saved["stamp"]) >= {"commit", "command", "machine", "date"}  # ops/stamp.py
     model = load_checkpoint(tmp_path / "w.pt")
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
