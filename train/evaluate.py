@@ -26,7 +26,7 @@ from ops.paths import ROOT
 from ops.stamp import stamp
 from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
 from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
-from synthetic.fonts import fonts_available
+from synthetic.fonts import font_files, fonts_available, split_fonts
 from train.evaluate_report import markdown, plots, samples
 from train.train import scores
 
@@ -156,6 +156,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"{family:24s} {row['accuracy']:.2%} (primary view only {row['primary_view_only']:.2%}, "
               f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})", flush=True)
     report["families"] = families
+    report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 

@@ -120,8 +120,8 @@ def markdown(report: dict) -> str:
         "## Input families",
         "",
         "Generated from the first MNIST **test** digits (`synthetic/families.py`: synthetic/corruptions.py's "
-        "corruptions at a mild and a strong setting, client renderings, printed digits in fonts training never "
-        "used), uploaded as bytes. *Served*: the service's preprocessing (`handler/preprocess/`) and, where it "
+        "corruptions at a mild and a strong setting, client renderings, printed digits in held-out fonts), "
+        "uploaded as bytes. *Served*: the service's preprocessing (`handler/preprocess/`) and, where it "
         "makes several candidate views of an image, the one the network is surest of, with test-time "
         f"augmentation (answers under {tta['below']:g} are also read turned {tta['degrees']:g} degrees either way "
         "and averaged); *without TTA*: the same without test-time augmentation; *primary view*: the "
@@ -132,6 +132,10 @@ def markdown(report: dict) -> str:
         "`ToTensor()` and `Normalize((0.1307,), (0.3081,))` to the image as decoded, with no grayscale "
         "conversion, no resize, no inversion and no centring, so only uploads that already are 28x28 "
         "single-channel images reach its network in the shape it expects. Refusals (422) count as wrong. "
+        f"The printed family used the {len(report.get('held_out_fonts', []))} held-out fonts found on this "
+        f"machine ({', '.join(report.get('held_out_fonts', [])) or 'none'}): every fourth installed font by name, "
+        "as training splits the fonts of the machine it runs on, so they are fonts training never used only "
+        "where both machines had the same fonts (`make fonts`). "
         f"One forward pass of the network costs {report['network_us_per_image']} us per image (batch 16, "
         "one thread, this machine), the price of each extra candidate view.",
         "",
