@@ -30,7 +30,7 @@ help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
 	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
-	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG road on the CPU -> reports/agreement.md"
+	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "archive   model_store/mnist.mar"
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"

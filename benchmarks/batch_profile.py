@@ -23,21 +23,22 @@ import json
 import multiprocessing
 import pstats
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.bench import batches_of, listed_bodies, machine, markdown_table, timed_handle, write_bodies
+from benchmarks.bench_report import markdown_table, write_report
+from benchmarks.in_process import batches_of, listed_bodies, timed_handle, write_bodies
 from handler.cuda_sync import SCHEDULES
 from harness.inprocess import load_handler
 from ops.paths import ROOT
+from ops.stamp import stamp
 
 # (file under handler/, function) -> the stage it is, for cProfile's cumulative times
 STAGES = {("preprocess/envelopes.py", "request_grays"): "parse and decode (CPU)",
           ("preprocess/decode.py", "decode_jpegs"): "JPEG decode (device)",
-          ("preprocess/mnistify.py", "mnist_like_many"): "preprocessing",
-          ("preprocess/batch.py", "read_digits"): "network",
+          ("preprocess/mnistify.py", "candidate_views"): "preprocessing",
+          ("inference.py", "digit_probabilities"): "network",
           ("mnist_handler.py", "postprocess"): "answers"}
 TOP_OPERATORS = 8
 
@@ -50,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-sync", nargs="+", default=["auto"], choices=sorted(SCHEDULES), metavar="SCHEDULE",
                    help=f"GPU wait schedules, each in its own process ({', '.join(SCHEDULES)}); ignored without CUDA")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
-    p.add_argument("--label", default=None, help="machine description (default: detected)")
+    p.add_argument("--label", default=None, help="machine description in the stamp (default: detected)")
     return p
 
 
@@ -91,8 +92,9 @@ def _operator(event) -> bool:
     return event.device_type == torch.autograd.DeviceType.CPU and "::" in event.key
 
 
-def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float]:
-    """Each stage's share (%) of handle's cumulative time under cProfile."""
+def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float | None]:
+    """Each stage's share (%) of handle's cumulative time under cProfile; None for a stage that never
+    ran (JPEG decoding on the device on a CPU host, for one)."""
     profiler = cProfile.Profile()
     profiler.enable()
     for batch in batches:
@@ -100,11 +102,13 @@ def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # (file, line, function) -> (calls, ..., total, cumulative, callers)
 
-    def cumulative(tail: str, function: str) -> float:
-        return sum(entry[3] for (path, _, name), entry in stats.items() if path.endswith(tail) and name == function)
+    def cumulative(tail: str, function: str) -> float | None:
+        entries = [entry for (path, _, name), entry in stats.items() if path.endswith(tail) and name == function]
+        return sum(entry[3] for entry in entries) if entries else None
 
     total = cumulative("mnist_handler.py", "handle") or 1.0
-    return {stage: round(100 * cumulative(tail, function) / total, 1) for (tail, function), stage in STAGES.items()}
+    return {stage: None if (seconds := cumulative(tail, function)) is None else round(100 * seconds / total, 1)
+            for (tail, function), stage in STAGES.items()}
 
 
 def profile(schedule: str, sets: dict, args) -> list[dict]:
@@ -130,7 +134,7 @@ def profile(schedule: str, sets: dict, args) -> list[dict]:
 def markdown(report: dict) -> str:
     rows, cuda = report["rows"], report["device"].startswith("cuda")
     lines = ["# Where a batch's time goes", "",
-             f"Machine: {report['machine']}. Run: {report['date']}. DigitHandler.handle in one process on "
+             f"DigitHandler.handle in one process on "
              f"{report['device']}, no HTTP (`python -m benchmarks.batch_profile`, module docstring). Per image: wall "
              "and CPU time (every thread of the process). Per batch: top-level operator calls"
              + (", kernel launches, host-device copies, synchronizations, the device's busy time" if cuda else "")
@@ -142,10 +146,10 @@ def markdown(report: dict) -> str:
         + ([f"{r['launches']:g}", f"{r['copies']:g}", f"{r['syncs']:g}", f"{r['device_busy_us']:,.0f}"] if cuda else [])
         for r in rows])
     lines += ["", "Stages' shares of handle's time under cProfile (%; its per-call cost inflates the stages that "
-              "make many Python calls):", ""]
+              "make many Python calls; \"not run\": the stage was never called):", ""]
     lines += markdown_table(["cuda_sync", "bodies", "batch", *STAGES.values()],
-                            [[r["cuda_sync"], r["bodies"], str(r["batch"]), *(f"{v:g}" for v in r["stages"].values())]
-                             for r in rows])
+                            [[r["cuda_sync"], r["bodies"], str(r["batch"]),
+                              *("not run" if v is None else f"{v:g}" for v in r["stages"].values())] for r in rows])
     lines += ["", f"Operators with most CPU time (self, per batch; the {TOP_OPERATORS} largest):", ""]
     lines += markdown_table(["cuda_sync", "bodies", "batch", "operator", "calls", "self CPU us"],
                             [[r["cuda_sync"], r["bodies"], str(r["batch"]), t["operator"], f"{t['calls']:g}",
@@ -165,12 +169,8 @@ def main(args: argparse.Namespace) -> dict:
             with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
                 rows = [row for schedule in args.cuda_sync
                         for row in pool.apply(profile, (schedule, sets, args))]
-    report = {"machine": args.label or machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "device": "cuda:0" if cuda else "cpu", "rows": rows}
-    stem = "batch-profile-gpu" if cuda else "batch-profile"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown(report))
-    print((out / f"{stem}.md").read_text())
+    report = {"stamp": stamp(args.label), "device": "cuda:0" if cuda else "cpu", "rows": rows}
+    write_report(out / ("batch-profile-gpu" if cuda else "batch-profile"), report, markdown(report))
     return report
 
 

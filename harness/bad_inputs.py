@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.families import encode_image
+from synthetic.families import encode_image
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -18,7 +18,7 @@ from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.tsctl import describe, wait_for_workers
-from train.families import generate
+from synthetic.families import generate
 
 
 def valid_bodies() -> tuple[list[bytes], list[int]]:

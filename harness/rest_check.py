@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import requests
-from PIL import Image
 
 from client.core import read_keys
 from ops.paths import ROOT
 from ops.polling import wait_until
 from ops.tsctl import bearer, wait_for_workers
+from synthetic.families import encode_image
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TIMEOUT_S = 30
@@ -46,12 +45,6 @@ class Service:
         return requests.post(self.predictions, headers={**self.headers(), **extra}, timeout=TIMEOUT_S, **kwargs)
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _digit(response: requests.Response) -> int:
     assert response.status_code == 200, f"{response.status_code} {response.text[:200]}"
     return response.json()["digit"]
@@ -65,7 +58,7 @@ def check_ping(s: Service) -> None:
 def check_each_input_kind(s: Service) -> None:
     sample = np.load(FIXTURES / "mnist_test_100.npz")
     image, label = sample["images"][0], int(sample["labels"][0])
-    png = _png(image)
+    png = encode_image(image)
     b64 = base64.b64encode(png).decode()
     for name in ("seven.png", "paper_seven.jpg", "canvas_seven.png"):
         body = (FIXTURES / name).read_bytes()
@@ -88,7 +81,7 @@ def check_bad_input_is_4xx_json(s: Service) -> None:
 def check_auth(s: Service) -> None:
     if not s.key_file:
         return
-    response = requests.post(s.predictions, data=_png(np.eye(28, dtype=np.uint8) * 255), timeout=TIMEOUT_S)
+    response = requests.post(s.predictions, data=encode_image(np.eye(28, dtype=np.uint8) * 255), timeout=TIMEOUT_S)
     assert response.status_code in (400, 401, 403) and "Token Authorization failed" in response.text
 
 

@@ -18,16 +18,16 @@ from pathlib import Path
 MODEL_NAME = "mnist"
 MODEL_VERSION = "1.0"
 # The archive's batch size, for every host. On the GPU host, fewer workers with larger batches
-# served more paper photos and fewer MNIST PNGs (README, "Settings that fit the host").
+# served more paper photos and fewer MNIST PNGs (docs/deploy.md, "Settings that fit the host").
 BATCH_SIZE = 16
-# reports/sweep.md (2-core CPU host): batch 16 with 5 ms served the most at concurrency 32 with
-# 2 workers (3,877 req/s; batch 8 with 2 ms: 2,712, but 5.7 ms instead of 8.6 ms p50 at
-# concurrency 1). 0 ms makes TorchServe send batches of at most two (Model.pollInferJob stops
+# A sweep on a 2-core CPU host (docs/decisions.md, "Batching, delay and workers"; measured with an
+# earlier, smaller network): batch 16 with 5 ms served the most at concurrency 32 with 2 workers
+# (3,877 req/s; batch 8 with 2 ms: 2,712, but 5.7 ms instead of 8.6 ms p50 at concurrency 1). 0 ms makes TorchServe send batches of at most two (Model.pollInferJob stops
 # polling once the delay is spent), which starves the workers under load.
 CPU_BATCH_DELAY_MS = 5
 # A GPU host answers far more requests per second, so batches fill in well under 1 ms under load,
 # and 1 ms bounds what a lone request waits (on an H200 host with 5 ms: p50 8.3 ms at concurrency 1;
-# README, "Settings that fit the host").
+# docs/deploy.md, "Settings that fit the host").
 GPU_BATCH_DELAY_MS = 1
 RESPONSE_TIMEOUT_S = 30
 STARTUP_TIMEOUT_S = 120
@@ -74,11 +74,11 @@ def gpu_count() -> int:
 def workers_for(cpus: int, gpus: int) -> int:
     """One worker per core on a CPU host; half the cores (at least one per GPU) on a GPU host.
 
-    CPU: each worker runs PyTorch on one thread; reports/sweep.md on 2 cores measured 2 workers
+    CPU: each worker runs PyTorch on one thread; a sweep on 2 cores measured 2 workers
     above 1 (3,877 against 2,539 req/s at concurrency 32, batch 16, 5 ms). GPU: the network
     is tiny, so decoding and preprocessing on the CPU bound a worker: an H200 host (16 cores)
-    served 20,004 req/s at concurrency 128 with 8 workers against 5,433 with 2 (README, "Settings
-    that fit the host"), and each CUDA worker holds a GPU context and a busy host thread, hence
+    served 20,004 req/s at concurrency 128 with 8 workers against 5,433 with 2 (docs/deploy.md,
+    "Settings that fit the host"), and each CUDA worker holds a GPU context and a busy host thread, hence
     half the cores.
     """
     if gpus:

@@ -10,7 +10,7 @@ from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.build_archive import build_archive
 from ops.paths import ROOT
-from train.families import encode_image as png_bytes  # noqa: F401  (tests encode PNGs with it)
+from synthetic.families import encode_image as png_bytes  # noqa: F401  (tests encode PNGs with it)
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

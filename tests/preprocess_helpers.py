@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handler.preprocess import candidate_views, decode_gray, request_grays
+from handler.preprocess import candidate_views, request_grays
+from handler.preprocess.mnistify import views_of_bytes
 from handler.preprocess.background import NOISE_SHARE, noise_levels
 
 
@@ -17,14 +18,6 @@ def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
         if error is not None:
             raise error
     return [v[0].numpy() for v in views], instances
-
-
-def views_of_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True) -> list[torch.Tensor]:
-    """Image file bytes -> its (28, 28) candidate views on the CPU, raising its InputError."""
-    (views,), (error,) = candidate_views([decode_gray(data)], denoise_noisy, multiple)
-    if error is not None:
-        raise error
-    return views
 
 
 def primary_view(data: bytes, denoise_noisy: bool = True) -> np.ndarray:

@@ -11,7 +11,7 @@ from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge
 from harness.bad_inputs import BAD_BODIES, png_header
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import request_images
-from train.families import encode_image as encode
+from synthetic.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")

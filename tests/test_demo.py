@@ -18,9 +18,6 @@ from tests.conftest import FIXTURES, ROOT
 
 pytestmark = pytest.mark.integration
 
-REPORTS = ROOT / "reports"
-
-
 @pytest.fixture(scope="module")
 def demo(server):
     """`python -m demo.server` on a free port, forwarding to the session's TorchServe."""
@@ -143,7 +140,7 @@ def shows_digit(page, digit: str) -> None:
     ({"width": 960, "height": 600}, "demo.png"),
     ({"width": 390, "height": 780}, "demo-phone.png"),  # a phone's width
 ])
-def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot):
+def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot, tmp_path):
     page = browser.new_page(viewport=viewport)
     try:
         page.goto(demo)
@@ -153,7 +150,8 @@ def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot
         assert "% sure" in page.locator("#confidence").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the screen"
         page.wait_for_timeout(300)  # the bars' 120 ms transition, for the picture only
-        page.screenshot(path=str(REPORTS / screenshot), full_page=True)
+        page.screenshot(path=str(tmp_path / screenshot), full_page=True)  # a temporary folder: nothing tracked
+        assert (tmp_path / screenshot).stat().st_size > 0
     finally:
         page.close()
 

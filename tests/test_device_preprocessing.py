@@ -12,8 +12,9 @@ from handler import preprocess as P
 from handler.errors import InputError
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import primary_view
-from train.families import FAMILIES, fonts_available, generate
-from train.families import encode_image as encode
+from synthetic.families import FAMILIES, generate
+from synthetic.fonts import fonts_available
+from synthetic.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_only_plain_whole_jpegs_are_left_for_the_device(digit):
 def test_the_device_jpeg_road_reads_photos_as_pillows_road_does(mnist_sample):
     """torchvision's decoder (nvJPEG on a GPU, libjpeg here) at full size, then reduced: pixels
     within a few levels of Pillow's reduced-size decoding, and nearly the same views (the
-    digits: reports/agreement.md, make agreement)."""
+    digits: make agreement)."""
     from handler.preprocess.decode import decode_jpegs
 
     images, labels = mnist_sample

@@ -25,7 +25,7 @@ from tests.preprocess_helpers import request_images
 from harness.bad_inputs import BAD_BODIES
 from harness.bad_inputs import png_chunk
 from harness.samples import sample_digits
-from train.families import encode_image as encode
+from synthetic.families import encode_image as encode
 
 # No per-example deadline: under tracemalloc on a shared CPU a legitimate input (a BMP with a
 # bogus palette) took 2.5 s, 25 ms without it. Tests check behaviour, not wall-clock time; a hang

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import png_bytes
-from train.families import generate
+from synthetic.families import generate
 
 
 def answers(handler, context, requests):

@@ -37,7 +37,7 @@ def _sure_and_unsure(n: int, unsure: list[int]) -> torch.Tensor:
     return p
 
 
-def test_sure_answers_get_no_second_look():
+def test_sure_answers_get_no_tta():
     model = _Recorder()
     p = _sure_and_unsure(4, [])
     assert torch.equal(tta(model, torch.rand(4, 1, 28, 28), p), p) and model.inputs == []
@@ -57,7 +57,7 @@ def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
     assert torch.allclose(turned[0], turned[1].flip(-1), atol=1e-5)  # +10 and -10 degrees mirror each other
 
 
-def test_second_look_grids_are_the_turns_of_each_image():
+def test_tta_grids_are_the_turns_of_each_image():
     from handler.inference import _TURNS, _turn_grids
 
     n = 3  # turned images are ordered turn by turn: n turned one way, then n the other
@@ -67,7 +67,7 @@ def test_second_look_grids_are_the_turns_of_each_image():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_second_look_runs_on_the_images_device():
+def test_tta_runs_on_the_images_device():
     model = _Recorder()
     out = tta(model, torch.rand(2, 1, 28, 28, device="cuda"), _sure_and_unsure(2, [0]).cuda())
     assert out.is_cuda and model.inputs[0].is_cuda

@@ -12,10 +12,11 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import BadRequest, InputError, NoDigitFound
+from synthetic.families import FAMILIES, generate
+from synthetic.families import encode_image as encode
+from synthetic.fonts import fonts_available
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import is_noisy, primary_view, request_images, views_of_bytes
-from train.families import FAMILIES, fonts_available, generate
-from train.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Robustness families through the real handler (in-process): a regression on any kind of input
-fails CI. Each family is the 100 committed MNIST test digits corrupted as train/families.py
+fails CI. Each family is the 100 committed MNIST test digits corrupted as synthetic/families.py
 describes (seed 1); each floor sits a few points under what the committed weights read of it."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from train.families import fonts_available, generate
+from synthetic.families import generate
+from synthetic.fonts import fonts_available
 
 FLOORS = {  # measured on this sample with the committed weights, minus 3-4 points
     "grey_background_strong": 0.96, "edge_bars_strong": 0.88, "outline_strong": 0.93,

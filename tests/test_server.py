@@ -15,7 +15,7 @@ from harness.clients import count_right, predict_concurrently
 from harness.settings import model_config
 from ops.tsctl import describe, rotate, scale
 from tests.conftest import png_bytes
-from train.families import generate
+from synthetic.families import generate
 
 pytestmark = pytest.mark.integration
 

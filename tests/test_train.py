@@ -4,11 +4,13 @@ import os
 import pytest
 import torch
 
-from model import load_checkpoint
 import numpy as np
 
-from train.augment import CORRUPTIONS, GEOMETRIC, AugmentConfig, Augmenter, Geometry
-from train.families import fonts_available
+from model import load_checkpoint
+from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
+from synthetic.fonts import fonts_available
+from synthetic.geometry import Geometry
+from train.augment import AugmentConfig, Augmenter
 from train.train import RECIPES, fit, get_args_parser, resolve_args
 
 needs_mnist = pytest.mark.skipif(
@@ -80,5 +82,6 @@ def test_dry_run_trains_and_writes_checkpoint_and_metrics(tmp_path):
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["history"][0]["epoch"] == 1 and saved["train_images"] == 512
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and saved["images_per_s"] > 0
+    assert set(saved["stamp"]) >= {"commit", "command", "machine", "date"}  # ops/stamp.py
     model = load_checkpoint(tmp_path / "w.pt")
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

@@ -10,7 +10,7 @@ import torch
 from handler import preprocess as P
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import is_noisy, noise_level, primary_view, request_images, views_of_bytes
-from train.families import generate
+from synthetic.families import generate
 
 
 @pytest.fixture(scope="module")

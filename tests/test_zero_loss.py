@@ -17,7 +17,7 @@ import pytest
 from client import DigitClient, Prediction
 from ops.tsctl import describe, scale, wait_for_workers
 from harness.samples import sample_digits
-from train.families import generate
+from synthetic.families import generate
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ Why: preprocessing runs on the worker's device (CPU or CUDA, one torch implement
 worker decodes JPEGs with nvJPEG; both must answer as the CPU does (>= 99.9% identical digits on
 every family), and as the numpy implementation they replaced did. This reads the evaluation's own
 families (train/evaluate.py's sizes and seed) as the handler reads a batch of requests
-(`decode_batch`, then `read_digits` with the served network) and keeps each image's digit; an
+(`decode_batch`, then `digit_probabilities` with the served network) and keeps each image's digit; an
 image whose request gets an error gets -1.
 
     python -m train.agreement --against-device cuda                      # CPU against GPU: make agreement
     python -m train.agreement --against-device cuda --gpu-min-pixels 0   # ... small images on the GPU too
-    python -m train.agreement --jpeg-on-device --against-device cpu      # the device JPEG road, on the CPU
+    python -m train.agreement --jpeg-on-device --against-device cpu      # the device JPEG path, on the CPU
     python -m train.agreement --save ref.npz --label "numpy path"        # keep this tree's digits
     python -m train.agreement --against ref.npz --label "torch path"     # compare with a saved run
     python -m train.agreement --limit 50 ...                             # 50 images a family, fast
@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.preprocess import decode_batch, read_digits
+from handler.inference import digit_probabilities
+from handler.preprocess import decode_batch
+from handler.served_model import served_network
 from handler.preprocess.mnistify import GPU_MIN_PIXELS
-from model import DEFAULT_WEIGHTS, load_checkpoint, served_network
+from model import DEFAULT_WEIGHTS, load_checkpoint
+from ops.stamp import line
 from train import evaluate
 from train.data import load_mnist
-from train.families import FAMILIES, generate
+from synthetic.families import FAMILIES, generate
 
 GOAL = 0.999  # share of identical digits each family must reach
 REFUSED = -1  # the digit recorded for an image whose request gets an error (4xx or 5xx)
@@ -75,14 +78,14 @@ def family_uploads(args: argparse.Namespace) -> dict[str, tuple[list[bytes], np.
 def predict(model: torch.nn.Module, uploads: list[bytes], device: str, jpeg_on_device: bool | None,
             gpu_min_pixels: int, batch: int = CHUNK) -> np.ndarray:
     """Each upload's digit as the handler reads it on `device`, `batch` uploads at a time as one
-    TorchServe batch (decode_batch, then read_digits), REFUSED where its request gets an error."""
+    TorchServe batch (decode_batch, then digit_probabilities), REFUSED where its request gets an error."""
     digits = np.full(len(uploads), REFUSED, dtype=np.int64)
     for start in range(0, len(uploads), batch):
         decoded = decode_batch([{"body": data} for data in uploads[start:start + batch]], device, jpeg_on_device,
                                gpu_min_pixels)
         answered = [start + i for i, outcome in enumerate(decoded.outcomes) if isinstance(outcome, slice)]
         if answered:
-            digits[answered] = read_digits(model, decoded.images, device).argmax(1).numpy()
+            digits[answered] = digit_probabilities(model, decoded.views, device).argmax(1).numpy()
     return digits
 
 
@@ -113,9 +116,9 @@ def load(path: str) -> tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 def report(label: str, other_label: str, digits: dict, other: dict, labels: dict, other_labels: dict) -> str:
     """Markdown table: per family, images, identical digits, their share and each run's accuracy."""
-    lines = [f"# Agreement: {label} vs {other_label}", "",
-             f"Digits (argmax of `read_digits`, -1 where refused) of each evaluation family read by "
-             f"**{label}** and by **{other_label}**: `python -m train.agreement`.", "",
+    lines = [line(), "", f"# Agreement: {label} vs {other_label}", "",
+             f"Digits (argmax of `digit_probabilities`, -1 where refused) of each evaluation family read by "
+             f"**{label}** and by **{other_label}**.", "",
              f"Goal: >= {GOAL:.1%} identical digits on every family.", "",
              f"| family | images | identical | identical % | accuracy ({label}) | accuracy ({other_label}) | met |",
              "|---|---|---|---|---|---|---|"]

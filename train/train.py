@@ -16,8 +16,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model import DEFAULT_WEIGHTS, DigitCNN, ModelConfig, save_checkpoint
+from ops.stamp import stamp
 from train.data import batched_logits, load_mnist, to_input
-from train.augment import AugmentConfig, Augmenter, Geometry, font_files, printed_bank, split_fonts
+from synthetic.fonts import font_files, split_fonts
+from synthetic.geometry import Geometry
+from train.augment import AugmentConfig, Augmenter, printed_bank
 
 # Recipe defaults; any flag given on the command line wins.
 RECIPES = {
@@ -26,7 +29,7 @@ RECIPES = {
                  degrees=10.0, shear=0.0, translate=0.1, scale=0.0, corrupt_prob=0.0, invert_prob=0.0,
                  printed_prob=0.0, serving_view=0, label_smoothing=0.0, ema=0.0),
     # Ours: larger batches with a one-cycle schedule (fewer, faster steps on CPU), more geometry,
-    # and the kinds of input users send (train/augment.py: grey grounds, edge bars, outlines, haze,
+    # and the kinds of input users send (synthetic/corruptions.py: grey grounds, edge bars, outlines, haze,
     # crossing lines, blots, noise, blur, low resolution; printed digits; dark-on-light), each seen
     # through the serving preprocessing. MODEL_CARD.md has the runs behind the numbers.
     "best": dict(epochs=40, batch_size=128, lr=4e-3, schedule="onecycle", weight_decay=1e-4,
@@ -49,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--translate", type=float, help="max random shift, fraction of the side")
     p.add_argument("--scale", type=float, help="max random zoom, +-fraction")
     p.add_argument("--shear", type=float, help="max random horizontal shear factor")
-    p.add_argument("--corrupt-prob", type=float, help="share of images given one corruption (train/augment.py)")
+    p.add_argument("--corrupt-prob", type=float, help="share of images given one corruption (synthetic/corruptions.py)")
     p.add_argument("--invert-prob", type=float, help="share of images sent dark-on-light")
     p.add_argument("--printed-prob", type=float, help="share of digits replaced by printed ones (training fonts)")
     p.add_argument("--serving-view", type=int, choices=[0, 1],
@@ -65,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--output", default=str(DEFAULT_WEIGHTS), help="where to write the checkpoint")
-    p.add_argument("--metrics", default="reports/train_metrics.json", help="where to write per-epoch metrics")
+    p.add_argument("--metrics", default="reports/train_metrics.json",
+                   help="where to write per-epoch metrics (stamped, ops/stamp.py; not kept in the repository)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -92,7 +96,8 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def _augmenter(args: argparse.Namespace, generator: torch.Generator, device: torch.device) -> Augmenter:
-    from handler.preprocess.mnistify import mnist_like, training_view
+    from handler.preprocess.mnistify import mnist_like
+    from train.views import training_view
 
     printed = None
     if args.printed_prob:
@@ -162,7 +167,7 @@ def fit(args: argparse.Namespace) -> dict:
 
     wall = time.perf_counter() - start
     recipe = {k: getattr(args, k) for k in RECIPES["best"]} | {"name": args.recipe, "seed": args.seed}
-    metrics = {"recipe": recipe, "device": str(device), "torch": torch.__version__,
+    metrics = {"stamp": stamp(), "recipe": recipe, "device": str(device), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "train_images": len(train_x), "test_images": len(test_x),
                "wall_seconds": round(wall, 1), "history": history, **history[-1]}
     print(f"done in {wall:.0f} s: test accuracy {metrics['test_accuracy']:.2%}", flush=True)

@@ -22,7 +22,7 @@ import torch
 
 from handler.errors import InputError, NoDigitFound
 from handler.preprocess.background import NOISE_SHARE, backgrounds, denoise, mapped_background, noise_levels
-from handler.preprocess.decode import in_unit_range
+from handler.preprocess.decode import decode_gray, in_unit_range
 from handler.preprocess.framing import Views, frame_views
 from handler.preprocess.kernels import black_counts, by_shape, from_levels, quantiles
 
@@ -48,6 +48,15 @@ def mnist_like(gray: np.ndarray, denoise_noisy: bool = True) -> np.ndarray:
     if error is not None:
         raise error
     return views[0].cpu().numpy()
+
+
+def views_of_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = True) -> Views:
+    """One image file's bytes -> its (28, 28) candidate views on the CPU, raising its InputError:
+    for the evaluation and the tests (the handler preprocesses whole batches, batch.decode_batch)."""
+    (views,), (error,) = candidate_views([decode_gray(data)], denoise_noisy, multiple)
+    if error is not None:
+        raise error
+    return views
 
 
 def candidate_views(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool = True, multiple: bool = True,

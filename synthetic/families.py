@@ -1,10 +1,11 @@
-"""Input families generated from MNIST test digits: how clients really send digits.
+"""Input families generated from MNIST test digits: how clients really send digits, as upload bytes.
 
-Two kinds. Corruptions: train/augment.py's functions (the ones training draws from) at fixed
-strengths on the test digits, uploaded as 28x28 8-bit PNGs, a "mild" and a "strong" version of
-each kind of input the service must read. Renderings: how a client packages a digit (a phone
-photo of paper, a browser canvas export, printed digits in fonts training never saw). Used by the
-evaluation report, the tests and the benchmarks.
+Two kinds. Corruptions: synthetic/corruptions.py's functions (the ones training draws from) at
+fixed strengths on the test digits, uploaded as 28x28 8-bit PNGs, a "mild" and a "strong" version
+of each kind of input the service must read. Renderings: how a client packages a digit (a phone
+photo of paper, a browser canvas export, printed digits in fonts training never saw). Also the one
+image encoder, encode_image. Used by the evaluation report, the tests, the harness and the
+benchmarks.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from train import augment
+from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
+from synthetic.fonts import font_files, render_digits, split_fonts
 
-# family -> (corruption in train/augment.py, strength in [0, 1], what it is)
+# family -> (corruption in synthetic/corruptions.py, strength in [0, 1], what it is)
 CORRUPTED = {
     "clean": (None, 0.0, "MNIST test digit as an 8-bit PNG"),
     "gaussian_noise": ("gaussian_noise", 0.8, "additive Gaussian noise, sigma 0.3 of full scale"),
@@ -93,19 +95,15 @@ def corrupted(digits: np.ndarray, family: str, seed: int = 0) -> np.ndarray:
         return digits
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(digits).float()[:, None] / 255
-    corruption = augment.CORRUPTIONS.get(name) or augment.GEOMETRIC[name]
+    corruption = CORRUPTIONS.get(name) or GEOMETRIC[name]
     out = corruption(x, torch.full((len(x),), strength), generator)
     return _to_uint8(out[:, 0].numpy())
 
 
-def fonts_available() -> bool:
-    return bool(augment.split_fonts(augment.font_files())[1])
-
-
 def printed(labels: np.ndarray, rng: np.random.Generator) -> list[bytes]:
-    """Each label printed in a random held-out font (augment.split_fonts), cropped as a client
+    """Each label printed in a random held-out font (synthetic.fonts.split_fonts), cropped as a client
     would: a random margin, size and slight rotation, dark on white, PNG."""
-    images, font_labels = augment.render_digits(augment.split_fonts(augment.font_files())[1])
+    images, font_labels = render_digits(split_fonts(font_files())[1])
     if not len(images):
         raise RuntimeError("no fonts found under /usr/share/fonts (apt-get install fonts-dejavu ...)")
     out = []

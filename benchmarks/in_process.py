@@ -1,0 +1,73 @@
+"""The benchmarks' request bodies and the in-process ceiling: DigitHandler.handle timed without HTTP.
+
+make bench (its step 1) and make profile (benchmarks/batch_profile.py) share them: the bodies are
+the 100 committed MNIST test digits as PNGs and as paper-photo JPEGs, written to files wrk reads.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from harness.inprocess import load_handler
+from harness.samples import sample_digits
+from synthetic.families import generate
+
+IN_PROCESS_BATCHES = (16, 64, 256)  # batch sizes of the in-process ceiling, besides 1 and the archive's
+# body set -> (its family in synthetic/families.py, its content type)
+SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}
+
+
+def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
+    """Body files per set and their labels: the 100 committed MNIST test digits, as PNG and paper JPEG."""
+    digits, labels = sample_digits()
+    sets = {}
+    for name, (family, _) in SETS.items():
+        paths = []
+        for i, body in enumerate(generate(family, digits, seed=5)):
+            path = folder / f"{name}_{i:03d}"
+            path.write_bytes(body)
+            paths.append(str(path))
+        listing = folder / f"{name}.txt"
+        listing.write_text("\n".join(paths) + "\n")
+        sets[name] = (listing, [int(y) for y in labels])
+    return sets
+
+
+def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0, suffix: str = "",
+               **settings) -> tuple[str, dict]:
+    """Images/s of one worker's whole handler path (decode, preprocess, forward, postprocess; no
+    HTTP) at each batch size, on the device a worker would use (the first GPU when there is one),
+    and that device. Batches cycle through the set's bodies; `settings` override the handler's."""
+    handler, context = load_handler(gpu_id=0 if torch.cuda.is_available() else None, **settings)
+    results = {}
+    for name, (listing, _) in sets.items():
+        bodies = itertools.cycle(listed_bodies(listing))
+        for size in sorted(set(batch_sizes)):
+            images, wall, _ = timed_handle(handler, context, batches_of(bodies, size), seconds)
+            results[f"{name}_batch{size}{suffix}"] = round(images / wall, 1)
+    return str(handler.device), results
+
+
+def listed_bodies(listing: Path | str) -> list[bytes]:
+    """The bodies of a write_bodies listing, in its order."""
+    return [Path(p).read_bytes() for p in Path(listing).read_text().split()]
+
+
+def batches_of(bodies: Iterator[bytes], size: int) -> list[list[dict]]:
+    """About 256 images' worth of TorchServe batches of `size` requests, the next bodies of `bodies`."""
+    return [[{"body": next(bodies)} for _ in range(size)] for _ in range(max(1, 256 // size))]
+
+
+def timed_handle(handler, context, batches: list[list[dict]], seconds: float) -> tuple[int, float, float]:
+    """The batches handled over and over for about `seconds`: images handled, wall seconds and CPU
+    seconds (every thread of the process)."""
+    images, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < seconds:
+        for batch in batches:
+            handler.handle(batch, context)
+            images += len(batch)
+    return images, time.perf_counter() - wall, time.process_time() - cpu
