@@ -16,6 +16,7 @@ endif
 DEPLOY_VENV := .venv-deploy
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
+FAST_PATHS_ARGS ?=
 PROFILE_ARGS ?=
 AGREEMENT_ARGS ?=
 SOAK_SECONDS ?= 180
@@ -23,7 +24,7 @@ SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test fuzz soak bench profile image image-test \
+.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test lint fuzz soak wrk bench fast-paths profile image image-test \
         kserve-store deploy-check clean
 
 help:
@@ -38,9 +39,11 @@ help:
 	@echo "scale     set the worker count: make scale WORKERS=3"
 	@echo "demo      draw-a-digit page on http://127.0.0.1:$(DEMO_PORT)/ (starts TorchServe unless it is up)"
 	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
+	@echo "lint      ruff: lint and format check (ruff.toml)"
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
+	@echo "fast-paths  each fast path's share of a worker's CPU, live -> reports/fast-paths.md"
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
 	@echo "image     build the mnist-serve:latest container image (docker if a daemon answers, else podman)"
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
@@ -125,16 +128,26 @@ fonts:
 test: setup browser fonts
 	$(PY) -m pytest
 
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 fuzz: setup
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 soak: setup
 	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
-bench: setup
-	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
-	  || { echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
+# Load for the benchmarks comes from wrk: installed with apt when missing and run as root.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } \
+	  || { echo "the benchmarks need wrk: sudo apt-get install wrk"; exit 1; }
+
+bench: setup wrk
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+fast-paths: setup wrk
+	$(PY) -m benchmarks.fast_paths $(FAST_PATHS_ARGS)
 
 profile: setup
 	$(PY) -m benchmarks.batch_profile $(PROFILE_ARGS)
