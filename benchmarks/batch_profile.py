@@ -14,6 +14,7 @@ worker would use (the first GPU when there is one), DigitHandler.handle is measu
 On a GPU every --cuda-sync schedule runs in a fresh process (it must be set before CUDA starts).
 Writes OUT/batch-profile.{json,md}, or batch-profile-gpu.{json,md} on a GPU host.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,13 @@ from ops.paths import ROOT
 from ops.stamp import stamp
 
 # (file under handler/, function) -> the stage it is, for cProfile's cumulative times
-STAGES = {("preprocess/envelopes.py", "request_grays"): "parse and decode (CPU)",
-          ("preprocess/decode.py", "decode_jpegs"): "JPEG decode (device)",
-          ("preprocess/mnistify.py", "candidate_views"): "preprocessing",
-          ("inference.py", "digit_probabilities"): "network",
-          ("mnist_handler.py", "postprocess"): "answers"}
+STAGES = {
+    ("preprocess/envelopes.py", "request_grays"): "parse and decode (CPU)",
+    ("preprocess/decode.py", "decode_jpegs"): "JPEG decode (device)",
+    ("preprocess/mnistify.py", "candidate_views"): "preprocessing",
+    ("inference.py", "digit_probabilities"): "network",
+    ("mnist_handler.py", "postprocess"): "answers",
+}
 TOP_OPERATORS = 8
 
 
@@ -48,8 +51,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, nargs="+", default=[16, 64], help="batch sizes")
     p.add_argument("--seconds", type=float, default=2.0, help="seconds of timed batches per body set and size")
     p.add_argument("--profiled", type=int, default=8, help="batches under torch.profiler and under cProfile")
-    p.add_argument("--cuda-sync", nargs="+", default=["auto"], choices=sorted(SCHEDULES), metavar="SCHEDULE",
-                   help=f"GPU wait schedules, each in its own process ({', '.join(SCHEDULES)}); ignored without CUDA")
+    p.add_argument(
+        "--cuda-sync",
+        nargs="+",
+        default=["auto"],
+        choices=sorted(SCHEDULES),
+        metavar="SCHEDULE",
+        help=f"GPU wait schedules, each in its own process ({', '.join(SCHEDULES)}); ignored without CUDA",
+    )
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description in the stamp (default: detected)")
     return p
@@ -74,15 +83,24 @@ def profiled(handler, context, batches: list[list[dict]], cuda: bool) -> dict:
     top_level = [e for e in events if _operator(e) and (e.cpu_parent is None or not _operator(e.cpu_parent))]
     out = {"operators": round(len(top_level) / n, 1)}
     if cuda:
+
         def calls(*names):
             return round(sum(1 for e in events if any(name in e.name for name in names)) / n, 1)
+
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-        out.update(launches=calls("LaunchKernel"), copies=calls("Memcpy"), syncs=calls("Synchronize"),
-                   device_busy_us=round(sum(e.device_time_total for e in kernels) / n, 1))
-    averages = sorted((a for a in prof.key_averages() if _operator(a)),
-                      key=lambda a: a.self_cpu_time_total, reverse=True)[:TOP_OPERATORS]
-    out["top"] = [{"operator": a.key, "calls": round(a.count / n, 1),
-                   "self_cpu_us": round(a.self_cpu_time_total / n, 1)} for a in averages]
+        out.update(
+            launches=calls("LaunchKernel"),
+            copies=calls("Memcpy"),
+            syncs=calls("Synchronize"),
+            device_busy_us=round(sum(e.device_time_total for e in kernels) / n, 1),
+        )
+    averages = sorted(
+        (a for a in prof.key_averages() if _operator(a)), key=lambda a: a.self_cpu_time_total, reverse=True
+    )[:TOP_OPERATORS]
+    out["top"] = [
+        {"operator": a.key, "calls": round(a.count / n, 1), "self_cpu_us": round(a.self_cpu_time_total / n, 1)}
+        for a in averages
+    ]
     return out
 
 
@@ -107,8 +125,10 @@ def stage_shares(handler, context, batches: list[list[dict]]) -> dict[str, float
         return sum(entry[3] for entry in entries) if entries else None
 
     total = cumulative("mnist_handler.py", "handle") or 1.0
-    return {stage: None if (seconds := cumulative(tail, function)) is None else round(100 * seconds / total, 1)
-            for (tail, function), stage in STAGES.items()}
+    return {
+        stage: None if (seconds := cumulative(tail, function)) is None else round(100 * seconds / total, 1)
+        for (tail, function), stage in STAGES.items()
+    }
 
 
 def profile(schedule: str, sets: dict, args) -> list[dict]:
@@ -122,38 +142,81 @@ def profile(schedule: str, sets: dict, args) -> list[dict]:
             batches = batches_of(bodies, size)
             for batch in batches:  # warm-up: the first calls allocate and pick kernels
                 handler.handle(batch, context)
-            sample = (batches * args.profiled)[:args.profiled]
-            rows.append({"cuda_sync": schedule if cuda else "-", "bodies": name, "batch": size,
-                         **timed(handler, context, batches, args.seconds),
-                         **profiled(handler, context, sample, cuda),
-                         "stages": stage_shares(handler, context, sample)})
+            sample = (batches * args.profiled)[: args.profiled]
+            rows.append(
+                {
+                    "cuda_sync": schedule if cuda else "-",
+                    "bodies": name,
+                    "batch": size,
+                    **timed(handler, context, batches, args.seconds),
+                    **profiled(handler, context, sample, cuda),
+                    "stages": stage_shares(handler, context, sample),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def markdown(report: dict) -> str:
     rows, cuda = report["rows"], report["device"].startswith("cuda")
-    lines = ["# Where a batch's time goes", "",
-             f"DigitHandler.handle in one process on "
-             f"{report['device']}, no HTTP (`python -m benchmarks.batch_profile`, module docstring). Per image: wall "
-             "and CPU time (every thread of the process). Per batch: top-level operator calls"
-             + (", kernel launches, host-device copies, synchronizations, the device's busy time" if cuda else "")
-             + ".", ""]
+    lines = [
+        "# Where a batch's time goes",
+        "",
+        f"DigitHandler.handle in one process on "
+        f"{report['device']}, no HTTP (`python -m benchmarks.batch_profile`, module docstring). Per image: wall "
+        "and CPU time (every thread of the process). Per batch: top-level operator calls"
+        + (", kernel launches, host-device copies, synchronizations, the device's busy time" if cuda else "")
+        + ".",
+        "",
+    ]
     header = ["cuda_sync", "bodies", "batch", "wall us/image", "CPU us/image", "operators"]
     header += ["launches", "copies", "syncs", "device busy us"] if cuda else []
-    lines += markdown_table(header, [
-        [r["cuda_sync"], r["bodies"], str(r["batch"]), f"{r['wall_us']:,.0f}", f"{r['cpu_us']:,.0f}", f"{r['operators']:g}"]
-        + ([f"{r['launches']:g}", f"{r['copies']:g}", f"{r['syncs']:g}", f"{r['device_busy_us']:,.0f}"] if cuda else [])
-        for r in rows])
-    lines += ["", "Stages' shares of handle's time under cProfile (%; its per-call cost inflates the stages that "
-              "make many Python calls; \"not run\": the stage was never called):", ""]
-    lines += markdown_table(["cuda_sync", "bodies", "batch", *STAGES.values()],
-                            [[r["cuda_sync"], r["bodies"], str(r["batch"]),
-                              *("not run" if v is None else f"{v:g}" for v in r["stages"].values())] for r in rows])
+    lines += markdown_table(
+        header,
+        [
+            [
+                r["cuda_sync"],
+                r["bodies"],
+                str(r["batch"]),
+                f"{r['wall_us']:,.0f}",
+                f"{r['cpu_us']:,.0f}",
+                f"{r['operators']:g}",
+            ]
+            + (
+                [f"{r['launches']:g}", f"{r['copies']:g}", f"{r['syncs']:g}", f"{r['device_busy_us']:,.0f}"]
+                if cuda
+                else []
+            )
+            for r in rows
+        ],
+    )
+    lines += [
+        "",
+        "Stages' shares of handle's time under cProfile (%; its per-call cost inflates the stages that "
+        'make many Python calls; "not run": the stage was never called):',
+        "",
+    ]
+    lines += markdown_table(
+        ["cuda_sync", "bodies", "batch", *STAGES.values()],
+        [
+            [
+                r["cuda_sync"],
+                r["bodies"],
+                str(r["batch"]),
+                *("not run" if v is None else f"{v:g}" for v in r["stages"].values()),
+            ]
+            for r in rows
+        ],
+    )
     lines += ["", f"Operators with most CPU time (self, per batch; the {TOP_OPERATORS} largest):", ""]
-    lines += markdown_table(["cuda_sync", "bodies", "batch", "operator", "calls", "self CPU us"],
-                            [[r["cuda_sync"], r["bodies"], str(r["batch"]), t["operator"], f"{t['calls']:g}",
-                              f"{t['self_cpu_us']:,.0f}"] for r in rows for t in r["top"]])
+    lines += markdown_table(
+        ["cuda_sync", "bodies", "batch", "operator", "calls", "self CPU us"],
+        [
+            [r["cuda_sync"], r["bodies"], str(r["batch"]), t["operator"], f"{t['calls']:g}", f"{t['self_cpu_us']:,.0f}"]
+            for r in rows
+            for t in r["top"]
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -167,8 +230,7 @@ def main(args: argparse.Namespace) -> dict:
             rows = profile("auto", sets, args)
         else:  # each schedule in a fresh process: it is set on the device's context before CUDA starts
             with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-                rows = [row for schedule in args.cuda_sync
-                        for row in pool.apply(profile, (schedule, sets, args))]
+                rows = [row for schedule in args.cuda_sync for row in pool.apply(profile, (schedule, sets, args))]
     report = {"stamp": stamp(args.label), "device": "cuda:0" if cuda else "cpu", "rows": rows}
     write_report(out / ("batch-profile-gpu" if cuda else "batch-profile"), report, markdown(report))
     return report

@@ -25,6 +25,7 @@ schedules (handler/cuda_sync.py) one after the other.
 This module drives the servers and wrk; the bodies and step 1 live in benchmarks/in_process.py, the
 reports' tables, goals and plot in benchmarks/bench_report.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,17 @@ from pathlib import Path
 import psutil
 import yaml
 
-from benchmarks.bench_report import (cuda_sync_markdown, failures, markdown, plot, ratios, report_stem,
-                                     sweep_markdown, total_cpu_us, write_report)
+from benchmarks.bench_report import (
+    cuda_sync_markdown,
+    failures,
+    markdown,
+    plot,
+    ratios,
+    report_stem,
+    sweep_markdown,
+    total_cpu_us,
+    write_report,
+)
 from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, listed_bodies, write_bodies
 from handler.cuda_sync import SCHEDULES
 from harness.clients import count_right, predict_concurrently
@@ -60,16 +70,31 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="connections")
     p.add_argument("--out", default=str(ROOT / "reports"), help="report folder")
     p.add_argument("--label", default=None, help="machine description in the reports' stamp (default: detected)")
-    p.add_argument("--pairs", type=int, default=2,
-                   help="back-to-back no-op/service pairs for the goals' ratios (0: steps 2-3 alone)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=2,
+        help="back-to-back no-op/service pairs for the goals' ratios (0: steps 2-3 alone)",
+    )
     p.add_argument("--sweep", action="store_true", help="instead: sweep batch size, delay and workers")
     p.add_argument("--sweep-workers", type=int, nargs="+", default=[1, 2], help="sweep: worker counts")
-    p.add_argument("--sweep-delays", type=int, nargs="+", default=None,
-                   help="sweep: max batch delays (ms) at batch size 16, instead of the batch/delay pairs")
-    p.add_argument("--cuda-sync", nargs="+", default=None, choices=sorted(SCHEDULES), metavar="SCHEDULE",
-                   help="instead: the service once per GPU wait schedule (model-config.yaml's handler.cuda_sync: "
-                        f"{', '.join(SCHEDULES)}) with the host's settings, both body sets at each --concurrency; "
-                        "writes cuda-sync.{json,md}")
+    p.add_argument(
+        "--sweep-delays",
+        type=int,
+        nargs="+",
+        default=None,
+        help="sweep: max batch delays (ms) at batch size 16, instead of the batch/delay pairs",
+    )
+    p.add_argument(
+        "--cuda-sync",
+        nargs="+",
+        default=None,
+        choices=sorted(SCHEDULES),
+        metavar="SCHEDULE",
+        help="instead: the service once per GPU wait schedule (model-config.yaml's handler.cuda_sync: "
+        f"{', '.join(SCHEDULES)}) with the host's settings, both body sets at each --concurrency; "
+        "writes cuda-sync.{json,md}",
+    )
     return p
 
 
@@ -83,9 +108,21 @@ def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], cont
 
 
 def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
-    command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "-s", str(ROOT / "benchmarks" / "bench.lua"), server.predictions, "--", str(listing),
-               server.keys()["inference"], content_type]
+    command = [
+        "wrk",
+        f"-t{min(connections, 2)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "benchmarks" / "bench.lua"),
+        server.predictions,
+        "--",
+        str(listing),
+        server.keys()["inference"],
+        content_type,
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
     result["rps"] = round(result["answered"] / (result["duration_us"] / 1e6), 1)
@@ -97,8 +134,13 @@ def cpu_seconds(server: LocalTorchServe) -> dict[str, float]:
     used = {"frontend": 0.0, "workers": 0.0}
     for proc in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            kind = "frontend" if proc.name() == "java" else "workers" if "model_service_worker" in " ".join(
-                proc.cmdline()) else None
+            kind = (
+                "frontend"
+                if proc.name() == "java"
+                else "workers"
+                if "model_service_worker" in " ".join(proc.cmdline())
+                else None
+            )
             if kind:
                 times = proc.cpu_times()
                 used[kind] += times.user + times.system
@@ -114,8 +156,7 @@ def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, conn
     before = cpu_seconds(server)
     result = wrk(server, listing, content_type, connections, seconds)
     after = cpu_seconds(server)
-    result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6)
-                                    for k in before}
+    result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6) for k in before}
     return result
 
 
@@ -138,8 +179,9 @@ def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSett
             content_type = SETS[name][1]
             rows[name] = {"checked": checked_pass(server, listing, labels, content_type), "load": {}}
             for connections in args.concurrency:
-                rows[name]["load"][connections] = measured_wrk(server, listing, content_type, connections,
-                                                               args.duration)
+                rows[name]["load"][connections] = measured_wrk(
+                    server, listing, content_type, connections, args.duration
+                )
                 print(name, connections, rows[name]["load"][connections], flush=True)
         return rows
     finally:
@@ -162,8 +204,11 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
                 c1 = wrk(server, listing, content_type, 1, args.duration)
             finally:
                 server.stop()
-            pair[target] = {"c32_rps": c32["rps"], "c1_p50_us": c1["p50_us"],
-                            "c32_cpu_us_per_request": total_cpu_us(c32)}
+            pair[target] = {
+                "c32_rps": c32["rps"],
+                "c1_p50_us": c1["p50_us"],
+                "c32_cpu_us_per_request": total_cpu_us(c32),
+            }
         pair["c32"] = round(pair["service"]["c32_rps"] / pair["noop"]["c32_rps"], 3)
         pair["c1_p50"] = round(pair["service"]["c1_p50_us"] / pair["noop"]["c1_p50_us"], 3)
         print("pair", pair, flush=True)
@@ -215,11 +260,19 @@ def cuda_sync_runs(sets: dict, work: Path, settings: HostSettings, args) -> list
         store = archive_with(config, work / f"cuda-sync-{schedule}")
         for name, result in serve_and_load(store, sets, list(SETS), settings, args).items():
             for connections, r in result["load"].items():
-                rows.append({"cuda_sync": schedule, "bodies": name, "concurrency": connections, "rps": r["rps"],
-                             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-                             "errors": failures(r),
-                             "worker_cpu_us": r["cpu_us_per_request"]["workers"],
-                             "checked": f"{result['checked']['right']}/{result['checked']['requests']}"})
+                rows.append(
+                    {
+                        "cuda_sync": schedule,
+                        "bodies": name,
+                        "concurrency": connections,
+                        "rps": r["rps"],
+                        "p50_ms": r["p50_us"] / 1000,
+                        "p99_ms": r["p99_us"] / 1000,
+                        "errors": failures(r),
+                        "worker_cpu_us": r["cpu_us_per_request"]["workers"],
+                        "checked": f"{result['checked']['right']}/{result['checked']['requests']}",
+                    }
+                )
     return rows
 
 
@@ -247,14 +300,28 @@ def main(args: argparse.Namespace) -> dict:
 
 def full_report(sets: dict, work: Path, settings: HostSettings, out: Path, args) -> dict:
     """Steps 1-4 of the module's docstring; writes reports/bench{,-gpu}.{json,md,png} to `out`."""
-    report = {"stamp": stamp(args.label), "duration_s": args.duration, "warmup_s": args.warmup,
-              "model_config": {"minWorkers": settings.workers, "batchSize": settings.batch_size,
-                               "maxBatchDelay": settings.batch_delay_ms, "source": settings.source}}
+    report = {
+        "stamp": stamp(args.label),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "model_config": {
+            "minWorkers": settings.workers,
+            "batchSize": settings.batch_size,
+            "maxBatchDelay": settings.batch_delay_ms,
+            "source": settings.source,
+        },
+    }
     report["cores"], report["gpus"] = os.cpu_count(), gpus()
-    report["in_process_device"], report["in_process_rps"] = in_process(sets, (1, settings.batch_size) + IN_PROCESS_BATCHES)
+    report["in_process_device"], report["in_process_rps"] = in_process(
+        sets, (1, settings.batch_size) + IN_PROCESS_BATCHES
+    )
     if report["gpus"]:  # the choice behind mnistify.GPU_MIN_PIXELS: MNIST's PNGs preprocessed on the GPU too
-        on_gpu = in_process({"mnist_png": sets["mnist_png"]}, (settings.batch_size,) + IN_PROCESS_BATCHES,
-                            suffix="_preprocessed_on_gpu", gpu_min_pixels=0)[1]
+        on_gpu = in_process(
+            {"mnist_png": sets["mnist_png"]},
+            (settings.batch_size,) + IN_PROCESS_BATCHES,
+            suffix="_preprocessed_on_gpu",
+            gpu_min_pixels=0,
+        )[1]
         report["in_process_rps"].update(on_gpu)
     print("in-process", report["in_process_device"], report["in_process_rps"], flush=True)
 

@@ -2,6 +2,7 @@
 reports/bench{,-gpu}.{json,md,png}, of the sweep (sweep.{json,md}) and of the GPU wait schedules
 (cuda-sync.{json,md}). Every report starts with its stamp (ops/stamp.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,13 @@ def write_report(stem: Path, report: dict, text: str) -> None:
     stem.with_suffix(".md").write_text(f"{stamp.line(report['stamp'])}\n\n{text}")
     print(stem.with_suffix(".md").read_text())
 
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """The lines of a Markdown table; an empty cell is written `| |`."""
-    line = lambda cells: "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
     return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
 
 
@@ -40,15 +45,20 @@ def report_stem(report: dict) -> str:
 def ratios(report: dict) -> dict:
     """The goals' figures, each None where its concurrency level was not measured in this run."""
     noop, service = report["noop"]["load"], report["service"]["mnist_png"]["load"]
-    both = lambda level: level in noop and level in service  # noqa: E731
+
+    def both(level) -> bool:
+        return level in noop and level in service
+
     paper = report["service"].get("paper_jpeg", {}).get("load", {})
     in_pairs = report.get("pairs", [])
     return {
         "throughput_c32_service_over_noop": _median_with_pairs(
-            round(service[32]["rps"] / noop[32]["rps"], 3) if both(32) else None, [p["c32"] for p in in_pairs]),
+            round(service[32]["rps"] / noop[32]["rps"], 3) if both(32) else None, [p["c32"] for p in in_pairs]
+        ),
         "throughput_c128_service_over_noop": round(service[128]["rps"] / noop[128]["rps"], 3) if both(128) else None,
         "p50_c1_service_over_noop": _median_with_pairs(
-            round(service[1]["p50_us"] / noop[1]["p50_us"], 3) if both(1) else None, [p["c1_p50"] for p in in_pairs]),
+            round(service[1]["p50_us"] / noop[1]["p50_us"], 3) if both(1) else None, [p["c1_p50"] for p in in_pairs]
+        ),
         "errors_c128": sum(failures(s["load"][128]) for s in report["service"].values()) if 128 in service else None,
         "paper_jpeg_c128_rps": paper[128]["rps"] if 128 in paper else None,
         "worker_us_per_mnist_request_c128": service[128]["cpu_us_per_request"]["workers"] if 128 in service else None,
@@ -73,41 +83,72 @@ def goal_row(goal: str, measured: float | None, unit: str, met) -> list[str]:
 def markdown(report: dict) -> str:
     cfg = report["model_config"]
     lines = [
-        "# Benchmark", "",
+        "# Benchmark",
+        "",
         f"{report['duration_s']} s per level after "
         f"{report.get('warmup_s', 0)} s of unmeasured warm-up load per server, load from wrk on the same machine. "
         f"Served with the host's settings ({cfg.get('source', 'archive')}, ops.host_settings; both servers): "
-        f"{cfg['minWorkers']} workers, batch {cfg['batchSize']}, max delay {cfg['maxBatchDelay']} ms.", "",
+        f"{cfg['minWorkers']} workers, batch {cfg['batchSize']}, max delay {cfg['maxBatchDelay']} ms.",
+        "",
     ]
     targets = [("no-op handler (TorchServe ceiling)", "mnist_png", report["noop"])]
     targets += [("the service", name, result) for name, result in report["service"].items()]
     lines += markdown_table(
         ["target", "bodies", "concurrency", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors"],
-        [[target, name, str(connections), f"{r['rps']:,.0f}", f"{r['p50_us'] / 1000:.1f}", f"{r['p90_us'] / 1000:.1f}",
-          f"{r['p99_us'] / 1000:.1f}", str(failures(r))]
-         for target, name, result in targets for connections, r in result["load"].items()])
-    lines += ["", f"In-process ceiling (one worker on {report.get('in_process_device', 'cpu')}, no HTTP; images/s "
-              "by batch size): " + ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()), ""]
-    checked = [f"{name}: {r['checked']['right']}/{r['checked']['requests']} right, {r['checked']['errors']} errors"
-               for name, r in report["service"].items()]
+        [
+            [
+                target,
+                name,
+                str(connections),
+                f"{r['rps']:,.0f}",
+                f"{r['p50_us'] / 1000:.1f}",
+                f"{r['p90_us'] / 1000:.1f}",
+                f"{r['p99_us'] / 1000:.1f}",
+                str(failures(r)),
+            ]
+            for target, name, result in targets
+            for connections, r in result["load"].items()
+        ],
+    )
+    lines += [
+        "",
+        f"In-process ceiling (one worker on {report.get('in_process_device', 'cpu')}, no HTTP; images/s "
+        "by batch size): " + ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()),
+        "",
+    ]
+    checked = [
+        f"{name}: {r['checked']['right']}/{r['checked']['requests']} right, {r['checked']['errors']} errors"
+        for name, r in report["service"].items()
+    ]
     ratio = report["ratios"]
     lines += ["Checked pass (every body once at concurrency 32): " + "; ".join(checked) + ".", ""]
     lines += pairs_markdown(report)
-    goals = [goal_row("service at c32 >= 0.5 x no-op", ratio["throughput_c32_service_over_noop"], " x",
-                      lambda v: v >= 0.5),
-             goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x",
-                      lambda v: v <= 1.5),
-             goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0)]
+    goals = [
+        goal_row("service at c32 >= 0.5 x no-op", ratio["throughput_c32_service_over_noop"], " x", lambda v: v >= 0.5),
+        goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x", lambda v: v <= 1.5),
+        goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0),
+    ]
     if report.get("gpus"):  # the GPU host's goals
-        goals += [goal_row("service at c128 >= 0.6 x no-op", ratio["throughput_c128_service_over_noop"], " x",
-                           lambda v: v >= 0.6),
-                  goal_row("paper-photo JPEG at c128 >= 10,000 requests/s", ratio["paper_jpeg_c128_rps"], "",
-                           lambda v: v >= 10000),
-                  goal_row("worker CPU per MNIST request at c128 <= 150 us", ratio["worker_us_per_mnist_request_c128"],
-                           " us", lambda v: v <= 150)]
+        goals += [
+            goal_row(
+                "service at c128 >= 0.6 x no-op", ratio["throughput_c128_service_over_noop"], " x", lambda v: v >= 0.6
+            ),
+            goal_row(
+                "paper-photo JPEG at c128 >= 10,000 requests/s", ratio["paper_jpeg_c128_rps"], "", lambda v: v >= 10000
+            ),
+            goal_row(
+                "worker CPU per MNIST request at c128 <= 150 us",
+                ratio["worker_us_per_mnist_request_c128"],
+                " us",
+                lambda v: v <= 150,
+            ),
+        ]
     lines += markdown_table(["goal", "measured", "met"], goals)
-    lines += ["", f"`make bench` also draws `{report_stem(report)}.png` beside this report; it is not kept in the "
-              "repository.", ""]
+    lines += [
+        "",
+        f"`make bench` also draws `{report_stem(report)}.png` beside this report; it is not kept in the repository.",
+        "",
+    ]
     lines += where_the_time_goes(report)
     return "\n".join(lines)
 
@@ -118,22 +159,49 @@ def pairs_markdown(report: dict) -> list[str]:
     if not in_pairs:
         return []
     noop, service = report["noop"]["load"], report["service"]["mnist_png"]["load"]
-    lines = ["Back-to-back pairs (MNIST PNGs; each server started afresh, warmed for "
-             f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level): the goals below are the median "
-             "ratio of the tables above and these pairs.", ""]
+    lines = [
+        "Back-to-back pairs (MNIST PNGs; each server started afresh, warmed for "
+        f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level): the goals below are the median "
+        "ratio of the tables above and these pairs.",
+        "",
+    ]
     rows = []
     if 32 in noop and 32 in service and 1 in noop and 1 in service:
-        rows.append(["the tables above", f"{noop[32]['rps']:,.0f}", f"{service[32]['rps']:,.0f}",
-                     f"{service[32]['rps'] / noop[32]['rps']:.3f}",
-                     f"{total_cpu_us(noop[32])} / {total_cpu_us(service[32])}", f"{noop[1]['p50_us'] / 1000:.1f}",
-                     f"{service[1]['p50_us'] / 1000:.1f}", f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f}"])
+        rows.append(
+            [
+                "the tables above",
+                f"{noop[32]['rps']:,.0f}",
+                f"{service[32]['rps']:,.0f}",
+                f"{service[32]['rps'] / noop[32]['rps']:.3f}",
+                f"{total_cpu_us(noop[32])} / {total_cpu_us(service[32])}",
+                f"{noop[1]['p50_us'] / 1000:.1f}",
+                f"{service[1]['p50_us'] / 1000:.1f}",
+                f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f}",
+            ]
+        )
     for i, p in enumerate(in_pairs, 1):
-        rows.append([f"pair {i}", f"{p['noop']['c32_rps']:,.0f}", f"{p['service']['c32_rps']:,.0f}", f"{p['c32']:.3f}",
-                     f"{p['noop'].get('c32_cpu_us_per_request')} / {p['service'].get('c32_cpu_us_per_request')}",
-                     f"{p['noop']['c1_p50_us'] / 1000:.1f}", f"{p['service']['c1_p50_us'] / 1000:.1f}",
-                     f"{p['c1_p50']:.3f}"])
-    header = ["measured", "no-op c32 requests/s", "service c32 requests/s", "c32 ratio",
-              "no-op / service c32 CPU us per request", "no-op c1 p50 ms", "service c1 p50 ms", "c1 p50 ratio"]
+        rows.append(
+            [
+                f"pair {i}",
+                f"{p['noop']['c32_rps']:,.0f}",
+                f"{p['service']['c32_rps']:,.0f}",
+                f"{p['c32']:.3f}",
+                f"{p['noop'].get('c32_cpu_us_per_request')} / {p['service'].get('c32_cpu_us_per_request')}",
+                f"{p['noop']['c1_p50_us'] / 1000:.1f}",
+                f"{p['service']['c1_p50_us'] / 1000:.1f}",
+                f"{p['c1_p50']:.3f}",
+            ]
+        )
+    header = [
+        "measured",
+        "no-op c32 requests/s",
+        "service c32 requests/s",
+        "c32 ratio",
+        "no-op / service c32 CPU us per request",
+        "no-op c1 p50 ms",
+        "service c1 p50 ms",
+        "c1 p50 ratio",
+    ]
     return lines + markdown_table(header, rows) + [""]
 
 
@@ -146,13 +214,25 @@ def where_the_time_goes(report: dict) -> list[str]:
         rows = [(target, r) for target, r in rows if r and "cpu_us_per_request" in r]
         if not rows:
             continue
-        lines += [f"## Where the time goes (concurrency {level})", "",
-                  "CPU time of each process divided by the requests it answered in the same run. On a machine "
-                  "with C cores, requests/s can never exceed C x 1e6 / (total us per request).", ""]
+        lines += [
+            f"## Where the time goes (concurrency {level})",
+            "",
+            "CPU time of each process divided by the requests it answered in the same run. On a machine "
+            "with C cores, requests/s can never exceed C x 1e6 / (total us per request).",
+            "",
+        ]
         lines += markdown_table(
             ["target", "requests/s", "frontend (Java) us", "workers (Python) us", "wrk us", "total us"],
-            [[target, f"{r['rps']:,.0f}", *(str(r["cpu_us_per_request"][k]) for k in ("frontend", "workers", "wrk")),
-              str(sum(r["cpu_us_per_request"].values()))] for target, r in rows])
+            [
+                [
+                    target,
+                    f"{r['rps']:,.0f}",
+                    *(str(r["cpu_us_per_request"][k]) for k in ("frontend", "workers", "wrk")),
+                    str(sum(r["cpu_us_per_request"].values())),
+                ]
+                for target, r in rows
+            ],
+        )
         lines.append("")
     return lines
 
@@ -183,27 +263,68 @@ def plot(report: dict, path: Path) -> None:
 def cuda_sync_markdown(report: dict, settings) -> str:
     """The GPU wait schedules' table (`settings`: the host's HostSettings)."""
     rows = report["rows"]
-    lines = ["# GPU wait schedules", "",
-             f"The service with handler.cuda_sync set in its archive, {settings.workers} workers, "
-             f"batch {settings.batch_size}, max delay {settings.batch_delay_ms} ms; "
-             "`python -m benchmarks.bench --cuda-sync ...`. Workers' CPU is per answered request; checked: "
-             "right answers of one pass over the bodies at concurrency 32.", ""]
+    lines = [
+        "# GPU wait schedules",
+        "",
+        f"The service with handler.cuda_sync set in its archive, {settings.workers} workers, "
+        f"batch {settings.batch_size}, max delay {settings.batch_delay_ms} ms; "
+        "`python -m benchmarks.bench --cuda-sync ...`. Workers' CPU is per answered request; checked: "
+        "right answers of one pass over the bodies at concurrency 32.",
+        "",
+    ]
     lines += markdown_table(
-        ["cuda_sync", "bodies", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "workers' CPU us", "checked"],
-        [[r["cuda_sync"], r["bodies"], str(r["concurrency"]), f"{r['rps']:,.0f}", f"{r['p50_ms']:.1f}",
-          f"{r['p99_ms']:.1f}", str(r["errors"]), str(r["worker_cpu_us"]), r["checked"]] for r in rows])
+        [
+            "cuda_sync",
+            "bodies",
+            "concurrency",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "workers' CPU us",
+            "checked",
+        ],
+        [
+            [
+                r["cuda_sync"],
+                r["bodies"],
+                str(r["concurrency"]),
+                f"{r['rps']:,.0f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                str(r["errors"]),
+                str(r["worker_cpu_us"]),
+                r["checked"],
+            ]
+            for r in rows
+        ],
+    )
     return "\n".join(lines) + "\n"
 
 
 def sweep_markdown(report: dict) -> str:
     """The sweep's table."""
     rows = report["rows"]
-    lines = ["# Batching and workers sweep", "",
-             "The service with MNIST test PNGs, wrk at concurrency 1 and 32; "
-             "`python -m benchmarks.bench --sweep`.", ""]
+    lines = [
+        "# Batching and workers sweep",
+        "",
+        "The service with MNIST test PNGs, wrk at concurrency 1 and 32; `python -m benchmarks.bench --sweep`.",
+        "",
+    ]
     lines += markdown_table(
         ["workers", "batch size", "max delay ms", "c1 req/s", "c1 p50 ms", "c32 req/s", "c32 p50 ms", "c32 p99 ms"],
-        [[str(r["workers"]), str(r["batchSize"]), str(r["maxBatchDelay"]), f"{r['c1_rps']:,.0f}",
-          f"{r['c1_p50_ms']:.1f}", f"{r['c32_rps']:,.0f}", f"{r['c32_p50_ms']:.1f}", f"{r['c32_p99_ms']:.1f}"]
-         for r in rows])
+        [
+            [
+                str(r["workers"]),
+                str(r["batchSize"]),
+                str(r["maxBatchDelay"]),
+                f"{r['c1_rps']:,.0f}",
+                f"{r['c1_p50_ms']:.1f}",
+                f"{r['c32_rps']:,.0f}",
+                f"{r['c32_p50_ms']:.1f}",
+                f"{r['c32_p99_ms']:.1f}",
+            ]
+            for r in rows
+        ],
+    )
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ answered; a fast path pays for its private API when it saves at least 3% of it.
 route_prediction_time is not measured: it corrects a TorchServe defect, it does not save time.
 Writes reports/fast-paths.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,28 +58,51 @@ def measure(store: Path, listing: Path, concurrency: int, args) -> dict:
 def switch_rows(switch: str, listing: Path, work: Path, args) -> dict:
     """Both ways of one switch, alternating; the medians and the share saved."""
     config = model_config()
-    stores = {on: archive_with({**config, "handler": {**config["handler"], switch: on}}, work / f"{switch}-{on}")
-              for on in (True, False)}
+    stores = {
+        on: archive_with({**config, "handler": {**config["handler"], switch: on}}, work / f"{switch}-{on}")
+        for on in (True, False)
+    }
     runs: dict[bool, list[dict]] = {True: [], False: []}
     for round_ in range(args.rounds):
         for on in (True, False) if round_ % 2 == 0 else (False, True):
             runs[on].append(measure(stores[on], listing, SWITCHES[switch], args))
             print(switch, "on" if on else "off", runs[on][-1], flush=True)
     on, off = (statistics.median(r["worker_us"] for r in runs[way]) for way in (True, False))
-    return {"switch": switch, "concurrency": SWITCHES[switch], "runs": {"on": runs[True], "off": runs[False]},
-            "worker_us_on": on, "worker_us_off": off, "share_saved": round((off - on) / off, 4)}
+    return {
+        "switch": switch,
+        "concurrency": SWITCHES[switch],
+        "runs": {"on": runs[True], "off": runs[False]},
+        "worker_us_on": on,
+        "worker_us_off": off,
+        "share_saved": round((off - on) / off, 4),
+    }
 
 
 def markdown(report: dict) -> str:
-    rows = [[f"`{r['switch']}`", str(r["concurrency"]), f"{r['worker_us_on']:.0f}", f"{r['worker_us_off']:.0f}",
-             f"{r['share_saved']:.1%}", "yes" if r["share_saved"] >= WORTH else "no",
-             str(sum(run["failures"] for way in r["runs"].values() for run in way))] for r in report["rows"]]
-    lines = ["# Fast paths: what each saves of a worker's CPU", "",
-             f"MNIST PNGs, the host's workers and batch delay, {report['warmup_s']} s of warm-up and "
-             f"{report['duration_s']} s measured per server, {report['rounds']} alternating rounds per way; "
-             "workers' CPU per request answered, median over rounds (`make fast-paths`).", ""]
-    lines += markdown_table(["switch", "concurrency", "worker us/request on", "off", "saved",
-                             f"saves >= {WORTH:.0%}", "failed requests"], rows)
+    rows = [
+        [
+            f"`{r['switch']}`",
+            str(r["concurrency"]),
+            f"{r['worker_us_on']:.0f}",
+            f"{r['worker_us_off']:.0f}",
+            f"{r['share_saved']:.1%}",
+            "yes" if r["share_saved"] >= WORTH else "no",
+            str(sum(run["failures"] for way in r["runs"].values() for run in way)),
+        ]
+        for r in report["rows"]
+    ]
+    lines = [
+        "# Fast paths: what each saves of a worker's CPU",
+        "",
+        f"MNIST PNGs, the host's workers and batch delay, {report['warmup_s']} s of warm-up and "
+        f"{report['duration_s']} s measured per server, {report['rounds']} alternating rounds per way; "
+        "workers' CPU per request answered, median over rounds (`make fast-paths`).",
+        "",
+    ]
+    lines += markdown_table(
+        ["switch", "concurrency", "worker us/request on", "off", "saved", f"saves >= {WORTH:.0%}", "failed requests"],
+        rows,
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -90,8 +114,13 @@ def main(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="fast-paths-"))
     try:
         listing, _ = write_bodies(work)["mnist_png"]
-        report = {"stamp": stamp(args.label), "rounds": args.rounds, "warmup_s": args.warmup,
-                  "duration_s": args.duration, "rows": [switch_rows(s, listing, work, args) for s in args.switches]}
+        report = {
+            "stamp": stamp(args.label),
+            "rounds": args.rounds,
+            "warmup_s": args.warmup,
+            "duration_s": args.duration,
+            "rows": [switch_rows(s, listing, work, args) for s in args.switches],
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_report(out / "fast-paths", report, markdown(report))

@@ -3,6 +3,7 @@
 make bench (its step 1) and make profile (benchmarks/batch_profile.py) share them: the bodies are
 the 100 committed MNIST test digits as PNGs and as paper-photo JPEGs, written to files wrk reads.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,8 +38,9 @@ def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
     return sets
 
 
-def in_process(sets, batch_sizes: tuple[int, ...], seconds: float = 3.0, suffix: str = "",
-               **settings) -> tuple[str, dict]:
+def in_process(
+    sets, batch_sizes: tuple[int, ...], seconds: float = 3.0, suffix: str = "", **settings
+) -> tuple[str, dict]:
     """Images/s of one worker's whole handler path (decode, preprocess, forward, postprocess; no
     HTTP) at each batch size, on the device a worker would use (the first GPU when there is one),
     and that device. Batches cycle through the set's bodies; `settings` override the handler's."""

@@ -10,6 +10,7 @@
 4. the fuzz tests, counted.
 The scenarios live in harness/faults.py; the test suite runs them short (tests/test_faults.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,29 @@ from ops.stamp import line, stamp
 def fuzz_count(profile: str) -> dict:
     """Run the fuzz tests and report how many inputs they tried."""
     env = dict(os.environ, HYPOTHESIS_PROFILE=profile)
-    result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fuzz.py", "-q", "-p", "no:cacheprovider",
-                             "--hypothesis-show-statistics"], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_fuzz.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--hypothesis-show-statistics",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     examples = sum(int(n) for n in re.findall(r"(\d+) passing examples", result.stdout))
-    return {"profile": profile, "passed": result.returncode == 0, "inputs": examples,
-            "summary": result.stdout.strip().splitlines()[-1]}
+    return {
+        "profile": profile,
+        "passed": result.returncode == 0,
+        "inputs": examples,
+        "summary": result.stdout.strip().splitlines()[-1],
+    }
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -66,9 +85,19 @@ def failure_kinds(outcomes: dict[str, int]) -> dict[str, int]:
     """harness.faults.Load's outcome counts -> failed requests by kind (those that occurred)."""
     kinds: dict[str, int] = {}
     for outcome, count in outcomes.items():
-        kind = ("error status" if outcome.startswith("error:") else "timeout" if outcome == "timeout"
-                else "connection error" if outcome.startswith("connection:") else "wrong digit" if outcome == "wrong"
-                else None if outcome == "ok" else "other answer")
+        kind = (
+            "error status"
+            if outcome.startswith("error:")
+            else "timeout"
+            if outcome == "timeout"
+            else "connection error"
+            if outcome.startswith("connection:")
+            else "wrong digit"
+            if outcome == "wrong"
+            else None
+            if outcome == "ok"
+            else "other answer"
+        )
         if kind:
             kinds[kind] = kinds.get(kind, 0) + count
     return kinds
@@ -83,42 +112,55 @@ def _counted(kinds: dict[str, int]) -> str:
 def markdown(r: dict) -> str:
     k, s, f, rs = r["kill"], r["soak"], r["fuzz"], r["restart"]
     kinds = failure_kinds(k["during_recovery"])
-    return "\n".join([
-        line(r["stamp"]), "",
-        "# Reliability", "",
-        f"TorchServe with {r['workers']} workers, from a freshly built archive.", "",
-        "## Bad input", "",
-        f"- Fuzzing (`tests/test_fuzz.py`, profile `{f['profile']}`): {f['inputs']:,} generated inputs "
-        "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF in odd modes, animated GIFs, huge declared "
-        "sizes, base64/data-URL/JSON wrappings, arbitrary JSON, multipart-like fields); "
-        f"result: `{f['summary']}`. "
-        + ("No failures. " if f["passed"] else "**The fuzz tests FAILED: see the summary.** ")
-        + "Found and fixed earlier: a JSON scalar "
-        "body raised TypeError; an image with no background (all ink) took the mean of an empty array; images of 89-179 M pixels only "
-        "warned in Pillow (now refused as bombs); a TIFF with a rational strip size made Pillow raise "
-        "TypeError (found by fuzzing decode_batch). Each has a regression test in `tests/test_preprocess.py`.",
-        "- Decompression bombs (checked by the test suite, not by this run): a PNG declaring 50,000 x 50,000 "
-        "pixels is refused with 413 from its header "
-        "(`tests/test_preprocess.py::test_bomb_is_refused_before_decoding`: under 5 MB traced).", "",
-        "## Worker killed (kill -9) under load", "",
-        f"- {k['clients']} concurrent clients; worker pid {k['killed_pid']} killed; TorchServe replaced it in "
-        f"{k['recovery_seconds']} s.",
-        f"- Before the kill: {k['before_kill']}. During recovery: {k['during_recovery']} "
-        f"({sum(kinds.values())} failed: {_counted(kinds)}{'' if 'wrong digit' in kinds else '; no wrong digit'}). "
-        f"After recovery: {k['after_recovery']}.",
-        f"- Then {k['after_sequential_ok']}/{k['after_sequential_sent']} sequential requests right; "
-        f"/ping: {k['ping']}.", "",
-        "## Restart", "",
-        f"- Stopped and started from the same store and config: settings equal: {rs['settings_equal']} "
-        f"({rs['settings']}), workers {rs['workers']}, same answers: {rs['answers_equal']}.", "",
-        "## Soak", "",
-        f"- {s['seconds']} s at concurrency {s['concurrency']}, {1 - s['invalid_share']:.0%} valid requests and "
-        f"{s['invalid_share']:.0%} from the bad-input catalogue (`harness/bad_inputs.py`): "
-        f"{s['requests']:,} requests ({s['requests_per_s']}/s), outcomes {s['outcomes']}, "
-        f"unexpected: {s['unexpected']}.",
-        f"- Worker memory (RSS, all workers, shared libraries included): {s['worker_rss_mb_before']} MB "
-        f"before, {s['worker_rss_mb_after']} MB after.", "",
-    ])
+    return "\n".join(
+        [
+            line(r["stamp"]),
+            "",
+            "# Reliability",
+            "",
+            f"TorchServe with {r['workers']} workers, from a freshly built archive.",
+            "",
+            "## Bad input",
+            "",
+            f"- Fuzzing (`tests/test_fuzz.py`, profile `{f['profile']}`): {f['inputs']:,} generated inputs "
+            "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF in odd modes, animated GIFs, huge declared "
+            "sizes, base64/data-URL/JSON wrappings, arbitrary JSON, multipart-like fields); "
+            f"result: `{f['summary']}`. "
+            + ("No failures. " if f["passed"] else "**The fuzz tests FAILED: see the summary.** ")
+            + "Found and fixed earlier: a JSON scalar body raised TypeError; an image with no background "
+            "(all ink) took the mean of an empty array; images of 89-179 M pixels only warned in Pillow (now "
+            "refused as bombs); a TIFF with a rational strip size made Pillow raise TypeError (found by fuzzing "
+            "decode_batch). Each has a regression test (`tests/test_bad_inputs.py`, `tests/test_views.py`).",
+            "- Decompression bombs (checked by the test suite, not by this run): a PNG declaring 50,000 x 50,000 "
+            "pixels is refused with 413 from its header "
+            "(`tests/test_preprocess.py::test_bomb_is_refused_before_decoding`: under 5 MB traced).",
+            "",
+            "## Worker killed (kill -9) under load",
+            "",
+            f"- {k['clients']} concurrent clients; worker pid {k['killed_pid']} killed; TorchServe replaced it in "
+            f"{k['recovery_seconds']} s.",
+            f"- Before the kill: {k['before_kill']}. During recovery: {k['during_recovery']} "
+            f"({sum(kinds.values())} failed: {_counted(kinds)}{'' if 'wrong digit' in kinds else '; no wrong digit'}). "
+            f"After recovery: {k['after_recovery']}.",
+            f"- Then {k['after_sequential_ok']}/{k['after_sequential_sent']} sequential requests right; "
+            f"/ping: {k['ping']}.",
+            "",
+            "## Restart",
+            "",
+            f"- Stopped and started from the same store and config: settings equal: {rs['settings_equal']} "
+            f"({rs['settings']}), workers {rs['workers']}, same answers: {rs['answers_equal']}.",
+            "",
+            "## Soak",
+            "",
+            f"- {s['seconds']} s at concurrency {s['concurrency']}, {1 - s['invalid_share']:.0%} valid requests and "
+            f"{s['invalid_share']:.0%} from the bad-input catalogue (`harness/bad_inputs.py`): "
+            f"{s['requests']:,} requests ({s['requests_per_s']}/s), outcomes {s['outcomes']}, "
+            f"unexpected: {s['unexpected']}.",
+            f"- Worker memory (RSS, all workers, shared libraries included): {s['worker_rss_mb_before']} MB "
+            f"before, {s['worker_rss_mb_after']} MB after.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The key is read from key_file.json (TorchServe writes it in the folder it was st
 re-read when the server refuses it. Exit status: 0 when every file got a digit, 1 when any did
 not, 2 for a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,19 @@ from client.errors import DigitServiceError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=DEFAULT_URL, help="inference address (default: %(default)s)")
-    common.add_argument("--token-file", default="key_file.json",
-                        help="TorchServe key file with the inference key (default: %(default)s)")
+    common.add_argument(
+        "--token-file",
+        default="key_file.json",
+        help="TorchServe key file with the inference key (default: %(default)s)",
+    )
     common.add_argument("--timeout", type=float, default=RetryPolicy.timeout, help="seconds per attempt")
     common.add_argument("--retries", type=int, default=RetryPolicy.retries, help="attempts after the first")
-    common.add_argument("--deadline", type=float, default=RetryPolicy.deadline,
-                        help="seconds for all attempts of one file")
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_argument(
+        "--deadline", type=float, default=RetryPolicy.deadline, help="seconds for all attempts of one file"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", parents=[common], help="the digit in each image file")
     predict.add_argument("files", nargs="+", metavar="FILE")
@@ -64,11 +70,19 @@ def health(client: DigitClient) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        client = DigitClient(args.url, token_file=args.token_file or None, timeout=args.timeout,
-                             retries=args.retries, deadline=args.deadline)
+        client = DigitClient(
+            args.url,
+            token_file=args.token_file or None,
+            timeout=args.timeout,
+            retries=args.retries,
+            deadline=args.deadline,
+        )
     except (OSError, ValueError, KeyError) as error:
-        print(f"error: cannot read the inference key from {args.token_file!r} ({error}); run from the folder "
-              "TorchServe was started in, or pass --token-file", file=sys.stderr)
+        print(
+            f"error: cannot read the inference key from {args.token_file!r} ({error}); run from the folder "
+            "TorchServe was started in, or pass --token-file",
+            file=sys.stderr,
+        )
         return 2
     with client:
         if args.command == "health":

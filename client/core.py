@@ -1,5 +1,6 @@
 """DigitClient: predictions from the digit service that survive worker restarts, scale-downs and key
 rotation, with one typed error when they cannot."""
+
 from __future__ import annotations
 
 import io
@@ -9,16 +10,23 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Union
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from client.errors import (AuthorizationFailed, DeadlineExceeded, DigitServiceError, ServerFault,
-                           ServiceUnreachable, error_for)
+from client.errors import (
+    AuthorizationFailed,
+    DeadlineExceeded,
+    DigitServiceError,
+    ServerFault,
+    ServiceUnreachable,
+    error_for,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "mnist"
@@ -27,7 +35,7 @@ DEFAULT_MODEL = "mnist"
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # not X-Request-ID: TorchServe sets that one to its own ID
 
 # bytes of an image file, the path of one, or pixels (H x W or H x W x 3/4; uint8, or floats in 0-1)
-Image = Union[bytes, bytearray, memoryview, str, os.PathLike, Any]
+Image = bytes | bytearray | memoryview | str | os.PathLike | Any
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,11 @@ class Prediction:
     probabilities: tuple[float, ...]  # ten, one per digit
 
     @classmethod
-    def from_answer(cls, answer: dict) -> "Prediction":
+    def from_answer(cls, answer: dict) -> Prediction:
         try:
-            return cls(int(answer["digit"]), float(answer["confidence"]),
-                       tuple(float(p) for p in answer["probabilities"]))
+            return cls(
+                int(answer["digit"]), float(answer["confidence"]), tuple(float(p) for p in answer["probabilities"])
+            )
         except (KeyError, TypeError, ValueError):
             raise ServerFault(f"the answer is not a prediction: {json.dumps(answer)[:200]}", 200) from None
 
@@ -61,7 +70,7 @@ class RetryPolicy:
     max_backoff: float = 2.0
 
     def delay(self, retry: int, rng: random.Random) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2 ** retry)
+        ceiling = min(self.max_backoff, self.backoff * 2**retry)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
@@ -112,9 +121,17 @@ class DigitClient:
     `token_file` and the request sent once more with the new key.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, token_file: str | os.PathLike | None = None,
-                 timeout: float = RetryPolicy.timeout, retries: int = RetryPolicy.retries,
-                 deadline: float = RetryPolicy.deadline, model: str = DEFAULT_MODEL, pool_size: int = 16) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        token_file: str | os.PathLike | None = None,
+        timeout: float = RetryPolicy.timeout,
+        retries: int = RetryPolicy.retries,
+        deadline: float = RetryPolicy.deadline,
+        model: str = DEFAULT_MODEL,
+        pool_size: int = 16,
+    ) -> None:
         self.url = url.rstrip("/")
         self.predictions_url = f"{self.url}/predictions/{model}"
         self.policy = RetryPolicy(retries=retries, timeout=timeout, deadline=deadline)
@@ -132,8 +149,9 @@ class DigitClient:
     def predict(self, image: Image) -> Prediction:
         return Prediction.from_answer(self._request("POST", self.predictions_url, encode_image(image)))
 
-    def as_completed(self, images: Iterable[Image], concurrency: int = 8
-                     ) -> Iterator[tuple[int, Prediction | DigitServiceError]]:
+    def as_completed(
+        self, images: Iterable[Image], concurrency: int = 8
+    ) -> Iterator[tuple[int, Prediction | DigitServiceError]]:
         """(index, Prediction or the error) for each image, in the order they are answered."""
         images = list(images)
         self._ensure_pool(concurrency)
@@ -158,7 +176,7 @@ class DigitClient:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "DigitClient":
+    def __enter__(self) -> DigitClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,7 +264,9 @@ class DigitClient:
         why = f": last {type(last).__name__} {last}" if last else ""
         error = DeadlineExceeded(
             f"no answer within the {self.policy.deadline:.1f} s deadline ({attempts} attempts in "
-            f"{time.monotonic() - started:.1f} s){why}", last)
+            f"{time.monotonic() - started:.1f} s){why}",
+            last,
+        )
         error.attempts = attempts
         return error
 

@@ -1,4 +1,5 @@
 """Typed errors: each carries the HTTP status and the server's {"code", "error"} when there was one."""
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ four routes and no templates, sessions or forms; one thread per request is plent
 drawing, and nothing new has to be pinned, installed or patched. It is a local demo, not a public
 server: it binds to loopback by default and refuses bodies over TorchServe's own size limit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,11 @@ from ops.properties import read_properties
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
-TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 # No script, style or image from anywhere but this server; uploads are previewed as blob: URLs.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; base-uri 'none'; form-action 'none'",
@@ -62,8 +67,10 @@ class DemoHandler(BaseHTTPRequestHandler):
         if length < 0:
             return self.send_json(HTTPStatus.LENGTH_REQUIRED, {"code": 411, "error": "send a Content-Length"})
         if length > self.max_body:
-            return self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                  {"code": 413, "error": f"the image is over {self.max_body // 2**20} MiB"})
+            return self.send_json(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                {"code": 413, "error": f"the image is over {self.max_body // 2**20} MiB"},
+            )
         body = self.rfile.read(length)
         try:
             answer = self.client.predict(body)
@@ -74,8 +81,10 @@ class DemoHandler(BaseHTTPRequestHandler):
             return self.send_json(error.status or HTTPStatus.BAD_REQUEST, error.body())
         except DigitServiceError as error:
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": f"TorchServe: {error.error}"})
-        self.send_json(HTTPStatus.OK, {"digit": answer.digit, "confidence": answer.confidence,
-                                       "probabilities": list(answer.probabilities)})
+        self.send_json(
+            HTTPStatus.OK,
+            {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)},
+        )
 
     def send_json(self, status: int, payload: dict) -> None:
         self.send(status, json.dumps(payload).encode(), "application/json")

@@ -6,6 +6,7 @@ Runs in its own virtual environment (deploy/requirements.txt): kserve's and kube
 dependencies clash with the service's pins. Besides the schemas it checks what the schemas cannot:
 that the pieces agree with each other and with the auth design (README, "Deploy").
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,9 @@ def check_consistency(docs: dict[str, list[dict]]) -> None:
         pod = deployment["spec"]["template"]
         labels = pod["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items()), "Service selects pods"
-        assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items()), \
+        assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items()), (
             "NetworkPolicy covers the pods"
+        )
         (container,) = pod["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert env.get("TOKEN_AUTH") == "off", "auth is the gateway's: probes call /ping without a key"
@@ -106,8 +108,10 @@ def main() -> int:
     docs = {}
     for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
         docs[path.name] = validate_kubernetes(path)
-        print(f"ok  {path.relative_to(DEPLOY.parent)}: {', '.join(d['kind'] for d in docs[path.name])} "
-              f"(Kubernetes {KUBERNETES_VERSION} schema, strict)")
+        print(
+            f"ok  {path.relative_to(DEPLOY.parent)}: {', '.join(d['kind'] for d in docs[path.name])} "
+            f"(Kubernetes {KUBERNETES_VERSION} schema, strict)"
+        )
     for path in sorted((DEPLOY / "kserve").glob("*.yaml")):
         validate_inference_service(path)
         print(f"ok  {path.relative_to(DEPLOY.parent)}: InferenceService (KServe SDK model classes)")

@@ -9,6 +9,7 @@ OS primitive until the device is done instead (a wake-up of some microseconds pe
 Set through the driver API (cuDevicePrimaryCtxSetFlags), the one place that covers every wait
 PyTorch makes, before PyTorch creates the device's primary context. PyTorch does not expose it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,9 +39,11 @@ def set_sync_schedule(ordinal: int, schedule: str) -> bool:
         logger.warning("cuda_sync=%s not applied: no CUDA driver library", schedule)
         return False
     device = ctypes.c_int()
-    steps = (("cuInit", lambda: driver.cuInit(0)),
-             ("cuDeviceGet", lambda: driver.cuDeviceGet(ctypes.byref(device), ordinal)),
-             ("cuDevicePrimaryCtxSetFlags", lambda: _primary_context_flags(driver)(device, SCHEDULES[schedule])))
+    steps = (
+        ("cuInit", lambda: driver.cuInit(0)),
+        ("cuDeviceGet", lambda: driver.cuDeviceGet(ctypes.byref(device), ordinal)),
+        ("cuDevicePrimaryCtxSetFlags", lambda: _primary_context_flags(driver)(device, SCHEDULES[schedule])),
+    )
     for step, call in steps:
         error = call()
         if error != 0:

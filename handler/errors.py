@@ -1,4 +1,5 @@
 """Typed request errors: each carries its HTTP status and a short reason (the metrics label)."""
+
 from __future__ import annotations
 
 

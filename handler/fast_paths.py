@@ -23,13 +23,14 @@ One patch is here for correctness, not speed: 3. TorchServe's PredictionTime gau
 against the declared ["ModelName", "Level"]: the gauge is never exported, and the worker logs an
 error per batch. The patch records it with the handler's own metrics instead.
 """
+
 from __future__ import annotations
 
 import logging
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ def torch_checked() -> bool:
 
 # ---------------------------------------------------------------- 1. buffered worker socket
 
+
 class SocketReader:
     """Exact-length reads from a socket, `recv`ing at least _CHUNK bytes whenever it runs dry.
 
@@ -69,7 +71,7 @@ class SocketReader:
         if end > len(self.data):
             self._fill(length)
             end = self.pos + length
-        chunk = self.data[self.pos:end]
+        chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
@@ -83,7 +85,7 @@ class SocketReader:
 
     def _fill(self, length: int) -> None:
         """Keep the unread bytes and receive until `length` of them are here."""
-        del self.data[:self.pos]
+        del self.data[: self.pos]
         self.pos = 0
         while len(self.data) < length:
             packet = self.sock.recv(max(_CHUNK, length - len(self.data)))
@@ -128,7 +130,8 @@ def install_buffered_socket() -> bool:
     from ts.version import __version__
 
     if __version__ not in TORCHSERVE_VERSIONS or not all(
-            hasattr(otf_message_handler, name) for name in ("_retrieve_buffer", "_retrieve_int")):
+        hasattr(otf_message_handler, name) for name in ("_retrieve_buffer", "_retrieve_int")
+    ):
         logger.warning("TorchServe %s: its worker socket is read unbuffered", __version__)
         return False
     otf_message_handler._retrieve_buffer = buffered_retrieve_buffer
@@ -138,6 +141,7 @@ def install_buffered_socket() -> bool:
 
 
 # ---------------------------------------------------------------- 2. native small-batch convolutions
+
 
 def native_conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
     """Each convolution and its ReLU through PyTorch's native CPU kernel: the bytes F.conv2d gives
@@ -156,6 +160,7 @@ def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- 3. TorchServe's PredictionTime gauge
+
 
 def route_prediction_time(metrics, observe: Callable[[float], None]) -> bool:
     """Make `metrics.add_time("PredictionTime", ms)` (TorchServe's call after each batch) call

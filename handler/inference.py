@@ -3,6 +3,7 @@ most confident view of each image, and test-time augmentation (TTA) for the unsu
 
 The handler and the evaluation both classify this way.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,8 +57,9 @@ def _turn_grids(device: torch.device) -> torch.Tensor:
     return F.affine_grid(_TURNS.to(device), [2, 1, 28, 28], align_corners=False)
 
 
-def tta(model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor,
-                           below: float = TTA_BELOW) -> torch.Tensor:
+def tta(
+    model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor, below: float = TTA_BELOW
+) -> torch.Tensor:
     """(N, 1, 28, 28) chosen views and their (N, 10) probabilities -> (N, 10), where the answers
     under `below` are the mean over the view and the view turned by +-TTA_DEGREES. Two more
     forward passes for the few unsure images; what it buys per input family is in
@@ -76,8 +78,9 @@ def tta(model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tenso
     return probabilities
 
 
-def digit_probabilities(model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu",
-                        tta_below: float | None = TTA_BELOW) -> torch.Tensor:
+def digit_probabilities(
+    model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
+) -> torch.Tensor:
     """(N, 10) probabilities, on the CPU, of N images given as their candidate views: one forward
     pass, the most confident view of each, and TTA for answers under `tta_below` (None: no TTA,
     for the evaluation's comparison)."""

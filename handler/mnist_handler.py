@@ -3,6 +3,7 @@
 Each request is decoded and validated on its own (handler/preprocess/); a bad one gets its own
 4xx JSON answer through `context.set_response_status`, and the rest of the batch is unaffected.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,8 @@ class DigitHandler:
         properties = context.system_properties
         # Raises SettingsError on an unknown key or a wrong value: the worker does not start.
         self.settings = settings = HandlerSettings.from_config(
-            (getattr(context, "model_yaml_config", None) or {}).get("handler"))
+            (getattr(context, "model_yaml_config", None) or {}).get("handler")
+        )
         torch.set_num_threads(settings.torch_threads)
         logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
         if settings.buffered_socket and fast_paths.in_torchserve_worker():
@@ -177,8 +179,10 @@ class DigitHandler:
         (tests/test_handler.py) for a fraction of its cost; numpy, whose calls cost less than
         torch's on a batch of one."""
         p = probabilities.numpy()
-        return [{"digit": digit, "confidence": row[digit], "probabilities": row}
-                for digit, row in zip(p.argmax(1).tolist(), np.round(p.astype(np.float64), 6).tolist())]
+        return [
+            {"digit": digit, "confidence": row[digit], "probabilities": row}
+            for digit, row in zip(p.argmax(1).tolist(), np.round(p.astype(np.float64), 6).tolist())
+        ]
 
     # ------------------------------------------------------------ metrics
 

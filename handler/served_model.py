@@ -2,6 +2,7 @@
 called as functions (their module calls cost about 0.1 ms a forward pass, a quarter of a
 one-image pass on the CPU), and on the CPU small batches on the native kernel
 (handler/fast_paths.py)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,7 @@ from model.network import DigitCNN, fuse_batchnorm
 # work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
 # on it is faster (at 16, about six times).
 NATIVE_CPU_MAX_BATCH = 2
+
 
 class ServedCNN(nn.Module):
     """DigitCNN's (N, 1, 28, 28) images in [0, 1] -> (N, 10) logits; on the CPU, batches of up to
@@ -45,9 +47,14 @@ def conv_relu_chain(network: DigitCNN) -> list[nn.Conv2d] | None:
     ungrouped, undilated; its BatchNorm folded away) followed by a ReLU, else None."""
     layers = [m for m in network.features if not isinstance(m, nn.Identity)]
     convolutions, relus = layers[0::2], layers[1::2]
-    if (len(convolutions) != len(relus) or not all(isinstance(m, nn.ReLU) for m in relus)
-            or not all(isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and m.groups == 1
-                       and tuple(m.dilation) == (1, 1) for m in convolutions)):
+    if (
+        len(convolutions) != len(relus)
+        or not all(isinstance(m, nn.ReLU) for m in relus)
+        or not all(
+            isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and m.groups == 1 and tuple(m.dilation) == (1, 1)
+            for m in convolutions
+        )
+    ):
         return None
     return convolutions
 

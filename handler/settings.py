@@ -1,6 +1,7 @@
 """The handler's settings: model-config.yaml's `handler:` section, typed and checked when a worker
 starts. An unknown key or a value of the wrong type stops the worker with a clear error, instead
 of a silent default."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -55,8 +56,10 @@ class HandlerSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise SettingsError(f"unknown setting(s) {', '.join(map(repr, unknown))} in model-config.yaml's "
-                                f"handler: section; known: {', '.join(sorted(known))}")
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(map(repr, unknown))} in model-config.yaml's "
+                f"handler: section; known: {', '.join(sorted(known))}"
+            )
         return cls(**section)
 
 

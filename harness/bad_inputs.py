@@ -1,5 +1,6 @@
 """The catalogue of bad inputs the service must refuse with a 4xx: one list shared by the tests
 (in-process and over HTTP), the fuzzer (as seeds) and `make soak`."""
+
 from __future__ import annotations
 
 import struct
@@ -34,7 +35,7 @@ class BadBody:
 
 def _truncated_png() -> bytes:
     whole = encode_image(np.zeros((300, 300), np.uint8))
-    return whole[:len(whole) // 2]
+    return whole[: len(whole) // 2]
 
 
 def _not_finite_tiff() -> bytes:

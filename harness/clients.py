@@ -1,5 +1,6 @@
 """Send many requests to a LocalTorchServe at once and compare the digits with what was expected:
 shared by the integration tests, `make bench` and `make soak`."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,9 +11,13 @@ import requests
 from harness.local_server import LocalTorchServe
 
 
-def predict_concurrently(server: LocalTorchServe, bodies: Sequence[bytes],
-                         content_type: str | Sequence[str] = "application/octet-stream", concurrency: int = 16,
-                         **kwargs) -> list[requests.Response]:
+def predict_concurrently(
+    server: LocalTorchServe,
+    bodies: Sequence[bytes],
+    content_type: str | Sequence[str] = "application/octet-stream",
+    concurrency: int = 16,
+    **kwargs,
+) -> list[requests.Response]:
     """Every body POSTed once from `concurrency` threads (one content type, or one per body);
     the responses in the order of the bodies."""
     types = [content_type] * len(bodies) if isinstance(content_type, str) else list(content_type)

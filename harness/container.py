@@ -7,6 +7,7 @@
 Both check the image as it is (`make image`, `python -m ops.image build`), building it first only
 where it is missing or --build is given, and remove it afterwards unless --keep-image is given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,15 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import requests
 
 from client.core import read_inference_key
 from harness.local_server import free_port
-from harness.rest_check import Service, run as run_rest_check
+from harness.rest_check import Service
+from harness.rest_check import run as run_rest_check
 from ops.image import IMAGE, Engine, build_image, remove_images
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until
@@ -59,9 +61,11 @@ def publish(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
     return flags, urls
 
 
-def wait_healthy(engine: Engine, name: str, url: str, headers: Callable[[], dict[str, str]],
-                 timeout: float = READY_TIMEOUT_S) -> None:
+def wait_healthy(
+    engine: Engine, name: str, url: str, headers: Callable[[], dict[str, str]], timeout: float = READY_TIMEOUT_S
+) -> None:
     """/ping answers Healthy, or TimeoutError; RuntimeError at once if the container stops."""
+
     def healthy() -> bool:
         inspect = engine.run("inspect", "--format", "{{.State.Status}}", name, check=False, capture=True)
         state = inspect.stdout.strip() if inspect.returncode == 0 else f"gone ({inspect.stderr.strip()})"
@@ -72,8 +76,13 @@ def wait_healthy(engine: Engine, name: str, url: str, headers: Callable[[], dict
             return True
         raise NotYet(f"{response.status_code} {response.text[:200]}")
 
-    wait_until(healthy, timeout, 1, f"container {name} to be healthy",
-               errors=(OSError, ValueError, requests.RequestException, subprocess.SubprocessError))
+    wait_until(
+        healthy,
+        timeout,
+        1,
+        f"container {name} to be healthy",
+        errors=(OSError, ValueError, requests.RequestException, subprocess.SubprocessError),
+    )
 
 
 def healthcheck_status(engine: Engine, name: str) -> str:
@@ -156,8 +165,9 @@ def run_as_deployment(engine: Engine, manifest: Path) -> bool:
     """The Deployment's container spec under the container engine; REST subset with no key; preStop + stop."""
     flags, command, spec = deployment_run_args(manifest, engine.name)
     ports = {p["name"]: p["containerPort"] for p in spec["container"]["ports"]}
-    publish_flags, urls = publish({"inference": ports["http"], "management": ports["management"],
-                                   "metrics": ports["metrics"]})
+    publish_flags, urls = publish(
+        {"inference": ports["http"], "management": ports["management"], "metrics": ports["metrics"]}
+    )
     print(f"deployment {manifest.name}: run {' '.join(flags + command)}", flush=True)
     with container(engine, [*flags, *publish_flags, *command], "mnist-serve-deploy-check") as name:
         wait_healthy(engine, name, urls["inference"], dict)
@@ -183,16 +193,26 @@ def run_as_kserve(engine: Engine, store: Path) -> bool:
     props = read_properties(store / "config" / "config.properties")
     port = {name: int(props[f"{name}_address"].rsplit(":", 1)[1]) for name in ("inference", "management", "metrics")}
     publish_flags, urls = publish(port)
-    command = ["torchserve", "--start", "--foreground", "--ncs", "--model-store=/mnt/models/model-store",
-               "--ts-config=/mnt/models/config/config.properties"]
+    command = [
+        "torchserve",
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--model-store=/mnt/models/model-store",
+        "--ts-config=/mnt/models/config/config.properties",
+    ]
     print(f"kserve layout {store}: run {' '.join(command)}", flush=True)
-    with container(engine, ["-v", f"{store.resolve()}:/mnt/models:ro", *publish_flags, IMAGE, *command],
-                   "mnist-serve-kserve-check") as name:
+    with container(
+        engine, ["-v", f"{store.resolve()}:/mnt/models:ro", *publish_flags, IMAGE, *command], "mnist-serve-kserve-check"
+    ) as name:
         wait_healthy(engine, name, urls["inference"], dict)
         ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file=None))
         # KServe's v1 protocol path as the proxy forwards it: {"instances": [...]} -> {"predictions": [...]}.
-        v1 = requests.post(f"{urls['inference']}/v1/models/mnist:predict", timeout=30,
-                           json={"instances": [[[0] * 28] * 10 + [[0] * 12 + [255] * 4 + [0] * 12] * 18]})
+        v1 = requests.post(
+            f"{urls['inference']}/v1/models/mnist:predict",
+            timeout=30,
+            json={"instances": [[[0] * 28] * 10 + [[0] * 12 + [255] * 4 + [0] * 12] * 18]},
+        )
         v1_ok = v1.status_code == 200 and len(v1.json()["predictions"]) == 1
         print(f"{'PASS' if v1_ok else 'FAIL'} v1 predict: {v1.status_code} {v1.text[:120]}", flush=True)
     return ok and v1_ok

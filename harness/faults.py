@@ -2,6 +2,7 @@
 soak of valid and invalid requests. `make soak` (benchmarks/reliability.py) runs them long and
 reports; tests/test_faults.py runs them short and asserts.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,7 @@ class Load:
             return "ok" if answer.get("digit") == digit else "wrong"
         return "ok" if answer.get("code") == status and answer.get("error") else "bad_body"
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self
@@ -127,9 +128,12 @@ def restart(server: LocalTorchServe, bodies, answers) -> dict:
     after = describe(server.management, server.keys()["management"])
     same = ("modelName", "modelVersion", "batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout")
     answered = [server.predict(b).json().get("digit") for b in bodies[:20]]
-    return {"settings_equal": all(before[k] == after[k] for k in same),
-            "settings": {k: after[k] for k in same}, "workers": len(after["workers"]),
-            "answers_equal": answered == answers[:20]}
+    return {
+        "settings_equal": all(before[k] == after[k] for k in same),
+        "settings": {k: after[k] for k in same},
+        "workers": len(after["workers"]),
+        "answers_equal": answered == answers[:20],
+    }
 
 
 def soak(server: LocalTorchServe, bodies, answers, seconds: float, concurrency: int = 8) -> dict:
@@ -144,8 +148,14 @@ def soak(server: LocalTorchServe, bodies, answers, seconds: float, concurrency: 
         time.sleep(seconds)
     elapsed = time.monotonic() - start
     counts = load.counts()
-    return {"seconds": round(elapsed, 1), "concurrency": concurrency, "requests": sum(counts.values()),
-            "invalid_share": round(len(BAD_BODIES) * repeats / len(jobs), 2),
-            "requests_per_s": round(sum(counts.values()) / elapsed, 1), "outcomes": counts,
-            "unexpected": sum(v for k, v in counts.items() if k != "ok"),
-            "worker_rss_mb_before": memory_before, "worker_rss_mb_after": worker_rss_mb(server)}
+    return {
+        "seconds": round(elapsed, 1),
+        "concurrency": concurrency,
+        "requests": sum(counts.values()),
+        "invalid_share": round(len(BAD_BODIES) * repeats / len(jobs), 2),
+        "requests_per_s": round(sum(counts.values()) / elapsed, 1),
+        "outcomes": counts,
+        "unexpected": sum(v for k, v in counts.items() if k != "ok"),
+        "worker_rss_mb_before": memory_before,
+        "worker_rss_mb_after": worker_rss_mb(server),
+    }

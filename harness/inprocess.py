@@ -1,4 +1,5 @@
 """Run DigitHandler in this process, without TorchServe: for unit tests and the in-process benchmark."""
+
 from __future__ import annotations
 
 import shutil
@@ -40,8 +41,12 @@ class InProcessContext:
         self.response_headers.setdefault(idx, {})[key] = value
 
 
-def load_handler(weights: Path = ROOT / "model" / "mnist_cnn.pt", gpu_id: int | None = None,
-                 model_dir: Path | None = None, **settings):
+def load_handler(
+    weights: Path = ROOT / "model" / "mnist_cnn.pt",
+    gpu_id: int | None = None,
+    model_dir: Path | None = None,
+    **settings,
+):
     """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive;
     `settings` override model-config.yaml's `handler:` section."""
     from handler.mnist_handler import DigitHandler

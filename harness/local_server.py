@@ -3,6 +3,7 @@
 Used by the integration tests and the benchmarks. Each server gets its own folder and temp
 folder, so several servers (and a user's `make serve`) never see each other.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,8 @@ from pathlib import Path
 import psutil
 import requests
 
-from ops.paths import ROOT
 from client.core import read_keys
+from ops.paths import ROOT
 from ops.properties import read_properties, write_properties
 from ops.tsctl import bearer, wait_ready
 
@@ -50,19 +51,24 @@ class LocalTorchServe:
     def write_config(self) -> Path:
         """The repository's config.properties with this server's ports, store and absolute paths."""
         props = read_properties(ROOT / "config.properties")
-        props.update({
-            "inference_address": self.inference,
-            "management_address": self.management,
-            "metrics_address": self.metrics,
-            # TorchServe always starts its gRPC servers too (7070/7071 by default).
-            "grpc_inference_port": str(self.ports["grpc"]),
-            "grpc_management_port": str(self.ports["grpc_mgmt"]),
-            "model_store": str(self.model_store),
-            "metrics_config": str(ROOT / props.get("metrics_config", "handler/metrics.yaml")),
-            # The repository's relative log4j2.xml, made absolute: this server runs elsewhere.
-            "vmargs": re.sub(r"(-Dlog4j\.configurationFile=)(?!/)(\S+)", lambda m: m.group(1) + str(ROOT / m.group(2)),
-                             props.get("vmargs", "")),
-        })
+        props.update(
+            {
+                "inference_address": self.inference,
+                "management_address": self.management,
+                "metrics_address": self.metrics,
+                # TorchServe always starts its gRPC servers too (7070/7071 by default).
+                "grpc_inference_port": str(self.ports["grpc"]),
+                "grpc_management_port": str(self.ports["grpc_mgmt"]),
+                "model_store": str(self.model_store),
+                "metrics_config": str(ROOT / props.get("metrics_config", "handler/metrics.yaml")),
+                # The repository's relative log4j2.xml, made absolute: this server runs elsewhere.
+                "vmargs": re.sub(
+                    r"(-Dlog4j\.configurationFile=)(?!/)(\S+)",
+                    lambda m: m.group(1) + str(ROOT / m.group(2)),
+                    props.get("vmargs", ""),
+                ),
+            }
+        )
         props.update(self.overrides)
         return write_properties(self.root / "config.properties", props)
 
@@ -75,10 +81,16 @@ class LocalTorchServe:
         env = {k: v for k, v in os.environ.items() if k != "TS_CONFIG_FILE"}
         # TMPDIR holds the launcher's pid file; TEMP becomes the JVM's java.io.tmpdir, where the
         # worker sockets (.ts.sock.9000, ...) live. Both private, or servers fight over them.
-        return dict(env, TMPDIR=str(tmp), TEMP=str(tmp), PATH=f"{bin_dir}:{env.get('PATH', '')}",
-                    LOG_LOCATION=str(self.root / "logs"), METRICS_LOCATION=str(self.root / "logs"))
+        return dict(
+            env,
+            TMPDIR=str(tmp),
+            TEMP=str(tmp),
+            PATH=f"{bin_dir}:{env.get('PATH', '')}",
+            LOG_LOCATION=str(self.root / "logs"),
+            METRICS_LOCATION=str(self.root / "logs"),
+        )
 
-    def start(self, timeout: float = 180.0, attempts: int = 3) -> "LocalTorchServe":
+    def start(self, timeout: float = 180.0, attempts: int = 3) -> LocalTorchServe:
         """Start and wait until a prediction is answered. A port that another process took between
         free_port() and the frontend's bind (wrk's connections take ephemeral ports too) makes the
         frontend stop at once; then it starts again on fresh ports, up to `attempts` times."""
@@ -87,13 +99,27 @@ class LocalTorchServe:
             config = self.write_config()
             with open(self.root / "torchserve.out", "wb") as log:  # the launcher keeps its own copy
                 self.process = subprocess.Popen(
-                    [shutil.which("torchserve", path=self.env["PATH"]) or "torchserve", "--start", "--foreground",
-                     "--ncs", "--ts-config", str(config)],
-                    cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    [
+                        shutil.which("torchserve", path=self.env["PATH"]) or "torchserve",
+                        "--start",
+                        "--foreground",
+                        "--ncs",
+                        "--ts-config",
+                        str(config),
+                    ],
+                    cwd=self.root,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             try:
-                wait_ready(self.inference, self.root / "key_file.json", timeout=timeout,
-                           alive=lambda: self.process.poll() is None and not self._port_taken())
+                wait_ready(
+                    self.inference,
+                    self.root / "key_file.json",
+                    timeout=timeout,
+                    alive=lambda: self.process.poll() is None and not self._port_taken(),
+                )
                 return self
             except TimeoutError as error:
                 port_taken = self._port_taken()
@@ -137,14 +163,21 @@ class LocalTorchServe:
     def headers(self, kind: str = "inference") -> dict[str, str]:
         return bearer(self.keys()[kind])
 
-    def predict(self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30,
-                **kwargs) -> requests.Response:
-        return requests.post(self.predictions, data=body, timeout=timeout,
-                             headers={**self.headers(), "Content-Type": content_type}, **kwargs)
+    def predict(
+        self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30, **kwargs
+    ) -> requests.Response:
+        return requests.post(
+            self.predictions,
+            data=body,
+            timeout=timeout,
+            headers={**self.headers(), "Content-Type": content_type},
+            **kwargs,
+        )
 
     def worker_pids(self) -> list[int]:
-        description = requests.get(f"{self.management}/models/mnist", headers=self.headers("management"),
-                                   timeout=30).json()[0]
+        description = requests.get(
+            f"{self.management}/models/mnist", headers=self.headers("management"), timeout=30
+        ).json()[0]
         return [int(w["pid"]) for w in description["workers"] if w.get("pid")]
 
     def log_tail(self, lines: int = 60) -> str:

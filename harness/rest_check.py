@@ -7,13 +7,14 @@ Without --key-file the service is expected to run with token authorization off (
 gateway); with it, requests carry the keys and a request without a key must be refused.
 Prints one line per check and exits non-zero if any fails.
 """
+
 from __future__ import annotations
 
 import argparse
 import base64
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import requests
@@ -72,8 +73,9 @@ def check_each_input_kind(s: Service) -> None:
 
 
 def check_bad_input_is_4xx_json(s: Service) -> None:
-    response = s.post(data=b"\x00\x01 definitely not an image \xff" * 4,
-                      headers={"Content-Type": "application/octet-stream"})
+    response = s.post(
+        data=b"\x00\x01 definitely not an image \xff" * 4, headers={"Content-Type": "application/octet-stream"}
+    )
     assert response.status_code == 415, response.status_code
     assert response.json()["code"] == 415 and "image" in response.json()["error"]
 
@@ -87,9 +89,15 @@ def check_auth(s: Service) -> None:
 
 def check_metrics(s: Service) -> None:
     # Handler metrics leave each worker once a second.
-    wait_until(lambda: all(name in requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
-                           for name in ("ts_inference_requests_total", "DigitPredictions")),
-               20, 0.5, "ts_inference_requests_total and DigitPredictions in /metrics")
+    wait_until(
+        lambda: all(
+            name in requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
+            for name in ("ts_inference_requests_total", "DigitPredictions")
+        ),
+        20,
+        0.5,
+        "ts_inference_requests_total and DigitPredictions in /metrics",
+    )
 
 
 def check_scale(s: Service) -> None:
@@ -98,18 +106,27 @@ def check_scale(s: Service) -> None:
     url, headers = f"{s.management}/models/mnist", bearer(key)
     before = len(requests.get(url, headers=headers, timeout=TIMEOUT_S).json()[0]["workers"])
     for workers in (before + 1, before):
-        response = requests.put(url, headers=headers, timeout=120,
-                                params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+        response = requests.put(
+            url,
+            headers=headers,
+            timeout=120,
+            params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
+        )
         assert response.status_code == 200, response.text[:200]
         # A synchronous scale-up can answer before the new worker has loaded the model, and removing
         # a worker that is still loading fails in TorchServe 0.12 ("Failed to start workers").
         wait_for_workers(s.management, key, workers)
-    assert _digit(s.post(data=(FIXTURES / "seven.png").read_bytes(),
-                         headers={"Content-Type": "image/png"})) == 7
+    assert _digit(s.post(data=(FIXTURES / "seven.png").read_bytes(), headers={"Content-Type": "image/png"})) == 7
 
 
-CHECKS: list[Callable[[Service], None]] = [check_ping, check_each_input_kind, check_bad_input_is_4xx_json,
-                                           check_auth, check_metrics, check_scale]
+CHECKS: list[Callable[[Service], None]] = [
+    check_ping,
+    check_each_input_kind,
+    check_bad_input_is_4xx_json,
+    check_auth,
+    check_metrics,
+    check_scale,
+]
 
 
 def run(service: Service) -> bool:

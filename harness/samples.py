@@ -1,5 +1,6 @@
 """The 100 committed MNIST test digits (tests/fixtures/mnist_test_100.npz): tests and benchmarks
 need no dataset."""
+
 from __future__ import annotations
 
 import numpy as np

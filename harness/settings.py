@@ -1,5 +1,6 @@
 """model-config.yaml as the tests and benchmarks read it: what they expect of the server (batch
 size, delay, workers) comes from the file the archive packs, never from literals."""
+
 from __future__ import annotations
 
 import yaml

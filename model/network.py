@@ -2,6 +2,7 @@
 
 Only ``torch`` is imported here: TorchServe copies this file into the model archive.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -57,12 +58,11 @@ class DigitCNN(nn.Module):
         self.config = config or ModelConfig()
         layers: list[nn.Module] = []
         in_channels = 1
-        for out_channels, kernel, stride in zip(
-            self.config.channels, self.config.kernel_sizes, self.config.strides
-        ):
+        for out_channels, kernel, stride in zip(self.config.channels, self.config.kernel_sizes, self.config.strides):
             layers.append(
-                nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2,
-                          bias=not self.config.batch_norm)
+                nn.Conv2d(
+                    in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=not self.config.batch_norm
+                )
             )
             if self.config.batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))

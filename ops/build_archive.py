@@ -6,6 +6,7 @@ The archive holds the handler entry point, the committed weights, the model conf
 `handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
 works the same in the repository and inside a TorchServe worker.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_archive(export_path: str | Path, model_name: str = "mnist", config_file: str | Path | None = None,
-                  weights: str | Path | None = None, handler: str | Path | None = None,
-                  version: str = "1.0") -> Path:
+def build_archive(
+    export_path: str | Path,
+    model_name: str = "mnist",
+    config_file: str | Path | None = None,
+    weights: str | Path | None = None,
+    handler: str | Path | None = None,
+    version: str = "1.0",
+) -> Path:
     args = get_args_parser().parse_args([])
-    config_file, weights, handler = (config_file or args.config_file, weights or args.weights,
-                                     handler or args.handler)
+    config_file, weights, handler = (config_file or args.config_file, weights or args.weights, handler or args.handler)
     export_path = Path(export_path)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-build-") as tmp:
@@ -50,19 +55,32 @@ def build_archive(export_path: str | Path, model_name: str = "mnist", config_fil
         env = dict(os.environ, TMPDIR=tmp)
         archiver = Path(sys.executable).with_name("torch-model-archiver")
         subprocess.run(
-            [str(archiver if archiver.exists() else "torch-model-archiver"),
-             "--model-name", model_name, "--version", version,
-             "--serialized-file", str(weights), "--handler", str(handler),
-             "--extra-files", str(stage), "--config-file", str(config_file),
-             "--export-path", str(export_path), "--force"],
-            check=True, env=env,
+            [
+                str(archiver if archiver.exists() else "torch-model-archiver"),
+                "--model-name",
+                model_name,
+                "--version",
+                version,
+                "--serialized-file",
+                str(weights),
+                "--handler",
+                str(handler),
+                "--extra-files",
+                str(stage),
+                "--config-file",
+                str(config_file),
+                "--export-path",
+                str(export_path),
+                "--force",
+            ],
+            check=True,
+            env=env,
         )
     return export_path / f"{model_name}.mar"
 
 
 def _not_source(folder: str, names: list[str]) -> list[str]:
-    return [n for n in names if not (n.endswith((".py", ".yaml")) or (Path(folder) / n).is_dir())
-            or n == "__pycache__"]
+    return [n for n in names if not (n.endswith((".py", ".yaml")) or (Path(folder) / n).is_dir()) or n == "__pycache__"]
 
 
 if __name__ == "__main__":

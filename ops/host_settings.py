@@ -7,6 +7,7 @@ ModelManager.createModel in 0.12.0). A `model_snapshot` in config.properties is 
 exactly the values it holds (Model.setModelState), so that is how these settings reach the
 server: `model_snapshot(...)` below, written by ops.entrypoint and ops.model_layout.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ MODEL_VERSION = "1.0"
 BATCH_SIZE = 16
 # A sweep on a 2-core CPU host (docs/decisions.md, "Batching, delay and workers"; measured with an
 # earlier, smaller network): batch 16 with 5 ms served the most at concurrency 32 with 2 workers
-# (3,877 req/s; batch 8 with 2 ms: 2,712, but 5.7 ms instead of 8.6 ms p50 at concurrency 1). 0 ms makes TorchServe send batches of at most two (Model.pollInferJob stops
-# polling once the delay is spent), which starves the workers under load.
+# (3,877 req/s; batch 8 with 2 ms: 2,712, but 5.7 ms instead of 8.6 ms p50 at concurrency 1).
+# 0 ms makes TorchServe send batches of at most two (Model.pollInferJob stops polling once the
+# delay is spent), which starves the workers under load.
 CPU_BATCH_DELAY_MS = 5
 # A GPU host answers far more requests per second, so batches fill in well under 1 ms under load,
 # and 1 ms bounds what a lone request waits (on an H200 host with 5 ms: p50 8.3 ms at concurrency 1;
@@ -113,9 +115,15 @@ def _positive_int(name: str, text: str, allow_zero: bool = False) -> int:
 
 def model_snapshot(settings: HostSettings, mar_name: str = f"{MODEL_NAME}.mar") -> str:
     """The `model_snapshot` property: registers the model with exactly these settings."""
-    version = {"defaultVersion": True, "marName": mar_name,
-               "minWorkers": settings.workers, "maxWorkers": settings.workers,
-               "batchSize": settings.batch_size, "maxBatchDelay": settings.batch_delay_ms,
-               "responseTimeout": RESPONSE_TIMEOUT_S, "startupTimeout": STARTUP_TIMEOUT_S}
+    version = {
+        "defaultVersion": True,
+        "marName": mar_name,
+        "minWorkers": settings.workers,
+        "maxWorkers": settings.workers,
+        "batchSize": settings.batch_size,
+        "maxBatchDelay": settings.batch_delay_ms,
+        "responseTimeout": RESPONSE_TIMEOUT_S,
+        "startupTimeout": STARTUP_TIMEOUT_S,
+    }
     snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {MODEL_NAME: {MODEL_VERSION: version}}}
     return json.dumps(snapshot, separators=(",", ":"))

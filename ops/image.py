@@ -8,6 +8,7 @@ Where no base image can be pulled (no registry), a Debian bookworm base is made 
 Dockerfile's default stays the public debian:bookworm-slim. harness/container.py runs and checks
 what this builds (`make image-test`, `make deploy-check`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,12 @@ class Engine:
     def cmd(self, *args: str) -> list[str]:
         return ["podman", "--runtime", "runc", *args] if self.name == "podman" else ["docker", *args]
 
-    def run(self, *args: str, check: bool = True, capture: bool = False, timeout: float = 300,
-            stdin=None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(*args), check=check, timeout=timeout, stdin=stdin,
-                              capture_output=capture, text=capture)
+    def run(
+        self, *args: str, check: bool = True, capture: bool = False, timeout: float = 300, stdin=None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.cmd(*args), check=check, timeout=timeout, stdin=stdin, capture_output=capture, text=capture
+        )
 
     def image_exists(self, image: str) -> bool:
         return self.run("image", "inspect", image, check=False, capture=True).returncode == 0
@@ -66,11 +69,17 @@ def _install_podman_if_missing() -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        raise SystemExit(f"no docker daemon answers and {' '.join(missing)} are missing: "
-                         f"sudo apt-get install {' '.join(PODMAN_PACKAGES)}")
+        raise SystemExit(
+            f"no docker daemon answers and {' '.join(missing)} are missing: "
+            f"sudo apt-get install {' '.join(PODMAN_PACKAGES)}"
+        )
     subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *PODMAN_PACKAGES], check=True, timeout=900,
-                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *PODMAN_PACKAGES],
+        check=True,
+        timeout=900,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+    )
 
 
 def base_image(engine: Engine) -> str:
@@ -88,8 +97,12 @@ def base_image(engine: Engine) -> str:
 def _debootstrap_tarball(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bookworm-", dir=target.parent) as rootfs:
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", rootfs, DEBIAN_MIRROR],
-                       check=True, timeout=900, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", rootfs, DEBIAN_MIRROR],
+            check=True,
+            timeout=900,
+            stdout=subprocess.DEVNULL,
+        )
         # The host's CAs (a proxy's included) for pip inside the build; Debian's ca-certificates
         # package in the Dockerfile keeps what is under /usr/local/share/ca-certificates.
         local_cas = Path("/usr/local/share/ca-certificates")
@@ -109,8 +122,17 @@ def build_image(engine: Engine) -> float:
     base = base_image(engine)
     started = time.monotonic()
     extra = ["--format", "docker"] if engine.name == "podman" else []  # OCI images drop HEALTHCHECK
-    engine.run("build", *extra, "--network=host", "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE, str(ROOT),
-               timeout=COMMAND_TIMEOUT_S)
+    engine.run(
+        "build",
+        *extra,
+        "--network=host",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "-t",
+        IMAGE,
+        str(ROOT),
+        timeout=COMMAND_TIMEOUT_S,
+    )
     seconds = time.monotonic() - started
     size = engine.run("image", "inspect", IMAGE, "--format", "{{.Size}}", capture=True).stdout.strip()
     print(f"built {IMAGE} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)

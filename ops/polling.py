@@ -8,6 +8,7 @@ there yet: that reason, or the last exception of a type listed in `errors`, ends
 TimeoutError. Any other exception ends the wait at once (a server that exited, a container that
 stopped).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,13 @@ class NotYet(Exception):
     """Raised by a predicate to say what it saw instead of what it waits for."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.5, what: str = "a condition",
-               errors: tuple[type[BaseException], ...] = ()) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.5,
+    what: str = "a condition",
+    errors: tuple[type[BaseException], ...] = (),
+) -> T:
     """`predicate()`'s first truthy result, asked every `interval` seconds (the first time at once);
     TimeoutError naming `what` and the last reason seen once `timeout` seconds have passed."""
     deadline, last = time.monotonic() + timeout, None

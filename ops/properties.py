@@ -1,5 +1,6 @@
 """TorchServe's config.properties as a dict: the one reader and writer of that format, for the
 entry point, the /mnt/models layout, the test harness's servers and the demo."""
+
 from __future__ import annotations
 
 from pathlib import Path

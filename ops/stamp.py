@@ -10,6 +10,7 @@ JSON reports hold `stamp()` under the key "stamp". `machine()` is the one descri
 the host the reports use. tests/test_reports.py checks that every tracked report has a stamp whose
 commit is in HEAD's history.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,22 @@ from pathlib import Path
 from ops.paths import ROOT
 
 # make's options that take a value: neither they nor their value are targets.
-_MAKE_OPTIONS_WITH_VALUE = {"-f", "--file", "--makefile", "-C", "--directory", "-I", "--include-dir",
-                            "-o", "--old-file", "-W", "--what-if", "--new-file", "--assume-new", "--assume-old"}
+_MAKE_OPTIONS_WITH_VALUE = {
+    "-f",
+    "--file",
+    "--makefile",
+    "-C",
+    "--directory",
+    "-I",
+    "--include-dir",
+    "-o",
+    "--old-file",
+    "-W",
+    "--what-if",
+    "--new-file",
+    "--assume-new",
+    "--assume-old",
+}
 _LONGEST = 200  # characters of a command shown
 # What line() writes, read back by commit_of(): the commit, "-dirty" when tracked files had changes.
 _COMMIT = re.compile(r"\bat commit ([0-9a-f]{4,40})(-dirty)?\b")
@@ -34,9 +49,11 @@ _COMMIT = re.compile(r"\bat commit ([0-9a-f]{4,40})(-dirty)?\b")
 def commit(root: Path = ROOT) -> str | None:
     """`git rev-parse --short HEAD`, plus "-dirty" when tracked files differ from it; None without git
     or outside a repository."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
 
     try:
         head = git("rev-parse", "--short", "HEAD")
@@ -53,7 +70,7 @@ def command(argv: list[str] | None = None) -> str:
     if argv and Path(argv[0]).name.startswith("python"):
         argv[0] = "python"
     typed = " ".join(shlex.join(argv).split())  # one line, whatever `python -c` held
-    return typed if len(typed) <= _LONGEST else typed[:_LONGEST - 3] + "..."
+    return typed if len(typed) <= _LONGEST else typed[: _LONGEST - 3] + "..."
 
 
 def make_target(pid: int | None = None) -> str | None:
@@ -92,10 +109,19 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     memory = ""
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+        kib = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
         memory = f", {kib / 2**20:.0f} GiB memory"
     except (OSError, StopIteration, ValueError):
         pass
@@ -117,9 +143,13 @@ def gpus() -> list[str]:
 def stamp(machine_label: str | None = None) -> dict:
     """The stamp of a report written now: commit, make target (None unless make ran it), command,
     machine and UTC date. `machine_label` replaces the detected machine (the benchmarks' --label)."""
-    return {"commit": commit(), "make": make_target() if os.environ.get("MAKELEVEL") else None,
-            "command": command(), "machine": machine_label or machine(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "commit": commit(),
+        "make": make_target() if os.environ.get("MAKELEVEL") else None,
+        "command": command(),
+        "machine": machine_label or machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def line(stamp_: dict | None = None) -> str:

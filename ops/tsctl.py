@@ -1,12 +1,13 @@
 """Small operator CLI for a running TorchServe started from this repository.
 
-    python -m ops.tsctl key inference          # print a key from key_file.json
-    python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
-    python -m ops.tsctl ping                   # exit 0 if /ping is Healthy (the image's HEALTHCHECK)
-    python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
-    python -m ops.tsctl describe               # GET /models/mnist
-    python -m ops.tsctl rotate inference       # new inference key (old one stops working)
+python -m ops.tsctl key inference          # print a key from key_file.json
+python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
+python -m ops.tsctl ping                   # exit 0 if /ping is Healthy (the image's HEALTHCHECK)
+python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
+python -m ops.tsctl describe               # GET /models/mnist
+python -m ops.tsctl rotate inference       # new inference key (old one stops working)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,13 @@ def bearer(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout: float = 180.0,
-               alive: Callable[[], bool] | None = None) -> None:
+def wait_ready(
+    inference_url: str,
+    key_file: Path,
+    model: str = "mnist",
+    timeout: float = 180.0,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Healthy /ping and one answered prediction, or TimeoutError: after `timeout` seconds, or as
     soon as `alive()` (when given) says the server has gone."""
     last = "no answer"
@@ -44,8 +50,7 @@ def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout
             if not (ping.ok and ping.json().get("status") == "Healthy"):
                 last = f"ping: {ping.status_code} {ping.text[:200]}"
             else:
-                answer = requests.post(f"{inference_url}/predictions/{model}", json=_PROBE, timeout=10,
-                                       headers=headers)
+                answer = requests.post(f"{inference_url}/predictions/{model}", json=_PROBE, timeout=10, headers=headers)
                 if answer.status_code == 200:
                     return True
                 last = f"prediction: {answer.status_code} {answer.text[:200]}"
@@ -56,10 +61,17 @@ def wait_ready(inference_url: str, key_file: Path, model: str = "mnist", timeout
     wait_until(ready, timeout, 0.5, f"TorchServe at {inference_url} to answer a prediction")
 
 
-def wait_for_workers(management_url: str, key: str | None, count: int, without: int | None = None,
-                     model: str = "mnist", timeout: float = 120.0) -> list[int]:
+def wait_for_workers(
+    management_url: str,
+    key: str | None,
+    count: int,
+    without: int | None = None,
+    model: str = "mnist",
+    timeout: float = 120.0,
+) -> list[int]:
     """The worker pids once exactly `count` workers are READY and none has pid `without` (a killed
     worker's replacement, a scale that has settled); TimeoutError otherwise."""
+
     def settled() -> tuple[list[int]]:
         workers = describe(management_url, key, model)["workers"]
         pids = [w.get("pid") for w in workers]
@@ -71,8 +83,7 @@ def wait_for_workers(management_url: str, key: str | None, count: int, without: 
 
 
 # A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed.
-_PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for col in range(28)]
-                         for row in range(28)]]}
+_PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for col in range(28)] for row in range(28)]]}
 
 
 def ping(inference_url: str, key_file: Path) -> None:
@@ -83,15 +94,20 @@ def ping(inference_url: str, key_file: Path) -> None:
         raise SystemExit(f"unhealthy: {response.status_code} {response.text[:200]}")
 
 
-def scale(management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120,
-          attempts: int = 3) -> dict:
+def scale(
+    management_url: str, key: str, workers: int, model: str = "mnist", timeout: float = 120, attempts: int = 3
+) -> dict:
     """Set min and max workers to `workers` and wait for TorchServe to get there. A 5xx is tried
     again (the request is idempotent): TorchServe 0.12's frontend can answer 500 when a worker it
     stops is in the middle of a batch (a ConcurrentModificationException in
     BatchAggregator.sendError, seen in tests/test_zero_loss.py's scale-down under load)."""
     for attempt in range(1, attempts + 1):
-        response = requests.put(f"{management_url}/models/{model}", headers=bearer(key), timeout=timeout,
-                                params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})
+        response = requests.put(
+            f"{management_url}/models/{model}",
+            headers=bearer(key),
+            timeout=timeout,
+            params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
+        )
         if response.status_code < 500 or attempt == attempts:
             break
         time.sleep(1)

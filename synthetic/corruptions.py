@@ -11,10 +11,11 @@ None of this is derived from a published corruption benchmark or its code: each 
 a way real uploads differ from MNIST (grey canvases, scanner edges, edge-detected strokes, faded
 pencil, ruled paper, ink spatter, sensor noise, low-resolution scans).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ Tensor = torch.Tensor
 
 # Each takes (N, 1, H, W) light-on-dark images in [0, 1], a (N,) strength in [0, 1] and a
 # generator, and returns images of the same shape in [0, 1].
+
 
 def grey_background(x: Tensor, s: Tensor, g: torch.Generator) -> Tensor:
     """A light digit on a mid-grey ground (dark-mode canvas, brightened scan): level 0.2-0.65."""
@@ -48,8 +50,9 @@ def edge_bars(x: Tensor, s: Tensor, g: torch.Generator) -> Tensor:
         end = (start + uniform(n, 0.4, 1.0, g, x.device)).clamp(max=1)
         along = torch.where(side[:, None, None] < 2, xx / w, yy / h)  # (N, H, W) position along the edge
         across = torch.stack([yy, h - 1 - yy, xx, w - 1 - xx])[side]  # distance from that edge
-        bar = ((across < column(thickness)[:, 0]) & (along >= column(start)[:, 0])
-               & (along <= column(end)[:, 0])).float()
+        bar = (
+            (across < column(thickness)[:, 0]) & (along >= column(start)[:, 0]) & (along <= column(end)[:, 0])
+        ).float()
         value = column(uniform(n, 0.7, 1.0, g, x.device))
         out = torch.maximum(out, bar[:, None] * value * column(present))
     return out
@@ -128,8 +131,11 @@ def blots(x: Tensor, s: Tensor, g: torch.Generator) -> Tensor:
     cy = torch.rand(n, drops, 1, 1, generator=g, device=d) * h
     cx = torch.rand(n, drops, 1, 1, generator=g, device=d) * w
     many = torch.rand(n, 1, 1, 1, generator=g, device=d) < 0.5  # spatter (many small) or blots
-    radius = torch.where(many, torch.rand(n, drops, 1, 1, generator=g, device=d) * 1.2 + 0.4,
-                         torch.rand(n, drops, 1, 1, generator=g, device=d) * (1.5 + 2.0 * column(s)) + 0.8)
+    radius = torch.where(
+        many,
+        torch.rand(n, drops, 1, 1, generator=g, device=d) * 1.2 + 0.4,
+        torch.rand(n, drops, 1, 1, generator=g, device=d) * (1.5 + 2.0 * column(s)) + 0.8,
+    )
     count = torch.where(many[:, 0, 0, 0], 3 + (9 * s).round(), 1 + (2 * s).round())  # (N,)
     active = (torch.arange(drops, device=d)[None] < count[:, None]).float()[..., None, None]
     aspect = 1 + torch.rand(n, drops, 1, 1, generator=g, device=d)
@@ -205,8 +211,9 @@ def low_resolution(x: Tensor, s: Tensor, g: torch.Generator) -> Tensor:
             pick = (side == size) & chosen
             if pick.any():
                 small = F.interpolate(x[pick], size=(size, size), mode="area")
-                out[pick] = F.interpolate(small, size=(h, w), mode=mode,
-                                          **({} if mode == "nearest" else {"align_corners": False}))
+                out[pick] = F.interpolate(
+                    small, size=(h, w), mode=mode, **({} if mode == "nearest" else {"align_corners": False})
+                )
     return out
 
 
@@ -227,8 +234,14 @@ CORRUPTIONS: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {
 }
 
 
-def _fixed_affine(x: Tensor, g: torch.Generator, degrees: Tensor = None, shear: Tensor = None,
-                  zoom: Tensor = None, shift: Tensor = None) -> Tensor:
+def _fixed_affine(
+    x: Tensor,
+    g: torch.Generator,
+    degrees: Tensor = None,
+    shear: Tensor = None,
+    zoom: Tensor = None,
+    shift: Tensor = None,
+) -> Tensor:
     """One affine per image at the given magnitude, its sign (direction) drawn at random."""
     n, d = len(x), x.device
     zero = torch.zeros(n, device=d)

@@ -7,6 +7,7 @@ photo of paper, a browser canvas export, printed digits in fonts training never 
 image encoder, encode_image. Used by the evaluation report, the tests, the harness and the
 benchmarks.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,9 +56,18 @@ RENDERED = {
 FAMILIES = list(CORRUPTED) + list(RENDERED)
 DESCRIPTIONS = {name: spec[2] for name, spec in CORRUPTED.items()} | RENDERED
 # The nine kinds of input the robustness goals name -> their family at each setting.
-KINDS = {kind: {"mild": f"{name}_mild", "strong": f"{name}_strong"} for kind, name in (
-    ("grey background", "grey_background"), ("edge bars", "edge_bars"), ("outlines", "outline"),
-    ("haze", "haze"), ("crossing lines", "crossing_lines"), ("blots", "blots"), ("speckle", "speckle"))}
+KINDS = {
+    kind: {"mild": f"{name}_mild", "strong": f"{name}_strong"}
+    for kind, name in (
+        ("grey background", "grey_background"),
+        ("edge bars", "edge_bars"),
+        ("outlines", "outline"),
+        ("haze", "haze"),
+        ("crossing lines", "crossing_lines"),
+        ("blots", "blots"),
+        ("speckle", "speckle"),
+    )
+}
 KINDS["printed digits"] = {"mild": "printed", "strong": "printed"}
 KINDS["8x8 rescans"] = {"mild": "rescan_8px", "strong": "rescan_8px"}
 
@@ -127,7 +137,7 @@ def paper_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     ink = np.asarray(Image.fromarray(digit).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255
     top, left = int(rng.integers(0, height - size)), int(rng.integers(0, width - size))
     coverage = np.zeros((height, width), dtype=np.float32)
-    coverage[top:top + size, left:left + size] = np.clip(ink, 0, 1)
+    coverage[top : top + size, left : left + size] = np.clip(ink, 0, 1)
 
     paper = rng.uniform(0.75, 0.95)
     # A lighting gradient across the sheet and a little sensor noise.
@@ -148,6 +158,6 @@ def canvas_export(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     canvas = np.zeros((side, side, 4), dtype=np.uint8)
     top, left = (int(v) for v in rng.integers(0, side - size + 1, 2))
     color = rng.integers(0, 60, 3) if rng.random() < 0.8 else rng.integers(0, 256, 3)  # mostly dark pens
-    canvas[top:top + size, left:left + size, :3] = color
-    canvas[top:top + size, left:left + size, 3] = alpha
+    canvas[top : top + size, left : left + size, :3] = color
+    canvas[top : top + size, left : left + size, 3] = alpha
     return encode_image(canvas)

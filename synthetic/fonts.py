@@ -3,6 +3,7 @@
 each digit in each font. Training mixes in the training fonts' digits (train/augment.py); the
 "printed" family (synthetic/families.py) uses the held-out ones.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

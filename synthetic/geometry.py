@@ -2,6 +2,7 @@
 zoom, shift) through a single affine_grid call. Training draws it on every batch (Geometry's limits);
 the evaluation's geometric families use fixed magnitudes (synthetic/corruptions.py, GEOMETRIC).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,8 @@ def affine(x: Tensor, angle: Tensor, shear: Tensor, scale: Tensor, tx: Tensor, t
     """Per image (N,) parameters: rotation (radians) and zoom, a horizontal shear, a shift in
     [-1, 1] coordinates. theta is the output -> input sampling matrix, (N, 2, 3)."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin + shear * cos, tx], 1),
-                         torch.stack([sin, cos + shear * sin, ty], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin + shear * cos, tx], 1), torch.stack([sin, cos + shear * sin, ty], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")

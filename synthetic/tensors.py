@@ -2,6 +2,7 @@
 broadcasting a per-image value over images, pixel-centre grids, Gaussian kernels and blur, smooth
 random fields and anti-aliased line-segment masks. Images are (N, 1, H, W) float tensors.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,12 +1,13 @@
 """One-image views of the preprocessing for tests (the handler preprocesses whole batches)."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from handler.preprocess import candidate_views, request_grays
-from handler.preprocess.mnistify import views_of_bytes
 from handler.preprocess.background import NOISE_SHARE, noise_levels
+from handler.preprocess.mnistify import views_of_bytes
 
 
 def request_images(request: dict) -> tuple[list[np.ndarray], bool]:

@@ -1,4 +1,5 @@
 """DigitClient and `python -m client`: the parts that need no server, then against a real TorchServe."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,18 @@ import pytest
 import requests
 from PIL import Image
 
-from client import (AuthorizationFailed, DeadlineExceeded, DigitClient, Overloaded, Prediction, RequestRejected,
-                    RetryPolicy, ServerFault, ServiceUnreachable, encode_image)
+from client import (
+    AuthorizationFailed,
+    DeadlineExceeded,
+    DigitClient,
+    Overloaded,
+    Prediction,
+    RequestRejected,
+    RetryPolicy,
+    ServerFault,
+    ServiceUnreachable,
+    encode_image,
+)
 from client.core import REQUEST_ID_HEADER
 from client.errors import error_for
 from harness.local_server import free_port
@@ -51,17 +62,32 @@ def test_backoff_doubles_with_jitter_up_to_a_ceiling():
         assert len(set(delays)) > 100  # jittered, so callers failed together do not retry together
 
 
-@pytest.mark.parametrize("status, body, kind, retryable", [
-    (503, {"code": 503, "type": "ServiceUnavailableException", "message": "Model mnist has no worker"}, Overloaded, True),
-    (500, {"code": 500, "type": "InternalServerException", "message": "Worker died."}, ServerFault, True),
-    (415, {"code": 415, "error": "the body is not an image Pillow can read"}, RequestRejected, False),
-    (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"},
-     AuthorizationFailed, False),
-])
+@pytest.mark.parametrize(
+    "status, body, kind, retryable",
+    [
+        (
+            503,
+            {"code": 503, "type": "ServiceUnavailableException", "message": "Model mnist has no worker"},
+            Overloaded,
+            True,
+        ),
+        (500, {"code": 500, "type": "InternalServerException", "message": "Worker died."}, ServerFault, True),
+        (415, {"code": 415, "error": "the body is not an image Pillow can read"}, RequestRejected, False),
+        (
+            400,
+            {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"},
+            AuthorizationFailed,
+            False,
+        ),
+    ],
+)
 def test_errors_are_typed_and_carry_the_server_code_and_message(status, body, kind, retryable):
     error = error_for(status, body, json.dumps(body))
     assert type(error) is kind and error.retryable is retryable
-    assert error.status == status and error.body() == {"code": body["code"], "error": body.get("error") or body["message"]}
+    assert error.status == status and error.body() == {
+        "code": body["code"],
+        "error": body.get("error") or body["message"],
+    }
 
 
 def test_unreachable_server_is_retried_then_reported():
@@ -98,8 +124,9 @@ def test_an_answer_carrying_another_requests_id_is_retried(monkeypatch):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_without_a_key_file_is_a_usage_error(tmp_path):
@@ -164,7 +191,9 @@ def test_a_refused_key_is_not_retried_without_a_key_file(server):
     client = DigitClient(server.inference, token="not-the-key", retries=3)
     with pytest.raises(AuthorizationFailed) as caught:
         client.predict(SEVEN)
-    assert caught.value.status == 400 and caught.value.attempts == 1 and "Token Authorization failed" in caught.value.error
+    assert (
+        caught.value.status == 400 and caught.value.attempts == 1 and "Token Authorization failed" in caught.value.error
+    )
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
 """handler/cuda_sync.py: the GPU worker's wait schedule, set before its context exists."""
+
 from __future__ import annotations
 
 import json

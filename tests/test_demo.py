@@ -1,4 +1,5 @@
 """The draw-a-digit demo: its server against a real TorchServe, and the page in a real Chromium."""
+
 from __future__ import annotations
 
 import http.client
@@ -18,14 +19,27 @@ from tests.conftest import FIXTURES, ROOT
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def demo(server):
     """`python -m demo.server` on a free port, forwarding to the session's TorchServe."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo.server", "--port", str(port), "--url", server.inference,
-         "--token-file", str(server.root / "key_file.json")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "demo.server",
+            "--port",
+            str(port),
+            "--url",
+            server.inference,
+            "--token-file",
+            str(server.root / "key_file.json"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -45,10 +59,16 @@ def demo(server):
 
 
 def test_demo_forwards_predictions_and_errors(demo):
-    answer = requests.post(f"{demo}/api/predict", data=(FIXTURES / "canvas_seven.png").read_bytes(),
-                           headers={"Content-Type": "image/png"}, timeout=30)
+    answer = requests.post(
+        f"{demo}/api/predict",
+        data=(FIXTURES / "canvas_seven.png").read_bytes(),
+        headers={"Content-Type": "image/png"},
+        timeout=30,
+    )
     assert answer.status_code == 200 and answer.json()["digit"] == 7 and len(answer.json()["probabilities"]) == 10
-    refused = requests.post(f"{demo}/api/predict", data=b"plain text", headers={"Content-Type": "text/plain"}, timeout=30)
+    refused = requests.post(
+        f"{demo}/api/predict", data=b"plain text", headers={"Content-Type": "text/plain"}, timeout=30
+    )
     assert refused.status_code == 415 and refused.json()["code"] == 415 and refused.json()["error"]
     assert requests.get(f"{demo}/nothing-here", timeout=10).status_code == 404
 
@@ -136,10 +156,13 @@ def shows_digit(page, digit: str) -> None:
     page.wait_for_function("d => document.getElementById('digit').textContent === d", arg=digit, timeout=30_000)
 
 
-@pytest.mark.parametrize("viewport, screenshot", [
-    ({"width": 960, "height": 600}, "demo.png"),
-    ({"width": 390, "height": 780}, "demo-phone.png"),  # a phone's width
-])
+@pytest.mark.parametrize(
+    "viewport, screenshot",
+    [
+        ({"width": 960, "height": 600}, "demo.png"),
+        ({"width": 390, "height": 780}, "demo-phone.png"),  # a phone's width
+    ],
+)
 def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot, tmp_path):
     page = browser.new_page(viewport=viewport)
     try:
@@ -158,7 +181,10 @@ def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot
 
 def test_keyboard_reaches_every_control_and_a_photo_upload_is_read(demo, browser):
     page = browser.new_page(viewport={"width": 960, "height": 600})
-    focused = lambda: page.evaluate("document.activeElement.id")  # noqa: E731
+
+    def focused() -> str:
+        return page.evaluate("document.activeElement.id")
+
     try:
         page.goto(demo)
         tabbed = []

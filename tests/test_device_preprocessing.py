@@ -1,7 +1,6 @@
 """JPEGs decoded on the device, and preprocessing on an accelerator: the CPU's answers."""
+
 from __future__ import annotations
-
-
 
 import numpy as np
 import pytest
@@ -10,11 +9,11 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
+from synthetic.families import FAMILIES, generate
+from synthetic.families import encode_image as encode
+from synthetic.fonts import fonts_available
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import primary_view
-from synthetic.families import FAMILIES, generate
-from synthetic.fonts import fonts_available
-from synthetic.families import encode_image as encode
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +32,7 @@ def similar(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- JPEGs decoded on the device
 
+
 def _jpeg(pixels: np.ndarray, **save) -> bytes:
     return encode(Image.fromarray(pixels), "JPEG", quality=90, **save)
 
@@ -50,7 +50,7 @@ def test_only_plain_whole_jpegs_are_left_for_the_device(digit):
     exif[0x0112] = 6  # turned: Pillow's path applies the rotation
     assert not device_jpeg(_jpeg(photo, exif=exif.tobytes()))
     assert not device_jpeg(png_bytes(digit))
-    side = int(MAX_PIXELS ** 0.5) + 1  # a header over the pixel cap: Pillow's path refuses it (413)
+    side = int(MAX_PIXELS**0.5) + 1  # a header over the pixel cap: Pillow's path refuses it (413)
     big = plain.replace(b"\x00\x1c\x00\x1c", side.to_bytes(2, "big") * 2, 1)
     assert big != plain and not device_jpeg(big)
 
@@ -113,8 +113,7 @@ def test_readings_on_cuda_equal_those_on_the_cpu(mnist_sample):
             assert max((x - y.cpu()).abs().max().item() for x, y in zip(a, b)) < 0.02, family
 
 
-def test_on_an_accelerator_small_stacks_are_worked_on_on_the_cpu_and_moved_there_in_one_copy(mnist_sample,
-                                                                                             monkeypatch):
+def test_on_an_accelerator_small_stacks_are_worked_on_on_the_cpu_and_moved_there_in_one_copy(mnist_sample, monkeypatch):
     """The placement rule without a GPU: "meta" stands in for the accelerator (a stack worked on
     there would fail: it holds no data)."""
     from handler.preprocess import mnistify
@@ -142,8 +141,9 @@ def test_small_images_are_preprocessed_on_the_cpu_and_read_on_the_gpu(mnist_samp
     requests += [{"body": p} for p in generate("paper_photo", images[8:12], seed=3, labels=labels[8:12])]
     stacks = []
     work = mnistify._views_of_stack
-    monkeypatch.setattr(mnistify, "_views_of_stack",
-                        lambda x, *a: stacks.append((x.shape[1:], x.device.type)) or work(x, *a))
+    monkeypatch.setattr(
+        mnistify, "_views_of_stack", lambda x, *a: stacks.append((x.shape[1:], x.device.type)) or work(x, *a)
+    )
     cpu = P.decode_batch(requests, "cpu")
     stacks.clear()
     gpu = P.decode_batch(requests, "cuda")
@@ -176,7 +176,7 @@ def test_damaged_jpegs_on_cuda_answer_each_request_and_leave_the_device_usable(m
     for _ in range(40):
         data = bytearray(photo)
         at = rng.integers(700, len(data) - 300, size=8)
-        data[at[0]:at[0] + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        data[at[0] : at[0] + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
         for i in at[1:]:
             data[i] ^= 0xFF
         damaged.append(bytes(data))

@@ -1,4 +1,5 @@
 """The fast paths (handler/fast_paths.py) against the public paths: the same bytes."""
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,16 @@ def inference_message(requests: list[dict]) -> bytes:
 def _batch(seed: int) -> list[dict]:
     png = bytes(range(256)) * (3 + seed)  # bodies only travel here: they need not be images
     return [
-        {"id": f"req-{seed}-{i}".encode(),
-         "headers": [(b"Host", b"127.0.0.1:8080"), (b"Content-Type", b"image/png"), (b"X-Seed", str(i).encode())],
-         "inputs": [(b"body", b"image/png", png[i:])]}
+        {
+            "id": f"req-{seed}-{i}".encode(),
+            "headers": [(b"Host", b"127.0.0.1:8080"), (b"Content-Type", b"image/png"), (b"X-Seed", str(i).encode())],
+            "inputs": [(b"body", b"image/png", png[i:])],
+        }
         for i in range(5)
-    ] + [{"id": b"json", "headers": [], "inputs": [(b"body", b"application/json", json.dumps({"k": seed}).encode())]},
-         {"id": b"text", "headers": [], "inputs": [(b"body", b"text/plain", b"seven")]}]
+    ] + [
+        {"id": b"json", "headers": [], "inputs": [(b"body", b"application/json", json.dumps({"k": seed}).encode())]},
+        {"id": b"text", "headers": [], "inputs": [(b"body", b"text/plain", b"seven")]},
+    ]
 
 
 def _read_messages(reads, sender_chunks: list[bytes], count: int) -> list:
@@ -71,8 +76,11 @@ BUFFERED_READ = fast_paths.buffered_retrieve_buffer, fast_paths.buffered_retriev
 @pytest.mark.parametrize("chunking", ["whole", "bytewise", "odd"])
 def test_buffered_reads_give_torchserves_own_messages(chunking):
     stream = b"".join(inference_message(_batch(seed)) for seed in range(3))
-    chunks = {"whole": [stream], "bytewise": [stream[i:i + 1] for i in range(len(stream))],
-              "odd": [stream[i:i + 997] for i in range(0, len(stream), 997)]}[chunking]
+    chunks = {
+        "whole": [stream],
+        "bytewise": [stream[i : i + 1] for i in range(len(stream))],
+        "odd": [stream[i : i + 997] for i in range(0, len(stream), 997)],
+    }[chunking]
     expected = _read_messages(TORCHSERVE_READ, chunks, 3)
     assert _read_messages(BUFFERED_READ, chunks, 3) == expected
     assert [len(batch) for _, batch in expected] == [7, 7, 7]
@@ -100,7 +108,10 @@ def test_a_socket_is_read_in_a_few_calls_not_one_per_field():
 
     reader = fast_paths.SocketReader(Counting())
     original = otf._retrieve_buffer, otf._retrieve_int
-    otf._retrieve_buffer, otf._retrieve_int = (lambda conn, length: reader.read(length)), (lambda conn: reader.read_int())
+    otf._retrieve_buffer, otf._retrieve_int = (
+        (lambda conn, length: reader.read(length)),
+        (lambda conn: reader.read_int()),
+    )
     try:
         command, batch = otf.retrieve_msg(None)
     finally:
@@ -138,6 +149,7 @@ def test_only_a_torchserve_worker_installs_it(handler_and_context):
 
 
 # ---------------------------------------------------------------- convolutions
+
 
 def test_served_network_gives_the_same_outputs_and_leaves_onednn_switched_on():
     model = load_checkpoint()

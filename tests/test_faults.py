@@ -1,4 +1,5 @@
 """Faults and sustained load against a real TorchServe (short versions of `make soak`)."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,9 @@ def test_killed_worker_is_replaced_and_nothing_is_answered_wrong(fault_server, b
 
 def test_restart_comes_back_with_the_same_model_and_config(fault_server, bodies_and_answers):
     result = restart(fault_server, *bodies_and_answers)
-    assert result["settings_equal"] and result["answers_equal"] and result["workers"] == model_config()["minWorkers"], result
+    assert result["settings_equal"] and result["answers_equal"] and result["workers"] == model_config()["minWorkers"], (
+        result
+    )
 
 
 def test_short_soak_with_valid_and_invalid_requests(fault_server, bodies_and_answers):

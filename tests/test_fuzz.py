@@ -4,6 +4,7 @@ The only acceptable outcomes for any request are (28, 28) images in [0, 1] or a 
 (a 4xx): never another exception, a hang, or unbounded memory. CI runs a few thousand inputs
 (`HYPOTHESIS_PROFILE=ci`, the default); `make fuzz` runs many more.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,21 +22,31 @@ from PIL import Image
 
 from handler import preprocess as P
 from handler.errors import InputError
-from tests.preprocess_helpers import request_images
-from harness.bad_inputs import BAD_BODIES
-from harness.bad_inputs import png_chunk
+from harness.bad_inputs import BAD_BODIES, png_chunk
 from harness.samples import sample_digits
 from synthetic.families import encode_image as encode
+from tests.preprocess_helpers import request_images
 
 # No per-example deadline: under tracemalloc on a shared CPU a legitimate input (a BMP with a
 # bogus palette) took 2.5 s, 25 ms without it. Tests check behaviour, not wall-clock time; a hang
 # is still caught by pytest-timeout, and memory by MEMORY_BOUND.
-settings.register_profile("ci", max_examples=800, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("smoke", max_examples=20, deadline=None, derandomize=True,  # quick `make soak` runs
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=20000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "ci",
+    max_examples=800,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "smoke",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,  # quick `make soak` runs
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long", max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Pillow imports most format plugins on first need; under tracemalloc that one-off import takes
@@ -95,12 +106,12 @@ def mutated(draw, source) -> bytes:
         if action == "flip" and data:
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif action == "cut":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         elif action == "insert":
             data[at:at] = draw(st.binary(max_size=32))
         else:
             patch = draw(st.binary(min_size=1, max_size=8))
-            data[at:at + len(patch)] = patch
+            data[at : at + len(patch)] = patch
     return bytes(data)
 
 
@@ -116,10 +127,16 @@ def declared_sizes(draw) -> bytes:
         return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + idat + png_chunk(b"IEND", b"")
     if kind == "gif":
         w, h = width % 65536, height % 65536
-        return (b"GIF89a" + struct.pack("<HH", w, h) + b"\x00\x00\x00" + b"," + struct.pack("<HHHH", 0, 0, w, h)
-                + b"\x00\x02\x02\x44\x01\x00;")
+        return (
+            b"GIF89a"
+            + struct.pack("<HH", w, h)
+            + b"\x00\x00\x00"
+            + b","
+            + struct.pack("<HHHH", 0, 0, w, h)
+            + b"\x00\x02\x02\x44\x01\x00;"
+        )
     w, h = width % 2**31, height % 2**31
-    return (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0))
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, 0, 0, 0, 0, 0)
 
 
 @st.composite
@@ -140,8 +157,12 @@ def well_framed_pngs(draw) -> bytes:
     header = bytearray(struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
     if draw(st.integers(0, 4)) == 0:
         header[draw(st.integers(0, 12))] = draw(st.integers(0, 255))
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", bytes(header)) + png_chunk(b"IDAT", bytes(stream))
-            + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", bytes(header))
+        + png_chunk(b"IDAT", bytes(stream))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 catalogue = st.sampled_from([bad.body for bad in BAD_BODIES])  # the known bad inputs, as seeds

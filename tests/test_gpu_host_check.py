@@ -1,5 +1,6 @@
 """benchmarks/gpu_host_check.sh, the GPU host's one command, on this host: its stages run, keep to
 their time limits and report into --out."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,14 @@ from ops.paths import ROOT
 
 
 def check(out, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "benchmarks/gpu_host_check.sh", "--out", str(out), *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["bash", "benchmarks/gpu_host_check.sh", "--out", str(out), *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_gpu_host_check_runs_its_stages_and_fails_on_an_unknown_one(tmp_path):

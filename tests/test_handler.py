@@ -1,4 +1,5 @@
 """DigitHandler in-process with a fake TorchServe context: load, batch, per-request errors, metrics."""
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import png_bytes
 from synthetic.families import generate
+from tests.conftest import png_bytes
 
 
 def answers(handler, context, requests):
@@ -47,10 +48,14 @@ def test_answers_round_as_python_does():
     probabilities = torch.cat([probabilities, ties[None], torch.full((1, 10), 0.1)])
     for answer, row in zip(DigitHandler._predictions(probabilities), probabilities.tolist()):
         digit = row.index(max(row))
-        assert answer == {"digit": digit, "confidence": round(row[digit], 6),
-                          "probabilities": [round(p, 6) for p in row]}
-        assert json.dumps(answer) == json.dumps({"digit": digit, "confidence": round(row[digit], 6),
-                                                 "probabilities": [round(p, 6) for p in row]})
+        assert answer == {
+            "digit": digit,
+            "confidence": round(row[digit], 6),
+            "probabilities": [round(p, 6) for p in row],
+        }
+        assert json.dumps(answer) == json.dumps(
+            {"digit": digit, "confidence": round(row[digit], 6), "probabilities": [round(p, 6) for p in row]}
+        )
 
 
 def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypatch):
@@ -78,8 +83,10 @@ def test_the_batch_is_preprocessed_and_read_on_the_workers_device(handler_and_co
     handler, context = handler_and_context
     seen = []
     decode = batch_module.decode_batch
-    monkeypatch.setattr("handler.mnist_handler.decode_batch",
-                        lambda data, device, **kw: seen.append(device) or decode(data, device, **kw))
+    monkeypatch.setattr(
+        "handler.mnist_handler.decode_batch",
+        lambda data, device, **kw: seen.append(device) or decode(data, device, **kw),
+    )
     forward = handler.model.forward
     monkeypatch.setattr(handler.model, "forward", lambda x: seen.append(x.device) or forward(x))
     photo = generate("paper_photo", mnist_sample[0][:1], seed=3, labels=mnist_sample[1][:1])[0]
@@ -139,10 +146,14 @@ def test_handler_metrics_and_metrics_yaml_agree():
 
     ours = declared(ROOT / "handler" / "metrics.yaml")
     torchserve_defaults = declared(os.path.join(os.path.dirname(ts.__file__), "configs", "metrics.yaml"))
-    in_code = {name: (kind.value, unit, ["ModelName"] + ([extra] if extra else []))
-               for name, (kind, unit, extra) in METRICS.items()}
+    in_code = {
+        name: (kind.value, unit, ["ModelName"] + ([extra] if extra else []))
+        for name, (kind, unit, extra) in METRICS.items()
+    }
     assert {name: ours[name] for name in in_code if name in ours} == in_code
-    assert {name for name in ours if name not in torchserve_defaults} | {"HandlerTime", "PredictionTime"} == set(in_code)
+    assert {name for name in ours if name not in torchserve_defaults} | {"HandlerTime", "PredictionTime"} == set(
+        in_code
+    )
 
 
 def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist_sample, caplog):
@@ -163,8 +174,10 @@ def test_torchserves_per_batch_line_is_dropped_and_nothing_else(handler_and_cont
         logging.info("Backend received inference at: %d", 1764000000)  # as ts/protocol/otf_message_handler.py
         logging.info("Torch worker started.")
         logging.warning("Backend received inference at: %s", "a warning of someone else's")
-    assert [r.getMessage() for r in caplog.records] == ["Torch worker started.",
-                                                        "Backend received inference at: a warning of someone else's"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "Torch worker started.",
+        "Backend received inference at: a warning of someone else's",
+    ]
 
 
 def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, caplog, monkeypatch):
@@ -185,7 +198,9 @@ def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, 
     assert metrics.count("[METRICS]HandlerTime.") == 1  # a gauge: its latest value
 
 
-def test_torchserves_prediction_time_leaves_with_the_flush_as_its_latest_value(handler_and_context, caplog, monkeypatch):
+def test_torchserves_prediction_time_leaves_with_the_flush_as_its_latest_value(
+    handler_and_context, caplog, monkeypatch
+):
     handler, context = handler_and_context
     monkeypatch.setattr(handler, "flush_seconds", 60)
     with caplog.at_level(logging.INFO):
@@ -195,7 +210,7 @@ def test_torchserves_prediction_time_leaves_with_the_flush_as_its_latest_value(h
         before_flush = metric_lines(caplog)
         handler.flush_metrics()
     assert "PredictionTime" not in before_flush and "[METRICS]SomeoneElsesTime.Milliseconds:1.5|" in before_flush
-    flushed = metric_lines(caplog)[len(before_flush):]
+    flushed = metric_lines(caplog)[len(before_flush) :]
     assert flushed.count("[METRICS]PredictionTime.") == 1
     assert "[METRICS]PredictionTime.Milliseconds:4.25|#ModelName:mnist,Level:Model|" in flushed
 
@@ -247,8 +262,12 @@ def test_a_fault_of_ours_answers_500_for_that_request_only(handler_and_context, 
 
     monkeypatch.setattr(mnistify, "_views_of_stack", faulty)
     victim = png_bytes(np.pad(images[1], 1))  # 30x30: a readable digit that hits the fault
-    requests = [{"body": png_bytes(images[0])}, {"body": victim}, {"body": b""},
-                {"body": {"instances": [images[2].tolist()]}}]
+    requests = [
+        {"body": png_bytes(images[0])},
+        {"body": victim},
+        {"body": b""},
+        {"body": {"instances": [images[2].tolist()]}},
+    ]
     with caplog.at_level(logging.INFO):
         out = answers(handler, context, requests)
     assert context.statuses == {1: (500, "internal error"), 2: (400, "the request body is empty")}

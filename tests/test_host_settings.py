@@ -1,19 +1,21 @@
 """Host-derived workers and batch delay, and the model_snapshot that carries them to TorchServe."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
+from harness.local_server import LocalTorchServe
 from ops.entrypoint import effective_properties
 from ops.host_settings import BATCH_SIZE, HostSettings, host_settings, model_snapshot, workers_for
-from harness.local_server import LocalTorchServe
 from ops.paths import ROOT
 from ops.tsctl import describe
 
 
-@pytest.mark.parametrize("cpus, gpus, workers", [(1, 0, 1), (2, 0, 2), (16, 0, 16), (16, 1, 8), (2, 1, 1),
-                                                 (4, 4, 4), (64, 8, 32)])
+@pytest.mark.parametrize(
+    "cpus, gpus, workers", [(1, 0, 1), (2, 0, 2), (16, 0, 16), (16, 1, 8), (2, 1, 1), (4, 4, 4), (64, 8, 32)]
+)
 def test_workers_follow_cpus_and_gpus(cpus, gpus, workers):
     assert workers_for(cpus, gpus) == workers
 

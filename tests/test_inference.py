@@ -1,7 +1,6 @@
 """Test-time augmentation (handler/inference.py)."""
+
 from __future__ import annotations
-
-
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 """The torch kernels of the preprocessing against numpy's, scipy's and Pillow's reference
 implementations, and the same on CUDA as on the CPU where CUDA is present."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,10 +10,23 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from handler.preprocess.kernels import (LEAST_NOT_BLACK, above, below, black_counts, box_counts, divide, gaussian_blur,
-                                        median3, min_filter, opening, pad_last2, quantiles, reach_border)
 from handler.preprocess.background import percentile as _percentile
 from handler.preprocess.framing import _shifted
+from handler.preprocess.kernels import (
+    LEAST_NOT_BLACK,
+    above,
+    below,
+    black_counts,
+    box_counts,
+    divide,
+    gaussian_blur,
+    median3,
+    min_filter,
+    opening,
+    pad_last2,
+    quantiles,
+    reach_border,
+)
 
 SHAPES = [(1, 1, 1), (1, 3, 5), (4, 28, 28), (2, 17, 40)]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -94,8 +108,15 @@ def _around(thresholds: list[float]) -> torch.Tensor:
     """float32 values at, just under and just over each threshold, and a spread of others."""
     at = torch.tensor(thresholds, dtype=torch.float32)
     spread = torch.from_numpy(np.random.default_rng(4).random(1000, dtype=np.float32))
-    return torch.cat([at, torch.nextafter(at, torch.tensor(-1.0)), torch.nextafter(at, torch.tensor(2.0)),
-                      spread, torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-30, 3e38])])
+    return torch.cat(
+        [
+            at,
+            torch.nextafter(at, torch.tensor(-1.0)),
+            torch.nextafter(at, torch.tensor(2.0)),
+            spread,
+            torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-30, 3e38]),
+        ]
+    )
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.15, 0.25, 0.0, LEAST_NOT_BLACK])
@@ -166,7 +187,7 @@ def test_shifted_moves_each_image_by_its_own_offset_with_zeros_coming_in():
     out = _shifted(x, down, right)
     for image, moved, d, r in zip(x, out, down.tolist(), right.tolist()):
         expected = torch.zeros(28, 28)
-        expected[d:, r:] = image[:28 - d, :28 - r]
+        expected[d:, r:] = image[: 28 - d, : 28 - r]
         assert torch.equal(moved, expected)
 
 

@@ -3,6 +3,7 @@
 It shows the limits an operator relies on: a full queue answers 503 at once (no hang), the
 server recovers, and even with the model API enabled nothing registers from a remote URL.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,6 +46,7 @@ def slow_image() -> bytes:
 def test_full_queue_answers_503_fast_and_recovers(small_server):
     body = slow_image()
     with ThreadPoolExecutor(40) as pool:
+
         def timed(_):
             start = time.perf_counter()
             response = small_server.predict(body, timeout=120)
@@ -65,10 +67,15 @@ def test_full_queue_answers_503_fast_and_recovers(small_server):
 
 def test_remote_urls_are_refused_even_with_the_model_api_on(small_server):
     for url in ("http://127.0.0.1:9/evil.mar", "https://example.com/mnist.mar", "file:///etc/passwd"):
-        r = requests.post(f"{small_server.management}/models", params={"url": url},
-                          headers=small_server.headers("management"), timeout=30)
+        r = requests.post(
+            f"{small_server.management}/models",
+            params={"url": url},
+            headers=small_server.headers("management"),
+            timeout=30,
+        )
         assert r.status_code in (400, 403, 404), (url, r.status_code, r.text)
         assert "allowed" in r.text.lower() or "not found" in r.text.lower(), r.text
-    models = requests.get(f"{small_server.management}/models", headers=small_server.headers("management"),
-                          timeout=10).json()["models"]
+    models = requests.get(
+        f"{small_server.management}/models", headers=small_server.headers("management"), timeout=10
+    ).json()["models"]
     assert [m["modelName"] for m in models] == ["mnist"]

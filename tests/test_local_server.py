@@ -1,4 +1,5 @@
 """The test harness's TorchServe: started afresh on fresh ports when one of its ports is taken."""
+
 from __future__ import annotations
 
 import socket

@@ -15,7 +15,7 @@ def test_architecture_is_the_model_cards():
     layers = list(model.features)
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Conv2d):
-            after = layers[i + 1:i + 3]
+            after = layers[i + 1 : i + 3]
             assert any(isinstance(m, nn.ReLU) for m in after)
 
 
@@ -54,7 +54,10 @@ def test_normalization_travels_with_the_weights(tmp_path):
     for key in ("mean", "std"):
         old["config"].pop(key, None)
     torch.save(old, tmp_path / "old.pt")
-    assert (load_checkpoint(tmp_path / "old.pt").config.mean, load_checkpoint(tmp_path / "old.pt").config.std) == (0.5, 0.5)
+    assert (load_checkpoint(tmp_path / "old.pt").config.mean, load_checkpoint(tmp_path / "old.pt").config.std) == (
+        0.5,
+        0.5,
+    )
     model = DigitCNN(ModelConfig(mean=0.1307, std=0.3081)).eval()
     save_checkpoint(model, tmp_path / "m.pt")
     loaded = load_checkpoint(tmp_path / "m.pt")

@@ -1,6 +1,6 @@
 """The preprocessing path, in-process: every input format and request encoding."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import base64
 import json
@@ -41,6 +41,7 @@ def one(request: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- clean MNIST
 
+
 def test_clean_mnist_passes_through_unchanged(mnist_sample):
     """Same pixels, at most a contrast stretch of a few 1/255 (digits whose brightest pixel is < 255).
 
@@ -58,10 +59,19 @@ def test_clean_mnist_passes_through_unchanged(mnist_sample):
 
 # ---------------------------------------------------------------- formats and modes
 
-@pytest.mark.parametrize("fmt,save", [
-    ("PNG", {}), ("JPEG", {"quality": 95}), ("BMP", {}), ("GIF", {}), ("WEBP", {"lossless": True}),
-    ("TIFF", {}), ("PPM", {}),
-])
+
+@pytest.mark.parametrize(
+    "fmt,save",
+    [
+        ("PNG", {}),
+        ("JPEG", {"quality": 95}),
+        ("BMP", {}),
+        ("GIF", {}),
+        ("WEBP", {"lossless": True}),
+        ("TIFF", {}),
+        ("PPM", {}),
+    ],
+)
 def test_every_pillow_format(digit, reference, fmt, save):
     assert similar(primary_view(encode(Image.fromarray(digit), fmt, **save)), reference) > 0.95
 
@@ -88,11 +98,17 @@ def test_other_pngs_take_pillows_path(digit):
     transparent.info["transparency"] = (0, 0, 0)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate
-    for data in (encode(image.convert("P"), "PNG"), encode(image.convert("RGBA"), "PNG"),
-                 encode(image.convert("LA"), "PNG"), encode(Image.fromarray(digit.astype(np.uint16) * 257), "PNG"),
-                 encode(transparent, "PNG", transparency=(0, 0, 0)), encode(image, "PNG", exif=exif),
-                 encode(image.resize((161, 161)), "PNG"), encode(image, "JPEG"),
-                 encode(image.resize((100, 100)), "PNG")[:200]):
+    for data in (
+        encode(image.convert("P"), "PNG"),
+        encode(image.convert("RGBA"), "PNG"),
+        encode(image.convert("LA"), "PNG"),
+        encode(Image.fromarray(digit.astype(np.uint16) * 257), "PNG"),
+        encode(transparent, "PNG", transparency=(0, 0, 0)),
+        encode(image, "PNG", exif=exif),
+        encode(image.resize((161, 161)), "PNG"),
+        encode(image, "JPEG"),
+        encode(image.resize((100, 100)), "PNG")[:200],
+    ):
         assert plain_png(data) is None
 
 
@@ -178,11 +194,18 @@ def test_noise_is_detected_only_on_noisy_inputs(mnist_sample):
 
 # ---------------------------------------------------------------- request encodings
 
+
 def test_raw_body_base64_and_data_url(digit, reference):
     data = png_bytes(digit)
     b64 = base64.b64encode(data)
-    for request in ({"body": data}, {"body": bytearray(data)}, {"body": b64}, {"data": b64 + b"\n"},
-                    {"body": b"data:image/png;base64," + b64}, {"body": b64.decode()}):
+    for request in (
+        {"body": data},
+        {"body": bytearray(data)},
+        {"body": b64},
+        {"data": b64 + b"\n"},
+        {"body": b"data:image/png;base64," + b64},
+        {"body": b64.decode()},
+    ):
         assert np.array_equal(one(request), reference)
 
 
@@ -225,7 +248,9 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
     requests = [{"body": b} for b in bodies]
     requests.append({"body": {"instances": [images[0].tolist(), np.zeros((28, 28)).tolist()]}})
     batch = P.decode_batch(requests)
-    assert [isinstance(r, NoDigitFound) for r in batch.outcomes] == [i in (3, len(bodies)) for i in range(len(requests))]
+    assert [isinstance(r, NoDigitFound) for r in batch.outcomes] == [
+        i in (3, len(bodies)) for i in range(len(requests))
+    ]
     for body, rows in zip(bodies, batch.outcomes):
         if not isinstance(rows, InputError):
             alone = views_of_bytes(body)
@@ -255,10 +280,20 @@ def test_light_ink_on_black_skips_polarity_and_background_with_the_same_readings
 
     large = np.pad(digits[2], 36)  # 100 px: a background map, never the shortcut
     noisy = [P.decode_gray(b) for b in generate("gaussian_noise", mnist_sample[0][:2], seed=3)]
-    cases = [(d, True) for d in digits] + [
-        (near_black, True), (black(digits[1], 392), True), (black(digits[1], 391), False),
-        (lit(4), True), (lit(3), False), (lit(0), False), (np.pad(digits[3], 16), True), (large, False),
-    ] + [(n, False) for n in noisy]
+    cases = (
+        [(d, True) for d in digits]
+        + [
+            (near_black, True),
+            (black(digits[1], 392), True),
+            (black(digits[1], 391), False),
+            (lit(4), True),
+            (lit(3), False),
+            (lit(0), False),
+            (np.pad(digits[3], 16), True),
+            (large, False),
+        ]
+        + [(n, False) for n in noisy]
+    )
     for image, shortcut in cases:
         assert mnistify.on_black(torch.from_numpy(image)[None]) == shortcut
         grey = np.full(image.shape, 0.5, np.float32)
@@ -279,5 +314,8 @@ def test_decode_batch_answers_a_fault_of_ours_with_an_internal_error(digit, monk
 
     monkeypatch.setattr(mnistify, "_views_of_stack", broken)
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}])
-    assert isinstance(batch.outcomes[0], InternalError) and batch.outcomes[0].body() == {"code": 500, "error": "internal error"}
+    assert isinstance(batch.outcomes[0], InternalError) and batch.outcomes[0].body() == {
+        "code": 500,
+        "error": "internal error",
+    }
     assert isinstance(batch.outcomes[1], BadRequest) and batch.views == []

@@ -1,6 +1,7 @@
 """Robustness families through the real handler (in-process): a regression on any kind of input
 fails CI. Each family is the 100 committed MNIST test digits corrupted as synthetic/families.py
 describes (seed 1); each floor sits a few points under what the committed weights read of it."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,21 @@ from synthetic.families import generate
 from synthetic.fonts import fonts_available
 
 FLOORS = {  # measured on this sample with the committed weights, minus 3-4 points
-    "grey_background_strong": 0.96, "edge_bars_strong": 0.88, "outline_strong": 0.93,
-    "haze_strong": 0.94, "crossing_lines_strong": 0.90, "blots_strong": 0.91, "speckle_strong": 0.95,
-    "motion_blur_strong": 0.93, "jitter_strong": 0.92, "rescan_8px": 0.95, "printed": 0.96,
-    "paper_photo": 0.96, "canvas_export": 0.96, "gaussian_noise": 0.95, "salt_and_pepper": 0.94,
+    "grey_background_strong": 0.96,
+    "edge_bars_strong": 0.88,
+    "outline_strong": 0.93,
+    "haze_strong": 0.94,
+    "crossing_lines_strong": 0.90,
+    "blots_strong": 0.91,
+    "speckle_strong": 0.95,
+    "motion_blur_strong": 0.93,
+    "jitter_strong": 0.92,
+    "rescan_8px": 0.95,
+    "printed": 0.96,
+    "paper_photo": 0.96,
+    "canvas_export": 0.96,
+    "gaussian_noise": 0.95,
+    "salt_and_pepper": 0.94,
 }
 
 
@@ -24,7 +36,7 @@ def read(handler, context, bodies: list[bytes], batch: int = 16) -> tuple[list[i
     digits, refusals = [], []
     for start in range(0, len(bodies), batch):
         context.statuses.clear()
-        answers = handler.handle([{"body": b} for b in bodies[start:start + batch]], context)
+        answers = handler.handle([{"body": b} for b in bodies[start : start + batch]], context)
         for idx, answer in enumerate(answers):
             if idx in context.statuses:
                 refusals.append(context.statuses[idx][0])

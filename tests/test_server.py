@@ -1,4 +1,5 @@
 """Integration tests: the built archive under a real TorchServe, over HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,8 @@ from harness.bad_inputs import BAD_BODIES
 from harness.clients import count_right, predict_concurrently
 from harness.settings import model_config
 from ops.tsctl import describe, rotate, scale
-from tests.conftest import png_bytes
 from synthetic.families import generate
+from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +63,9 @@ def test_the_readme_curl(server):
     """`curl -H "Authorization: Bearer <key>" -T digit.png .../predictions/mnist` (a PUT, no content type)."""
     from tests.conftest import FIXTURES
 
-    response = requests.put(server.predictions, headers=server.headers(), timeout=30,
-                            data=(FIXTURES / "seven.png").read_bytes())
+    response = requests.put(
+        server.predictions, headers=server.headers(), timeout=30, data=(FIXTURES / "seven.png").read_bytes()
+    )
     assert response.status_code == 200 and response.json()["digit"] == 7
 
 
@@ -105,15 +107,17 @@ def test_request_encodings(server, mnist_sample):
     answers = [
         requests.post(url, files={"file": ("digit.png", png, "image/png")}, headers=headers, timeout=30),
         requests.post(url, json={"data": b64}, headers=headers, timeout=30),
-        requests.post(url, data=f"data:image/png;base64,{b64}", timeout=30,
-                      headers={**headers, "Content-Type": "text/plain"}),
+        requests.post(
+            url, data=f"data:image/png;base64,{b64}", timeout=30, headers={**headers, "Content-Type": "text/plain"}
+        ),
         server.predict(b64.encode(), content_type="application/octet-stream"),
     ]
     for response in answers:
         assert response.status_code == 200, response.text
         assert response.json()["digit"] == labels[3]
-    batch = requests.post(url, json={"instances": [images[0].tolist(), images[1].tolist()]}, headers=headers,
-                          timeout=30)
+    batch = requests.post(
+        url, json={"instances": [images[0].tolist(), images[1].tolist()]}, headers=headers, timeout=30
+    )
     assert [p["digit"] for p in batch.json()["predictions"]] == list(labels[:2])
 
 
@@ -131,7 +135,7 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
     responses = predict_concurrently(server, [job[0] for job in jobs], [job[1] for job in jobs], concurrency=32)
 
     wrong = 0
-    for (body, _, status, expected), response in zip(jobs, responses):
+    for (_, _, status, expected), response in zip(jobs, responses):
         assert response.status_code == status, (expected, response.status_code, response.text)
         answer = response.json()
         if status == 200:
@@ -217,7 +221,13 @@ def test_metrics_move_with_known_requests(server, mnist_sample):
     assert wait_for_metric(server, "RejectedInputs", empty_before + 3, Reason="empty") - empty_before == 3
     assert metric(server, "ts_inference_requests_total", model_name="mnist") - ok_before == len(sevens) + 3
     text = requests.get(f"{server.metrics}/metrics", timeout=10).text
-    for name in ("PreprocessTime_bucket", "DigitBatchSize_sum", "HandlerTime", "PredictionTime", "ts_queue_latency_microseconds"):
+    for name in (
+        "PreprocessTime_bucket",
+        "DigitBatchSize_sum",
+        "HandlerTime",
+        "PredictionTime",
+        "ts_queue_latency_microseconds",
+    ):
         assert name in text
 
 
@@ -245,13 +255,19 @@ def test_key_rotation(server):
     ping = f"{server.inference}/ping"
     assert requests.get(ping, headers={"Authorization": f"Bearer {old}"}, timeout=10).status_code == 400
     assert requests.get(ping, headers={"Authorization": f"Bearer {new}"}, timeout=10).status_code == 200
-    assert requests.get(ping, headers={"Authorization": f"Bearer {server.keys()['API']}"}, timeout=10).status_code == 400
+    assert (
+        requests.get(ping, headers={"Authorization": f"Bearer {server.keys()['API']}"}, timeout=10).status_code == 400
+    )
 
 
 def test_model_api_is_off(server):
     """No registering over HTTP at all, let alone from a remote URL (CVE-2023-43654)."""
-    r = requests.post(f"{server.management}/models", params={"url": "http://127.0.0.1:9/evil.mar"},
-                      headers=server.headers("management"), timeout=10)
+    r = requests.post(
+        f"{server.management}/models",
+        params={"url": "http://127.0.0.1:9/evil.mar"},
+        headers=server.headers("management"),
+        timeout=10,
+    )
     assert r.status_code == 405, r.text
     r = requests.delete(f"{server.management}/models/mnist", headers=server.headers("management"), timeout=10)
     assert r.status_code == 405, r.text

@@ -1,4 +1,5 @@
 """The handler's typed settings, and the defaults that several files state agreeing."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,9 +31,20 @@ def test_an_unknown_key_is_an_error_that_names_it_and_the_known_ones():
         HandlerSettings.from_config({"low_confidnce": 0.5})
 
 
-@pytest.mark.parametrize("key, value", [("torch_threads", "2"), ("torch_threads", True), ("torch_threads", 1.5),
-                                        ("low_confidence", "high"), ("buffered_socket", 1), ("cuda_sync", "sleep"),
-                                        ("tta_below", [0.5]), ("torch_threads", 0), ("metrics_flush_seconds", -1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("torch_threads", "2"),
+        ("torch_threads", True),
+        ("torch_threads", 1.5),
+        ("low_confidence", "high"),
+        ("buffered_socket", 1),
+        ("cuda_sync", "sleep"),
+        ("tta_below", [0.5]),
+        ("torch_threads", 0),
+        ("metrics_flush_seconds", -1),
+    ],
+)
 def test_a_wrong_value_is_an_error_that_names_the_setting(key, value):
     with pytest.raises(SettingsError, match=f"handler.{key}"):
         HandlerSettings.from_config({key: value})

@@ -1,10 +1,9 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from model import load_checkpoint
 from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
@@ -31,7 +30,9 @@ def test_flags_override_the_recipe():
 
 
 def _augmenter(seed: int = 0, **config) -> Augmenter:
-    return Augmenter(AugmentConfig(Geometry(**config.pop("geometry", {})), **config), torch.Generator().manual_seed(seed))
+    return Augmenter(
+        AugmentConfig(Geometry(**config.pop("geometry", {})), **config), torch.Generator().manual_seed(seed)
+    )
 
 
 def test_augmentation_keeps_shape_range_and_is_seeded():
@@ -76,8 +77,17 @@ def test_training_sees_corrupted_images_through_the_serving_preprocessing():
 @needs_mnist
 def test_dry_run_trains_and_writes_checkpoint_and_metrics(tmp_path):
     no_fonts = [] if fonts_available() else ["--printed-prob", "0"]  # make test installs them as root
-    args = get_args_parser().parse_args(["--dry-run", "--no-progress", "--output", str(tmp_path / "w.pt"),
-                                         "--metrics", str(tmp_path / "m.json"), *no_fonts])
+    args = get_args_parser().parse_args(
+        [
+            "--dry-run",
+            "--no-progress",
+            "--output",
+            str(tmp_path / "w.pt"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            *no_fonts,
+        ]
+    )
     metrics = fit(args)
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["history"][0]["epoch"] == 1 and saved["train_images"] == 512

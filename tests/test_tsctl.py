@@ -1,5 +1,6 @@
 """ops/tsctl.py's and ops/polling.py's own logic, without a server (the server tests use them against a
 real TorchServe)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ class _Answer:
         return {"status": "done"}
 
 
-@pytest.mark.parametrize("statuses, calls, fails", [([500, 200], 2, False), ([200], 1, False),
-                                                    ([500, 500, 500], 3, True), ([404], 1, True)])
+@pytest.mark.parametrize(
+    "statuses, calls, fails", [([500, 200], 2, False), ([200], 1, False), ([500, 500, 500], 3, True), ([404], 1, True)]
+)
 def test_scale_tries_a_5xx_again_and_never_a_4xx(monkeypatch, statuses, calls, fails):
     """Scaling is idempotent; TorchServe 0.12 can answer 500 when a stopped worker was mid-batch."""
     answers, seen = iter(statuses), []
@@ -72,8 +74,14 @@ def test_wait_until_retries_listed_errors_only():
 
 def test_the_key_file_is_read_by_the_client_package(tmp_path):
     key_file = tmp_path / "key_file.json"
-    key_file.write_text(json.dumps({kind: {"key": f"{kind}-key", "expiration time": "2030-01-01T00:00:00Z"}
-                                    for kind in ("management", "inference", "API")}))
+    key_file.write_text(
+        json.dumps(
+            {
+                kind: {"key": f"{kind}-key", "expiration time": "2030-01-01T00:00:00Z"}
+                for kind in ("management", "inference", "API")
+            }
+        )
+    )
     assert tsctl.read_keys is read_keys
     assert read_keys(key_file) == {"management": "management-key", "inference": "inference-key", "API": "API-key"}
     assert read_inference_key(key_file) == "inference-key"

@@ -1,16 +1,15 @@
 """Candidate views (mnistify): noise detection, polarity, grounds, bars, faint and thin strokes."""
+
 from __future__ import annotations
-
-
 
 import numpy as np
 import pytest
 import torch
 
 from handler import preprocess as P
+from synthetic.families import generate
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import is_noisy, noise_level, primary_view, request_images, views_of_bytes
-from synthetic.families import generate
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +52,14 @@ def test_noise_levels_on_black_read_the_background_level_without_its_histogram(m
     under.flat[grey[len(grey) // 2]] = np.float32(10 / 255)  # one pixel short of half
     calls = []
     monkeypatch.setattr(bg, "quantiles", lambda *a, **k: calls.append(1) or P.kernels.quantiles(*a, **k))
-    for stack, shortcut in ((digits, True), (salted, True), (np.stack([half] * 2), True), (hazy, False),
-                            (np.stack([half, under]), False), (np.concatenate([digits, hazy[:1]]), False)):
+    for stack, shortcut in (
+        (digits, True),
+        (salted, True),
+        (np.stack([half] * 2), True),
+        (hazy, False),
+        (np.stack([half, under]), False),
+        (np.concatenate([digits, hazy[:1]]), False),
+    ):
         x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
         calls.clear()
         fast = bg.noise_levels(x, on_black=True)
@@ -74,6 +79,7 @@ def test_noise_level_of_an_image_that_is_all_stroke():
 
 
 # ---------------------------------------------------------------- views (robustness)
+
 
 def test_clean_mnist_gets_one_reading(mnist_sample):
     for pixels in mnist_sample[0][:20]:

@@ -5,18 +5,19 @@ batch of each stopped worker without answering it at all (pytorch/serve#1101). M
 client that retries: a SIGKILL under 16 callers failed 12 of 600 requests. With DigitClient every
 request must come back with the digit the healthy server gives for the same image.
 """
+
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import pytest
 
 from client import DigitClient, Prediction
-from ops.tsctl import describe, scale, wait_for_workers
 from harness.samples import sample_digits
+from ops.tsctl import describe, scale, wait_for_workers
 from synthetic.families import generate
 
 pytestmark = pytest.mark.integration
@@ -38,8 +39,13 @@ def bodies() -> list[bytes]:
 
 @pytest.fixture()
 def client(server):
-    with DigitClient(server.inference, token_file=server.root / "key_file.json", timeout=ATTEMPT_TIMEOUT,
-                     retries=8, deadline=DEADLINE) as client:
+    with DigitClient(
+        server.inference,
+        token_file=server.root / "key_file.json",
+        timeout=ATTEMPT_TIMEOUT,
+        retries=8,
+        deadline=DEADLINE,
+    ) as client:
         yield client
 
 

@@ -14,6 +14,7 @@ image whose request gets an error gets -1.
     python -m train.agreement --against ref.npz --label "torch path"     # compare with a saved run
     python -m train.agreement --limit 50 ...                             # 50 images a family, fast
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,13 @@ import torch
 
 from handler.inference import digit_probabilities
 from handler.preprocess import decode_batch
-from handler.served_model import served_network
 from handler.preprocess.mnistify import GPU_MIN_PIXELS
+from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
 from ops.stamp import line
+from synthetic.families import FAMILIES, generate
 from train import evaluate
 from train.data import load_mnist
-from synthetic.families import FAMILIES, generate
 
 GOAL = 0.999  # share of identical digits each family must reach
 REFUSED = -1  # the digit recorded for an image whose request gets an error (4xx or 5xx)
@@ -46,21 +47,34 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to read with")
     p.add_argument("--data-root", default=None, help="folder with MNIST/raw (default: $MNIST_ROOT or ./data)")
-    p.add_argument("--per-family", type=int, default=defaults.get_default("per_family"),
-                   help="generated images per family, as the evaluation (clean: the whole test set)")
+    p.add_argument(
+        "--per-family",
+        type=int,
+        default=defaults.get_default("per_family"),
+        help="generated images per family, as the evaluation (clean: the whole test set)",
+    )
     p.add_argument("--limit", type=int, default=None, help="at most N images per family (clean included): fast path")
     p.add_argument("--seed", type=int, default=defaults.get_default("seed"), help="seed of the generated families")
     p.add_argument("--device", default="cpu", help="device this run preprocesses and reads on")
-    p.add_argument("--jpeg-on-device", action="store_true",
-                   help="this run decodes plain JPEGs as a GPU worker does (torchvision's decoder, then reduced), "
-                        "on --device (default: only on CUDA)")
-    p.add_argument("--gpu-min-pixels", type=int, default=GPU_MIN_PIXELS,
-                   help="on CUDA, images under this many pixels are preprocessed on the CPU, as the handler does "
-                        "(0: everything on the GPU)")
+    p.add_argument(
+        "--jpeg-on-device",
+        action="store_true",
+        help="this run decodes plain JPEGs as a GPU worker does (torchvision's decoder, then reduced), "
+        "on --device (default: only on CUDA)",
+    )
+    p.add_argument(
+        "--gpu-min-pixels",
+        type=int,
+        default=GPU_MIN_PIXELS,
+        help="on CUDA, images under this many pixels are preprocessed on the CPU, as the handler does "
+        "(0: everything on the GPU)",
+    )
     p.add_argument("--label", default=None, help="name of this run in the report and the saved file (None: its device)")
     p.add_argument("--save", default=None, help="write this run's digits and labels to FILE.npz")
     p.add_argument("--against", default=None, help="compare with the digits saved in FILE.npz")
-    p.add_argument("--against-device", default=None, help="compare with a second run of this path on DEVICE (e.g. cuda)")
+    p.add_argument(
+        "--against-device", default=None, help="compare with a second run of this path on DEVICE (e.g. cuda)"
+    )
     p.add_argument("--out", default="reports/agreement.md", help="markdown report of the comparison")
     return p
 
@@ -75,35 +89,47 @@ def family_uploads(args: argparse.Namespace) -> dict[str, tuple[list[bytes], np.
     return out
 
 
-def predict(model: torch.nn.Module, uploads: list[bytes], device: str, jpeg_on_device: bool | None,
-            gpu_min_pixels: int, batch: int = CHUNK) -> np.ndarray:
+def predict(
+    model: torch.nn.Module,
+    uploads: list[bytes],
+    device: str,
+    jpeg_on_device: bool | None,
+    gpu_min_pixels: int,
+    batch: int = CHUNK,
+) -> np.ndarray:
     """Each upload's digit as the handler reads it on `device`, `batch` uploads at a time as one
     TorchServe batch (decode_batch, then digit_probabilities), REFUSED where its request gets an error."""
     digits = np.full(len(uploads), REFUSED, dtype=np.int64)
     for start in range(0, len(uploads), batch):
-        decoded = decode_batch([{"body": data} for data in uploads[start:start + batch]], device, jpeg_on_device,
-                               gpu_min_pixels)
+        decoded = decode_batch(
+            [{"body": data} for data in uploads[start : start + batch]], device, jpeg_on_device, gpu_min_pixels
+        )
         answered = [start + i for i, outcome in enumerate(decoded.outcomes) if isinstance(outcome, slice)]
         if answered:
             digits[answered] = digit_probabilities(model, decoded.views, device).argmax(1).numpy()
     return digits
 
 
-def run(families: dict, weights: str, device: str, jpeg_on_device: bool | None = None,
-        gpu_min_pixels: int = GPU_MIN_PIXELS) -> dict[str, np.ndarray]:
+def run(
+    families: dict, weights: str, device: str, jpeg_on_device: bool | None = None, gpu_min_pixels: int = GPU_MIN_PIXELS
+) -> dict[str, np.ndarray]:
     """{family: digits} read with the served network on `device`."""
     model = served_network(load_checkpoint(weights)).to(device)
     out = {}
     for family, (uploads, labels) in families.items():
         out[family] = predict(model, uploads, device, jpeg_on_device, gpu_min_pixels)
-        print(f"{device:6s} {family:24s} accuracy {np.mean(out[family] == labels):.2%}, "
-              f"refused {int(np.sum(out[family] == REFUSED))}", flush=True)
+        print(
+            f"{device:6s} {family:24s} accuracy {np.mean(out[family] == labels):.2%}, "
+            f"refused {int(np.sum(out[family] == REFUSED))}",
+            flush=True,
+        )
     return out
 
 
 def save(path: str, label: str, digits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> None:
-    np.savez_compressed(path, __label__=np.array(label), **digits,
-                        **{f"labels/{family}": value for family, value in labels.items()})
+    np.savez_compressed(
+        path, __label__=np.array(label), **digits, **{f"labels/{family}": value for family, value in labels.items()}
+    )
     print(f"saved the digits of {len(digits)} families to {path}")
 
 
@@ -116,16 +142,27 @@ def load(path: str) -> tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 def report(label: str, other_label: str, digits: dict, other: dict, labels: dict, other_labels: dict) -> str:
     """Markdown table: per family, images, identical digits, their share and each run's accuracy."""
-    lines = [line(), "", f"# Agreement: {label} vs {other_label}", "",
-             f"Digits (argmax of `digit_probabilities`, -1 where refused) of each evaluation family read by "
-             f"**{label}** and by **{other_label}**.", "",
-             f"Goal: >= {GOAL:.1%} identical digits on every family.", "",
-             f"| family | images | identical | identical % | accuracy ({label}) | accuracy ({other_label}) | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        line(),
+        "",
+        f"# Agreement: {label} vs {other_label}",
+        "",
+        f"Digits (argmax of `digit_probabilities`, -1 where refused) of each evaluation family read by "
+        f"**{label}** and by **{other_label}**.",
+        "",
+        f"Goal: >= {GOAL:.1%} identical digits on every family.",
+        "",
+        f"| family | images | identical | identical % | accuracy ({label}) | accuracy ({other_label}) | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     met_all = True
     both = set(digits) | set(other)
     for family in [f for f in FAMILIES if f in both] + sorted(both - set(FAMILIES)):
-        if family not in digits or family not in other or not np.array_equal(labels.get(family), other_labels.get(family)):
+        if (
+            family not in digits
+            or family not in other
+            or not np.array_equal(labels.get(family), other_labels.get(family))
+        ):
             lines.append(f"| {family} | | | | | | NO (not in both runs, or other images) |")
             met_all = False
             continue
@@ -133,8 +170,10 @@ def report(label: str, other_label: str, digits: dict, other: dict, labels: dict
         same = int(np.sum(a == b))
         met = same * 1000 >= round(GOAL * 1000) * len(y)
         met_all &= met
-        lines.append(f"| {family} | {len(y):,} | {same:,} | {same / len(y):.2%} | {np.mean(a == y):.2%} | "
-                     f"{np.mean(b == y):.2%} | {'yes' if met else 'NO'} |")
+        lines.append(
+            f"| {family} | {len(y):,} | {same:,} | {same / len(y):.2%} | {np.mean(a == y):.2%} | "
+            f"{np.mean(b == y):.2%} | {'yes' if met else 'NO'} |"
+        )
     lines += ["", f"**Every family met the goal: {'yes' if met_all else 'NO'}.**", ""]
     return "\n".join(lines)
 

@@ -6,11 +6,12 @@ of the images (TRAINING_MIX), dark-on-light inversion, printed digits from the t
 Everything works on (N, 1, H, W) float images in [0, 1], light digit on a dark background (the
 network normalizes them itself).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +29,7 @@ Tensor = torch.Tensor
 TRAINING_MIX = tuple(CORRUPTIONS) + ("low_resolution", "crossing_lines")
 
 
-def corrupt(x: Tensor, g: torch.Generator, prob: float, names: tuple[str, ...] = TRAINING_MIX
-            ) -> tuple[Tensor, Tensor]:
+def corrupt(x: Tensor, g: torch.Generator, prob: float, names: tuple[str, ...] = TRAINING_MIX) -> tuple[Tensor, Tensor]:
     """Apply one corruption, drawn per image with a random strength (from `names`, uniformly: a
     name given twice is drawn twice as often), to about `prob` of the batch; and which images got one."""
     n, d = len(x), x.device
@@ -57,9 +57,14 @@ class Augmenter:
     sees them at serving time: augmented, then through the serving preprocessing (`serving_view`,
     handler.preprocess.mnistify.training_view), so that training and serving see the same thing."""
 
-    def __init__(self, cfg: AugmentConfig, generator: torch.Generator,
-                 serving_view: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 printed: tuple[Tensor, Tensor] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        generator: torch.Generator,
+        serving_view: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        printed: tuple[Tensor, Tensor] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.cfg, self.g, self.serving_view, self.printed = cfg, generator, serving_view, printed
         self.rng = np.random.default_rng(seed)
 

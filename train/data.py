@@ -1,10 +1,10 @@
 """MNIST as whole uint8 tensors: 60k x 28 x 28 fits in 47 MB, so batches are slices, not a DataLoader."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Callable
 
 import torch
 from torch import nn
@@ -20,16 +20,15 @@ def mnist_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("MNIST_ROOT") or DEFAULT_ROOT)
 
 
-def load_mnist(root: str | os.PathLike | None = None, train: bool = True, download: bool = False,
-               limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    root: str | os.PathLike | None = None, train: bool = True, download: bool = False, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (N, 28, 28) uint8, labels (N,) int64) of the train or test split."""
     from torchvision.datasets import MNIST
 
     folder = mnist_root(root)
     if not (folder / "MNIST" / "raw").is_dir() and not download:
-        raise FileNotFoundError(
-            f"MNIST not found under {folder}/MNIST/raw: set MNIST_ROOT or pass --download"
-        )
+        raise FileNotFoundError(f"MNIST not found under {folder}/MNIST/raw: set MNIST_ROOT or pass --download")
     dataset = MNIST(str(folder), train=train, download=download)
     images, labels = dataset.data, dataset.targets
     if limit:
@@ -43,9 +42,10 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def batched_logits(model: nn.Module, images, prepare: Callable[..., torch.Tensor],
-                   batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def batched_logits(
+    model: nn.Module, images, prepare: Callable[..., torch.Tensor], batch_size: int = EVAL_BATCH
+) -> torch.Tensor:
     """(N, 10) logits of N images, `batch_size` at a time, in eval mode; `prepare` turns a slice of
     `images` into the network's input."""
     model.eval()
-    return torch.cat([model(prepare(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    return torch.cat([model(prepare(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])

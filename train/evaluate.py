@@ -6,6 +6,7 @@ preprocessing step buys. Writes reports/evaluation.{json,md} (stamped, ops/stamp
     python -m train.evaluate                    # the committed weights
     python -m train.evaluate --per-family 500   # fewer generated images per family, faster
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,24 @@ from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
 from ops.paths import ROOT
 from ops.stamp import stamp
-from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
 from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
 from synthetic.fonts import font_files, fonts_available, split_fonts
+from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
 from train.evaluate_report import markdown, plots, samples
 from train.train import scores
 
 # What the report must show: set -> minimum accuracy.
-GOALS = {"mnist_test": 0.995, "canvas_export": 0.98, "paper_photo": 0.97, "gaussian_noise": 0.97,
-         "salt_and_pepper": 0.97, "blur": 0.97, "speckle": 0.97, "printed": 0.98, "rescan_8px": 0.95}
+GOALS = {
+    "mnist_test": 0.995,
+    "canvas_export": 0.98,
+    "paper_photo": 0.97,
+    "gaussian_noise": 0.97,
+    "salt_and_pepper": 0.97,
+    "blur": 0.97,
+    "speckle": 0.97,
+    "printed": 0.98,
+    "rescan_8px": 0.95,
+}
 KIND_GOAL, KINDS_MEAN_GOAL = 0.95, 0.97  # each of the nine kinds, and their mean
 NOISY = ("gaussian_noise", "salt_and_pepper", "speckle", "speckle_strong")
 
@@ -49,8 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_uploads(model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True,
-                 denoise_noisy: bool = True) -> dict:
+def read_uploads(
+    model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True, denoise_noisy: bool = True
+) -> dict:
     """Accuracy of the uploads read as the handler reads them (refusals count as wrong), the same
     without test-time augmentation, refusals, candidate views per image, and the preprocessing's
     cost per image on this machine."""
@@ -68,13 +79,25 @@ def read_uploads(model, uploads: list[bytes], labels: np.ndarray, multiple: bool
         if not views:
             return 0.0
         tta_below = TTA_BELOW if tta else None
-        digits = torch.cat([digit_probabilities(model, views[i:i + EVAL_BATCH], tta_below=tta_below)
-                            for i in range(0, len(views), EVAL_BATCH)]).argmax(1).numpy()
+        digits = (
+            torch.cat(
+                [
+                    digit_probabilities(model, views[i : i + EVAL_BATCH], tta_below=tta_below)
+                    for i in range(0, len(views), EVAL_BATCH)
+                ]
+            )
+            .argmax(1)
+            .numpy()
+        )
         return float((digits == labels[kept]).sum() / len(uploads))
 
-    return {"accuracy": accuracy(True), "without_tta": accuracy(False), "refused": refused,
-            "candidate_views_per_image": round(sum(map(len, views)) / max(1, len(views)), 2),
-            "preprocess_ms": round(ms, 3)}
+    return {
+        "accuracy": accuracy(True),
+        "without_tta": accuracy(False),
+        "refused": refused,
+        "candidate_views_per_image": round(sum(map(len, views)) / max(1, len(views)), 2),
+        "preprocess_ms": round(ms, 3),
+    }
 
 
 def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> float:
@@ -82,6 +105,7 @@ def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> flo
     nothing else (no inversion, centring or denoising): a baseline of the network without the
     service's preprocessing. Not TorchServe's stock MNIST example, which does less still (only
     ToTensor and Normalize on the decoded image: no grayscale conversion, no resize)."""
+
     def pixels(data: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(data)).convert("L").resize((28, 28), Image.BILINEAR)
         return np.asarray(image, dtype=np.float32) / 255
@@ -142,12 +166,16 @@ def main(args: argparse.Namespace) -> dict:
 
     logits = batched_logits(model, test_x, to_input)  # the test set, once
     weights = Path(args.weights).resolve()
-    report = {"stamp": stamp(), "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
-              "config": checkpoint["config"], "recipe": checkpoint.get("recipe"),
-              "parameters": sum(p.numel() for p in model.parameters()),
-              "network_us_per_image": network_cost(model),
-              "test_time_augmentation": {"below": TTA_BELOW, "degrees": TTA_DEGREES},
-              "mnist_test": scores(logits, test_y)}
+    report = {
+        "stamp": stamp(),
+        "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
+        "config": checkpoint["config"],
+        "recipe": checkpoint.get("recipe"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "network_us_per_image": network_cost(model),
+        "test_time_augmentation": {"below": TTA_BELOW, "degrees": TTA_DEGREES},
+        "mnist_test": scores(logits, test_y),
+    }
     report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
 
     digits, labels = test_x.numpy(), test_y.numpy()
@@ -155,8 +183,11 @@ def main(args: argparse.Namespace) -> dict:
     for family, family_digits, family_labels in evaluation_families(digits, labels, args.per_family):
         families[family] = family_report(model, family, family_digits, family_labels, args.seed)
         row = families[family]
-        print(f"{family:24s} {row['accuracy']:.2%} (primary view only {row['primary_view_only']:.2%}, "
-              f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})", flush=True)
+        print(
+            f"{family:24s} {row['accuracy']:.2%} (primary view only {row['primary_view_only']:.2%}, "
+            f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})",
+            flush=True,
+        )
     report["families"] = families
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
@@ -166,8 +197,10 @@ def main(args: argparse.Namespace) -> dict:
     plots(report, out)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "evaluation.md").write_text(markdown(report))
-    print(f"MNIST test accuracy {report['mnist_test']['test_accuracy']:.2%}, "
-          f"loss {report['mnist_test']['test_loss']:.4f}; report in {out}/evaluation.md")
+    print(
+        f"MNIST test accuracy {report['mnist_test']['test_accuracy']:.2%}, "
+        f"loss {report['mnist_test']['test_loss']:.4f}; report in {out}/evaluation.md"
+    )
     return report
 
 
@@ -178,10 +211,13 @@ def _goals(report: dict) -> dict:
     measured |= {name: families[name]["accuracy"] for name in GOALS if name in families}
     goals = {name: (GOALS[name], value) for name, value in measured.items()}
     for setting in ("mild", "strong"):  # the goal names "a strength a person still reads easily"
-        kinds = {kind: families[names[setting]]["accuracy"] for kind, names in KINDS.items()
-                 if names[setting] in families}
-        goals |= {f"{kind}, {setting} ({KINDS[kind][setting]})": (max(KIND_GOAL, GOALS.get(KINDS[kind][setting], 0)), value)
-                  for kind, value in kinds.items()}
+        kinds = {
+            kind: families[names[setting]]["accuracy"] for kind, names in KINDS.items() if names[setting] in families
+        }
+        goals |= {
+            f"{kind}, {setting} ({KINDS[kind][setting]})": (max(KIND_GOAL, GOALS.get(KINDS[kind][setting], 0)), value)
+            for kind, value in kinds.items()
+        }
         goals[f"mean of the {len(kinds)} kinds, {setting}"] = (KINDS_MEAN_GOAL, float(np.mean(list(kinds.values()))))
     out = {name: {"goal": goal, "measured": value, "met": value >= goal} for name, (goal, value) in goals.items()}
     refused = sum(row["refused"] for row in families.values())

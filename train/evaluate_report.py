@@ -2,6 +2,7 @@
 its plots (confusion matrix, accuracy per family, samples of each family's uploads, training
 curves). train/evaluate.py measures; this module only shows what it measured.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,7 @@ def samples(digits: np.ndarray, labels: np.ndarray, families: list[str], seed: i
             image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("L")
             image.thumbnail((cell - 4, cell - 4))
             top, left = row * cell + (cell - image.height) // 2, col * cell + (cell - image.width) // 2
-            grid[top:top + image.height, left:left + image.width] = np.asarray(image)
+            grid[top : top + image.height, left : left + image.width] = np.asarray(image)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,8 +56,13 @@ def plots(report: dict, out: Path) -> None:
     for i in range(10):
         for j in range(10):
             ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7)
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
-           title=f"MNIST test confusion (errors coloured), {report['mnist_test']['test_accuracy']:.2%}")
+    ax.set(
+        xticks=range(10),
+        yticks=range(10),
+        xlabel="predicted",
+        ylabel="true",
+        title=f"MNIST test confusion (errors coloured), {report['mnist_test']['test_accuracy']:.2%}",
+    )
     fig.colorbar(im)
     fig.tight_layout()
     fig.savefig(out / "confusion_matrix.png", dpi=110)
@@ -65,9 +71,11 @@ def plots(report: dict, out: Path) -> None:
     families = report["families"]
     fig, ax = plt.subplots(figsize=(13, 4))
     names, xs = list(families), np.arange(len(families))
-    for offset, key, label in ((-0.27, "unprocessed", "decoded and resized only"),
-                               (0.0, "primary_view_only", "preprocessing, primary view only"),
-                               (0.27, "accuracy", "served: preprocessing, most confident candidate view")):
+    for offset, key, label in (
+        (-0.27, "unprocessed", "decoded and resized only"),
+        (0.0, "primary_view_only", "preprocessing, primary view only"),
+        (0.27, "accuracy", "served: preprocessing, most confident candidate view"),
+    ):
         ax.bar(xs + offset, [families[n][key] * 100 for n in names], width=0.27, label=label)
     ax.set(ylim=(0, 100), ylabel="accuracy %", title="Accuracy per input family")
     ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
@@ -85,8 +93,9 @@ def plots(report: dict, out: Path) -> None:
         left.set(xlabel="epoch", title="loss")
         left.legend()
         right.plot(epochs, [r["test_accuracy"] * 100 for r in rows], marker="o")
-        right.set(xlabel="epoch", ylabel="%", ylim=(98, 100),
-                  title="MNIST test accuracy (of the saved weights: EMA when on)")
+        right.set(
+            xlabel="epoch", ylabel="%", ylim=(98, 100), title="MNIST test accuracy (of the saved weights: EMA when on)"
+        )
         fig.tight_layout()
         fig.savefig(out / "training_curves.png", dpi=110)
         plt.close(fig)
@@ -105,7 +114,8 @@ def markdown(report: dict) -> str:
         f"`{report['weights']}`, {report['parameters']:,} parameters, config `{json.dumps(report['config'])}`.",
         "",
         f"**MNIST test (10,000 images), as served: {served:.2%}**; the network alone (the test tensors, no "
-        f"preprocessing, no test-time augmentation): accuracy {test['test_accuracy']:.2%}, loss {test['test_loss']:.4f}.",
+        f"preprocessing, no test-time augmentation): accuracy {test['test_accuracy']:.2%}, "
+        f"loss {test['test_loss']:.4f}.",
         "",
         "## Goals",
         "",
@@ -144,30 +154,57 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["families"].items():
-        lines.append(f"| {name} | {row['images']:,} | {row['accuracy']:.2%} | {row['without_tta']:.2%} | "
-                     f"{row['primary_view_only']:.2%} | "
-                     f"{row['unprocessed']:.2%} | {row['refused']} | {row['candidate_views_per_image']} | "
-                     f"{row['preprocess_ms']} | {row['description']} |")
+        lines.append(
+            f"| {name} | {row['images']:,} | {row['accuracy']:.2%} | {row['without_tta']:.2%} | "
+            f"{row['primary_view_only']:.2%} | "
+            f"{row['unprocessed']:.2%} | {row['refused']} | {row['candidate_views_per_image']} | "
+            f"{row['preprocess_ms']} | {row['description']} |"
+        )
     denoised = {name: row for name, row in report["families"].items() if "accuracy_without_denoise" in row}
-    lines += ["", "What the denoise step (3x3 median, blur, soft threshold) buys on the noisy families:", "",
-              "| family | served | without the denoise step |", "|---|---|---|"]
-    lines += [f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()]
-    lines += ["", "`make evaluate` also draws `families.png` (accuracy per family), `family_samples.png` (what "
-              "the uploads look like) and `confusion_matrix.png` beside this report; they are not kept in the "
-              "repository.", "", "## Confusion matrix (MNIST test; rows: true digit, columns: answered)", "",
-              "| | " + " | ".join(map(str, range(10))) + " |", "|---" * 11 + "|"]
-    lines += [f"| **{digit}** | " + " | ".join(map(str, row)) + " |" for digit, row in enumerate(report["confusion_matrix"])]
+    lines += [
+        "",
+        "What the denoise step (3x3 median, blur, soft threshold) buys on the noisy families:",
+        "",
+        "| family | served | without the denoise step |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()
+    ]
+    lines += [
+        "",
+        "`make evaluate` also draws `families.png` (accuracy per family), `family_samples.png` (what "
+        "the uploads look like) and `confusion_matrix.png` beside this report; they are not kept in the "
+        "repository.",
+        "",
+        "## Confusion matrix (MNIST test; rows: true digit, columns: answered)",
+        "",
+        "| | " + " | ".join(map(str, range(10))) + " |",
+        "|---" * 11 + "|",
+    ]
+    lines += [
+        f"| **{digit}** | " + " | ".join(map(str, row)) + " |" for digit, row in enumerate(report["confusion_matrix"])
+    ]
     lines += [""]
     if not report.get("training"):
-        lines += ["## Training", "", "No training history: the --train-metrics file was not found "
-                  "(`make train` writes it; it is not kept in the repository).", ""]
+        lines += [
+            "## Training",
+            "",
+            "No training history: the --train-metrics file was not found "
+            "(`make train` writes it; it is not kept in the repository).",
+            "",
+        ]
     else:
         t = report["training"]
         last = t["history"][-1]
-        lines += ["## Training", "",
-                  f"Recipe `{json.dumps(t['recipe'])}` on {t['device']} ({t['threads']} threads): "
-                  f"{len(t['history'])} epochs in {t['wall_seconds'] / 60:.1f} min, "
-                  f"{np.mean([r['images_per_s'] for r in t['history']]):.0f} images/s; "
-                  f"final test accuracy {last['test_accuracy']:.2%} (curves: `training_curves.png`, drawn beside "
-                  "this report).", ""]
+        lines += [
+            "## Training",
+            "",
+            f"Recipe `{json.dumps(t['recipe'])}` on {t['device']} ({t['threads']} threads): "
+            f"{len(t['history'])} epochs in {t['wall_seconds'] / 60:.1f} min, "
+            f"{np.mean([r['images_per_s'] for r in t['history']]):.0f} images/s; "
+            f"final test accuracy {last['test_accuracy']:.2%} (curves: `training_curves.png`, drawn beside "
+            "this report).",
+            "",
+        ]
     return "\n".join(lines)

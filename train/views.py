@@ -1,5 +1,6 @@
 """Training sees what serving sees: augmented digits turned into one of the candidate views the
 handler's preprocessing would make of them (handler/preprocess/mnistify.py)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,11 +10,22 @@ Used by the TorchServe handler, the evaluation and the tests. The path of one im
 `kernels` holds the torch kernels mnistify runs on (N, H, W) stacks, on the worker's device.
 handler/inference.py turns the candidate views into probabilities.
 """
+
 from handler.errors import InputError
 from handler.preprocess.batch import RequestBatch, decode_batch
 from handler.preprocess.decode import MAX_PIXELS, decode_gray, decode_image, to_grayscale
 from handler.preprocess.envelopes import request_grays
 from handler.preprocess.mnistify import candidate_views, mnist_like
 
-__all__ = ["InputError", "MAX_PIXELS", "RequestBatch", "candidate_views", "decode_batch", "decode_gray",
-           "decode_image", "mnist_like", "request_grays", "to_grayscale"]
+__all__ = [
+    "InputError",
+    "MAX_PIXELS",
+    "RequestBatch",
+    "candidate_views",
+    "decode_batch",
+    "decode_gray",
+    "decode_image",
+    "mnist_like",
+    "request_grays",
+    "to_grayscale",
+]

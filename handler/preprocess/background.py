@@ -1,5 +1,6 @@
 """Background and noise of light-on-dark (N, H, W) stacks: the background to subtract, whether an
 image is noisy, and the model card's denoising (blur and threshold) in a form that keeps strokes."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from handler.preprocess.decode import WORK_SIDE
-from handler.preprocess.kernels import above, black_counts, box_counts, gaussian_blur, median3, opening, order_statistics, quantiles
+from handler.preprocess.kernels import (
+    above,
+    black_counts,
+    box_counts,
+    gaussian_blur,
+    median3,
+    opening,
+    order_statistics,
+    quantiles,
+)
 
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
 # Noise is judged on the background (pixels over 2 px away from any stroke): a share above
@@ -47,7 +57,7 @@ def background_map(x: torch.Tensor, cell: int = BACKGROUND_CELL) -> torch.Tensor
     n, h, w = x.shape
     ny, nx = max(1, h // cell), max(1, w // cell)
     ch, cw = h // ny, w // nx  # equal cells; the few leftover edge pixels are covered by upsampling
-    cells = x[:, :ny * ch, :nx * cw].reshape(n, ny, ch, nx, cw).transpose(2, 3).reshape(n, ny, nx, -1)
+    cells = x[:, : ny * ch, : nx * cw].reshape(n, ny, ch, nx, cw).transpose(2, 3).reshape(n, ny, nx, -1)
     levels = percentile(cells, 0.1)  # (N, ny, nx)
     return F.interpolate(levels[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 

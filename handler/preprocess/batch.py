@@ -1,6 +1,7 @@
 """A TorchServe batch of requests -> per image its candidate views, per request its images or its
 error: one bad request never spoils the others. Where preprocessing ends; handler/inference.py
 takes the views from here."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ import numpy as np
 import torch
 
 from handler.errors import BadRequest, InputError, InternalError, RequestError
-from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
 from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, decode_pixels, pixels_or_device_jpeg
 from handler.preprocess.envelopes import request_grays
+from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ class RequestBatch:
         self.instances.append(False)
 
 
-def decode_batch(requests: list[dict], device: torch.device | str = "cpu", jpeg_on_device: bool | None = None,
-                 gpu_min_pixels: int = GPU_MIN_PIXELS) -> RequestBatch:
+def decode_batch(
+    requests: list[dict],
+    device: torch.device | str = "cpu",
+    jpeg_on_device: bool | None = None,
+    gpu_min_pixels: int = GPU_MIN_PIXELS,
+) -> RequestBatch:
     """Decode each request on its own (one bad request never spoils the others), then bring all
     the batch's images to MNIST form together on `device`: each call is paid once per batch.
     Plain JPEGs are decoded together on the device when `jpeg_on_device` (default: on CUDA;

@@ -2,6 +2,7 @@
 rotation applied, transparency composited, bombs refused before decoding. The plain small PNGs
 that most clients send take a shorter path (plain_png), to the same pixels; on a GPU worker, plain
 JPEGs are decoded a batch at a time by nvJPEG (device_jpeg, decode_jpegs)."""
+
 from __future__ import annotations
 
 import io
@@ -43,7 +44,9 @@ def decode_image(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         if data[:8] == b"\x89PNG\r\n\x1a\n" and (data[16:20] == bytes(4) or data[20:24] == bytes(4)):
             raise BadRequest("zero_size", "the PNG declares a width or height of 0") from None
-        raise UnsupportedMediaType("not_an_image", "the body is not an image Pillow can read (PNG, JPEG, ...)") from None
+        raise UnsupportedMediaType(
+            "not_an_image", "the body is not an image Pillow can read (PNG, JPEG, ...)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadRequest("truncated", f"the image header is corrupt: {e}") from None
     width, height = image.size
@@ -117,6 +120,7 @@ def in_unit_range(pixels: np.ndarray) -> np.ndarray:
 @dataclass
 class DeviceJpeg:
     """A JPEG left for decoding with its batch on the worker's device (see device_jpeg)."""
+
     data: bytes
 
 
@@ -141,12 +145,18 @@ def device_jpeg(data: bytes) -> bool:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))  # the header only
             orientation = image.getexif().get(_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001  (whatever it is, Pillow's path reports it)
+    except Exception:  # whatever it is, Pillow's path reports it
         return False
     width, height = image.size
-    return (image.format == "JPEG" and image.mode in ("L", "RGB") and 0 < width * height <= MAX_PIXELS
-            and not image.info.get("progressive") and not image.info.get("progression")
-            and getattr(image, "bits", 8) == 8 and orientation == 1)
+    return (
+        image.format == "JPEG"
+        and image.mode in ("L", "RGB")
+        and 0 < width * height <= MAX_PIXELS
+        and not image.info.get("progressive")
+        and not image.info.get("progression")
+        and getattr(image, "bits", 8) == 8
+        and orientation == 1
+    )
 
 
 def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.Tensor | None]:
@@ -238,9 +248,9 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]] | None:
     while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
-        if end > len(data) or zlib.crc32(data[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+        if end > len(data) or zlib.crc32(data[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
             return None
-        chunks.append((kind, data[pos + 8:end - 4]))
+        chunks.append((kind, data[pos + 8 : end - 4]))
         pos = end
         if kind == b"IEND":
             return chunks if pos == len(data) else None

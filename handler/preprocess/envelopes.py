@@ -1,12 +1,14 @@
 """Request payloads -> decoded grayscale images: raw bodies, multipart fields, base64 and data URLs,
 JSON {"data": ...} and {"instances": [...]} (arrays of pixels or base64 images)."""
+
 from __future__ import annotations
 
 import base64
 import binascii
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +114,7 @@ def _looks_like_base64(data: bytes) -> bool:
 def _decode_base64(text: bytes) -> bytes:
     match = _DATA_URL.match(text[:256])
     if match:
-        text = text[match.end():]
+        text = text[match.end() :]
     try:
         # validate=True rejects stray characters instead of silently skipping them.
         return base64.b64decode(b"".join(text.split()), validate=True)

@@ -4,6 +4,7 @@ digits: the ink cropped, its longer side scaled to 20 px, its centre of mass at 
 MNIST itself was made this way (NIST digits scaled into a 20x20 box, anti-aliased, then centred
 by centre of mass in 28x28), so real photos and canvas drawings land in the same space.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,7 @@ def frame_views(x: torch.Tensor, blank: torch.Tensor, multiple: bool) -> list[Vi
     # masks and a nonzero (a batch's fixed cost on the CPU).
     blank_flags, ready_flags = blank.tolist(), already_mnist(x).tolist()
     as_is = multiple and tuple(x.shape[1:]) == (SIDE, SIDE)
-    todo = [i for i, (is_blank, is_ready) in enumerate(zip(blank_flags, ready_flags))
-            if not (is_blank or is_ready)]
+    todo = [i for i, (is_blank, is_ready) in enumerate(zip(blank_flags, ready_flags)) if not (is_blank or is_ready)]
     if todo:
         crops = x[todo]
         if multiple:
@@ -57,8 +57,11 @@ def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     ink = above(x, INK)
     touching = reach_border(ink)  # within the ink
     inner = x * (1 - touching)
-    useful = ((touching.amax((1, 2)) > 0) & ((ink - touching).amax((1, 2)) > 0)
-              & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64)))
+    useful = (
+        (touching.amax((1, 2)) > 0)
+        & ((ink - touching).amax((1, 2)) > 0)
+        & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64))
+    )
     return inner, useful
 
 
@@ -105,14 +108,15 @@ def fit_and_centre(x: torch.Tensor) -> torch.Tensor:
     boxes = torch.cat((first, last), 1).tolist()  # (N, 4): top, left, bottom, right
     digits = []
     for image, (top, left, bottom, right) in zip(x.unbind(0), boxes):
-        digit = image[top:bottom + 1, left:right + 1]
+        digit = image[top : bottom + 1, left : right + 1]
         longer = max(digit.shape)
         scale = BOX / longer
         # Within 10% of the target size resampling would only blur (clean MNIST is already 20 px).
         if not 0.9 <= scale <= 1.1 or longer > SIDE:
             size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
-            digit = F.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False,
-                                  antialias=True)[0, 0].clamp(0, 1)
+            digit = F.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)[
+                0, 0
+            ].clamp(0, 1)
         digits.append(digit)
     # (N, 28, 28): each digit in the top left corner, then moved so that its centre of mass is
     # MNIST's (as far as it fits), by one gather for the whole stack.

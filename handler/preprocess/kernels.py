@@ -3,6 +3,7 @@ per batch, the same code on the CPU and on CUDA.
 
 tests/test_kernels.py checks each against numpy's, scipy's or Pillow's reference implementation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -105,8 +106,27 @@ def pad_last2(x: torch.Tensor, radius: int, mode: str) -> torch.Tensor:
 
 
 # Compare-exchange pairs of the 19-step median-of-9 network (Paeth; Devillard's opt_med9).
-_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+_MEDIAN9 = (
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 1),
+    (3, 4),
+    (6, 7),
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 3),
+    (5, 8),
+    (4, 7),
+    (3, 6),
+    (1, 4),
+    (2, 5),
+    (4, 7),
+    (4, 2),
+    (6, 4),
+    (4, 2),
+)
 
 
 def median3(x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +134,7 @@ def median3(x: torch.Tensor) -> torch.Tensor:
     views (a sort per window costs more on the CPU)."""
     h, w = x.shape[-2:]
     padded = pad_last2(x, 1, "edge")
-    v = [padded[..., i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    v = [padded[..., i : i + h, j : j + w] for i in range(3) for j in range(3)]
     for a, b in _MEDIAN9:
         v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
     return v[4]

@@ -15,6 +15,7 @@ The steps are torch operations on stacks of same-sized images, (N, H, W), on the
 uploads costs about as many calls as one image; a single image is a stack of one. Decisions are
 taken in float64 where a threshold meets a quantile, so that both devices take the same ones.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,9 +60,13 @@ def views_of_bytes(data: bytes, denoise_noisy: bool = True, multiple: bool = Tru
     return views
 
 
-def candidate_views(grays: list[np.ndarray | torch.Tensor], denoise_noisy: bool = True, multiple: bool = True,
-                    device: torch.device | str = "cpu", gpu_min_pixels: int = GPU_MIN_PIXELS
-                    ) -> tuple[list[Views | None], list[InputError | None]]:
+def candidate_views(
+    grays: list[np.ndarray | torch.Tensor],
+    denoise_noisy: bool = True,
+    multiple: bool = True,
+    device: torch.device | str = "cpu",
+    gpu_min_pixels: int = GPU_MIN_PIXELS,
+) -> tuple[list[Views | None], list[InputError | None]]:
     """(H, W) images (float in [0, 1], or uint8 levels) -> per image, its (28, 28) candidate views on
     `device` (the first is the primary one) or why there are none; `multiple=False`: the primary
     view alone. Images of one size are worked on as one stack; each size is a stack of its own
@@ -156,8 +161,9 @@ def on_black(x: torch.Tensor) -> bool:
     return all(size * 0.5 <= black < size * (1 - POLARITY_QUANTILE) for black in black_counts(x).tolist())
 
 
-def cleaned(x: torch.Tensor, denoise_noisy: bool, on_black: bool = False
-             ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+def cleaned(
+    x: torch.Tensor, denoise_noisy: bool, on_black: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Light-on-dark (N, H, W) -> background removed (none `on_black`: see on_black), contrast
     stretched, noise filtered where it is detected; which images are blank; and, if any were
     filtered, their indices and (n, H, W) unfiltered versions."""
