@@ -16,7 +16,7 @@ In one run on one machine:
 Load comes from wrk (apt-get install wrk). Each server first gets --warmup seconds of load that
 are not measured: the JVM's JIT compilers take most of a core for the first half minute, and
 they compile by calls, so the service, answering half the requests per second, needs about
-twice the no-op's time (README, "Performance").
+twice the no-op's time (docs/performance.md).
 At every level the CPU time of the frontend (Java), the workers (Python) and wrk is divided by
 the requests answered: where the time goes. Writes reports/bench.{json,md,png}, or on a host with a
 GPU reports/bench-gpu.{json,md,png}, and names the cores and GPUs it found.

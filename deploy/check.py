@@ -4,7 +4,7 @@
 
 Runs in its own virtual environment (deploy/requirements.txt): kserve's and kubernetes-validate's
 dependencies clash with the service's pins. Besides the schemas it checks what the schemas cannot:
-that the pieces agree with each other and with the auth design (README, "Deploy").
+that the pieces agree with each other and with the auth design (docs/deploy.md).
 """
 
 from __future__ import annotations

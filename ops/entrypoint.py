@@ -8,7 +8,7 @@ Environment:
     BATCH_SIZE       TorchServe's batchSize (default: ops.host_settings.BATCH_SIZE)
     BATCH_DELAY_MS   TorchServe's maxBatchDelay (default: per host, ops.host_settings)
     TOKEN_AUTH       "on" (default: TorchServe writes key_file.json in the working folder) or
-                     "off" (behind an authenticating gateway only: README, "Deploy")
+                     "off" (behind an authenticating gateway only: docs/deploy.md)
 
 The base config's `model_snapshot` is replaced with these settings: TorchServe restores a
 snapshot exactly, where the archive's model-config.yaml would otherwise win.

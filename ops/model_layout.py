@@ -11,7 +11,7 @@ Both flavors listen on all interfaces (inside a container or pod only) and keep 
 off. `image`: inference 8080, management 8081, metrics 8082, token authorization on unless the
 entry point is told TOKEN_AUTH=off. `kserve`: TorchServe's inference on 8085, because KServe's
 model server in front of it takes 8080, and token authorization off: that proxy sends no key
-(README, "Deploy", for the threat model). The KServe runtime starts TorchServe itself, without
+(docs/deploy.md, for the threat model). The KServe runtime starts TorchServe itself, without
 ops.entrypoint, so the worker count is fixed here (--workers, matched to the pod's CPUs).
 """
 

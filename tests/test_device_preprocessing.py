@@ -96,7 +96,7 @@ def test_a_batch_the_device_decoder_refuses_takes_pillows_path(mnist_sample, mon
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_readings_on_cuda_equal_those_on_the_cpu(mnist_sample):
+def test_views_on_cuda_equal_those_on_the_cpu(mnist_sample):
     """Every family through the whole preprocessing on both devices: the same views, bar
     float rounding (JPEGs here take Pillow's path on both, to compare the preprocessing alone;
     small images too are preprocessed on the GPU here, where the handler would use the CPU)."""

@@ -258,7 +258,7 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
             assert all(np.array_equal(a, b) for a, b in zip(batch.views[rows.start], alone))
 
 
-def test_light_ink_on_black_skips_polarity_and_background_with_the_same_readings(mnist_sample):
+def test_light_ink_on_black_skips_polarity_and_background_with_the_same_views(mnist_sample):
     """Stacks of MNIST-like images (light ink, at least half of each black) skip the polarity and
     background steps (mnistify.on_black); each image reads the same as in a stack that takes them
     (beside a grey-ground image), at the edges of the rule too."""
