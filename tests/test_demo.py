@@ -9,12 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from harness.local_server import free_port
+from ops.polling import wait_until
 from tests.conftest import FIXTURES, ROOT
 
 pytestmark = pytest.mark.integration
@@ -42,16 +42,16 @@ def demo(server):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/api/health", timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(f"the demo server did not start: {process.stdout.read1().decode(errors='replace')}")
-            time.sleep(0.2)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise ChildProcessError(f"exited with {process.returncode}")
+            return requests.get(f"{url}/api/health", timeout=5).ok
+
+        try:
+            wait_until(healthy, 60, 0.2, "the demo server to answer", errors=(requests.ConnectionError,))
+        except (TimeoutError, ChildProcessError) as error:
+            pytest.fail(f"the demo server did not start ({error}): {process.stdout.read1().decode(errors='replace')}")
         yield url
     finally:
         process.terminate()

@@ -14,6 +14,7 @@ import requests
 from harness.bad_inputs import BAD_BODIES
 from harness.clients import count_right, predict_concurrently
 from harness.settings import model_config
+from ops.polling import wait_until
 from ops.tsctl import describe, rotate, scale
 from synthetic.families import generate
 from tests.conftest import png_bytes
@@ -39,10 +40,15 @@ def settle_metrics() -> None:
 
 def wait_for_metric(server, name: str, expected: float, seconds: float = 20, **labels) -> float:
     """The metric once it reaches `expected` (handler counters are flushed every second), or as it is."""
-    deadline = time.monotonic() + seconds
-    while (value := metric(server, name, **labels)) < expected and time.monotonic() < deadline:
-        time.sleep(0.25)
-    return value
+
+    def reached() -> tuple[float] | None:
+        value = metric(server, name, **labels)
+        return (value,) if value >= expected else None
+
+    try:
+        return wait_until(reached, seconds, 0.25, f"{name} to reach {expected}")[0]
+    except TimeoutError:
+        return metric(server, name, **labels)
 
 
 def test_ping_is_healthy(server):
@@ -183,10 +189,11 @@ def test_scale_1_3_1_while_serving(server, mnist_sample):
             i += 1
 
     def answered_more(count: int, timeout: float = 30) -> bool:
-        target, deadline = len(results) + count, time.monotonic() + timeout
-        while len(results) < target and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return len(results) >= target
+        target = len(results) + count
+        try:
+            return wait_until(lambda: len(results) >= target, timeout, 0.05, f"{count} more answers")
+        except TimeoutError:
+            return False
 
     thread = threading.Thread(target=traffic)
     thread.start()
