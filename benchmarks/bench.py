@@ -22,43 +22,26 @@ the requests answered: where the time goes. Writes reports/bench.{json,md,png}, 
 GPU reports/bench-gpu.{json,md,png}, and names the cores and GPUs it found.
 Instead of all that, --sweep serves batch size x delay x workers, and --cuda-sync the GPU wait
 schedules (handler/cuda_sync.py) one after the other.
-This module drives the servers and wrk; the bodies and step 1 live in benchmarks/in_process.py, the
-reports' tables, goals and plot in benchmarks/bench_report.py.
+This module runs the steps; the bodies and step 1 live in benchmarks/in_process.py, serving and
+wrk's load in benchmarks/load.py, the reports' tables, goals and plot in benchmarks/bench_report.py,
+--sweep and --cuda-sync in benchmarks/variants.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import resource
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-import psutil
-import yaml
-
-from benchmarks.bench_report import (
-    cuda_sync_markdown,
-    failures,
-    markdown,
-    plot,
-    ratios,
-    report_stem,
-    sweep_markdown,
-    total_cpu_us,
-    write_report,
-)
-from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, listed_bodies, write_bodies
+from benchmarks.bench_report import markdown, plot, ratios, report_stem, total_cpu_us, write_report
+from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, write_bodies
+from benchmarks.load import measured_wrk, serve, serve_and_load, wrk
+from benchmarks.variants import cuda_sync_markdown, cuda_sync_runs, sweep, sweep_markdown
 from handler.cuda_sync import SCHEDULES
-from harness.clients import count_right, predict_concurrently
-from harness.local_server import LocalTorchServe
-from harness.settings import model_config
 from ops.build_archive import build_archive
-from ops.host_settings import HostSettings, host_settings, model_snapshot
+from ops.host_settings import HostSettings, host_settings
 from ops.paths import ROOT
 from ops.stamp import gpus, stamp
 
@@ -98,96 +81,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], content_type: str) -> dict:
-    """Every body once at concurrency 32, every answer compared with its label."""
-    bodies = listed_bodies(listing)
-    responses = predict_concurrently(server, bodies, content_type, concurrency=32)
-    errors = sum(r.status_code != 200 for r in responses)
-    right = count_right(responses, labels)
-    return {"requests": len(bodies), "errors": errors, "right": right}
-
-
-def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
-    command = [
-        "wrk",
-        f"-t{min(connections, 2)}",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(ROOT / "benchmarks" / "bench.lua"),
-        server.predictions,
-        "--",
-        str(listing),
-        server.keys()["inference"],
-        content_type,
-    ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
-    result["rps"] = round(result["answered"] / (result["duration_us"] / 1e6), 1)
-    return result
-
-
-def cpu_seconds(server: LocalTorchServe) -> dict[str, float]:
-    """CPU seconds used so far by the frontend (the JVM), the Python workers and wrk (our children)."""
-    used = {"frontend": 0.0, "workers": 0.0}
-    for proc in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            kind = (
-                "frontend"
-                if proc.name() == "java"
-                else "workers"
-                if "model_service_worker" in " ".join(proc.cmdline())
-                else None
-            )
-            if kind:
-                times = proc.cpu_times()
-                used[kind] += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass  # a worker that ended between the listing and the reading
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    used["wrk"] = children.ru_utime + children.ru_stime
-    return used
-
-
-def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
-    """wrk at one level, plus the CPU microseconds each part spent per answered request."""
-    before = cpu_seconds(server)
-    result = wrk(server, listing, content_type, connections, seconds)
-    after = cpu_seconds(server)
-    result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6) for k in before}
-    return result
-
-
-def serve(store: Path, settings: HostSettings) -> LocalTorchServe:
-    """A started server, as `make serve` and the image serve: with the host's workers and batch
-    delay (ops.host_settings), which replace the archive's."""
-    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
-
-
-def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSettings, args) -> dict:
-    """Load at each level (see serve)."""
-    server = serve(store, settings)
-    try:
-        if args.warmup:
-            listing, _ = sets[names[0]]
-            wrk(server, listing, SETS[names[0]][1], 32, args.warmup)
-        rows = {}
-        for name in names:
-            listing, labels = sets[name]
-            content_type = SETS[name][1]
-            rows[name] = {"checked": checked_pass(server, listing, labels, content_type), "load": {}}
-            for connections in args.concurrency:
-                rows[name]["load"][connections] = measured_wrk(
-                    server, listing, content_type, connections, args.duration
-                )
-                print(name, connections, rows[name]["load"][connections], flush=True)
-        return rows
-    finally:
-        server.stop()
-
-
 def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> list[dict]:
     """Step 4: per pair, the no-op's and the service's c32 requests/s (and CPU per request, all
     processes) and c1 p50, and their ratios."""
@@ -214,66 +107,6 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
         print("pair", pair, flush=True)
         out.append(pair)
     return out
-
-
-def sweep(sets: dict, work: Path, args) -> list[dict]:
-    """Throughput and latency of the service for batch size x max delay x workers (MNIST PNGs)."""
-    base = model_config()
-    rows = []
-    pairs = [(16, d) for d in args.sweep_delays] if args.sweep_delays else [(1, 0), (8, 2), (16, 5), (32, 5), (16, 10)]
-    for workers in args.sweep_workers:
-        for batch, delay in pairs:
-            config = dict(base, minWorkers=workers, maxWorkers=workers, batchSize=batch, maxBatchDelay=delay)
-            server = LocalTorchServe(archive_with(config, work / f"sweep-{workers}-{batch}-{delay}")).start()
-            try:
-                listing, _ = sets["mnist_png"]
-                row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
-                if args.warmup:
-                    wrk(server, listing, "image/png", 32, args.warmup)
-                for connections in (1, 32):
-                    r = wrk(server, listing, "image/png", connections, args.duration)
-                    row[f"c{connections}_rps"], row[f"c{connections}_p50_ms"] = r["rps"], r["p50_us"] / 1000
-                    row[f"c{connections}_p99_ms"] = r["p99_us"] / 1000
-            finally:
-                server.stop()
-            print("sweep", row, flush=True)
-            rows.append(row)
-    return rows
-
-
-def archive_with(config: dict, folder: Path) -> Path:
-    """A model store in `folder` holding the service's archive with `config` as its model-config.yaml."""
-    folder.mkdir()
-    (folder / "model-config.yaml").write_text(yaml.safe_dump(config))
-    build_archive(folder / "store", config_file=folder / "model-config.yaml")
-    return folder / "store"
-
-
-def cuda_sync_runs(sets: dict, work: Path, settings: HostSettings, args) -> list[dict]:
-    """The service with each --cuda-sync schedule (handler/cuda_sync.py) in its archive's
-    model-config.yaml, otherwise as in step 3: whether sleeping instead of spinning through the
-    GPU waits lowers the workers' CPU per request, and what it costs in requests/s and latency."""
-    base = model_config()
-    rows = []
-    for schedule in args.cuda_sync:
-        config = dict(base, handler={**base.get("handler", {}), "cuda_sync": schedule})
-        store = archive_with(config, work / f"cuda-sync-{schedule}")
-        for name, result in serve_and_load(store, sets, list(SETS), settings, args).items():
-            for connections, r in result["load"].items():
-                rows.append(
-                    {
-                        "cuda_sync": schedule,
-                        "bodies": name,
-                        "concurrency": connections,
-                        "rps": r["rps"],
-                        "p50_ms": r["p50_us"] / 1000,
-                        "p99_ms": r["p99_us"] / 1000,
-                        "errors": failures(r),
-                        "worker_cpu_us": r["cpu_us_per_request"]["workers"],
-                        "checked": f"{result['checked']['right']}/{result['checked']['requests']}",
-                    }
-                )
-    return rows
 
 
 def main(args: argparse.Namespace) -> dict:

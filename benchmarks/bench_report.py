@@ -1,6 +1,6 @@
-"""make bench's reports: the goals' ratios, the Markdown tables and the plot of
-reports/bench{,-gpu}.{json,md,png}, of the sweep (sweep.{json,md}) and of the GPU wait schedules
-(cuda-sync.{json,md}). Every report starts with its stamp (ops/stamp.py).
+"""make bench's report: the goals' ratios, the Markdown tables and the plot of
+reports/bench{,-gpu}.{json,md,png}, and the helpers every benchmark report uses (write_report,
+markdown_table). Every report starts with its stamp (ops/stamp.py).
 """
 
 from __future__ import annotations
@@ -258,73 +258,3 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def cuda_sync_markdown(report: dict, settings) -> str:
-    """The GPU wait schedules' table (`settings`: the host's HostSettings)."""
-    rows = report["rows"]
-    lines = [
-        "# GPU wait schedules",
-        "",
-        f"The service with handler.cuda_sync set in its archive, {settings.workers} workers, "
-        f"batch {settings.batch_size}, max delay {settings.batch_delay_ms} ms; "
-        "`python -m benchmarks.bench --cuda-sync ...`. Workers' CPU is per answered request; checked: "
-        "right answers of one pass over the bodies at concurrency 32.",
-        "",
-    ]
-    lines += markdown_table(
-        [
-            "cuda_sync",
-            "bodies",
-            "concurrency",
-            "requests/s",
-            "p50 ms",
-            "p99 ms",
-            "errors",
-            "workers' CPU us",
-            "checked",
-        ],
-        [
-            [
-                r["cuda_sync"],
-                r["bodies"],
-                str(r["concurrency"]),
-                f"{r['rps']:,.0f}",
-                f"{r['p50_ms']:.1f}",
-                f"{r['p99_ms']:.1f}",
-                str(r["errors"]),
-                str(r["worker_cpu_us"]),
-                r["checked"],
-            ]
-            for r in rows
-        ],
-    )
-    return "\n".join(lines) + "\n"
-
-
-def sweep_markdown(report: dict) -> str:
-    """The sweep's table."""
-    rows = report["rows"]
-    lines = [
-        "# Batching and workers sweep",
-        "",
-        "The service with MNIST test PNGs, wrk at concurrency 1 and 32; `python -m benchmarks.bench --sweep`.",
-        "",
-    ]
-    lines += markdown_table(
-        ["workers", "batch size", "max delay ms", "c1 req/s", "c1 p50 ms", "c32 req/s", "c32 p50 ms", "c32 p99 ms"],
-        [
-            [
-                str(r["workers"]),
-                str(r["batchSize"]),
-                str(r["maxBatchDelay"]),
-                f"{r['c1_rps']:,.0f}",
-                f"{r['c1_p50_ms']:.1f}",
-                f"{r['c32_rps']:,.0f}",
-                f"{r['c32_p50_ms']:.1f}",
-                f"{r['c32_p99_ms']:.1f}",
-            ]
-            for r in rows
-        ],
-    )
-    return "\n".join(lines) + "\n"

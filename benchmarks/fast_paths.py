@@ -21,9 +21,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench import archive_with, measured_wrk, serve, wrk
 from benchmarks.bench_report import failures, markdown_table, write_report
 from benchmarks.in_process import write_bodies
+from benchmarks.load import measured_wrk, serve, wrk
+from benchmarks.variants import archive_with
 from harness.settings import model_config
 from ops.host_settings import host_settings
 from ops.paths import ROOT
