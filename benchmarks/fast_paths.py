@@ -3,8 +3,8 @@
 For each switch measured, the service is served with the host's settings (as `make serve` serves
 it) twice: as shipped, and with that one switch off. Each server gets --warmup seconds of unmeasured
 load at concurrency 32 (the JVM compiles by calls), then --duration seconds of MNIST PNGs at the
-switch's concurrency: 32 for the worker's socket and the prepacked convolutions (full batches), 1
-for native small batches (a batch of one image each). The two ways alternate, --rounds times,
+switch's concurrency: 32 for the worker's socket (full batches), 1 for native small batches (a
+batch of one image each). The two ways alternate, --rounds times,
 because a shared machine's speed drifts within minutes. A way's figure is the median over rounds
 of the workers' CPU per request answered; a fast path pays for its private API when it saves at
 least 3% of it.
@@ -31,7 +31,7 @@ from ops.paths import ROOT
 from ops.stamp import stamp
 
 # switch -> the concurrency it is measured at
-SWITCHES = {"buffered_socket": 32, "packed_convolutions": 32, "native_small_batches": 1}
+SWITCHES = {"buffered_socket": 32, "native_small_batches": 1}
 WORTH = 0.03  # the least share of a worker's CPU a private API must save
 
 

@@ -13,15 +13,11 @@ fast-paths` (reports/fast-paths.md); those that saved under 3% were removed (doc
    six headers is over 400 system calls. `install_buffered_socket()` replaces those two functions
    with reads from a per-socket buffer refilled up to 64 KiB at a time: TorchServe's own parsing
    code runs unchanged on the same bytes, with a few system calls per batch.
-2. Prepacked oneDNN convolutions (`packed_convolutions`). On the CPU, each convolution and its ReLU
-   as one oneDNN call on weights reordered once into oneDNN's blocked layout
-   (`torch.ops.mkldnn._convolution_pointwise`, what torch.compile's CPU freezing emits), where
-   F.conv2d reorders them on every call; the same kernels and outputs.
-3. Native convolutions for batches of one or two (`native_small_batches`). For them oneDNN's
+2. Native convolutions for batches of one or two (`native_small_batches`). For them oneDNN's
    per-call setup outweighs the work; PyTorch's native kernel (`aten::thnn_conv2d`, what F.conv2d
    runs with oneDNN disabled) is called directly, so no process-wide switch is flipped per call.
 
-One patch is here for correctness, not speed: 4. TorchServe's PredictionTime gauge
+One patch is here for correctness, not speed: 3. TorchServe's PredictionTime gauge
 (`route_prediction_time`). TorchServe 0.12.0's worker records it after every batch with
 `metrics.add_time(name, value)` (ts/service.py), which gives it the dimension values ["Error"]
 against the declared ["ModelName", "Level"]: the gauge is never exported, and the worker logs an
@@ -50,7 +46,7 @@ _INT = struct.Struct("!i")
 
 
 def torch_checked() -> bool:
-    """Whether this PyTorch is one the convolution fast paths were checked against."""
+    """Whether this PyTorch is one the native convolution path was checked against."""
     return torch.__version__.startswith(TORCH_VERSIONS)
 
 
@@ -144,48 +140,7 @@ def install_buffered_socket() -> bool:
     return True
 
 
-# ---------------------------------------------------------------- 2. prepacked oneDNN convolutions
-
-Layer = tuple[torch.Tensor, "torch.Tensor | None", list[int], list[int], list[int], int]
-
-
-class PackedConvolutions:
-    """Convolutions each followed by its ReLU, as oneDNN calls on prepacked weights:
-    (N, 1, 28, 28) channels-last -> the last convolution's (N, C, h, w) after ReLU. CPU only."""
-
-    def __init__(self, layers: list[Layer]) -> None:
-        self.layers = layers  # (packed weight, bias, padding, stride, dilation, groups) per convolution
-
-    @classmethod
-    def of(cls, convolutions: list[nn.Conv2d], batch_size: int, side: int = 28) -> PackedConvolutions | None:
-        """Weights laid out for batches of `batch_size` (others run too, with the same outputs);
-        None where oneDNN or this PyTorch's private ops are missing."""
-        if not (
-            torch_checked()
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-        ):
-            return None
-        layers = []
-        for conv in convolutions:
-            geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                conv.weight.detach().contiguous().to_mkldnn(), *geometry, [batch_size, conv.in_channels, side, side]
-            )
-            bias = conv.bias.detach() if conv.bias is not None else None
-            layers.append((weight, bias, *geometry))
-            side = (side + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-        return cls(layers)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        for weight, bias, padding, stride, dilation, groups in self.layers:
-            x = torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, padding, stride, dilation, groups, "relu", [], ""
-            )
-        return x
-
-
-# ---------------------------------------------------------------- 3. native small-batch convolutions
+# ---------------------------------------------------------------- 2. native small-batch convolutions
 
 
 def native_conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
@@ -204,7 +159,7 @@ def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
     return x
 
 
-# ---------------------------------------------------------------- 4. TorchServe's PredictionTime gauge
+# ---------------------------------------------------------------- 3. TorchServe's PredictionTime gauge
 
 
 def route_prediction_time(metrics, observe: Callable[[float], None]) -> bool:

@@ -85,12 +85,7 @@ class DigitHandler:
         self.device = self._device(properties.get("gpu_id"), settings.cuda_sync)
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
-        self.model = served_network(
-            load_checkpoint(weights),
-            properties.get("batch_size"),
-            settings.packed_convolutions,
-            settings.native_small_batches,
-        ).to(self.device)
+        self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
         self.model_name = context.model_name
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:

@@ -1,6 +1,7 @@
 """The network as the handler runs it: BatchNorm folded, weights channels-last, the convolutions
 called as functions (their module calls cost about 0.1 ms a forward pass, a quarter of a
-one-image pass on the CPU), and on the CPU the convolution fast paths of handler/fast_paths.py."""
+one-image pass on the CPU), and on the CPU small batches on the native kernel
+(handler/fast_paths.py)."""
 
 from __future__ import annotations
 
@@ -8,45 +9,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from handler.fast_paths import PackedConvolutions, conv_relu, native_conv_relu, torch_checked
+from handler.fast_paths import conv_relu, native_conv_relu, torch_checked
 from model.network import DigitCNN, fuse_batchnorm
 
 # On the CPU, batches of up to this many images skip oneDNN: its per-call setup outweighs their
 # work (one image: about 0.31 against 0.45 ms, two: 0.43 against 0.86), while from three images
 # on it is faster (at 16, about six times).
 NATIVE_CPU_MAX_BATCH = 2
-# The batch size oneDNN's weight layout is chosen for where the caller names none (the handler
-# names TorchServe's batchSize, model-config.yaml); any other batch runs with it too, with the
-# same outputs. tests/test_settings.py checks that it is the archive's batch size.
-PACKED_FOR_BATCH = 16
 
 
 class ServedCNN(nn.Module):
-    """DigitCNN's (N, 1, 28, 28) images in [0, 1] -> (N, 10) logits, computed as handler/fast_paths.py
-    allows: `packed` (batches over NATIVE_CPU_MAX_BATCH on prepacked oneDNN weights) and `native`
-    (smaller batches on PyTorch's native kernel), each False for the public path."""
+    """DigitCNN's (N, 1, 28, 28) images in [0, 1] -> (N, 10) logits; on the CPU, batches of up to
+    NATIVE_CPU_MAX_BATCH on PyTorch's native kernel when `native` (False: oneDNN for every batch)."""
 
-    def __init__(
-        self, model: DigitCNN, batch_size: int = PACKED_FOR_BATCH, packed: bool = True, native: bool = True
-    ) -> None:
+    def __init__(self, model: DigitCNN, native: bool = True) -> None:
         super().__init__()
         self.network = fuse_batchnorm(model).to(memory_format=torch.channels_last)
         self.config = model.config
         self.convolutions = conv_relu_chain(self.network)  # None: not conv -> ReLU throughout
-        usable = self.convolutions is not None
-        self.packed = PackedConvolutions.of(self.convolutions, batch_size) if usable and packed else None
-        self.native = usable and native and torch_checked()
+        self.native = self.convolutions is not None and native and torch_checked()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.convolutions is None:
             return self.network(x)
         x = self.network.normalize(x)
-        if x.device.type != "cpu":
-            features = conv_relu(x, self.convolutions)
-        elif len(x) <= NATIVE_CPU_MAX_BATCH and self.native:
+        if self.native and x.device.type == "cpu" and len(x) <= NATIVE_CPU_MAX_BATCH:
             features = native_conv_relu(x, self.convolutions)
-        elif len(x) > NATIVE_CPU_MAX_BATCH and self.packed is not None:
-            features = self.packed(x.contiguous(memory_format=torch.channels_last))
         else:
             features = conv_relu(x, self.convolutions)
         classifier = self.network.classifier
@@ -71,9 +59,6 @@ def conv_relu_chain(network: DigitCNN) -> list[nn.Conv2d] | None:
     return convolutions
 
 
-def served_network(
-    model: DigitCNN, batch_size: int | None = None, packed: bool = True, native: bool = True
-) -> ServedCNN:
-    """The network as the handler runs it, its oneDNN weights laid out for batches of
-    `batch_size` (default PACKED_FOR_BATCH)."""
-    return ServedCNN(model, batch_size or PACKED_FOR_BATCH, packed, native)
+def served_network(model: DigitCNN, native: bool = True) -> ServedCNN:
+    """The network as the handler runs it (ServedCNN)."""
+    return ServedCNN(model, native)

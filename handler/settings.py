@@ -33,7 +33,6 @@ class HandlerSettings:
     metrics_flush_seconds: float = 1.0
     # The fast paths of handler/fast_paths.py; false: the public path, same answers.
     buffered_socket: bool = True
-    packed_convolutions: bool = True
     native_small_batches: bool = True
     # TorchServe's PredictionTime gauge through the handler's metrics (fast_paths.py explains why).
     route_prediction_time: bool = True

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import yaml
 
-from handler.served_model import PACKED_FOR_BATCH
 from handler.settings import HandlerSettings, SettingsError
 from ops import host_settings
 from ops.paths import ROOT
@@ -69,10 +68,10 @@ def test_a_worker_with_a_misspelled_setting_does_not_start():
 
 
 def test_batching_defaults_agree_across_the_files_that_state_them():
-    """The archive's model-config.yaml, the host settings that override it at start
-    (ops/host_settings.py) and the batch the oneDNN weights are laid out for by default."""
+    """The archive's model-config.yaml and the host settings that override it at start
+    (ops/host_settings.py)."""
     config = _model_config()
-    assert config["batchSize"] == host_settings.BATCH_SIZE == PACKED_FOR_BATCH
+    assert config["batchSize"] == host_settings.BATCH_SIZE
     assert config["maxBatchDelay"] == host_settings.CPU_BATCH_DELAY_MS
     assert config["responseTimeout"] == host_settings.RESPONSE_TIMEOUT_S
     assert config["startupTimeout"] == host_settings.STARTUP_TIMEOUT_S
