@@ -16,15 +16,6 @@ import pytest
 from ops import stamp
 from ops.paths import ROOT
 
-# Written before reports carried stamps; `make bench` and `make soak` regenerate them stamped. Until
-# then an unstamped one is an expected failure; once stamped, it is checked like the others.
-UNSTAMPED_UNTIL_REGENERATED = {
-    "reports/bench.md",
-    "reports/bench.json",
-    "reports/reliability.md",
-    "reports/reliability.json",
-}
-
 
 def _git(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
@@ -68,10 +59,6 @@ def test_only_stamped_report_kinds_are_tracked():
 @pytest.mark.parametrize("path", _tracked_reports() or [pytest.param(None, marks=pytest.mark.skip("no reports"))])
 def test_tracked_report_is_stamped_by_a_commit_in_heads_history(path):
     commit = report_commit(path)
-    if commit is None and path in UNSTAMPED_UNTIL_REGENERATED:
-        pytest.xfail(
-            f"{path} predates report stamps: regenerate it ({'make bench' if 'bench' in path else 'make soak'})"
-        )
     assert commit, f'{path} has no stamp (first line of a .md, "stamp" of a .json): regenerate it'
     known = _git("cat-file", "-e", f"{commit}^{{commit}}")
     assert known.returncode == 0, f"{path} names commit {commit}, which this clone does not have"
