@@ -133,7 +133,7 @@ def markdown(r: dict) -> str:
             "decode_batch). Each has a regression test (`tests/test_bad_inputs.py`, `tests/test_views.py`).",
             "- Decompression bombs (checked by the test suite, not by this run): a PNG declaring 50,000 x 50,000 "
             "pixels is refused with 413 from its header "
-            "(`tests/test_preprocess.py::test_bomb_is_refused_before_decoding`: under 5 MB traced).",
+            "(`tests/test_bad_inputs.py::test_bomb_is_refused_before_decoding`: under 5 MB traced).",
             "",
             "## Worker killed (kill -9) under load",
             "",
