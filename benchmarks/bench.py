@@ -32,12 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from benchmarks.bench_report import markdown, plot, ratios, report_stem, total_cpu_us, write_report
 from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, write_bodies
-from benchmarks.load import measured_wrk, serve, serve_and_load, wrk
+from benchmarks.load import folders, measured_wrk, serve, serve_and_load, wrk
 from benchmarks.variants import cuda_sync_markdown, cuda_sync_runs, sweep, sweep_markdown
 from handler.cuda_sync import SCHEDULES
 from ops.build_archive import build_archive
@@ -110,11 +109,7 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
 
 
 def main(args: argparse.Namespace) -> dict:
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk not found: `apt-get install wrk` (make bench does it when run as root)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    out, work = folders(args.out, "bench-")
     settings = host_settings()  # WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override, as for make serve
     try:
         sets = write_bodies(work)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 from benchmarks.bench_report import failures, markdown_table, write_report
 from benchmarks.in_process import write_bodies
-from benchmarks.load import measured_wrk, serve, wrk
+from benchmarks.load import folders, measured_wrk, serve, wrk
 from benchmarks.variants import archive_with
 from harness.settings import model_config
 from ops.host_settings import host_settings
@@ -109,11 +108,7 @@ def markdown(report: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk not found: `apt-get install wrk` (make fast-paths does it when run as root)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fast-paths-"))
+    out, work = folders(args.out, "fast-paths-")
     try:
         listing, _ = write_bodies(work)["mnist_png"]
         report = {

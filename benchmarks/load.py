@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import resource
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -107,3 +109,12 @@ def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSett
         return rows
     finally:
         server.stop()
+
+
+def folders(out: str, prefix: str) -> tuple[Path, Path]:
+    """The report folder (made if missing) and a fresh work folder for a benchmark run; stops at once
+    when wrk is missing."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: `apt-get install wrk` (make wrk does it when run as root)")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return Path(out), Path(tempfile.mkdtemp(prefix=prefix))

@@ -10,7 +10,7 @@ from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.build_archive import build_archive
 from ops.paths import ROOT
-from synthetic.families import encode_image as png_bytes  # noqa: F401  (tests encode PNGs with it)
+from synthetic.families import encode_image as png_bytes  # tests encode PNGs with it
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -42,3 +42,17 @@ def handler_and_context(tmp_path):
     """An initialized DigitHandler over the committed weights, with an in-process context."""
     # Metrics flushed by each batch, not by the background thread: tests read them deterministically.
     return load_handler(model_dir=tmp_path, metrics_flush_seconds=0)
+
+
+@pytest.fixture(scope="session")
+def digit(mnist_sample) -> np.ndarray:
+    """One MNIST test digit, (28, 28) uint8, light on black."""
+    return mnist_sample[0][0]
+
+
+@pytest.fixture(scope="session")
+def reference(digit) -> np.ndarray:
+    """The primary view the preprocessing makes of `digit` as a PNG: what other encodings must match."""
+    from tests.preprocess_helpers import primary_view
+
+    return primary_view(png_bytes(digit))

@@ -34,3 +34,15 @@ def noise_level(gray: np.ndarray | torch.Tensor) -> float:
 def is_noisy(gray: np.ndarray | torch.Tensor) -> bool:
     """Whether the denoise step would run on this image."""
     return noise_level(gray) > NOISE_SHARE
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images' pixels: 1 for the same picture."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def one(request: dict) -> np.ndarray:
+    """The primary view of a request that holds exactly one image."""
+    images, instances = request_images(request)
+    assert len(images) == 1 and not instances
+    return images[0]

@@ -13,11 +13,6 @@ from tests.conftest import png_bytes
 from tests.preprocess_helpers import request_images
 
 
-@pytest.fixture(scope="module")
-def digit(mnist_sample) -> np.ndarray:
-    return mnist_sample[0][0]  # (28, 28) uint8, light on black
-
-
 def rejected(request: dict) -> InputError:
     with pytest.raises(InputError) as info:
         request_images(request)

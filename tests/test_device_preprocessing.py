@@ -13,22 +13,7 @@ from synthetic.families import FAMILIES, generate
 from synthetic.families import encode_image as encode
 from synthetic.fonts import fonts_available
 from tests.conftest import png_bytes
-from tests.preprocess_helpers import primary_view
-
-
-@pytest.fixture(scope="module")
-def digit(mnist_sample) -> np.ndarray:
-    return mnist_sample[0][0]  # (28, 28) uint8, light on black
-
-
-@pytest.fixture(scope="module")
-def reference(digit) -> np.ndarray:
-    return primary_view(png_bytes(digit))
-
-
-def similar(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
+from tests.preprocess_helpers import similar
 
 # ---------------------------------------------------------------- JPEGs decoded on the device
 

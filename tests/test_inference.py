@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from handler.inference import tta
-from tests.preprocess_helpers import request_images
-
-
-def one(request: dict) -> np.ndarray:
-    images, instances = request_images(request)
-    assert len(images) == 1 and not instances
-    return images[0]
 
 
 class _Recorder(torch.nn.Module):

@@ -9,27 +9,7 @@ import torch
 from handler import preprocess as P
 from synthetic.families import generate
 from tests.conftest import png_bytes
-from tests.preprocess_helpers import is_noisy, noise_level, primary_view, request_images, views_of_bytes
-
-
-@pytest.fixture(scope="module")
-def digit(mnist_sample) -> np.ndarray:
-    return mnist_sample[0][0]  # (28, 28) uint8, light on black
-
-
-@pytest.fixture(scope="module")
-def reference(digit) -> np.ndarray:
-    return primary_view(png_bytes(digit))
-
-
-def similar(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
-
-def one(request: dict) -> np.ndarray:
-    images, instances = request_images(request)
-    assert len(images) == 1 and not instances
-    return images[0]
+from tests.preprocess_helpers import is_noisy, noise_level, primary_view, similar, views_of_bytes
 
 
 def test_noise_levels_on_black_read_the_background_level_without_its_histogram(mnist_sample, monkeypatch):
