@@ -21,18 +21,12 @@ logger = logging.getLogger(__name__)
 SCHEDULES = {"auto": 0x0, "spin": 0x1, "yield": 0x2, "block": 0x4}
 
 
-def checked_schedule(schedule: str) -> str:
-    """The setting itself, or ValueError: checked on every host, so a typo fails on the CPU too."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"cuda_sync must be one of {sorted(SCHEDULES)}, not {schedule!r}")
-    return schedule
-
-
 def set_sync_schedule(ordinal: int, schedule: str) -> bool:
     """Ask the driver to wait for device `ordinal` this way (a key of SCHEDULES); True if it took.
     Call before the first CUDA work on that device; False (logged) where the driver is missing or
     refuses, and the worker keeps CUDA's default."""
-    checked_schedule(schedule)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"cuda_sync must be one of {sorted(SCHEDULES)}, not {schedule!r}")
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -149,13 +148,6 @@ def native_conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Te
     process-wide flag. Zero-padded, ungrouped, undilated convolutions only (ServedCNN checks)."""
     for conv in convolutions:
         x = torch.ops.aten.thnn_conv2d(x, conv.weight, conv.kernel_size, conv.bias, conv.stride, conv.padding).relu_()
-    return x
-
-
-def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
-    """The public path of the same: F.conv2d, then ReLU, per convolution."""
-    for conv in convolutions:
-        x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
     return x
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from handler.fast_paths import conv_relu, native_conv_relu, torch_checked
+from handler.fast_paths import native_conv_relu, torch_checked
 from model.network import DigitCNN, fuse_batchnorm
 
 # On the CPU, batches of up to this many images skip oneDNN: its per-call setup outweighs their
@@ -40,6 +40,14 @@ class ServedCNN(nn.Module):
         classifier = self.network.classifier
         pooled = F.adaptive_avg_pool2d(features, self.network.pool.output_size)  # (N, C, pool, pool)
         return F.linear(pooled.flatten(1), classifier.weight, classifier.bias)
+
+
+def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:
+    """Normalized (N, 1, 28, 28) -> the last convolution's output after ReLU, through F.conv2d (the
+    public path; handler/fast_paths.py has the native one for small batches)."""
+    for conv in convolutions:
+        x = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+    return x
 
 
 def conv_relu_chain(network: DigitCNN) -> list[nn.Conv2d] | None:
