@@ -19,6 +19,7 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from ts.metrics.metric_type_enum import MetricTypes
 
 from handler import fast_paths
+from handler.answers import error_answer, model_metadata, prediction_answer
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
 from handler.inference import digit_probabilities
@@ -87,6 +88,8 @@ class DigitHandler:
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
         self.model_name = context.model_name
+        # (name, version) as the Open Inference Protocol's answers give them
+        self.model_id = self.model_name, str(context.manifest["model"].get("modelVersion", "1.0"))
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
             fast_paths.route_prediction_time(context.metrics, lambda ms: self._observe("PredictionTime", ms, "Model"))
@@ -113,9 +116,10 @@ class DigitHandler:
         torch.cuda.set_device(device)
         return device
 
-    def preprocess(self, data: list[dict]) -> RequestBatch:
+    def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> RequestBatch:
+        """`headers`: each request's, lowercased."""
         start = time.perf_counter()
-        batch = decode_batch(data, self.device, gpu_min_pixels=self.settings.gpu_min_pixels)
+        batch = decode_batch(data, self.device, gpu_min_pixels=self.settings.gpu_min_pixels, headers=headers)
         self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
         return batch
 
@@ -130,14 +134,20 @@ class DigitHandler:
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.perf_counter()
         self.context = context
-        batch = self.preprocess(data)
-        answers = self.postprocess(batch, self.inference(batch))
+        headers = [{k.lower(): v for k, v in context.get_all_request_header(i).items()} for i in range(len(data))]
+        # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
+        if len(data) == 1 and headers[0].get("describe") == "True":
+            return [json.dumps(model_metadata(self.model_id))]
+        batch = self.preprocess(data, headers)
+        answers = self.postprocess(batch, self.inference(batch), headers)
         self._observe("HandlerTime", round((time.perf_counter() - start) * 1000, 2), "Model")
         if self.flush_seconds <= 0:
             self.flush_metrics()
         return answers
 
-    def postprocess(self, batch: RequestBatch, probabilities: torch.Tensor | None) -> list[str]:
+    def postprocess(
+        self, batch: RequestBatch, probabilities: torch.Tensor | None, headers: list[dict[str, str]] | None = None
+    ) -> list[str]:
         predictions = self._predictions(probabilities) if probabilities is not None else []
         for digit, count in Counter(p["digit"] for p in predictions).items():
             self._add("DigitPredictions", count, str(digit))
@@ -145,31 +155,28 @@ class DigitHandler:
         if unsure:
             self._add("LowConfidencePredictions", unsure)
         answers = []
-        for idx, (span, instances) in enumerate(zip(batch.outcomes, batch.instances)):
+        for idx, (span, envelope) in enumerate(zip(batch.outcomes, batch.envelopes)):
             self.context.set_response_content_type(idx, "application/json")
-            self._echo_request_id(idx)
+            self._echo_request_id(idx, headers[idx] if headers else {})
             if isinstance(span, RequestError):
                 self.context.set_response_status(span.status, span.message, idx)
                 if isinstance(span, InputError):
                     self._add("RejectedInputs", 1, span.reason)
                 else:
                     self._add("InternalErrors", 1)
-                answers.append(json.dumps(span.body()))
-            elif instances:
-                answers.append(json.dumps({"predictions": predictions[span]}))
+                answers.append(error_answer(envelope, span, self.model_id))
             else:
-                answers.append(json.dumps(predictions[span.start]))
+                answers.append(prediction_answer(envelope, predictions[span], self.model_id))
         return answers
 
-    def _echo_request_id(self, idx: int) -> None:
+    def _echo_request_id(self, idx: int, headers: dict[str, str]) -> None:
         """The request's X-Client-Request-ID back on its answer: a caller can check that the answer is its
         own. TorchServe 0.12's frontend has delivered a batch's answers to other requests when a
         worker was scaled down mid-batch (docs/operations.md); DigitClient sends one and retries
         an answer that carries another."""
-        for name, value in self.context.get_all_request_header(idx).items():
-            if name.lower() == REQUEST_ID_HEADER.lower():
-                self.context.set_response_header(idx, REQUEST_ID_HEADER, value)
-                return
+        value = headers.get(REQUEST_ID_HEADER.lower())
+        if value is not None:
+            self.context.set_response_header(idx, REQUEST_ID_HEADER, value)
 
     @staticmethod
     def _predictions(probabilities: torch.Tensor) -> list[dict]:

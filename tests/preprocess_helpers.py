@@ -7,18 +7,19 @@ import torch
 
 from handler.preprocess import candidate_views, request_grays
 from handler.preprocess.background import NOISE_SHARE, noise_levels
+from handler.preprocess.envelopes import PLAIN, Envelope
 from handler.preprocess.mnistify import views_of_bytes
 
 
-def request_images(request: dict) -> tuple[list[np.ndarray], bool]:
-    """One request -> its images' primary (28, 28) views and whether it was "instances", raising
-    its InputError: the per-request view that tests and the fuzzer check."""
-    grays, instances = request_grays(request)
+def request_images(request: dict, headers: dict | None = None) -> tuple[list[np.ndarray], Envelope]:
+    """One request -> its images' primary (28, 28) views and how it is answered, raising its
+    InputError: the per-request view that tests and the fuzzer check."""
+    grays, envelope = request_grays(request, headers=headers)
     views, errors = candidate_views(grays)
     for error in errors:
         if error is not None:
             raise error
-    return [v[0].numpy() for v in views], instances
+    return [v[0].numpy() for v in views], envelope
 
 
 def primary_view(data: bytes, denoise_noisy: bool = True) -> np.ndarray:
@@ -43,6 +44,6 @@ def similar(a: np.ndarray, b: np.ndarray) -> float:
 
 def one(request: dict) -> np.ndarray:
     """The primary view of a request that holds exactly one image."""
-    images, instances = request_images(request)
-    assert len(images) == 1 and not instances
+    images, envelope = request_images(request)
+    assert len(images) == 1 and envelope == PLAIN
     return images[0]

@@ -45,8 +45,8 @@ def test_json_data_parsed_or_raw(digit, reference):
 def test_instances_arrays_and_b64(digit, reference):
     b64 = base64.b64encode(png_bytes(digit)).decode()
     payload = {"instances": [digit.tolist(), (digit / 255).tolist(), [digit.tolist()], {"b64": b64}]}
-    images, instances = request_images({"body": payload})
-    assert instances and len(images) == 4
+    images, envelope = request_images({"body": payload})
+    assert envelope.protocol == "v1" and len(images) == 4
     for image in images:
         assert similar(image, reference) > 0.99
 
@@ -55,7 +55,8 @@ def test_decode_batch_isolates_bad_requests(digit):
     batch = P.decode_batch([{"body": png_bytes(digit)}, {"body": b""}, {"body": {"instances": [digit.tolist()] * 3}}])
     assert len(batch.views) == 4
     assert batch.outcomes[0] == slice(0, 1) and batch.outcomes[2] == slice(1, 4)
-    assert isinstance(batch.outcomes[1], BadRequest) and batch.instances == [False, False, True]
+    assert isinstance(batch.outcomes[1], BadRequest)
+    assert [e.protocol for e in batch.envelopes] == ["torchserve", "torchserve", "v1"]
 
 
 def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):

@@ -56,10 +56,10 @@ MEMORY_BOUND = 300 * 2**20  # bytes Python and numpy may hold while decoding one
 SEED_DIGIT = sample_digits()[0][0]
 
 
-def check(request: dict) -> None:
+def check(request: dict, headers: dict | None = None) -> None:
     tracemalloc.start()
     try:
-        images, _ = request_images(request)
+        images, _ = request_images(request, headers)
     except InputError as error:
         assert 400 <= error.status < 500 and error.message and error.reason
         return
@@ -216,6 +216,42 @@ def test_arbitrary_json_documents(document):
     check({"body": json.dumps(document).encode()[:500]})
 
 
+REST = {"explain": "False"}  # what TorchServe's REST frontend adds to every request
+v2_datatypes = st.sampled_from(["BYTES", "UINT8", "FP32", "INT8", "FP16", "", None])
+v2_shapes = st.lists(st.integers(-1, 70), max_size=4) | json_values
+
+
+@st.composite
+def v2_tensors(draw) -> dict:
+    """An Open Inference Protocol input tensor: well-formed parts mixed with fuzzed ones."""
+    datatype = draw(v2_datatypes)
+    shape = draw(v2_shapes)
+    if datatype == "BYTES":
+        data = draw(st.lists(payloads.map(lambda b: base64.b64encode(b).decode()) | st.text(max_size=8), max_size=3))
+    else:
+        data = draw(st.lists(st.integers(-2, 300) | st.floats(allow_nan=True), max_size=3 * 28 * 28) | json_values)
+    tensor = {"name": draw(st.text(max_size=6)), "datatype": datatype, "shape": shape, "data": data}
+    return {k: v for k, v in tensor.items() if draw(st.booleans()) or k in ("datatype", "data")}
+
+
+@given(st.lists(v2_tensors(), min_size=0, max_size=2), json_values, st.booleans())
+def test_open_inference_requests(inputs, outputs, ask_outputs):
+    document = {"id": "fuzz", "inputs": inputs, **({"outputs": outputs} if ask_outputs else {})}
+    check({"body": document}, REST)
+    check({"body": document}, {})  # as TorchServe's gRPC frontend sends it
+
+
+@given(st.binary(max_size=300), st.integers(-5, 400), payloads)
+def test_open_inference_binary_extension(header, length, tail):
+    """Triton's binary-data extension: a JSON header of the announced length, then raw tensors."""
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": length}}
+    document = {"inputs": [tensor]}
+    good = json.dumps(document).encode()
+    framed = struct.pack("<I", len(tail)) + tail
+    check({"body": good + framed}, {**REST, "inference-header-content-length": str(len(good))})
+    check({"body": header + framed}, {**REST, "inference-header-content-length": str(length)})
+
+
 @given(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1.0, 255.0, 1e6]), st.integers(0, 2**32 - 1))
 def test_instances_arrays(height, width, scale, seed):
     pixels = np.random.default_rng(seed).random((height, width)) * scale
@@ -232,7 +268,7 @@ def test_decode_batch(bodies):
     """What production calls: a batch of fuzzed requests, each answered on its own with MNIST-form
     images or a 4xx; a 500 (InternalError) here is a bug of ours that fuzzing found."""
     batch = P.decode_batch([{"body": body} for body in bodies])
-    assert len(batch.outcomes) == len(bodies) == len(batch.instances)
+    assert len(batch.outcomes) == len(bodies) == len(batch.envelopes)
     used = 0
     for row in batch.outcomes:
         if isinstance(row, slice):

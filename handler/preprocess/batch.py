@@ -5,6 +5,7 @@ takes the views from here."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from handler.errors import BadRequest, InputError, InternalError, RequestError
 from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, decode_pixels, pixels_or_device_jpeg
-from handler.preprocess.envelopes import request_grays
+from handler.preprocess.envelopes import PLAIN, Envelope, open_request, payload_grays
 from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
 
 logger = logging.getLogger(__name__)
@@ -26,16 +27,16 @@ class RequestBatch:
     # device, the first the primary one.
     views: list[list[torch.Tensor]] = field(default_factory=list)
     outcomes: list[slice | RequestError] = field(default_factory=list)  # per request: its images, or why none
-    instances: list[bool] = field(default_factory=list)  # per request: answer {"predictions": [...]}
+    envelopes: list[Envelope] = field(default_factory=list)  # per request: how to answer it
 
-    def add(self, views: list[list[torch.Tensor]], instances: bool) -> None:
+    def add(self, views: list[list[torch.Tensor]], envelope: Envelope) -> None:
         self.outcomes.append(slice(len(self.views), len(self.views) + len(views)))
         self.views.extend(views)
-        self.instances.append(instances)
+        self.envelopes.append(envelope)
 
-    def reject(self, error: RequestError) -> None:
+    def reject(self, error: RequestError, envelope: Envelope = PLAIN) -> None:
         self.outcomes.append(error)
-        self.instances.append(False)
+        self.envelopes.append(envelope)
 
 
 def decode_batch(
@@ -43,30 +44,34 @@ def decode_batch(
     device: torch.device | str = "cpu",
     jpeg_on_device: bool | None = None,
     gpu_min_pixels: int = GPU_MIN_PIXELS,
+    headers: list[Mapping[str, str]] | None = None,
 ) -> RequestBatch:
     """Decode each request on its own (one bad request never spoils the others), then bring all
     the batch's images to MNIST form together on `device`: each call is paid once per batch.
     Plain JPEGs are decoded together on the device when `jpeg_on_device` (default: on CUDA;
     Pillow's reduced-size JPEG decoding costs less on the CPU); images under `gpu_min_pixels` are
-    preprocessed on the CPU even then (GPU_MIN_PIXELS).
+    preprocessed on the CPU even then (GPU_MIN_PIXELS). `headers`: each request's, lowercased.
 
     Only parsing and decoding failures are the client's (4xx). Past decoding the input is a
     readable image, so an exception there is a bug of ours: that request gets an InternalError
     (500), and the rest of the batch is still answered.
     """
     decode = _decoder(device, jpeg_on_device)
-    decoded: list[tuple[range, bool] | InputError] = []  # per request: its images' indices, or why none
+    # per request: its images' indices or why none, and how to answer it
+    decoded: list[tuple[range | InputError, Envelope]] = []
     grays: list[np.ndarray | DeviceJpeg] = []
-    for request in requests:
+    for i, request in enumerate(requests):
+        envelope = PLAIN
         try:
-            images, instances = request_grays(request, decode)
+            envelope, payload = open_request(request, headers[i] if headers else {})
+            images = payload_grays(envelope, payload, decode)
         except InputError as error:
-            decoded.append(error)
+            decoded.append((error, envelope))
             continue
         except Exception as error:  # decoders can raise anything on hostile bytes
-            decoded.append(_unreadable(error))
+            decoded.append((_unreadable(error), envelope))
             continue
-        decoded.append((range(len(grays), len(grays) + len(images)), instances))
+        decoded.append((range(len(grays), len(grays) + len(images)), envelope))
         grays.extend(images)
     pixels = _decoded_on_device(grays, device)  # per image: (H, W) pixels, or the client's error
     readable = iter(zip(*_views_isolated([p for p in pixels if not isinstance(p, InputError)], device, gpu_min_pixels)))
@@ -76,16 +81,15 @@ def decode_batch(
         views.append(image_views)
         errors.append(error)
     batch = RequestBatch()
-    for entry in decoded:
-        if isinstance(entry, InputError):
-            batch.reject(entry)
+    for indices, envelope in decoded:
+        if isinstance(indices, InputError):
+            batch.reject(indices, envelope)
             continue
-        indices, instances = entry
         error = next((errors[i] for i in indices if errors[i] is not None), None)
         if error is None:
-            batch.add([views[i] for i in indices], instances)
+            batch.add([views[i] for i in indices], envelope)
         else:
-            batch.reject(error)
+            batch.reject(error, envelope)
     return batch
 
 

@@ -1,5 +1,6 @@
 """Request payloads -> decoded grayscale images: raw bodies, multipart fields, base64 and data URLs,
-JSON {"data": ...} and {"instances": [...]} (arrays of pixels or base64 images)."""
+JSON {"data": ...} and KServe v1 {"instances": [...]} (arrays of pixels or base64 images), and Open
+Inference Protocol (v2) requests (open_inference.py). Each request also says how to answer it."""
 
 from __future__ import annotations
 
@@ -7,40 +8,88 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from handler.preprocess.decode import MAX_PIXELS, decode_gray
+from handler.errors import BadRequest, UnsupportedMediaType
+from handler.preprocess.arrays import MAX_INSTANCES, pixel_image
+from handler.preprocess.decode import decode_gray
+from handler.preprocess.open_inference import InferRequest, is_binary, parse_infer_request, split_binary, v2_images
 
-MAX_INSTANCES = 64  # images in one JSON "instances" request
 # PNG and JPEG files start with bytes that no JSON, base64 or data URL text can.
 _BINARY_IMAGES = (b"\x89PNG", b"\xff\xd8\xff")
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
-def request_grays(request: dict, decode: Callable[[bytes], Any] = decode_gray) -> tuple[list, bool]:
-    """One TorchServe request -> its decoded (H, W) grayscale images, and whether it was "instances".
+@dataclass(frozen=True)
+class Envelope:
+    """How a request is answered (handler/answers.py): "torchserve", one prediction (raw bodies,
+    {"data": ...}); "v1", {"predictions": [...]}; "v2", the Open Inference Protocol's response,
+    with what `v2` says of the request."""
+
+    protocol: str = "torchserve"
+    v2: InferRequest | None = None
+
+
+PLAIN, V1 = Envelope(), Envelope("v1")
+
+
+def request_grays(
+    request: dict, decode: Callable[[bytes], Any] = decode_gray, headers: Mapping[str, str] | None = None
+) -> tuple[list, Envelope]:
+    """One TorchServe request -> its decoded (H, W) grayscale images, and how to answer it.
     `decode` reads each image file in it (the handler's: decode.decode_pixels, or
-    decode.pixels_or_device_jpeg, which leaves JPEGs for the device).
+    decode.pixels_or_device_jpeg, which leaves JPEGs for the device); `headers` are the request's,
+    lowercased. Raises the request's InputError; open_request and payload_grays are its two steps,
+    for a caller that answers errors in the request's protocol."""
+    envelope, payload = open_request(request, headers or {})
+    return payload_grays(envelope, payload, decode), envelope
+
+
+def open_request(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, Any]:
+    """Which protocol the request speaks, and its payload: the image bytes (most requests), or its
+    parsed JSON; for v2, (the JSON, the binary-data extension's tensors).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
     """
     payload = _pick_payload(request)
     if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):  # most requests
-        return [decode(bytes(payload))], False
+        return PLAIN, payload
+    if isinstance(payload, (bytes, bytearray)) and is_binary(headers):
+        document, binary = split_binary(bytes(payload), headers)
+        return Envelope("v2", parse_infer_request(document, headers)), (document, binary)
     if isinstance(payload, str):
         payload = payload.encode()
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):
         payload = _parse_json(payload)
+    if isinstance(payload, dict) and "inputs" in payload:
+        return Envelope("v2", parse_infer_request(payload, headers)), (payload, b"")
+    if isinstance(payload, dict) and "instances" in payload:
+        return V1, payload
+    return PLAIN, payload
+
+
+def payload_grays(envelope: Envelope, payload: Any, decode: Callable[[bytes], Any] = decode_gray) -> list:
+    """The images of a request that open_request read."""
+    if envelope.protocol == "v2":
+        return v2_images(*payload, decode)
+    if envelope.protocol == "v1":
+        return _instances(payload["instances"], decode)
+    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):
+        return [decode(bytes(payload))]
+    if isinstance(payload, dict) and isinstance(payload.get("data"), str):
+        return [decode(_decode_base64(payload["data"].encode()))]
     if isinstance(payload, (dict, list)):
-        return _json_images(payload, decode)
+        raise BadRequest(
+            "bad_json", 'JSON bodies are {"data": "<base64 image>"}, {"instances": [...]} or {"inputs": [...]} (v2)'
+        )
     if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
         raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
-    return [decode(_maybe_base64(bytes(payload)))], False
+    return [decode(_maybe_base64(bytes(payload)))]
 
 
 def _pick_payload(request: dict) -> Any:
@@ -59,15 +108,10 @@ def _parse_json(raw: bytes) -> Any:
         raise BadRequest("bad_json", f"the body is not valid JSON: {e}") from None
 
 
-def _json_images(payload: Any, decode: Callable[[bytes], Any]) -> tuple[list, bool]:
-    if isinstance(payload, dict) and "instances" in payload:
-        instances = payload["instances"]
-        if not isinstance(instances, list) or not 0 < len(instances) <= MAX_INSTANCES:
-            raise BadRequest("bad_json", f'"instances" must be a list of 1 to {MAX_INSTANCES} images')
-        return [_instance_image(item, decode) for item in instances], True
-    if isinstance(payload, dict) and isinstance(payload.get("data"), str):
-        return [decode(_decode_base64(payload["data"].encode()))], False
-    raise BadRequest("bad_json", 'JSON bodies are {"data": "<base64 image>"} or {"instances": [...]}')
+def _instances(instances: Any, decode: Callable[[bytes], Any]) -> list:
+    if not isinstance(instances, list) or not 0 < len(instances) <= MAX_INSTANCES:
+        raise BadRequest("bad_json", f'"instances" must be a list of 1 to {MAX_INSTANCES} images')
+    return [_instance_image(item, decode) for item in instances]
 
 
 def _instance_image(item: Any, decode: Callable[[bytes], Any]) -> Any:
@@ -81,15 +125,7 @@ def _instance_image(item: Any, decode: Callable[[bytes], Any]) -> Any:
         raise BadRequest("bad_json", "an instance must be a 2-D array of numbers") from None
     if pixels.ndim == 3 and 1 in (pixels.shape[0], pixels.shape[-1]):
         pixels = pixels.reshape(pixels.shape[1:] if pixels.shape[0] == 1 else pixels.shape[:-1])
-    if pixels.ndim != 2:
-        raise BadRequest("bad_json", f"an instance must be a 2-D array, got shape {list(pixels.shape)}")
-    if 0 in pixels.shape:
-        raise BadRequest("zero_size", f"an instance has no pixels (shape {list(pixels.shape)})")
-    if pixels.size > MAX_PIXELS:
-        raise PayloadTooLarge("too_many_pixels", f"an instance has more than {MAX_PIXELS} pixels")
-    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
-        raise BadRequest("bad_json", "pixel values must be finite numbers in 0-1 or 0-255")
-    return pixels / 255 if pixels.max() > 1 else pixels
+    return pixel_image(pixels)
 
 
 def _maybe_base64(data: bytes) -> bytes:
