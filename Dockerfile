@@ -34,7 +34,8 @@ RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/mod
 USER 1000
 WORKDIR /srv
 ENV PYTHONPATH=/opt/mnist TEMP=/tmp
-EXPOSE 8080 8081 8082
+# REST inference, management, metrics; gRPC inference (also the Open Inference Protocol's), management.
+EXPOSE 8080 8081 8082 7070 7071
 # /ping with the inference key when token authorization is on (the key file is read inside).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
   CMD ["python", "-m", "ops.tsctl", "--key-file", "/srv/key_file.json", "ping"]

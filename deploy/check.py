@@ -21,7 +21,7 @@ from kserve import ApiClient, V1beta1InferenceService
 
 DEPLOY = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "1.33.0"  # schemas bundled with kubernetes-validate; a current, supported release
-INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT = 8080, 8081, 8082
+INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT, GRPC_PORT = 8080, 8081, 8082, 7070
 
 
 def load(path: Path) -> list[dict]:
@@ -78,7 +78,8 @@ def check_consistency(docs: dict[str, list[dict]]) -> None:
     (service,) = [d for ds in docs.values() for d in ds if d["kind"] == "Service"]
     (policy,) = [d for ds in docs.values() for d in ds if d["kind"] == "NetworkPolicy"]
     (hpa,) = [d for ds in docs.values() for d in ds if d["kind"] == "HorizontalPodAutoscaler"]
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}, "the Service exposes inference only"
+    exposed = {p["targetPort"] for p in service["spec"]["ports"]}
+    assert exposed == {"http", "grpc"}, "the Service exposes inference only"
     for deployment in deployments:
         pod = deployment["spec"]["template"]
         labels = pod["metadata"]["labels"]
@@ -90,7 +91,8 @@ def check_consistency(docs: dict[str, list[dict]]) -> None:
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert env.get("TOKEN_AUTH") == "off", "auth is the gateway's: probes call /ping without a key"
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"http": INFERENCE_PORT, "management": MANAGEMENT_PORT, "metrics": METRICS_PORT}
+        expected = {"http": INFERENCE_PORT, "management": MANAGEMENT_PORT, "metrics": METRICS_PORT, "grpc": GRPC_PORT}
+        assert ports == expected, ports
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": "/ping", "port": "http"}, probe
         grace = pod["spec"]["terminationGracePeriodSeconds"]
@@ -98,7 +100,7 @@ def check_consistency(docs: dict[str, list[dict]]) -> None:
         assert pre_stop[0] == "sleep" and int(pre_stop[1]) < grace, "preStop fits in the grace period"
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert opened == {INFERENCE_PORT, METRICS_PORT}, f"NetworkPolicy opens {opened}: never management"
+    assert opened == {INFERENCE_PORT, GRPC_PORT, METRICS_PORT}, f"NetworkPolicy opens {opened}: never management"
     assert all(rule.get("from") for rule in policy["spec"]["ingress"]), "every ingress rule names its peers"
     names = {d["metadata"]["name"] for d in deployments}
     assert hpa["spec"]["scaleTargetRef"]["name"] in names, "HPA targets a Deployment"

@@ -31,7 +31,7 @@ from ops.polling import NotYet, wait_until
 from ops.properties import read_properties
 from ops.tsctl import bearer
 
-CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082}
+CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082, "grpc": 7070}
 READY_TIMEOUT_S = 240
 STOP_GRACE_S = 30
 
@@ -52,12 +52,12 @@ def container(engine: Engine, run_args: list[str], name: str) -> Iterator[str]:
 
 
 def publish(ports: dict[str, int]) -> tuple[list[str], dict[str, str]]:
-    """`-p` flags on free loopback ports for the container's ports, and their URLs."""
+    """`-p` flags on free loopback ports for the container's ports, and their URLs (host:port for gRPC)."""
     flags, urls = [], {}
     for role, container_port in ports.items():
         host_port = free_port()
         flags += ["-p", f"127.0.0.1:{host_port}:{container_port}"]
-        urls[role] = f"http://127.0.0.1:{host_port}"
+        urls[role] = f"127.0.0.1:{host_port}" if role == "grpc" else f"http://127.0.0.1:{host_port}"
     return flags, urls
 
 
@@ -115,7 +115,7 @@ def image_test(engine: Engine) -> bool:
         user = engine.run("exec", name, "id", "-u", capture=True).stdout.strip()
         health = healthcheck_status(engine, name)
         print(f"container user id {user}; HEALTHCHECK: {health}", flush=True)
-        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file))
+        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file, urls["grpc"]))
         return stop_gracefully(engine, name, STOP_GRACE_S) and ok and user != "0" and health == "healthy"
 
 
@@ -165,13 +165,12 @@ def run_as_deployment(engine: Engine, manifest: Path) -> bool:
     """The Deployment's container spec under the container engine; REST subset with no key; preStop + stop."""
     flags, command, spec = deployment_run_args(manifest, engine.name)
     ports = {p["name"]: p["containerPort"] for p in spec["container"]["ports"]}
-    publish_flags, urls = publish(
-        {"inference": ports["http"], "management": ports["management"], "metrics": ports["metrics"]}
-    )
+    roles = {"inference": "http", "management": "management", "metrics": "metrics", "grpc": "grpc"}
+    publish_flags, urls = publish({role: ports[name] for role, name in roles.items()})
     print(f"deployment {manifest.name}: run {' '.join(flags + command)}", flush=True)
     with container(engine, [*flags, *publish_flags, *command], "mnist-serve-deploy-check") as name:
         wait_healthy(engine, name, urls["inference"], dict)
-        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file=None))
+        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], None, urls["grpc"]))
         ok = _terminate_like_kubelet(engine, name, spec) and ok
     return ok
 
@@ -192,6 +191,7 @@ def run_as_kserve(engine: Engine, store: Path) -> bool:
     KServe's model server (the proxy in front, on 8080) is not part of this image and not simulated."""
     props = read_properties(store / "config" / "config.properties")
     port = {name: int(props[f"{name}_address"].rsplit(":", 1)[1]) for name in ("inference", "management", "metrics")}
+    port["grpc"] = int(props["grpc_inference_port"])
     publish_flags, urls = publish(port)
     command = [
         "torchserve",
@@ -206,7 +206,7 @@ def run_as_kserve(engine: Engine, store: Path) -> bool:
         engine, ["-v", f"{store.resolve()}:/mnt/models:ro", *publish_flags, IMAGE, *command], "mnist-serve-kserve-check"
     ) as name:
         wait_healthy(engine, name, urls["inference"], dict)
-        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file=None))
+        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], None, urls["grpc"]))
         # KServe's v1 protocol path as the proxy forwards it: {"instances": [...]} -> {"predictions": [...]}.
         v1 = requests.post(
             f"{urls['inference']}/v1/models/mnist:predict",

@@ -1,7 +1,7 @@
-"""The REST subset a deployed service must pass: `make image-test` and `make deploy-check` run it.
+"""The REST and gRPC subset a deployed service must pass: `make image-test` and `make deploy-check` run it.
 
     python -m harness.rest_check --inference http://127.0.0.1:8080 --management http://127.0.0.1:8081 \
-        --metrics http://127.0.0.1:8082 [--key-file key_file.json]
+        --metrics http://127.0.0.1:8082 [--grpc 127.0.0.1:7070] [--key-file key_file.json]
 
 Without --key-file the service is expected to run with token authorization off (behind a
 gateway); with it, requests carry the keys and a request without a key must be refused.
@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
 import requests
 
 from client.core import read_keys
+from harness.grpc_stubs import generate_stubs
 from ops.paths import ROOT
 from ops.polling import wait_until
 from ops.tsctl import bearer, wait_for_workers
@@ -30,9 +33,10 @@ TIMEOUT_S = 30
 
 
 class Service:
-    def __init__(self, inference: str, management: str, metrics: str, key_file: Path | None):
+    def __init__(self, inference: str, management: str, metrics: str, key_file: Path | None, grpc: str | None = None):
         self.inference, self.management, self.metrics = inference.rstrip("/"), management.rstrip("/"), metrics
         self.key_file = key_file
+        self.grpc = grpc  # host:port of the gRPC inference API; None: not checked
         self.predictions = f"{self.inference}/predictions/mnist"
 
     def keys(self) -> dict[str, str]:
@@ -70,6 +74,36 @@ def check_each_input_kind(s: Service) -> None:
     batch = s.post(json={"instances": [image.tolist(), {"b64": b64}]})
     assert batch.status_code == 200, batch.text[:200]
     assert [p["digit"] for p in batch.json()["predictions"]] == [label, label]
+
+
+def check_open_inference(s: Service) -> None:
+    """The Open Inference Protocol over REST: a PNG as BYTES, and the server's readiness."""
+    ready = requests.get(f"{s.inference}/v2/health/ready", headers=s.headers(), timeout=TIMEOUT_S)
+    assert ready.status_code == 200 and ready.json() == {"ready": True}, ready.text[:200]
+    seven = base64.b64encode((FIXTURES / "seven.png").read_bytes()).decode()
+    body = {"id": "check", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [seven]}]}
+    response = requests.post(f"{s.inference}/v2/models/mnist/infer", json=body, headers=s.headers(), timeout=TIMEOUT_S)
+    assert response.status_code == 200, response.text[:200]
+    assert response.json()["id"] == "check" and response.json()["outputs"][0]["data"] == [7], response.text[:200]
+
+
+def check_grpc(s: Service) -> None:
+    """TorchServe's gRPC Predictions and the Open Inference Protocol's ModelInfer, stubs generated
+    from TorchServe's own .proto files."""
+    if not s.grpc:
+        return
+    seven = (FIXTURES / "seven.png").read_bytes()
+    metadata = [("authorization", s.headers()["Authorization"])] if s.key_file else []
+    with tempfile.TemporaryDirectory() as folder, grpc.insecure_channel(s.grpc) as channel:
+        stubs = generate_stubs(Path(folder))
+        request = stubs.inference_messages.PredictionsRequest(model_name="mnist", input={"data": seven})
+        answer = stubs.inference.InferenceAPIsServiceStub(channel).Predictions(request, metadata=metadata, timeout=30)
+        assert b'"digit": 7' in answer.prediction, answer.prediction[:200]
+        infer = stubs.open_inference_messages.ModelInferRequest(model_name="mnist", id="check")
+        infer.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(seven)
+        service = stubs.open_inference.GRPCInferenceServiceStub(channel)
+        response = service.ModelInfer(infer, metadata=metadata, timeout=30)
+        assert list(response.outputs[0].contents.int64_contents) == [7], response
 
 
 def check_bad_input_is_4xx_json(s: Service) -> None:
@@ -122,6 +156,8 @@ def check_scale(s: Service) -> None:
 CHECKS: list[Callable[[Service], None]] = [
     check_ping,
     check_each_input_kind,
+    check_open_inference,
+    check_grpc,
     check_bad_input_is_4xx_json,
     check_auth,
     check_metrics,
@@ -135,7 +171,7 @@ def run(service: Service) -> bool:
         try:
             check(service)
             print(f"PASS {check.__name__}", flush=True)
-        except (AssertionError, TimeoutError, requests.RequestException, ValueError, KeyError) as error:
+        except (AssertionError, TimeoutError, requests.RequestException, grpc.RpcError, ValueError, KeyError) as error:
             ok = False
             print(f"FAIL {check.__name__}: {error!r}", flush=True)
     return ok
@@ -146,9 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--inference", required=True)
     p.add_argument("--management", required=True)
     p.add_argument("--metrics", required=True)
+    p.add_argument("--grpc", default=None, help="host:port of the gRPC inference API (default: not checked)")
     p.add_argument("--key-file", type=Path, default=None, help="TorchServe's key file (token auth on)")
     a = p.parse_args(argv)
-    sys.exit(0 if run(Service(a.inference, a.management, a.metrics, a.key_file)) else 1)
+    sys.exit(0 if run(Service(a.inference, a.management, a.metrics, a.key_file, a.grpc)) else 1)
 
 
 if __name__ == "__main__":

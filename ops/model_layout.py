@@ -7,12 +7,13 @@
     <out>/config/log4j2.xml          frontend logging (log4j2.xml)
     <out>/model-store/mnist.mar      the archive (ops.build_archive)
 
-Both flavors listen on all interfaces (inside a container or pod only) and keep the model API
-off. `image`: inference 8080, management 8081, metrics 8082, token authorization on unless the
-entry point is told TOKEN_AUTH=off. `kserve`: TorchServe's inference on 8085, because KServe's
-model server in front of it takes 8080, and token authorization off: that proxy sends no key
-(docs/deploy.md, for the threat model). The KServe runtime starts TorchServe itself, without
-ops.entrypoint, so the worker count is fixed here (--workers, matched to the pod's CPUs).
+Both flavors listen on all interfaces (inside a container or pod only), gRPC inference on 7070 and
+gRPC management on 7071, and keep the model API off. `image`: inference 8080, management 8081,
+metrics 8082, token authorization on unless the entry point is told TOKEN_AUTH=off. `kserve`:
+TorchServe's inference on 8085, because KServe's model server in front of it takes 8080, and token
+authorization off: that proxy sends no key (docs/deploy.md, for the threat model). The KServe
+runtime starts TorchServe itself, without ops.entrypoint, so the worker count is fixed here
+(--workers, matched to the pod's CPUs).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def layout_properties(flavor: str, mount: str, settings: HostSettings) -> dict[s
             "inference_address": f"http://0.0.0.0:{ports['inference']}",
             "management_address": f"http://0.0.0.0:{ports['management']}",
             "metrics_address": f"http://0.0.0.0:{ports['metrics']}",
+            # gRPC where REST is: TorchServe's inference API and the Open Inference Protocol's on 7070
+            "grpc_inference_address": "0.0.0.0",
+            "grpc_management_address": "0.0.0.0",
             "model_store": f"{mount}/model-store",
             "metrics_config": f"{mount}/config/metrics.yaml",
             "vmargs": f"-Dlog4j.configurationFile={mount}/config/log4j2.xml",
