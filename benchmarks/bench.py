@@ -84,16 +84,16 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
     """Step 4: per pair, the no-op's and the service's c32 requests/s (and CPU per request, all
     processes) and c1 p50, and their ratios."""
     listing, _ = sets["mnist_png"]
-    content_type = SETS["mnist_png"][1]
+    body_set = SETS["mnist_png"]
     out = []
     for _ in range(args.pairs):
         pair = {}
         for target in ("noop", "service"):
             server = serve(stores[target], settings)
             try:
-                wrk(server, listing, content_type, 32, args.warmup)
-                c32 = measured_wrk(server, listing, content_type, 32, args.duration)
-                c1 = wrk(server, listing, content_type, 1, args.duration)
+                wrk(server, listing, body_set, 32, args.warmup)
+                c32 = measured_wrk(server, listing, body_set, 32, args.duration)
+                c1 = wrk(server, listing, body_set, 1, args.duration)
             finally:
                 server.stop()
             pair[target] = {

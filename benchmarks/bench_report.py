@@ -50,8 +50,11 @@ def ratios(report: dict) -> dict:
         return level in noop and level in service
 
     paper = report["service"].get("paper_jpeg", {}).get("load", {})
+    v2 = report["service"].get("mnist_v2", {}).get("load", {})
     in_pairs = report.get("pairs", [])
     return {
+        # the same PNGs in Open Inference Protocol requests against the raw-bytes route, same server
+        "v2_bytes_c32_over_raw": round(v2[32]["rps"] / service[32]["rps"], 3) if 32 in v2 and 32 in service else None,
         "throughput_c32_service_over_noop": _median_with_pairs(
             round(service[32]["rps"] / noop[32]["rps"], 3) if both(32) else None, [p["c32"] for p in in_pairs]
         ),
@@ -127,6 +130,7 @@ def markdown(report: dict) -> str:
         goal_row("service at c32 >= 0.5 x no-op", ratio["throughput_c32_service_over_noop"], " x", lambda v: v >= 0.5),
         goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x", lambda v: v <= 1.5),
         goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0),
+        goal_row("v2 BYTES at c32 >= 0.9 x raw bytes", ratio["v2_bytes_c32_over_raw"], " x", lambda v: v >= 0.9),
     ]
     if report.get("gpus"):  # the GPU host's goals
         goals += [

@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.bench_report import failures, markdown_table, write_report
-from benchmarks.in_process import write_bodies
+from benchmarks.in_process import SETS, write_bodies
 from benchmarks.load import folders, measured_wrk, serve, wrk
 from benchmarks.variants import archive_with
 from harness.settings import model_config
@@ -49,8 +49,8 @@ def measure(store: Path, listing: Path, concurrency: int, args) -> dict:
     """One server's warm-up, then its measured load: workers' CPU us per request, requests/s, failures."""
     server = serve(store, host_settings())
     try:
-        wrk(server, listing, "image/png", 32, args.warmup)
-        result = measured_wrk(server, listing, "image/png", concurrency, args.duration)
+        wrk(server, listing, SETS["mnist_png"], 32, args.warmup)
+        result = measured_wrk(server, listing, SETS["mnist_png"], concurrency, args.duration)
     finally:
         server.stop()
     return {"worker_us": result["cpu_us_per_request"]["workers"], "rps": result["rps"], "failures": failures(result)}

@@ -1,14 +1,18 @@
 """The benchmarks' request bodies and the in-process ceiling: DigitHandler.handle timed without HTTP.
 
 make bench (its step 1) and make profile (benchmarks/batch_profile.py) share them: the bodies are
-the 100 committed MNIST test digits as PNGs and as paper-photo JPEGs, written to files wrk reads.
+the 100 committed MNIST test digits as PNGs, as paper-photo JPEGs, and as PNGs in Open Inference
+Protocol requests (BYTES, base64 in JSON), written to files wrk reads.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,19 +22,38 @@ from harness.samples import sample_digits
 from synthetic.families import generate
 
 IN_PROCESS_BATCHES = (16, 64, 256)  # batch sizes of the in-process ceiling, besides 1 and the archive's
-# body set -> (its family in synthetic/families.py, its content type)
-SETS = {"mnist_png": ("clean", "image/png"), "paper_jpeg": ("paper_photo", "image/jpeg")}
+
+
+@dataclass(frozen=True)
+class BodySet:
+    family: str  # in synthetic/families.py
+    content_type: str
+    path: str = "/predictions/mnist"  # the route it is POSTed to
+    v2: bool = False  # each image as an Open Inference Protocol request: BYTES, base64 in JSON
+
+    def body(self, image: bytes) -> bytes:
+        if not self.v2:
+            return image
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}
+        return json.dumps({"inputs": [tensor]}).encode()
+
+
+SETS = {
+    "mnist_png": BodySet("clean", "image/png"),
+    "paper_jpeg": BodySet("paper_photo", "image/jpeg"),
+    "mnist_v2": BodySet("clean", "application/json", "/v2/models/mnist/infer", v2=True),
+}
 
 
 def write_bodies(folder: Path) -> dict[str, tuple[Path, list[int]]]:
     """Body files per set and their labels: the 100 committed MNIST test digits, as PNG and paper JPEG."""
     digits, labels = sample_digits()
     sets = {}
-    for name, (family, _) in SETS.items():
+    for name, body_set in SETS.items():
         paths = []
-        for i, body in enumerate(generate(family, digits, seed=5)):
+        for i, image in enumerate(generate(body_set.family, digits, seed=5)):
             path = folder / f"{name}_{i:03d}"
-            path.write_bytes(body)
+            path.write_bytes(body_set.body(image))
             paths.append(str(path))
         listing = folder / f"{name}.txt"
         listing.write_text("\n".join(paths) + "\n")

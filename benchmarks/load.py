@@ -14,23 +14,23 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.in_process import SETS, listed_bodies
+from benchmarks.in_process import SETS, BodySet, listed_bodies
 from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
 from ops.host_settings import HostSettings, model_snapshot
 from ops.paths import ROOT
 
 
-def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], content_type: str) -> dict:
+def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], body_set: BodySet) -> dict:
     """Every body once at concurrency 32, every answer compared with its label."""
     bodies = listed_bodies(listing)
-    responses = predict_concurrently(server, bodies, content_type, concurrency=32)
+    responses = predict_concurrently(server, bodies, body_set.content_type, concurrency=32, path=body_set.path)
     errors = sum(r.status_code != 200 for r in responses)
     right = count_right(responses, labels)
     return {"requests": len(bodies), "errors": errors, "right": right}
 
 
-def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
+def wrk(server: LocalTorchServe, listing: Path, body_set: BodySet, connections: int, seconds: int) -> dict:
     command = [
         "wrk",
         f"-t{min(connections, 2)}",
@@ -40,11 +40,11 @@ def wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: 
         "10s",
         "-s",
         str(ROOT / "benchmarks" / "bench.lua"),
-        server.predictions,
+        server.inference + body_set.path,
         "--",
         str(listing),
         server.keys()["inference"],
-        content_type,
+        body_set.content_type,
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))
@@ -74,10 +74,10 @@ def cpu_seconds(server: LocalTorchServe) -> dict[str, float]:
     return used
 
 
-def measured_wrk(server: LocalTorchServe, listing: Path, content_type: str, connections: int, seconds: int) -> dict:
+def measured_wrk(server: LocalTorchServe, listing: Path, body_set: BodySet, connections: int, seconds: int) -> dict:
     """wrk at one level, plus the CPU microseconds each part spent per answered request."""
     before = cpu_seconds(server)
-    result = wrk(server, listing, content_type, connections, seconds)
+    result = wrk(server, listing, body_set, connections, seconds)
     after = cpu_seconds(server)
     result["cpu_us_per_request"] = {k: round((after[k] - before[k]) / max(result["answered"], 1) * 1e6) for k in before}
     return result
@@ -95,16 +95,13 @@ def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSett
     try:
         if args.warmup:
             listing, _ = sets[names[0]]
-            wrk(server, listing, SETS[names[0]][1], 32, args.warmup)
+            wrk(server, listing, SETS[names[0]], 32, args.warmup)
         rows = {}
         for name in names:
             listing, labels = sets[name]
-            content_type = SETS[name][1]
-            rows[name] = {"checked": checked_pass(server, listing, labels, content_type), "load": {}}
+            rows[name] = {"checked": checked_pass(server, listing, labels, SETS[name]), "load": {}}
             for connections in args.concurrency:
-                rows[name]["load"][connections] = measured_wrk(
-                    server, listing, content_type, connections, args.duration
-                )
+                rows[name]["load"][connections] = measured_wrk(server, listing, SETS[name], connections, args.duration)
                 print(name, connections, rows[name]["load"][connections], flush=True)
         return rows
     finally:

@@ -30,9 +30,9 @@ def sweep(sets: dict, work: Path, args) -> list[dict]:
                 listing, _ = sets["mnist_png"]
                 row = {"workers": workers, "batchSize": batch, "maxBatchDelay": delay}
                 if args.warmup:
-                    wrk(server, listing, "image/png", 32, args.warmup)
+                    wrk(server, listing, SETS["mnist_png"], 32, args.warmup)
                 for connections in (1, 32):
-                    r = wrk(server, listing, "image/png", connections, args.duration)
+                    r = wrk(server, listing, SETS["mnist_png"], connections, args.duration)
                     row[f"c{connections}_rps"], row[f"c{connections}_p50_ms"] = r["rps"], r["p50_us"] / 1000
                     row[f"c{connections}_p99_ms"] = r["p99_us"] / 1000
             finally:

@@ -164,10 +164,11 @@ class LocalTorchServe:
         return bearer(self.keys()[kind])
 
     def predict(
-        self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30, **kwargs
+        self, body: bytes, content_type: str = "application/octet-stream", timeout: float = 30, path: str = "", **kwargs
     ) -> requests.Response:
+        """POST to /predictions/mnist, or to `path` (e.g. /v2/models/mnist/infer)."""
         return requests.post(
-            self.predictions,
+            self.inference + path if path else self.predictions,
             data=body,
             timeout=timeout,
             headers={**self.headers(), "Content-Type": content_type},
