@@ -54,6 +54,19 @@ BAD_BODIES = [
     BadBody("zero_size", png_header(0, 10), 400),
     BadBody("bad_base64", b"data:image/png;base64,@@not-base64@@", 400),
     BadBody("bad_json", b'{"instances": "nope"}', 400, "application/json"),
+    # Open Inference Protocol requests: answered {"error": ...}, without "code"
+    BadBody(
+        "bad_v2",
+        b'{"inputs": [{"name": "image", "datatype": "BOOL", "shape": [1], "data": [true]}]}',
+        400,
+        "application/json",
+    ),
+    BadBody(
+        "bad_v2",
+        b'{"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0, 1]}]}',
+        400,
+        "application/json",
+    ),
     BadBody("too_many_pixels", png_header(50000, 50000), 413),
     BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
     BadBody("not_finite", _not_finite_tiff(), 400),

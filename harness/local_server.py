@@ -134,15 +134,29 @@ class LocalTorchServe:
         out = self.root / "torchserve.out"
         return out.exists() and "Failed to bind to address" in out.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL the launcher, the Java frontend and every worker at once, as a node failure or an
+        OOM kill of the pod does: nothing is answered or closed cleanly."""
+        for proc in self._family():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def _family(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def stop(self) -> None:
         """Stop the launcher, the Java frontend and every worker, also after a crash."""
         if self.process is None:
             return
-        try:
-            root = psutil.Process(self.process.pid)
-            family = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            family = []
+        family = self._family()
         for proc in family:
             try:
                 proc.terminate()

@@ -147,7 +147,7 @@ def test_mixed_good_and_bad_requests_in_the_same_batches(server, mnist_sample):
         if status == 200:
             wrong += answer["digit"] != expected
         else:
-            assert answer["code"] == status and answer["error"]
+            assert answer.get("code", status) == status and answer["error"]  # v2 errors carry no "code"
     assert wrong <= 1
     assert wait_for_metric(server, "RejectedInputs", rejected_before + 40) - rejected_before == 40
     assert sorted(server.worker_pids()) == pids_before, "a worker restarted"
