@@ -12,7 +12,9 @@ In one run on one machine:
 4. pairs (--pairs): the no-op, then the service, each started afresh, warmed and measured at
    concurrency 32 and 1 with MNIST PNGs, a minute apart at most. This VM's speed drifts over
    minutes, and steps 2 and 3 are several minutes apart: the goals' ratios are the median of
-   step 2-3's ratio and each pair's.
+   step 2-3's ratio and each pair's;
+5. the Python client (--client-rounds): its threaded and asyncio clients' requests/s at
+   concurrency 32 against the service (benchmarks/clients.py).
 Load comes from wrk (apt-get install wrk). Each server first gets --warmup seconds of load that
 are not measured: the JVM's JIT compilers take most of a core for the first half minute, and
 they compile by calls, so the service, answering half the requests per second, needs about
@@ -35,6 +37,7 @@ import shutil
 from pathlib import Path
 
 from benchmarks.bench_report import markdown, plot, ratios, report_stem, total_cpu_us, write_report
+from benchmarks.clients import client_rounds, clients_markdown
 from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, write_bodies
 from benchmarks.load import folders, measured_wrk, serve, serve_and_load, wrk
 from benchmarks.variants import cuda_sync_markdown, cuda_sync_runs, sweep, sweep_markdown
@@ -58,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=2,
         help="back-to-back no-op/service pairs for the goals' ratios (0: steps 2-3 alone)",
     )
+    p.add_argument("--client-rounds", type=int, default=2, help="rounds of each Python client (0: step 5 skipped)")
+    p.add_argument("--client-requests", type=int, default=3000, help="requests per client round")
     p.add_argument("--sweep", action="store_true", help="instead: sweep batch size, delay and workers")
     p.add_argument("--sweep-workers", type=int, nargs="+", default=[1, 2], help="sweep: worker counts")
     p.add_argument(
@@ -158,11 +163,26 @@ def full_report(sets: dict, work: Path, settings: HostSettings, out: Path, args)
     report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], settings, args)["mnist_png"]
     report["service"] = serve_and_load(work / "service", sets, list(SETS), settings, args)
     report["pairs"] = pairs({"noop": work / "noop", "service": work / "service"}, sets, settings, args)
+    if args.client_rounds:
+        report["clients"] = clients(work / "service", sets, settings, args)
     report["ratios"] = ratios(report)
     stem = out / report_stem(report)
     plot(report, stem.with_suffix(".png"))
-    write_report(stem, report, markdown(report))
+    write_report(
+        stem, report, markdown(report) + ("\n".join(clients_markdown(report["clients"])) if args.client_rounds else "")
+    )
     return report
+
+
+def clients(store: Path, sets: dict, settings: HostSettings, args) -> dict:
+    """Step 5, on a server started afresh and warmed like the others."""
+    listing, _ = sets["mnist_png"]
+    server = serve(store, settings)
+    try:
+        wrk(server, listing, SETS["mnist_png"], 32, args.warmup)
+        return client_rounds(server, listing, args.client_rounds, args.client_requests)
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def ratios(report: dict) -> dict:
     v2 = report["service"].get("mnist_v2", {}).get("load", {})
     in_pairs = report.get("pairs", [])
     return {
+        "asyncio_client_over_threaded_c32": report.get("clients", {}).get("asyncio_over_threaded"),
         # the same PNGs in Open Inference Protocol requests against the raw-bytes route, same server
         "v2_bytes_c32_over_raw": round(v2[32]["rps"] / service[32]["rps"], 3) if 32 in v2 and 32 in service else None,
         "throughput_c32_service_over_noop": _median_with_pairs(
@@ -131,6 +132,12 @@ def markdown(report: dict) -> str:
         goal_row("service p50 at c1 <= 1.5 x no-op", ratio["p50_c1_service_over_noop"], " x", lambda v: v <= 1.5),
         goal_row("no errors at c128", ratio["errors_c128"], "", lambda v: v == 0),
         goal_row("v2 BYTES at c32 >= 0.9 x raw bytes", ratio["v2_bytes_c32_over_raw"], " x", lambda v: v >= 0.9),
+        goal_row(
+            "asyncio client >= threaded client at c32",
+            ratio["asyncio_client_over_threaded_c32"],
+            " x",
+            lambda v: v >= 1,
+        ),
     ]
     if report.get("gpus"):  # the GPU host's goals
         goals += [
