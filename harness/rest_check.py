@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from client.core import read_keys
+from mnist_digit_client import read_keys
 from ops.paths import ROOT
 from ops.polling import wait_until
 from ops.tsctl import bearer, wait_for_workers

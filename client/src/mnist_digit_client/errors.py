@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class DigitServiceError(Exception):
     """A prediction that did not come back; `status` is None when no HTTP answer arrived."""
@@ -71,3 +73,13 @@ def error_for(status: int, payload: object, text: str) -> DigitServiceError:
     if status >= 400:
         return RequestRejected(message, status, code)
     return ServerFault(f"unexpected HTTP {status}: {message}", status, code)
+
+
+def another_request(evidence: str) -> ServerFault:
+    """A 200 answer that belongs to another request (TorchServe 0.12 has handed a batch's answers to
+    other requests when a worker was scaled down mid-batch): never taken, retried like a 5xx."""
+    return ServerFault(f"the answer belongs to another request ({evidence})", 200)
+
+
+def not_a_prediction(answer: object) -> ServerFault:
+    return ServerFault(f"the answer is not a prediction: {json.dumps(answer, default=str)[:200]}", 200)
