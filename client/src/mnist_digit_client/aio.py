@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
 
 try:
     import aiohttp
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("AsyncDigitClient needs aiohttp: pip install 'mnist-digit-client[asyncio]'") from error
 
-from mnist_digit_client.calls import Attempt, Call, Outcome, Request, no_answer
+from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, no_answer
 from mnist_digit_client.core import ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
@@ -67,7 +66,7 @@ class AsyncDigitClient(ClientBase):
         images = list(images)
         return in_order(len(images), [pair async for pair in self.as_completed(images, concurrency)])
 
-    async def health(self) -> dict:
+    async def health(self) -> JSON:
         """TorchServe's /ping answer, e.g. {"status": "Healthy"}, with the same retries as predictions."""
         return await self._call(self._health_request())
 
@@ -90,7 +89,7 @@ class AsyncDigitClient(ClientBase):
         except (DigitServiceError, OSError) as error:
             return as_result(error)
 
-    async def _call(self, request: Request) -> Any:
+    async def _call(self, request: Request[T]) -> T:
         call = Call(self, request)
         while not call.settle(await self._send(call.attempt())):
             await asyncio.sleep(call.pause)

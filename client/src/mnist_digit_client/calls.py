@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mnist_digit_client.errors import (
     AuthorizationFailed,
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # Sent with every attempt and echoed by the service on its answer: an answer carrying another ID
 # is another request's, and is retried (handler/mnist_handler.py, _echo_request_id).
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # not X-Request-ID: TorchServe sets that one to its own ID
+
+JSON = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,17 +57,17 @@ class RetryPolicy:
     max_backoff: float = 2.0
 
     def delay(self, retry: int, rng: random.Random) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2**retry)
+        ceiling = min(self.max_backoff, self.backoff * 2.0**retry)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 @dataclass(frozen=True)
-class Request:
+class Request(Generic[T]):
     """One call, sent again as a whole (with a fresh request ID) on each attempt."""
 
     method: str
     url: str
-    read: Callable[[dict, str], Any]  # (the answer's JSON object, the request ID) -> the result
+    read: Callable[[JSON, str], T]  # (the answer's JSON object, the request ID) -> the result
     body: Callable[[str], bytes] | None = None  # the request ID -> the body (v2 carries the ID in it)
     content_type: str | None = None
 
@@ -97,7 +100,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((value for key, value in headers.items() if key.lower() == name.lower()), None)
 
 
-def interpret(status: int, headers: Mapping[str, str], body: bytes, request_id: str, read: Callable) -> Any:
+def interpret(
+    status: int, headers: Mapping[str, str], body: bytes, request_id: str, read: Callable[[JSON, str], T]
+) -> T:
     """The result of one HTTP answer (`read` of its JSON object), or the typed error it stands for."""
     echoed = _header(headers, REQUEST_ID_HEADER)
     if status == 200 and echoed not in (None, request_id):
@@ -114,14 +119,16 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, request_id: 
     return read(payload, request_id)
 
 
-class Call:
+class Call(Generic[T]):
     """The attempts of one request: builds each, reads its outcome, decides the pause before the next.
 
     A 4xx ends the call; a refused key is re-read from the key file once. No answer is retried until
     the deadline; a 5xx (or another request's answer) at most `retries` times.
     """
 
-    def __init__(self, client: ClientBase, request: Request, clock: Callable[[], float] = time.monotonic) -> None:
+    result: T  # set by the settle() that answers the call
+
+    def __init__(self, client: ClientBase, request: Request[T], clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.request, self.clock = client, request, clock
         self.policy = client.policy
         self.started = clock()
@@ -131,7 +138,6 @@ class Call:
         self.last: DigitServiceError | None = None
         self.current: Attempt | None = None
         self.pause = 0.0
-        self.result: Any = None
 
     def attempt(self) -> Attempt:
         """The next attempt, with a fresh request ID; DeadlineExceeded when no time is left for one."""

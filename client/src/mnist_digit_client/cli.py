@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def print_line(record: dict) -> None:
+def print_line(record: dict[str, object]) -> None:
     print(json.dumps(record), flush=True)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
-from mnist_digit_client.calls import REQUEST_ID_HEADER, Request, RetryPolicy
+from mnist_digit_client.calls import JSON, REQUEST_ID_HEADER, Request, RetryPolicy
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key
@@ -41,7 +41,7 @@ class ClientBase:
         self,
         url: str = DEFAULT_URL,
         token: str | None = None,
-        token_file: str | os.PathLike | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         timeout: float = RetryPolicy.timeout,
         retries: int = RetryPolicy.retries,
         deadline: float = RetryPolicy.deadline,
@@ -96,7 +96,7 @@ class ClientBase:
 
     # -- the requests both clients send
 
-    def _predict_request(self, image: Image) -> Request:
+    def _predict_request(self, image: Image) -> Request[Prediction]:
         route = self.route
         return Request(
             "POST",
@@ -106,12 +106,12 @@ class ClientBase:
             route.content_type,
         )
 
-    def _health_request(self) -> Request:
+    def _health_request(self) -> Request[JSON]:
         """TorchServe's /ping, whatever the route: TorchServe answers no v1/v2 health paths."""
         return Request("GET", f"{self.url}/ping", _as_is)
 
 
-def _as_is(answer: dict, request_id: str) -> dict:
+def _as_is(answer: JSON, request_id: str) -> JSON:
     return answer
 
 

@@ -17,7 +17,7 @@ class DigitServiceError(Exception):
         self.error = error  # the server's "error" (or TorchServe's "message"), else what went wrong
         self.attempts = 1
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, object]:
         """The same {"code", "error"} shape the service answers with."""
         return {"code": self.code, "error": self.error}
 
@@ -27,7 +27,8 @@ class RequestRejected(DigitServiceError):
 
 
 class AuthorizationFailed(RequestRejected):
-    """The key was refused. TorchServe answers 400 "Token Authorization failed", not 401."""
+    """The key was refused. TorchServe answers 400 "Token Authorization failed", not 401; a gateway
+    401 or 403."""
 
 
 class ServerFault(DigitServiceError):
@@ -42,7 +43,8 @@ class Overloaded(ServerFault):
 
 class ServiceUnreachable(DigitServiceError):
     """No answer: connection refused or reset, or the per-attempt timeout passed (a scale-down drops
-    the batch of the worker it stops without answering it, pytorch/serve#1101): retried."""
+    the batch of the worker it stops without answering it, pytorch/serve#1101): retried until the
+    deadline, so callers see it as DeadlineExceeded's `last`."""
 
     retryable = True
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 # bytes of an image file, the path of one, or pixels (H x W or H x W x 3/4; uint8, or floats in 0-1)
-Image = bytes | bytearray | memoryview | str | os.PathLike | Any
+Image = bytes | bytearray | memoryview | str | os.PathLike[str] | Any
 
 
 def encode_image(image: Image) -> bytes:

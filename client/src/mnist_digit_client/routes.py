@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mnist_digit_client.calls import JSON
 from mnist_digit_client.errors import another_request, not_a_prediction
 
 
@@ -45,7 +46,7 @@ class Route:
     def body(self, image: bytes, request_id: str) -> bytes:
         return image
 
-    def read(self, answer: dict, request_id: str) -> Prediction:
+    def read(self, answer: JSON, request_id: str) -> Prediction:
         return Prediction.from_answer(answer)
 
     def __repr__(self) -> str:
@@ -68,7 +69,7 @@ class KServeV1(Route):
     def body(self, image: bytes, request_id: str) -> bytes:
         return json.dumps({"instances": [{"b64": _b64(image)}]}).encode()
 
-    def read(self, answer: dict, request_id: str) -> Prediction:
+    def read(self, answer: JSON, request_id: str) -> Prediction:
         predictions = answer.get("predictions")
         if not isinstance(predictions, list) or len(predictions) != 1:
             raise not_a_prediction(answer)
@@ -90,11 +91,11 @@ class OpenInferenceV2(Route):
         tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [_b64(image)]}
         return json.dumps({"id": request_id, "inputs": [tensor]}).encode()
 
-    def read(self, answer: dict, request_id: str) -> Prediction:
+    def read(self, answer: JSON, request_id: str) -> Prediction:
         if answer.get("id", request_id) != request_id:
             raise another_request(f"v2 id {answer['id']!r}")
         outputs = answer["outputs"] if isinstance(answer.get("outputs"), list) else []
-        data = {o.get("name"): o.get("data") for o in outputs if isinstance(o, dict)}
+        data: dict[Any, Any] = {o.get("name"): o.get("data") for o in outputs if isinstance(o, dict)}
         try:
             digit, confidence = data["digit"][0], data["confidence"][0]
         except (KeyError, TypeError, IndexError):

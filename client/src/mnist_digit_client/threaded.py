@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from mnist_digit_client.calls import Attempt, Call, Outcome, Request, no_answer
+from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, no_answer
 from mnist_digit_client.core import ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
@@ -56,7 +55,7 @@ class DigitClient(ClientBase):
         images = list(images)
         return in_order(len(images), self.as_completed(images, concurrency))
 
-    def health(self) -> dict:
+    def health(self) -> JSON:
         """TorchServe's /ping answer, e.g. {"status": "Healthy"}, with the same retries as predictions."""
         return self._call(self._health_request())
 
@@ -77,7 +76,7 @@ class DigitClient(ClientBase):
         except (DigitServiceError, OSError) as error:
             return as_result(error)
 
-    def _call(self, request: Request) -> Any:
+    def _call(self, request: Request[T]) -> T:
         call = Call(self, request)
         while not call.settle(self._send(call.attempt())):
             time.sleep(call.pause)
