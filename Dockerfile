@@ -24,8 +24,10 @@ WORKDIR /opt/mnist
 COPY model/ model/
 COPY handler/ handler/
 COPY ops/ ops/
-# The key file's reader (client.core.read_keys) for ops.tsctl: the HEALTHCHECK's key.
-COPY client/ client/
+# The key file's reader (mnist_digit_client.read_keys) for ops.tsctl: the HEALTHCHECK's key. Only
+# the package's source, put on PYTHONPATH below rather than pip-installed: nothing to build, and its
+# one dependency (requests) is in requirements-serve.txt already.
+COPY client/src/ client/src/
 COPY config.properties model-config.yaml log4j2.xml ./
 RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/models \
  && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv
@@ -33,7 +35,7 @@ RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/mod
 # TorchServe writes key_file.json, logs/ and its effective config in its working folder.
 USER 1000
 WORKDIR /srv
-ENV PYTHONPATH=/opt/mnist TEMP=/tmp
+ENV PYTHONPATH=/opt/mnist:/opt/mnist/client/src TEMP=/tmp
 # REST inference, management, metrics; gRPC inference (also the Open Inference Protocol's), management.
 EXPOSE 8080 8081 8082 7070 7071
 # /ping with the inference key when token authorization is on (the key file is read inside).

@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
+from mnist_digit_client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
 from ops.paths import ROOT
 from ops.properties import read_properties
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import requests
 
-from client.core import read_inference_key
 from harness.local_server import free_port
 from harness.rest_check import Service
 from harness.rest_check import run as run_rest_check
+from mnist_digit_client import read_inference_key
 from ops.image import IMAGE, Engine, build_image, remove_images
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from client.core import read_keys
+from mnist_digit_client import read_keys
 from ops.paths import ROOT
 from ops.properties import read_properties, write_properties
 from ops.tsctl import bearer, wait_ready

@@ -21,8 +21,8 @@ import grpc
 import numpy as np
 import requests
 
-from client.core import read_keys
 from harness.grpc_stubs import generate_stubs
+from mnist_digit_client import read_keys
 from ops.paths import ROOT
 from ops.polling import wait_until
 from ops.tsctl import bearer, wait_for_workers

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from client.core import read_keys
+from mnist_digit_client import read_keys
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until
 

@@ -1,47 +1,36 @@
-"""DigitClient and `python -m client`: the parts that need no server, then against a real TorchServe."""
+"""DigitClient and AsyncDigitClient over real sockets: against a stand-in gateway and a free port
+first, then against a real TorchServe. Each test runs both clients (tests/client_helpers.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import random
-import subprocess
-import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from client import (
+from harness.local_server import free_port
+from mnist_digit_client import (
+    REQUEST_ID_HEADER,
     AuthorizationFailed,
     DeadlineExceeded,
     DigitClient,
-    Overloaded,
-    Prediction,
     RequestRejected,
-    RetryPolicy,
-    ServerFault,
     ServiceUnreachable,
     encode_image,
 )
-from client.core import REQUEST_ID_HEADER
-from client.errors import error_for
-from harness.local_server import free_port
 from ops.tsctl import rotate
-from tests.conftest import FIXTURES, ROOT, png_bytes
+from tests.client_helpers import KINDS, Gateway, make_client
+from tests.conftest import FIXTURES, png_bytes
 
 SEVEN = FIXTURES / "seven.png"
 
 
-# -- no server needed
-
-
-def test_prediction_from_the_service_answer():
-    answer = {"digit": 7, "confidence": 0.95, "probabilities": [0.005] * 9 + [0.95]}
-    assert Prediction.from_answer(answer) == Prediction(7, 0.95, tuple(answer["probabilities"]))
-    with pytest.raises(ServerFault):
-        Prediction.from_answer({"predictions": []})
+# -- no TorchServe needed
 
 
 def test_images_are_sent_as_file_bytes_or_png():
@@ -54,54 +43,48 @@ def test_images_are_sent_as_file_bytes_or_png():
         encode_image(42)
 
 
-def test_backoff_doubles_with_jitter_up_to_a_ceiling():
-    policy, rng = RetryPolicy(backoff=0.1, max_backoff=1.0), random.Random(0)
-    for retry, ceiling in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (9, 1.0)]:
-        delays = [policy.delay(retry, rng) for _ in range(200)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 100  # jittered, so callers failed together do not retry together
+@pytest.fixture()
+def gateway():
+    gateway = Gateway(required={"X-Gateway": "yes"})
+    yield gateway
+    gateway.stop()
 
 
-@pytest.mark.parametrize(
-    "status, body, kind, retryable",
-    [
-        (
-            503,
-            {"code": 503, "type": "ServiceUnavailableException", "message": "Model mnist has no worker"},
-            Overloaded,
-            True,
-        ),
-        (500, {"code": 500, "type": "InternalServerException", "message": "Worker died."}, ServerFault, True),
-        (415, {"code": 415, "error": "the body is not an image Pillow can read"}, RequestRejected, False),
-        (
-            400,
-            {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"},
-            AuthorizationFailed,
-            False,
-        ),
-    ],
-)
-def test_errors_are_typed_and_carry_the_server_code_and_message(status, body, kind, retryable):
-    error = error_for(status, body, json.dumps(body))
-    assert type(error) is kind and error.retryable is retryable
-    assert error.status == status and error.body() == {
-        "code": body["code"],
-        "error": body.get("error") or body["message"],
-    }
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+def test_each_route_through_a_gateway_that_wants_its_own_headers_and_no_key(gateway, kind, route):
+    with make_client(kind, gateway.url, route=route, headers={"X-Gateway": "yes"}) as client:
+        assert client.predict(SEVEN).digit == 7 and client.health() == {"status": "Healthy"}
+    path, headers, body = gateway.seen[0]
+    assert path.startswith({"torchserve": "/predictions/", "v1": "/v1/models/", "v2": "/v2/models/"}[route])
+    assert "Authorization" not in headers and (body == SEVEN.read_bytes()) == (route == "torchserve")
+    with make_client(kind, gateway.url, route=route, auth=lambda: {"X-Gateway": "no"}) as client:
+        with pytest.raises(AuthorizationFailed) as caught:
+            client.predict(SEVEN)
+    assert caught.value.status == caught.value.code == 401 and caught.value.attempts == 1
 
 
-def test_unreachable_server_is_retried_then_reported():
-    client = DigitClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=2, deadline=60)
-    with pytest.raises(ServiceUnreachable) as caught:
-        client.predict(SEVEN)
-    assert caught.value.attempts == 3 and client.retried == 2 and caught.value.status is None
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unreachable_server_is_retried_until_the_deadline(kind):
+    started = time.monotonic()
+    with make_client(kind, f"http://127.0.0.1:{free_port()}", timeout=2, retries=0, deadline=3.0) as client:
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.predict(SEVEN)
+    assert caught.value.attempts > 5 and isinstance(caught.value.last, ServiceUnreachable)
+    assert caught.value.status is None and 1.5 < time.monotonic() - started < 4
 
 
-def test_the_overall_deadline_stops_the_retries():
-    client = DigitClient(f"http://127.0.0.1:{free_port()}", timeout=2, retries=1000, deadline=1.0)
-    with pytest.raises(DeadlineExceeded) as caught:
-        client.predict(SEVEN)
-    assert 1 < caught.value.attempts < 1000 and isinstance(caught.value.last, ServiceUnreachable)
+@pytest.mark.parametrize("kind", KINDS)
+def test_requests_sent_while_the_server_is_down_are_answered_once_it_is_back(kind):
+    port, gateways = free_port(), []
+    threading.Timer(3.0, lambda: gateways.append(Gateway(port))).start()
+    try:
+        with make_client(kind, f"http://127.0.0.1:{port}") as client:  # the default settings
+            assert [r.digit for r in client.predict_many([SEVEN] * 4, concurrency=4)] == [7] * 4
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    assert len(gateways[0].seen) == 4
 
 
 def test_an_answer_carrying_another_requests_id_is_retried(monkeypatch):
@@ -123,24 +106,36 @@ def test_an_answer_carrying_another_requests_id_is_retried(monkeypatch):
     assert len(sent) == 2 and sent[0] != sent[1] and client.retried == 1
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_without_a_key_file_is_a_usage_error(tmp_path):
-    result = run_cli("health", "--token-file", str(tmp_path / "missing.json"))
-    assert result.returncode == 2 and "--token-file" in result.stderr
-
-
 # -- against a real TorchServe
 
 
-@pytest.fixture()
-def client(server):
-    with DigitClient(server.inference, token_file=server.root / "key_file.json", timeout=10) as client:
+@pytest.fixture(params=KINDS)
+def client(request, server):
+    with make_client(request.param, server.inference, token_file=server.root / "key_file.json", timeout=10) as client:
         yield client
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("route", ["torchserve", "v1"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_over_each_route(server, kind, route):
+    with make_client(kind, server.inference, token_file=server.root / "key_file.json", route=route) as client:
+        assert client.predict(SEVEN).digit == 7
+        with pytest.raises(RequestRejected) as caught:
+            client.predict(b"plain text")
+    assert caught.value.status == 415 and caught.value.attempts == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_over_the_v2_route(server, kind):
+    """The Open Inference Protocol route end to end: needs the handler's v2 support."""
+    with make_client(kind, server.inference, token_file=server.root / "key_file.json", route="v2") as client:
+        answer = client.predict(SEVEN)
+        assert answer.digit == 7 and answer.confidence == max(answer.probabilities) and len(answer.probabilities) == 10
+        with pytest.raises(RequestRejected) as caught:
+            client.predict(b"plain text")
+    assert caught.value.status == caught.value.code == 415 and caught.value.attempts == 1
 
 
 @pytest.mark.integration
@@ -154,16 +149,16 @@ def test_predict_bytes_paths_and_pixels(client, mnist_sample):
 
 
 @pytest.mark.integration
-def test_predict_many_keeps_order_and_reports_each_failure_in_place(client, mnist_sample):
+def test_predict_many_keeps_order_and_reports_each_failure_in_place(client, mnist_sample, tmp_path):
     images, labels = mnist_sample
-    results = client.predict_many([*images, b"not an image", *images[:5]], concurrency=16)
+    results = client.predict_many([*images, b"not an image", *images[:5], tmp_path / "missing.png"], concurrency=16)
     digits = [r.digit for r in results[:100]]
     assert sum(d == y for d, y in zip(digits, labels)) >= 98
     assert isinstance(results[100], RequestRejected) and results[100].code == 415
-    assert [r.digit for r in results[101:]] == digits[:5]
+    assert [r.digit for r in results[101:106]] == digits[:5]
+    assert "cannot read the image" in str(results[106])
 
 
-@pytest.mark.integration
 @pytest.mark.integration
 def test_the_service_echoes_each_requests_id(server, mnist_sample):
     def send(body: bytes, request_id: str) -> requests.Response:
@@ -177,6 +172,7 @@ def test_the_service_echoes_each_requests_id(server, mnist_sample):
     assert refused.status_code == 415 and refused.headers.get(REQUEST_ID_HEADER) == "c3"
 
 
+@pytest.mark.integration
 def test_a_4xx_is_never_retried(client):
     for body, status in [(b"", 400), (b"plain text", 415), (np.zeros((28, 28), np.uint8), 422)]:
         with pytest.raises(RequestRejected) as caught:
@@ -187,12 +183,16 @@ def test_a_4xx_is_never_retried(client):
 
 
 @pytest.mark.integration
-def test_a_refused_key_is_not_retried_without_a_key_file(server):
-    client = DigitClient(server.inference, token="not-the-key", retries=3)
-    with pytest.raises(AuthorizationFailed) as caught:
-        client.predict(SEVEN)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_auth_hook_can_carry_the_key_and_a_wrong_one_is_refused(server, kind):
+    bearer = {"Authorization": f"Bearer {server.keys()['inference']}"}
+    with make_client(kind, server.inference, auth=lambda: bearer) as client:
+        assert client.predict(SEVEN).digit == 7
+    with make_client(kind, server.inference, headers={"Authorization": "Bearer not-the-key"}, retries=3) as client:
+        with pytest.raises(AuthorizationFailed) as caught:
+            client.predict(SEVEN)
     assert (
-        caught.value.status == 400 and caught.value.attempts == 1 and "Token Authorization failed" in caught.value.error
+        caught.value.status == 400 and caught.value.attempts == 1 and "Token Authorization failed" in str(caught.value)
     )
 
 
@@ -204,26 +204,3 @@ def test_a_rotated_key_is_reread_from_the_key_file(server, client):
     assert server.keys()["inference"] != old
     answer = client.predict(SEVEN)  # refused with the old key, then sent again with the new one
     assert answer.digit == 7 and client.retried == 0
-
-
-@pytest.mark.integration
-def test_cli_prints_one_line_per_file_and_fails_when_one_did(server, tmp_path):
-    options = ["--url", server.inference, "--token-file", str(server.root / "key_file.json")]
-    not_an_image = tmp_path / "notes.txt"
-    not_an_image.write_text("not an image")
-    files = [str(FIXTURES / name) for name in ("seven.png", "paper_seven.jpg", "canvas_seven.png")]
-
-    ok = run_cli("predict", *files, *options)
-    assert ok.returncode == 0, ok.stderr
-    lines = [json.loads(line) for line in ok.stdout.splitlines()]
-    assert sorted(line["file"] for line in lines) == sorted(files)
-    assert all(line["digit"] == 7 and 0 < line["confidence"] <= 1 for line in lines)
-
-    failed = run_cli("predict", files[0], str(not_an_image), *options, "--concurrency", "1")
-    assert failed.returncode == 1
-    lines = {line["file"]: line for line in map(json.loads, failed.stdout.splitlines())}
-    assert lines[files[0]]["digit"] == 7
-    assert lines[str(not_an_image)]["code"] == 415 and lines[str(not_an_image)]["error"]
-
-    health = run_cli("health", *options)
-    assert health.returncode == 0 and json.loads(health.stdout) == {"status": "Healthy"}

@@ -76,8 +76,8 @@ def test_demo_forwards_predictions_and_errors(demo):
 def test_a_refused_demo_key_is_our_fault_and_big_bodies_stop_at_the_demo(server):
     from threading import Thread
 
-    from client import DigitClient
     from demo.server import make_server
+    from mnist_digit_client import DigitClient
 
     demo_server = make_server(DigitClient(server.inference, token="not-the-key", retries=0), port=0)
     Thread(target=demo_server.serve_forever, daemon=True).start()

@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from client import read_inference_key, read_keys
+from mnist_digit_client import read_inference_key, read_keys
 from ops import tsctl
 from ops.polling import NotYet, wait_until
 

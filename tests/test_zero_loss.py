@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from client import DigitClient, Prediction
 from harness.samples import sample_digits
+from mnist_digit_client import DigitClient, Prediction
 from ops.tsctl import describe, scale, wait_for_workers
 from synthetic.families import generate
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class DigitServiceError(Exception):
     """A prediction that did not come back; `status` is None when no HTTP answer arrived."""
@@ -15,7 +17,7 @@ class DigitServiceError(Exception):
         self.error = error  # the server's "error" (or TorchServe's "message"), else what went wrong
         self.attempts = 1
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, object]:
         """The same {"code", "error"} shape the service answers with."""
         return {"code": self.code, "error": self.error}
 
@@ -25,7 +27,8 @@ class RequestRejected(DigitServiceError):
 
 
 class AuthorizationFailed(RequestRejected):
-    """The key was refused. TorchServe answers 400 "Token Authorization failed", not 401."""
+    """The key was refused. TorchServe answers 400 "Token Authorization failed", not 401; a gateway
+    401 or 403."""
 
 
 class ServerFault(DigitServiceError):
@@ -40,7 +43,8 @@ class Overloaded(ServerFault):
 
 class ServiceUnreachable(DigitServiceError):
     """No answer: connection refused or reset, or the per-attempt timeout passed (a scale-down drops
-    the batch of the worker it stops without answering it, pytorch/serve#1101): retried."""
+    the batch of the worker it stops without answering it, pytorch/serve#1101): retried until the
+    deadline, so callers see it as DeadlineExceeded's `last`."""
 
     retryable = True
 
@@ -71,3 +75,13 @@ def error_for(status: int, payload: object, text: str) -> DigitServiceError:
     if status >= 400:
         return RequestRejected(message, status, code)
     return ServerFault(f"unexpected HTTP {status}: {message}", status, code)
+
+
+def another_request(evidence: str) -> ServerFault:
+    """A 200 answer that belongs to another request (TorchServe 0.12 has handed a batch's answers to
+    other requests when a worker was scaled down mid-batch): never taken, retried like a 5xx."""
+    return ServerFault(f"the answer belongs to another request ({evidence})", 200)
+
+
+def not_a_prediction(answer: object) -> ServerFault:
+    return ServerFault(f"the answer is not a prediction: {json.dumps(answer, default=str)[:200]}", 200)

@@ -1,0 +1,66 @@
+"""Python client of the MNIST digit service.
+
+    from mnist_digit_client import DigitClient        # threads, over requests
+    from mnist_digit_client import AsyncDigitClient   # asyncio, over aiohttp (the `asyncio` extra)
+
+Command line: `mnist-digit` or `python -m mnist_digit_client`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mnist_digit_client.calls import REQUEST_ID_HEADER, RetryPolicy
+from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL
+from mnist_digit_client.errors import (
+    AuthorizationFailed,
+    DeadlineExceeded,
+    DigitServiceError,
+    Overloaded,
+    RequestRejected,
+    ServerFault,
+    ServiceUnreachable,
+)
+from mnist_digit_client.images import Image, encode_image
+from mnist_digit_client.keys import read_inference_key, read_keys
+from mnist_digit_client.routes import ROUTES, KServeV1, OpenInferenceV2, Prediction, Route
+from mnist_digit_client.threaded import DigitClient
+
+if TYPE_CHECKING:
+    from mnist_digit_client.aio import AsyncDigitClient
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_URL",
+    "REQUEST_ID_HEADER",
+    "DigitClient",
+    "AsyncDigitClient",
+    "Prediction",
+    "RetryPolicy",
+    "Route",
+    "KServeV1",
+    "OpenInferenceV2",
+    "ROUTES",
+    "Image",
+    "encode_image",
+    "read_inference_key",
+    "read_keys",
+    "DigitServiceError",
+    "RequestRejected",
+    "AuthorizationFailed",
+    "ServerFault",
+    "Overloaded",
+    "ServiceUnreachable",
+    "DeadlineExceeded",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """AsyncDigitClient on first use: aiohttp is an optional dependency (the `asyncio` extra)."""
+    if name == "AsyncDigitClient":
+        from mnist_digit_client.aio import AsyncDigitClient
+
+        return AsyncDigitClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
