@@ -24,7 +24,7 @@ SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
-.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts test lint fuzz soak wrk bench fast-paths profile image image-test \
+.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
         kserve-store deploy-check clean
 
 help:
@@ -117,6 +117,13 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "Chromium is missing and could not be installed (not root?): the browser test will be skipped"
 
+# The client tests put a real gateway (nginx) in front of the service. Installed when missing and run
+# as root (CI); otherwise those tests are skipped and say why.
+gateway:
+	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; } \
+	  || echo "nginx is missing and could not be installed (not root?): the gateway tests will be skipped"
+
 # Printed digits for training and the "printed" family come from Debian's free fonts (licences:
 # model/MODEL_CARD.md). Installed when missing and run as root; otherwise those parts skip and say why.
 FONT_PACKAGES := fonts-dejavu fonts-liberation fonts-freefont-ttf fonts-urw-base35
@@ -125,7 +132,7 @@ fonts:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FONT_PACKAGES); } \
 	  || echo "Fonts are missing and could not be installed (not root?): printed digits will be skipped"
 
-test: setup browser fonts
+test: setup browser fonts gateway
 	$(PY) -m pytest
 
 lint: setup

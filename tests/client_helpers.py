@@ -1,19 +1,21 @@
 """Helpers of the client tests: one synchronous face for both clients, so each test runs against
-DigitClient and AsyncDigitClient alike, and a small HTTP server standing in for a gateway."""
+DigitClient and AsyncDigitClient alike, and a real gateway (nginx) in front of the real service."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
-from mnist_digit_client import REQUEST_ID_HEADER, AsyncDigitClient, DigitClient
+from harness.local_server import free_port
+from mnist_digit_client import AsyncDigitClient, DigitClient
+from ops.polling import wait_until
 
 KINDS = ["threaded", "asyncio"]
-PROBABILITIES = [0.01] * 7 + [0.91] + [0.01] * 2
 
 
 class Blocking:
@@ -44,62 +46,59 @@ def make_client(kind: str, url: str, **options: Any) -> DigitClient | Blocking:
     return DigitClient(url, **options) if kind == "threaded" else Blocking(AsyncDigitClient(url, **options))
 
 
-def answer_for(path: str, body: bytes) -> dict:
-    """What the service answers on each route, as the digit 7."""
-    prediction = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES}
-    if path.endswith(":predict"):
-        return {"predictions": [prediction]}
-    if path.endswith("/infer"):
-        outputs = [
-            {"name": "probabilities", "datatype": "FP32", "shape": [1, 10], "data": PROBABILITIES},
-            {"name": "digit", "datatype": "INT64", "shape": [1], "data": [7]},
-            {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [0.91]},
-        ]
-        return {"id": json.loads(body)["id"], "model_name": "mnist", "model_version": "1.0", "outputs": outputs}
-    return {"status": "Healthy"} if path == "/ping" else prediction
+class Gateway:
+    """A real gateway in front of the real service: nginx, as a team puts one before TorchServe.
+    It refuses (401, {"error"}) a request without each header in `required`, and adds TorchServe's
+    inference key itself, so callers send none. Its access log records which headers each caller
+    sent. Started on `port` (default: a free one); needs nginx (`make gateway`)."""
 
+    def __init__(self, server, folder: Path, port: int | None = None, required: dict[str, str] | None = None):
+        self.folder, self.port = folder, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "access.log"
+        conf = folder / "nginx.conf"
+        conf.write_text(_nginx_conf(self.port, server.inference, server.keys()["inference"], required or {}, folder))
+        self.process = subprocess.Popen(["nginx", "-p", str(folder), "-c", str(conf)], stderr=subprocess.PIPE)
+        wait_until(self._listening, 10, 0.05, f"nginx on {self.url}", errors=(OSError,))
 
-class Gateway(ThreadingHTTPServer):
-    """A gateway in front of the service: answers 401 {"error"} unless each header in `required` is
-    sent, records every request's headers and body, and answers each route as the service would."""
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"nginx stopped: {self.process.stderr.read().decode()}")
+        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        return True
 
-    daemon_threads = True
-
-    def __init__(self, port: int = 0, required: dict[str, str] | None = None) -> None:
-        super().__init__(("127.0.0.1", port), GatewayHandler)
-        self.required = required or {}
-        self.seen: list[tuple[str, dict[str, str], bytes]] = []
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+    def seen(self) -> list[dict]:
+        """Per request: its path and whether it carried an Authorization and an X-Gateway header."""
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
-class GatewayHandler(BaseHTTPRequestHandler):
-    server: Gateway
-
-    def do_GET(self) -> None:
-        self.do_POST()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = dict(self.headers.items())
-        self.server.seen.append((self.path, headers, body))
-        if any(self.headers.get(name) != value for name, value in self.server.required.items()):
-            self.send(401, {"error": "the gateway refused the request"})
-        else:
-            self.send(200, answer_for(self.path, body))
-
-    def send(self, status: int, answer: dict) -> None:
-        payload = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header(REQUEST_ID_HEADER, self.headers.get(REQUEST_ID_HEADER, ""))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:  # quiet in the test output
-        pass
+def _nginx_conf(port: int, upstream: str, key: str, required: dict[str, str], folder: Path) -> str:
+    checks = "".join(
+        f'if ($http_{name.lower().replace("-", "_")} != "{value}") {{ return 401 \'{{"error": '
+        f'"the gateway refused the request"}}\'; }}\n'
+        for name, value in required.items()
+    )
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = " ".join(f"{kind}_temp_path {folder}/{kind};" for kind in kinds)
+    return f"""daemon off; pid {folder}/nginx.pid; error_log {folder}/error.log; worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+  {temp}
+  log_format seen escape=json '{{"path": "$request_uri", "authorization": "$http_authorization", '
+                              '"x_gateway": "$http_x_gateway"}}';
+  access_log {folder}/access.log seen;
+  default_type application/json;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      {checks}
+      proxy_set_header Authorization "Bearer {key}";
+      proxy_pass {upstream};
+    }}
+  }}
+}}
+"""

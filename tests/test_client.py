@@ -1,10 +1,12 @@
-"""DigitClient and AsyncDigitClient over real sockets: against a stand-in gateway and a free port
-first, then against a real TorchServe. Each test runs both clients (tests/client_helpers.py)."""
+"""DigitClient and AsyncDigitClient over real sockets: against a free port, then against a real
+TorchServe, directly and through a real gateway (nginx). Each test runs both clients
+(tests/client_helpers.py)."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import threading
 import time
 
@@ -43,27 +45,6 @@ def test_images_are_sent_as_file_bytes_or_png():
         encode_image(42)
 
 
-@pytest.fixture()
-def gateway():
-    gateway = Gateway(required={"X-Gateway": "yes"})
-    yield gateway
-    gateway.stop()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
-def test_each_route_through_a_gateway_that_wants_its_own_headers_and_no_key(gateway, kind, route):
-    with make_client(kind, gateway.url, route=route, headers={"X-Gateway": "yes"}) as client:
-        assert client.predict(SEVEN).digit == 7 and client.health() == {"status": "Healthy"}
-    path, headers, body = gateway.seen[0]
-    assert path.startswith({"torchserve": "/predictions/", "v1": "/v1/models/", "v2": "/v2/models/"}[route])
-    assert "Authorization" not in headers and (body == SEVEN.read_bytes()) == (route == "torchserve")
-    with make_client(kind, gateway.url, route=route, auth=lambda: {"X-Gateway": "no"}) as client:
-        with pytest.raises(AuthorizationFailed) as caught:
-            client.predict(SEVEN)
-    assert caught.value.status == caught.value.code == 401 and caught.value.attempts == 1
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_unreachable_server_is_retried_until_the_deadline(kind):
     started = time.monotonic()
@@ -72,19 +53,6 @@ def test_an_unreachable_server_is_retried_until_the_deadline(kind):
             client.predict(SEVEN)
     assert caught.value.attempts > 5 and isinstance(caught.value.last, ServiceUnreachable)
     assert caught.value.status is None and 1.5 < time.monotonic() - started < 4
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_requests_sent_while_the_server_is_down_are_answered_once_it_is_back(kind):
-    port, gateways = free_port(), []
-    threading.Timer(3.0, lambda: gateways.append(Gateway(port))).start()
-    try:
-        with make_client(kind, f"http://127.0.0.1:{port}") as client:  # the default settings
-            assert [r.digit for r in client.predict_many([SEVEN] * 4, concurrency=4)] == [7] * 4
-    finally:
-        for gateway in gateways:
-            gateway.stop()
-    assert len(gateways[0].seen) == 4
 
 
 def test_an_answer_carrying_another_requests_id_is_retried(monkeypatch):
@@ -194,6 +162,47 @@ def test_the_auth_hook_can_carry_the_key_and_a_wrong_one_is_refused(server, kind
     assert (
         caught.value.status == 400 and caught.value.attempts == 1 and "Token Authorization failed" in str(caught.value)
     )
+
+
+@pytest.fixture()
+def gateway(server, tmp_path):
+    """nginx in front of the service, wanting its own header and holding the service's key."""
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is missing: `make gateway` installs it (as root)")
+    gateway = Gateway(server, tmp_path, required={"X-Gateway": "yes"})
+    yield gateway
+    gateway.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+def test_each_route_through_a_gateway_that_wants_its_own_headers_and_no_key(gateway, kind, route):
+    with make_client(kind, gateway.url, route=route, headers={"X-Gateway": "yes"}) as client:
+        assert client.predict(SEVEN).digit == 7 and client.health() == {"status": "Healthy"}
+    first = gateway.seen()[0]
+    assert first["path"].startswith({"torchserve": "/predictions/", "v1": "/v1/models/", "v2": "/v2/models/"}[route])
+    assert first["authorization"] == "" and first["x_gateway"] == "yes"  # no key from the client: keyless use
+    with make_client(kind, gateway.url, route=route, auth=lambda: {"X-Gateway": "no"}) as client:
+        with pytest.raises(AuthorizationFailed) as caught:
+            client.predict(SEVEN)
+    assert caught.value.status == caught.value.code == 401 and caught.value.attempts == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", KINDS)
+def test_requests_sent_while_the_gateway_is_down_are_answered_once_it_is_up(server, tmp_path, kind):
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is missing: `make gateway` installs it (as root)")
+    port, gateways = free_port(), []
+    threading.Timer(3.0, lambda: gateways.append(Gateway(server, tmp_path, port))).start()
+    try:
+        with make_client(kind, f"http://127.0.0.1:{port}") as client:  # the default settings
+            assert [r.digit for r in client.predict_many([SEVEN] * 4, concurrency=4)] == [7] * 4
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    assert len(gateways[0].seen()) == 4
 
 
 @pytest.mark.integration

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from mnist_digit_client import AsyncDigitClient, Prediction, RequestRejected
-from tests.client_helpers import Gateway
 from tests.conftest import FIXTURES
 
 SEVEN = FIXTURES / "seven.png"
@@ -20,19 +19,15 @@ async def answered(client: AsyncDigitClient, images: list, concurrency: int = 4)
     return {i: result async for i, result in client.as_completed(images, concurrency=concurrency)}
 
 
-def test_as_completed_yields_each_image_once_and_health_answers():
-    gateway = Gateway()
-
+@pytest.mark.integration
+def test_as_completed_yields_each_image_once_and_health_answers(server):
     async def main():
-        async with AsyncDigitClient(gateway.url) as client:
+        async with AsyncDigitClient(server.inference, token_file=server.root / "key_file.json") as client:
             return await answered(client, [SEVEN] * 6, concurrency=2), await client.health()
 
-    try:
-        results, health = asyncio.run(main())
-    finally:
-        gateway.stop()
+    results, health = asyncio.run(main())
     assert sorted(results) == list(range(6)) and all(r.digit == 7 for r in results.values())
-    assert health == {"status": "Healthy"} and len(gateway.seen) == 7
+    assert health == {"status": "Healthy"}
 
 
 def test_without_aiohttp_the_error_names_the_extra():

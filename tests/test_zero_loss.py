@@ -1,24 +1,29 @@
-"""No request lost: DigitClient's retries against a real TorchServe whose workers die under load.
+"""No request lost: the client's retries against a real TorchServe whose workers die under load, or
+which is killed whole and started again, for both clients (threaded and asyncio).
 
 TorchServe answers 5xx for the batch of a worker killed with SIGKILL, and a scale-down drops the
 batch of each stopped worker without answering it at all (pytorch/serve#1101). Measured without a
-client that retries: a SIGKILL under 16 callers failed 12 of 600 requests. With DigitClient every
-request must come back with the digit the healthy server gives for the same image.
+client that retries: a SIGKILL under 16 callers failed 12 of 600 requests. A whole-server restart
+(a pod restarted, a rolling update) refuses connections until the new server listens, then answers
+with new keys. With the client every request must come back with the digit the undisturbed server
+gives for the same image.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from harness.samples import sample_digits
-from mnist_digit_client import DigitClient, Prediction
+from mnist_digit_client import DigitClient, Prediction, RetryPolicy
 from ops.tsctl import describe, scale, wait_for_workers
 from synthetic.families import generate
+from tests.client_helpers import KINDS, make_client
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +35,9 @@ FAULT_AFTER = 100  # answers before the fault: it lands while the load runs
 # batch dropped by a scale-down costs its callers seconds, not the suite minutes.
 ATTEMPT_TIMEOUT = 5.0
 DEADLINE = 120.0
+# Seconds the killed server stays down before a new one starts (which takes a few more): with the
+# start, the restart lasts about 15 s, what the client's default deadline (30 s) must ride through.
+DOWN_FOR = 12.0
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +45,23 @@ def bodies() -> list[bytes]:
     return generate("clean", sample_digits()[0])
 
 
-@pytest.fixture()
-def client(server):
-    with DigitClient(
+@pytest.fixture(params=KINDS)
+def client(request, server):
+    with make_client(
+        request.param,
         server.inference,
         token_file=server.root / "key_file.json",
         timeout=ATTEMPT_TIMEOUT,
         retries=8,
         deadline=DEADLINE,
     ) as client:
+        yield client
+
+
+@pytest.fixture(params=KINDS)
+def default_client(request, server):
+    """The client as a caller makes it: the default timeout, retries and deadline."""
+    with make_client(request.param, server.inference, token_file=server.root / "key_file.json") as client:
         yield client
 
 
@@ -58,31 +74,46 @@ def healthy_digits(server, bodies) -> list[int]:
     return [a.digit for a in answers]
 
 
-def load_with_fault(client: DigitClient, bodies: list[bytes], fault: Callable[[], object]) -> list:
-    """At least REQUESTS predictions from CALLERS threads, in rounds of ROUND; `fault()` starts
-    once FAULT_AFTER are answered.
+def each_answer(client, jobs: list[bytes], on_answer: Callable[[int, object], None]) -> None:
+    """on_answer(index, result) for each job as it is answered, CALLERS at a time, by either client."""
+    if isinstance(client, DigitClient):
+        for i, result in client.as_completed(jobs, concurrency=CALLERS):
+            on_answer(i, result)
+        return
+
+    async def drive() -> None:
+        async for i, result in client.client.as_completed(jobs, concurrency=CALLERS):
+            on_answer(i, result)
+
+    client.loop.run_until_complete(drive())
+
+
+def load_with_fault(client, bodies: list[bytes], fault: Callable[[], object]) -> list:
+    """At least REQUESTS predictions in rounds of ROUND; `fault()` starts once FAULT_AFTER are answered.
 
     The fault runs on its own thread so that answers keep being counted while it acts (a
     synchronous scale-down takes a while, longer on a busy machine): rounds go on, up to
     MAX_REQUESTS, until plenty came after it, which the test checks.
     """
     results: list = []
+    state = {"answered": 0, "after_fault": 0, "fault": None}
     with ThreadPoolExecutor(max_workers=1) as fault_runner:
-        fault_done = None
-        answered = answered_after_fault = 0
-        while len(results) < REQUESTS or (answered_after_fault < CALLERS * 10 and len(results) < MAX_REQUESTS):
+
+        def on_answer(first: int, i: int, result: object) -> None:
+            results[first + i] = result
+            state["answered"] += 1
+            if state["answered"] == FAULT_AFTER:
+                state["fault"] = fault_runner.submit(fault)
+            elif state["fault"] is not None and state["fault"].done():
+                state["after_fault"] += 1
+
+        while len(results) < REQUESTS or (state["after_fault"] < CALLERS * 10 and len(results) < MAX_REQUESTS):
             first = len(results)
             results += [None] * ROUND
             jobs = [bodies[i % len(bodies)] for i in range(first, first + ROUND)]
-            for i, result in client.as_completed(jobs, concurrency=CALLERS):
-                results[first + i] = result
-                answered += 1
-                if answered == FAULT_AFTER:
-                    fault_done = fault_runner.submit(fault)
-                elif fault_done is not None and fault_done.done():
-                    answered_after_fault += 1
-        fault_done.result()  # the fault's own error, if it had one
-    assert answered_after_fault >= CALLERS * 10, f"the load was over before the fault: {answered_after_fault}"
+            each_answer(client, jobs, lambda i, result, first=first: on_answer(first, i, result))
+        state["fault"].result()  # the fault's own error, if it had one
+    assert state["after_fault"] >= CALLERS * 10, f"the load was over before the fault: {state['after_fault']}"
     return results
 
 
@@ -112,5 +143,24 @@ def test_scale_down_under_load_loses_no_request(server, client, bodies, healthy_
         assert len(describe(server.management, key)["workers"]) == 1
     finally:
         scale(server.management, key, 2)
+        wait_for_workers(server.management, key, 2)
     print(f"scale 3 -> 1: {client.retried} attempts retried")
+    assert_every_request_answered_right(results, healthy_digits)
+
+
+def test_whole_server_restart_under_load_loses_no_request(server, default_client, bodies, healthy_digits):
+    """SIGKILL of the frontend and every worker at once, then a new server on the same ports with
+    new keys: callers see refused connections, then refused keys (re-read from the key file)."""
+    downtime = {}
+
+    def restart() -> None:
+        killed = time.monotonic()
+        server.kill()
+        time.sleep(DOWN_FOR)
+        server.start(attempts=1)  # the same ports, or fail
+        downtime["s"] = time.monotonic() - killed
+
+    results = load_with_fault(default_client, bodies, restart)
+    print(f"restart: down {downtime['s']:.1f} s; {default_client.retried} attempts retried")
+    assert default_client.policy == RetryPolicy()  # the defaults, as callers have them
     assert_every_request_answered_right(results, healthy_digits)
