@@ -33,6 +33,7 @@ help:
 	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
+	@echo "gateway   nginx, the real gateway of the client tests (apt, as root; test needs it)"
 	@echo "archive   model_store/mnist.mar"
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"
 	@echo "stop      stop TorchServe"

@@ -168,9 +168,8 @@ def full_report(sets: dict, work: Path, settings: HostSettings, out: Path, args)
     report["ratios"] = ratios(report)
     stem = out / report_stem(report)
     plot(report, stem.with_suffix(".png"))
-    write_report(
-        stem, report, markdown(report) + ("\n".join(clients_markdown(report["clients"])) if args.client_rounds else "")
-    )
+    clients_section = clients_markdown(report["clients"]) if args.client_rounds else []
+    write_report(stem, report, "\n".join([markdown(report), "", *clients_section]))
     return report
 
 
