@@ -24,9 +24,26 @@ from mnist_digit_client import (
 )
 from mnist_digit_client.calls import Call, interpret
 from mnist_digit_client.errors import error_for
-from tests.client_helpers import PROBABILITIES, answer_for
 
+PROBABILITIES = [0.01] * 7 + [0.91] + [0.01] * 2
 PREDICTION = Prediction(7, 0.91, tuple(PROBABILITIES))
+
+
+def answer_for(path: str, body: bytes) -> dict:
+    """The service's answer of the digit 7 on each route, as the parts under test read it."""
+    prediction = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES}
+    if path.endswith(":predict"):
+        return {"predictions": [prediction]}
+    if path.endswith("/infer"):
+        outputs = [
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 10], "data": PROBABILITIES},
+            {"name": "digit", "datatype": "INT64", "shape": [1], "data": [7]},
+            {"name": "confidence", "datatype": "FP32", "shape": [1], "data": [0.91]},
+        ]
+        return {"id": json.loads(body)["id"], "model_name": "mnist", "model_version": "1.0", "outputs": outputs}
+    return prediction
+
+
 IMAGE = b"\x89PNG not really"
 
 
