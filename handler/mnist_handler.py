@@ -66,7 +66,8 @@ class DigitHandler:
     torch.compile) where ours rebuilds the network from the config saved in its checkpoint, and
     its handle passes only inference's output to postprocess, where our answers also need each
     request's error. Keeping the base class would mean overriding both and inheriting nothing
-    (explain/describe are not offered); TorchServe needs only these two methods.
+    (explain is not offered; describe answers the Open Inference Protocol's model metadata, in
+    handle); TorchServe needs only these two methods.
     """
 
     def __init__(self) -> None:
