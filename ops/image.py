@@ -1,7 +1,10 @@
 """Build the service image with docker (if a daemon answers) or podman, and remove it.
 
-    python -m ops.image build       # mnist-serve:latest (IMAGE= overrides the tag)
-    python -m ops.image remove      # the image and the local base image, then a prune
+    python -m ops.image build       # mnist-serve:<VERSION> and mnist-serve:latest (IMAGE= overrides the first)
+    python -m ops.image remove      # both tags and the local base image, then a prune
+
+The release tag comes from the VERSION file at the repository root; the manifests under deploy/
+name the same tag (deploy/check.py keeps them equal).
 
 Where no base image can be pulled (no registry), a Debian bookworm base is made with
 `debootstrap --variant=minbase` (cached in ~/.cache/mnist-serve) and passed as BASE_IMAGE; the
@@ -21,7 +24,9 @@ from pathlib import Path
 
 from ops.paths import ROOT
 
-IMAGE = os.environ.get("IMAGE", "mnist-serve:latest")
+REPOSITORY = "mnist-serve"
+VERSION = (ROOT / "VERSION").read_text().strip()
+IMAGE = os.environ.get("IMAGE", f"{REPOSITORY}:{VERSION}")
 PUBLIC_BASE = "debian:bookworm-slim"
 LOCAL_BASE = "localhost/mnist-serve-base:bookworm"
 BASE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist-serve" / "bookworm-minbase.tar"
@@ -117,8 +122,17 @@ def _debootstrap_tarball(target: Path) -> None:
         partial.rename(target)
 
 
+def latest_tag(image: str) -> str:
+    """The same repository tagged `latest` (a registry's port is not a tag: registry:5000/name)."""
+    repository, _, tag = image.rpartition(":")
+    return f"{repository}:latest" if repository and "/" not in tag else f"{image}:latest"
+
+
+TAGS = (IMAGE, latest_tag(IMAGE))
+
+
 def build_image(engine: Engine) -> float:
-    """Build IMAGE; returns the build's wall seconds."""
+    """Build IMAGE, tagged with the release and `latest`; returns the build's wall seconds."""
     base = base_image(engine)
     started = time.monotonic()
     extra = ["--format", "docker"] if engine.name == "podman" else []  # OCI images drop HEALTHCHECK
@@ -128,19 +142,20 @@ def build_image(engine: Engine) -> float:
         "--network=host",
         "--build-arg",
         f"BASE_IMAGE={base}",
-        "-t",
-        IMAGE,
+        "--build-arg",
+        f"VERSION={VERSION}",
+        *(flag for tag in TAGS for flag in ("-t", tag)),
         str(ROOT),
         timeout=COMMAND_TIMEOUT_S,
     )
     seconds = time.monotonic() - started
     size = engine.run("image", "inspect", IMAGE, "--format", "{{.Size}}", capture=True).stdout.strip()
-    print(f"built {IMAGE} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)
+    print(f"built {' and '.join(TAGS)} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)
     return seconds
 
 
 def remove_images(engine: Engine) -> None:
-    for image in (IMAGE, LOCAL_BASE):
+    for image in (*TAGS, LOCAL_BASE):
         engine.run("rmi", "-f", image, check=False, capture=True)
     engine.run("image", "prune", "-f", check=False, capture=True)
 

@@ -1,4 +1,4 @@
-"""The model store layout KServe's TorchServe runtime reads, also baked into the image at /mnt/models.
+"""The model store layout the image serves from /mnt/models: baked into it, or mounted by KServe.
 
     python -m ops.model_layout --out kserve-store [--flavor kserve|image] [--mount /mnt/models]
 
@@ -7,13 +7,14 @@
     <out>/config/log4j2.xml          frontend logging (log4j2.xml)
     <out>/model-store/mnist.mar      the archive (ops.build_archive)
 
-Both flavors listen on all interfaces (inside a container or pod only), gRPC inference on 7070 and
-gRPC management on 7071, and keep the model API off. `image`: inference 8080, management 8081,
-metrics 8082, token authorization on unless the entry point is told TOKEN_AUTH=off. `kserve`:
-TorchServe's inference on 8085, because KServe's model server in front of it takes 8080, and token
-authorization off: that proxy sends no key (docs/deploy.md, for the threat model). The KServe
-runtime starts TorchServe itself, without ops.entrypoint, so the worker count is fixed here
-(--workers, matched to the pod's CPUs).
+Both flavors listen on all interfaces (inside a container or pod only), REST inference on 8080,
+metrics on 8082, gRPC inference on 7070 and gRPC management on 7071, and keep the model API off.
+`image` (baked into the image at build time): management 8081, token authorization on unless the
+entry point is told TOKEN_AUTH=off. `kserve` (for a storageUri that KServe mounts over the baked
+layout, deploy/kserve/servingruntime.yaml): management 8085, off the ports KServe takes in a
+predictor pod, and token authorization off: KServe's gateway authenticates (docs/deploy.md). The
+entry point replaces the model_snapshot written here with workers that fit the pod (--workers is
+what a TorchServe started without it would get).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ops.properties import read_properties, write_properties
 
 PORTS = {
     "image": {"inference": 8080, "management": 8081, "metrics": 8082},
-    "kserve": {"inference": 8085, "management": 8081, "metrics": 8082},
+    "kserve": {"inference": 8080, "management": 8085, "metrics": 8082},
 }
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=int,
         default=workers_for(2, 0),
-        help="workers in the static model_snapshot (the pod's CPU count)",
+        help="workers in the model_snapshot (ops.entrypoint replaces it with the host's)",
     )
     a = p.parse_args(argv)
     print(build_layout(Path(a.out), a.flavor, a.mount, a.workers))
