@@ -25,7 +25,7 @@ DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
 .PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
-        kserve-store deploy-check clean
+        kserve-store deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -49,7 +49,9 @@ help:
 	@echo "image     build the mnist-serve:latest container image (docker if a daemon answers, else podman)"
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
 	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, the layout KServe's TorchServe runtime reads"
-	@echo "deploy-check  validate deploy/ (Kubernetes schemas, KServe SDK), run the image as the manifests do"
+	@echo "deploy-check  validate deploy/ (Kubernetes schemas, KServe SDK, alert rules), run the image as the manifests do"
+	@echo "promtool  Prometheus' promtool, for the alert rules (apt, as root)"
+	@echo "monitoring-check  deploy/monitoring/: manifests, promtool check rules and the rules' unit tests"
 
 setup: $(VENV)/.installed
 
@@ -134,6 +136,7 @@ fonts:
 	  || echo "Fonts are missing and could not be installed (not root?): printed digits will be skipped"
 
 test: setup browser fonts gateway
+	@$(MAKE) --no-print-directory promtool || echo "the promtool tests will be skipped"
 	$(PY) -m pytest
 
 lint: setup
@@ -177,7 +180,17 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
 	touch $@
 
-deploy-check: $(DEPLOY_VENV)/.installed kserve-store image
+# The alert rules' checks and unit tests run Prometheus' promtool: Debian's prometheus package,
+# installed when missing and run as root; otherwise the targets that need it fail and say so.
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
+	  || { echo "promtool is missing and could not be installed (not root?): sudo apt-get install prometheus"; exit 1; }
+
+monitoring-check: setup promtool
+	$(PY) deploy/monitoring/rules.py
+
+deploy-check: $(DEPLOY_VENV)/.installed kserve-store image promtool
 	$(DEPLOY_VENV)/bin/python deploy/check.py
 	$(PY) -m harness.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
 

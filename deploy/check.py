@@ -1,4 +1,5 @@
-"""Validate deploy/: Kubernetes manifests against the API schemas, the InferenceService against KServe's SDK.
+"""Validate deploy/: Kubernetes manifests against the API schemas, the InferenceService against KServe's SDK,
+the monitoring manifests and alert rules (deploy/monitoring/rules.py, with promtool).
 
     .venv-deploy/bin/python deploy/check.py     # `make deploy-check` runs this first
 
@@ -18,6 +19,7 @@ import kubernetes.client.models
 import kubernetes_validate
 import yaml
 from kserve import ApiClient, V1beta1InferenceService
+from monitoring import rules as monitoring  # deploy/monitoring/rules.py
 
 DEPLOY = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "1.33.0"  # schemas bundled with kubernetes-validate; a current, supported release
@@ -119,11 +121,13 @@ def main() -> int:
         print(f"ok  {path.relative_to(DEPLOY.parent)}: InferenceService (KServe SDK model classes)")
     check_consistency(docs)
     print("ok  Service, probes, NetworkPolicy, HPA and preStop agree with each other and with the auth design")
+    deployments = [d for kind_docs in docs.values() for d in kind_docs if d["kind"] == "Deployment"]
+    print("\n".join(monitoring.check(deployments)))
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (AssertionError, kubernetes_validate.ValidationError) as error:
+    except (AssertionError, kubernetes_validate.ValidationError, monitoring.MonitoringError) as error:
         sys.exit(f"deploy check failed: {error}")
