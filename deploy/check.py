@@ -1,5 +1,6 @@
 """Validate deploy/: the rendered Kubernetes variants against the API schemas, KServe's runtime and
-InferenceService against KServe's SDK, and what no schema knows.
+InferenceService against KServe's SDK, the monitoring manifests and alert rules
+(deploy/monitoring/rules.py, with promtool), and what no schema knows.
 
     .venv-deploy/bin/python deploy/check.py     # `make deploy-check` runs this first
 
@@ -21,6 +22,7 @@ import kubernetes.client.models
 import kubernetes_validate
 import yaml
 from kserve import ApiClient
+from monitoring import rules as monitoring  # deploy/monitoring/rules.py
 
 DEPLOY = Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
@@ -203,11 +205,19 @@ def main() -> int:
     (container,) = runtime["spec"]["containers"]
     assert container["image"] == image, f"the ServingRuntime runs {container['image']}, the Deployments {image}"
     print(f"ok  the ServingRuntime runs the Deployments' image, {image}")
+    deployments = [d for docs in rendered.values() for d in docs if d["kind"] == "Deployment"]
+    print("\n".join(monitoring.check(deployments)))
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (AssertionError, kubernetes_validate.ValidationError, RuntimeError, FileNotFoundError) as error:
+    except (
+        AssertionError,
+        kubernetes_validate.ValidationError,
+        RuntimeError,
+        FileNotFoundError,
+        monitoring.MonitoringError,
+    ) as error:
         sys.exit(f"deploy check failed: {error}")

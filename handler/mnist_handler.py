@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
-from ts.metrics.metric_type_enum import MetricTypes
 
 from handler import fast_paths
 from handler.answers import error_answer, model_metadata, prediction_answer
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
 from handler.inference import digit_probabilities
+from handler.metric_buffer import METRICS, MetricBuffer
 from handler.preprocess import RequestBatch, decode_batch
 from handler.served_model import served_network
 from handler.settings import HandlerSettings
@@ -30,23 +30,6 @@ from model import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-# Handler metrics, declared in handler/metrics.yaml so that Prometheus exports them.
-# name -> (type, unit, extra dimension after ModelName)
-METRICS = {
-    "DigitPredictions": (MetricTypes.COUNTER, "count", "Digit"),
-    "LowConfidencePredictions": (MetricTypes.COUNTER, "count", None),
-    "RejectedInputs": (MetricTypes.COUNTER, "count", "Reason"),
-    "InternalErrors": (MetricTypes.COUNTER, "count", None),  # requests answered 500: bugs of ours
-    "DigitBatchSize": (MetricTypes.HISTOGRAM, "count", None),
-    "PreprocessTime": (MetricTypes.HISTOGRAM, "ms", None),
-    "HandlerTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's own, with its Level="Model"
-    "PredictionTime": (MetricTypes.GAUGE, "ms", "Level"),  # TorchServe's, see fast_paths.route_prediction_time
-}
-# Metrics leave the worker from a background thread every HandlerSettings.metrics_flush_seconds
-# (0: at the end of each batch): counters summed, histogram and gauge observations as they came.
-# Every metric is a line the frontend reads from the worker's stdout and parses; one line per digit
-# per batch cost as much frontend CPU as the request itself, and writing lines from the request
-# path stalled batches on the pipe (docs/performance.md).
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # echoed on each answer (see _echo_request_id)
 
 
@@ -94,10 +77,13 @@ class DigitHandler:
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
             fast_paths.route_prediction_time(context.metrics, lambda ms: self._observe("PredictionTime", ms, "Model"))
-        self._counters: Counter[tuple[str, tuple[str, ...]]] = Counter()  # (name, dimensions) -> sum
-        self._observations: list[tuple[str, float, tuple[str, ...]]] = []  # histograms: (name, value, dimensions)
-        self._gauges: dict[tuple[str, tuple[str, ...]], float] = {}  # (name, dimensions) -> the latest value
-        self._pending_lock = threading.Lock()
+        # Metrics leave the worker from a background thread every flush_seconds (0: at the end of
+        # each batch), summed in between (handler/metric_buffer.py).
+        self._metrics = MetricBuffer(self._emit)
+        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ())] + [
+            ("DigitPredictions", (str(digit),)) for digit in range(10)
+        ]:  # every series from the start at 0, so that the first count is an increase Prometheus sees
+            self._metrics.add(counter, 0, *dimensions)
         self.flush_seconds = settings.metrics_flush_seconds
         if self.flush_seconds > 0:
             threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
@@ -141,7 +127,9 @@ class DigitHandler:
             return [json.dumps(model_metadata(self.model_id))]
         batch = self.preprocess(data, headers)
         answers = self.postprocess(batch, self.inference(batch), headers)
-        self._observe("HandlerTime", round((time.perf_counter() - start) * 1000, 2), "Model")
+        handler_ms = (time.perf_counter() - start) * 1000
+        self._observe("HandlerTime", round(handler_ms, 2), "Model")
+        self._observe("BatchTime", handler_ms)
         if self.flush_seconds <= 0:
             self.flush_metrics()
         return answers
@@ -205,33 +193,24 @@ class DigitHandler:
                 metrics.add_metric_to_cache(name, unit, dims, kind)
 
     def _add(self, counter: str, value: int, *dimensions: str) -> None:
-        with self._pending_lock:
-            self._counters[counter, dimensions] += value
+        self._metrics.add(counter, value, *dimensions)
 
     def _observe(self, name: str, value: float, *dimensions: str) -> None:
-        with self._pending_lock:
-            if METRICS[name][0] is MetricTypes.GAUGE:  # a gauge is read as its latest value
-                self._gauges[name, dimensions] = value
-            else:
-                self._observations.append((name, value, dimensions))
+        self._metrics.observe(name, value, *dimensions)
 
     def flush_metrics(self) -> None:
-        """Emit what was recorded since the last flush: each histogram observation, the latest value
-        of each gauge, and one line per counter and dimension."""
-        with self._pending_lock:
-            counters, self._counters = self._counters, Counter()
-            observations, self._observations = self._observations, []
-            gauges, self._gauges = self._gauges, {}
-        for name, value, dimensions in observations:
-            self._emit(name, value, *dimensions)
-        for (name, dimensions), value in gauges.items():
-            self._emit(name, value, *dimensions)
-        for (counter, dimensions), value in sorted(counters.items()):
-            self._emit(counter, value, *dimensions)
+        """Emit what was recorded since the last flush: one line per counter and dimensions, the
+        latest value of each gauge, the buckets of each histogram that grew."""
+        self._metrics.flush()
 
     def _flush_forever(self) -> None:
+        last = time.monotonic()
         while True:
             time.sleep(self.flush_seconds)
+            now = time.monotonic()
+            # A heartbeat: its rate is the number of live workers (docs/operations.md).
+            self._add("WorkerAliveSeconds", round(now - last, 3))
+            last = now
             try:
                 self.flush_metrics()
             except Exception:  # never let metrics take the worker down

@@ -137,7 +137,7 @@ def test_handler_metrics_and_metrics_yaml_agree():
     import ts
     import yaml
 
-    from handler.mnist_handler import METRICS
+    from handler.metric_buffer import METRICS
     from ops.paths import ROOT
 
     def declared(path) -> dict:
@@ -164,8 +164,13 @@ def test_metrics_are_emitted_with_declared_dimensions(handler_and_context, mnist
     metrics = metric_lines(caplog)
     assert f"[METRICS]DigitPredictions.Count:1|#ModelName:mnist,Digit:{labels[0]}|" in metrics
     assert "[METRICS]RejectedInputs.Count:1|#ModelName:mnist,Reason:empty|" in metrics
-    assert "[METRICS]DigitBatchSize.Count:1|#ModelName:mnist|" in metrics
-    assert "[METRICS]PreprocessTime.Milliseconds:" in metrics
+    assert "[METRICS]InternalErrors.Count:0|#ModelName:mnist|" in metrics  # every series from the start
+    assert "[METRICS]DigitBatchSize_bucket.Count:1|#ModelName:mnist,le:1.0|" in metrics
+    assert "[METRICS]DigitBatchSize_bucket.Count:1|#ModelName:mnist,le:+Inf|" in metrics
+    assert "[METRICS]DigitBatchSize_count.Count:1|#ModelName:mnist|" in metrics
+    assert "[METRICS]DigitBatchSize_sum.Count:1|#ModelName:mnist|" in metrics
+    assert "[METRICS]PreprocessTime_sum.Milliseconds:" in metrics
+    assert "[METRICS]BatchTime_count.Count:1|#ModelName:mnist|" in metrics
     assert "[METRICS]HandlerTime.Milliseconds:" in metrics and "Level:Model" in metrics
 
 
@@ -181,8 +186,8 @@ def test_torchserves_per_batch_line_is_dropped_and_nothing_else(handler_and_cont
 
 
 def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, caplog, monkeypatch):
-    """What the worker's flush thread emits once a second: one line per counter and per gauge, one
-    per histogram observation."""
+    """What the worker's flush thread emits once a second: one line per counter and dimensions, one
+    per gauge, one per histogram bucket."""
     handler, context = handler_and_context
     images, labels = mnist_sample
     monkeypatch.setattr(handler, "flush_seconds", 60)  # no flush at the end of each batch
@@ -192,9 +197,11 @@ def test_counters_are_summed_between_flushes(handler_and_context, mnist_sample, 
         assert metric_lines(caplog) == ""
         handler.flush_metrics()
     metrics = metric_lines(caplog)
-    assert metrics.count("[METRICS]DigitPredictions.") == 1
+    assert metrics.count("[METRICS]DigitPredictions.") == 10  # every digit's series is created at 0
     assert f"[METRICS]DigitPredictions.Count:2|#ModelName:mnist,Digit:{labels[0]}|" in metrics
-    assert metrics.count("[METRICS]DigitBatchSize.") == 2  # a histogram: every observation
+    assert metrics.count("[METRICS]DigitBatchSize_count.") == 1  # a histogram: its buckets, sum and count
+    assert "[METRICS]DigitBatchSize_count.Count:2|#ModelName:mnist|" in metrics
+    assert "[METRICS]DigitBatchSize_bucket.Count:2|#ModelName:mnist,le:1.0|" in metrics
     assert metrics.count("[METRICS]HandlerTime.") == 1  # a gauge: its latest value
 
 

@@ -229,8 +229,10 @@ def test_metrics_move_with_known_requests(server, mnist_sample):
     assert metric(server, "ts_inference_requests_total", model_name="mnist") - ok_before == len(sevens) + 3
     text = requests.get(f"{server.metrics}/metrics", timeout=10).text
     for name in (
-        "PreprocessTime_bucket",
-        "DigitBatchSize_sum",
+        'PreprocessTime_bucket{ModelName="mnist",le="0.1"',  # the handler's buckets, not TorchServe's
+        'DigitBatchSize_bucket{ModelName="mnist",le="16.0"',
+        "BatchTime_sum",
+        "WorkerAliveSeconds",
         "HandlerTime",
         "PredictionTime",
         "ts_queue_latency_microseconds",
