@@ -1,6 +1,6 @@
 """Build the service image with docker (if a daemon answers) or podman, and remove it.
 
-    python -m ops.image build       # mnist-serve:latest (IMAGE= overrides the tag)
+    python -m ops.image build       # mnist-serve:latest and mnist-serve:<VERSION> (IMAGE= overrides the first)
     python -m ops.image remove      # the image and the local base image, then a prune
 
 Where no base image can be pulled (no registry), a Debian bookworm base is made with
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ops.paths import ROOT
+from ops.version import release_version
 
 IMAGE = os.environ.get("IMAGE", "mnist-serve:latest")
 PUBLIC_BASE = "debian:bookworm-slim"
@@ -30,6 +31,14 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 PODMAN_CONF = ROOT / "deploy" / "podman" / "containers.conf"
 PODMAN_PACKAGES = ("podman", "runc", "debootstrap")
 COMMAND_TIMEOUT_S = 3600  # the build downloads and unpacks torch's CUDA build: 6 min alone, 25-30 min on 2 busy cores
+
+
+def versioned(image: str, version: str) -> str:
+    """The image's repository tagged with the release: mnist-serve:latest -> mnist-serve:1.1.0,
+    registry:5000/team/mnist-serve -> registry:5000/team/mnist-serve:1.1.0."""
+    name, _, tag = image.rpartition(":")
+    repository = name if name and "/" not in tag else image
+    return f"{repository}:{version}"
 
 
 class Engine:
@@ -118,7 +127,7 @@ def _debootstrap_tarball(target: Path) -> None:
 
 
 def build_image(engine: Engine) -> float:
-    """Build IMAGE; returns the build's wall seconds."""
+    """Build IMAGE, also tagged with the release's version; returns the build's wall seconds."""
     base = base_image(engine)
     started = time.monotonic()
     extra = ["--format", "docker"] if engine.name == "podman" else []  # OCI images drop HEALTHCHECK
@@ -130,17 +139,20 @@ def build_image(engine: Engine) -> float:
         f"BASE_IMAGE={base}",
         "-t",
         IMAGE,
+        "-t",
+        versioned(IMAGE, release_version()),
         str(ROOT),
         timeout=COMMAND_TIMEOUT_S,
     )
     seconds = time.monotonic() - started
     size = engine.run("image", "inspect", IMAGE, "--format", "{{.Size}}", capture=True).stdout.strip()
-    print(f"built {IMAGE} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)
+    tags = f"{IMAGE} and {versioned(IMAGE, release_version())}"
+    print(f"built {tags} from {base} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB", flush=True)
     return seconds
 
 
 def remove_images(engine: Engine) -> None:
-    for image in (IMAGE, LOCAL_BASE):
+    for image in (IMAGE, versioned(IMAGE, release_version()), LOCAL_BASE):
         engine.run("rmi", "-f", image, check=False, capture=True)
     engine.run("image", "prune", "-f", check=False, capture=True)
 
