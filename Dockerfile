@@ -28,7 +28,9 @@ COPY ops/ ops/
 # the package's source, put on PYTHONPATH below rather than pip-installed: nothing to build, and its
 # one dependency (requests) is in requirements-serve.txt already.
 COPY client/src/ client/src/
-COPY config.properties model-config.yaml log4j2.xml LICENSE NOTICE ./
+# VERSION: the release (the archive's version); log4j2-console.xml becomes the layout's log4j2.xml:
+# every log on stdout, JSON lines with `-e LOG_FORMAT=json` (docs/deploy.md).
+COPY config.properties model-config.yaml log4j2-console.xml VERSION LICENSE NOTICE ./
 RUN python -m ops.model_layout --flavor image --out /mnt/models --mount /mnt/models \
  && useradd --uid 1000 --home-dir /srv serve && chown serve:serve /srv
 

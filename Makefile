@@ -27,7 +27,7 @@ AGREEMENT_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml VERSION
 
 .PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
@@ -180,7 +180,7 @@ image: setup
 image-test: image
 	$(PY) -m harness.container image-test $(if $(KEEP_IMAGE),--keep-image)
 
-kserve-store: $(VENV)/.installed $(SOURCES) config.properties log4j2.xml
+kserve-store: $(VENV)/.installed $(SOURCES) config.properties log4j2-console.xml
 	rm -rf kserve-store
 	$(PY) -m ops.model_layout --out kserve-store --flavor kserve $(if $(WORKERS),--workers $(WORKERS))
 

@@ -24,13 +24,18 @@ from handler.errors import InputError, RequestError
 from handler.inference import digit_probabilities
 from handler.metric_buffer import METRICS, MetricBuffer
 from handler.preprocess import RequestBatch, decode_batch
+from handler.request_log import (
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    one_line_records,
+    refusal_line,
+    served_version,
+)
 from handler.served_model import served_network
 from handler.settings import HandlerSettings
 from model import load_checkpoint
 
 logger = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "X-Client-Request-ID"  # echoed on each answer (see _echo_request_id)
 
 
 def _not_per_batch_chatter(record: logging.LogRecord) -> bool:
@@ -65,6 +70,7 @@ class DigitHandler:
         )
         torch.set_num_threads(settings.torch_threads)
         logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
+        one_line_records()  # LOG_FORMAT=json: a traceback stays one record (handler/request_log.py)
         if settings.buffered_socket and fast_paths.in_torchserve_worker():
             fast_paths.install_buffered_socket()
         self.device = self._device(properties.get("gpu_id"), settings.cuda_sync)
@@ -72,8 +78,10 @@ class DigitHandler:
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
         self.model_name = context.model_name
-        # (name, version) as the Open Inference Protocol's answers give them
-        self.model_id = self.model_name, str(context.manifest["model"].get("modelVersion", "1.0"))
+        # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them:
+        # the archive's version and a digest of the weights it serves (handler/request_log.py)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights)
+        self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
             fast_paths.route_prediction_time(context.metrics, lambda ms: self._observe("PredictionTime", ms, "Model"))
@@ -91,7 +99,7 @@ class DigitHandler:
             self.model(torch.zeros(1, 1, 28, 28, device=self.device))
         self.context = context
         self.initialized = True
-        logger.info("digit model loaded on %s from %s", self.device, weights)
+        logger.info("digit model %s loaded on %s from %s", version, self.device, weights)
 
     @staticmethod
     def _device(gpu_id, cuda_sync: str) -> torch.device:
@@ -124,6 +132,7 @@ class DigitHandler:
         headers = [{k.lower(): v for k, v in context.get_all_request_header(i).items()} for i in range(len(data))]
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
+            context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
             return [json.dumps(model_metadata(self.model_id))]
         batch = self.preprocess(data, headers)
         answers = self.postprocess(batch, self.inference(batch), headers)
@@ -143,16 +152,19 @@ class DigitHandler:
         unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
-        answers = []
+        answers, version = [], self.model_id[1]
         for idx, (span, envelope) in enumerate(zip(batch.outcomes, batch.envelopes)):
+            request_headers = headers[idx] if headers else {}
             self.context.set_response_content_type(idx, "application/json")
-            self._echo_request_id(idx, headers[idx] if headers else {})
+            self.context.set_response_header(idx, MODEL_VERSION_HEADER, version)
+            self._echo_request_id(idx, request_headers)
             if isinstance(span, RequestError):
                 self.context.set_response_status(span.status, span.message, idx)
                 if isinstance(span, InputError):
                     self._add("RejectedInputs", 1, span.reason)
                 else:
                     self._add("InternalErrors", 1)
+                self._log_refusal(idx, span, request_headers)
                 answers.append(error_answer(envelope, span, self.model_id))
             else:
                 answers.append(prediction_answer(envelope, predictions[span], self.model_id))
@@ -166,6 +178,18 @@ class DigitHandler:
         value = headers.get(REQUEST_ID_HEADER.lower())
         if value is not None:
             self.context.set_response_header(idx, REQUEST_ID_HEADER, value)
+
+    def _log_refusal(self, idx: int, error: RequestError, headers: dict[str, str]) -> None:
+        """One line in the model log per request not answered 200 (handler/request_log.py); a 500's
+        traceback was logged where it was caught."""
+        line = refusal_line(
+            error.status,
+            error.reason,
+            error.message,
+            self.context.get_request_id(idx),
+            headers.get(REQUEST_ID_HEADER.lower()),
+        )
+        logger.log(logging.ERROR if error.status >= 500 else logging.INFO, line)
 
     @staticmethod
     def _predictions(probabilities: torch.Tensor) -> list[dict]:

@@ -1,6 +1,7 @@
 """Run the service image (built by ops/image.py) and check it over REST, then remove it.
 
-    python -m harness.container image-test      # run with published ports, REST subset, remove
+    python -m harness.container image-test      # run with published ports and JSON logs, REST subset,
+                                                #   a refused request in the log stream, remove
     python -m harness.container deploy-run      # run the image as deploy/ does, REST subset, remove
                                                 #   (the rendered CPU Deployment, KServe's runtime;
                                                 #   needs kustomize and `make kserve-store`)
@@ -26,6 +27,7 @@ import requests
 import yaml
 
 from harness.local_server import free_port
+from harness.log_check import access_lines, find_refusal, refuse, unparsed_json
 from harness.pod_spec import MODEL_MOUNT, deployment_run_args, kserve_run_args
 from harness.rest_check import FIXTURES, Service
 from harness.rest_check import run as run_rest_check
@@ -110,9 +112,38 @@ def healthcheck_status(engine: Engine, name: str) -> str:
         return "starting"
 
 
+def check_log_stream(engine: Engine, name: str, service: Service, json_lines: bool) -> bool:
+    """A request refused with 415, sent with an X-Client-Request-ID of its own, in the container's
+    log stream (`docker logs`, what `kubectl logs` reads): the model log's line with its status and
+    both IDs, and the access log's line; with JSON lines, none broken."""
+    request_id, client_id = refuse(service.predictions, service.headers())
+
+    def stream() -> str:
+        result = engine.run("logs", name, check=False, capture=True)
+        return result.stdout + result.stderr
+
+    try:
+        record = wait_until(
+            lambda: find_refusal(stream(), request_id, client_id, 415), 30, 0.5, f"request {request_id} in the log"
+        )
+    except TimeoutError as error:
+        print(f"FAIL log stream: {error}", flush=True)
+        return False
+    text = stream()
+    access, broken = access_lines(text, "/predictions/mnist", 415), unparsed_json(text)
+    ok = record.json == json_lines and bool(access) and not broken
+    print(
+        f"{'PASS' if ok else 'FAIL'} log stream ({'JSON' if record.json else 'text'} lines, {len(broken)} broken): "
+        f"model log {record.message!r}; access log {access[-1].message if access else None!r}",
+        flush=True,
+    )
+    return ok
+
+
 def image_test(engine: Engine) -> bool:
     flags, urls = publish(CONTAINER_PORTS)
-    with container(engine, [*flags, IMAGE], "mnist-serve-image-test") as name, tempfile.TemporaryDirectory() as tmp:
+    run_args = [*flags, "-e", "LOG_FORMAT=json", IMAGE]
+    with container(engine, run_args, "mnist-serve-image-test") as name, tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key_file.json"
 
         def copy_keys() -> dict[str, str]:
@@ -124,7 +155,9 @@ def image_test(engine: Engine) -> bool:
         user = engine.run("exec", name, "id", "-u", capture=True).stdout.strip()
         health = healthcheck_status(engine, name)
         print(f"container user id {user}; HEALTHCHECK: {health}", flush=True)
-        ok = run_rest_check(Service(urls["inference"], urls["management"], urls["metrics"], key_file, urls["grpc"]))
+        service = Service(urls["inference"], urls["management"], urls["metrics"], key_file, urls["grpc"])
+        ok = run_rest_check(service)
+        ok = check_log_stream(engine, name, service, json_lines=True) and ok
         return stop_gracefully(engine, name, STOP_GRACE_S) and ok and user != "0" and health == "healthy"
 
 

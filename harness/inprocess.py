@@ -8,10 +8,13 @@ from pathlib import Path
 
 from harness.settings import model_config
 from ops.paths import ROOT
+from ops.version import release_version
 
 
 class InProcessContext:
-    """What DigitHandler uses of TorchServe's Context, recording per-request statuses."""
+    """What DigitHandler uses of TorchServe's Context, recording per-request statuses. The manifest
+    is the archive's as ops.build_archive writes it (the release's version); TorchServe's request
+    IDs are `request_ids` (index -> ID), empty unless a test sets them."""
 
     def __init__(self, model_dir: Path, gpu_id: int | None = None, **settings):
         from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
@@ -19,7 +22,7 @@ class InProcessContext:
         self.model_name = "mnist"
         config = model_config()
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": config["batchSize"]}
-        self.manifest = {"model": {"serializedFile": "mnist_cnn.pt"}}
+        self.manifest = {"model": {"serializedFile": "mnist_cnn.pt", "modelVersion": release_version()}}
         self.model_yaml_config = {"handler": {**config.get("handler", {}), **settings}}
         self.metrics = MetricsCacheYamlImpl(str(ROOT / "handler" / "metrics.yaml"))
         self.metrics.initialize_cache()
@@ -27,12 +30,16 @@ class InProcessContext:
         self.content_types: dict[int, str] = {}
         self.request_headers: dict[int, dict[str, str]] = {}  # what a test sends, per request index
         self.response_headers: dict[int, dict[str, str]] = {}
+        self.request_ids: dict[int, str] = {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.statuses[idx] = (code, phrase)
 
     def set_response_content_type(self, idx: int, value: str) -> None:
         self.content_types[idx] = value
+
+    def get_request_id(self, idx: int = 0) -> str | None:
+        return self.request_ids.get(idx)
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         return self.request_headers.get(idx, {})

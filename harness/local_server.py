@@ -35,6 +35,7 @@ def free_port() -> int:
 class LocalTorchServe:
     model_store: Path
     overrides: dict[str, str] = field(default_factory=dict)  # config.properties entries to change
+    environ: dict[str, str] = field(default_factory=dict)  # environment entries to add (LOG_FORMAT, ...)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ts-")))
     process: subprocess.Popen | None = None
 
@@ -88,6 +89,7 @@ class LocalTorchServe:
             PATH=f"{bin_dir}:{env.get('PATH', '')}",
             LOG_LOCATION=str(self.root / "logs"),
             METRICS_LOCATION=str(self.root / "logs"),
+            **self.environ,
         )
 
     def start(self, timeout: float = 180.0, attempts: int = 3) -> LocalTorchServe:

@@ -4,7 +4,8 @@
 
 The archive holds the handler entry point, the committed weights, the model config and the
 `handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
-works the same in the repository and inside a TorchServe worker.
+works the same in the repository and inside a TorchServe worker. Its version is the release's
+(the VERSION file, ops/version.py) unless --version says otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ops.paths import ROOT
+from ops.version import release_version
 
 PACKAGES = ("handler", "model")
 
@@ -29,7 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", default=str(ROOT / "model-config.yaml"), help="model-config.yaml to pack")
     p.add_argument("--weights", default=str(ROOT / "model" / "mnist_cnn.pt"), help="checkpoint to pack")
     p.add_argument("--handler", default=str(ROOT / "handler" / "mnist_handler.py"), help="handler entry file")
-    p.add_argument("--version", default="1.0", help="model version")
+    p.add_argument("--version", default=None, help="model version (default: the VERSION file)")
     return p
 
 
@@ -39,10 +41,11 @@ def build_archive(
     config_file: str | Path | None = None,
     weights: str | Path | None = None,
     handler: str | Path | None = None,
-    version: str = "1.0",
+    version: str | None = None,
 ) -> Path:
     args = get_args_parser().parse_args([])
     config_file, weights, handler = (config_file or args.config_file, weights or args.weights, handler or args.handler)
+    version = version or release_version()
     export_path = Path(export_path)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-build-") as tmp:

@@ -16,8 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.version import release_version
+
 MODEL_NAME = "mnist"
-MODEL_VERSION = "1.0"
 # The archive's batch size, for every host. On the GPU host, fewer workers with larger batches
 # served more paper photos and fewer MNIST PNGs (docs/deploy.md, "Settings that fit the host").
 BATCH_SIZE = 16
@@ -114,8 +115,10 @@ def _positive_int(name: str, text: str, allow_zero: bool = False) -> int:
 
 
 def model_snapshot(settings: HostSettings, mar_name: str = f"{MODEL_NAME}.mar") -> str:
-    """The `model_snapshot` property: registers the model with exactly these settings."""
-    version = {
+    """The `model_snapshot` property: registers the model with exactly these settings, keyed by the
+    release's version (TorchServe 0.12 registers the archive's own version whatever the key, so an
+    archive of another release still gets them: tests/test_versions.py)."""
+    settings_of_version = {
         "defaultVersion": True,
         "marName": mar_name,
         "minWorkers": settings.workers,
@@ -125,5 +128,6 @@ def model_snapshot(settings: HostSettings, mar_name: str = f"{MODEL_NAME}.mar") 
         "responseTimeout": RESPONSE_TIMEOUT_S,
         "startupTimeout": STARTUP_TIMEOUT_S,
     }
-    snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {MODEL_NAME: {MODEL_VERSION: version}}}
+    models = {MODEL_NAME: {release_version(): settings_of_version}}
+    snapshot = {"name": "startup.cfg", "modelCount": 1, "models": models}
     return json.dumps(snapshot, separators=(",", ":"))

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from ops.paths import ROOT
+from ops.version import release_version
 
 REPOSITORY = "mnist-serve"
-VERSION = (ROOT / "VERSION").read_text().strip()
+VERSION = release_version()
 IMAGE = os.environ.get("IMAGE", f"{REPOSITORY}:{VERSION}")
 PUBLIC_BASE = "debian:bookworm-slim"
 LOCAL_BASE = "localhost/mnist-serve-base:bookworm"

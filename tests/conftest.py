@@ -5,11 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handler.request_log import served_version
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.build_archive import build_archive
 from ops.paths import ROOT
+from ops.version import release_version
 from synthetic.families import encode_image as png_bytes  # tests encode PNGs with it
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -19,6 +21,13 @@ FIXTURES = ROOT / "tests" / "fixtures"
 def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
     """100 real MNIST test digits, (100, 28, 28) uint8, and their labels."""
     return sample_digits()
+
+
+@pytest.fixture(scope="session")
+def model_version() -> str:
+    """What every answer's X-Model-Version and v2 model_version must say: the release's version and
+    a digest of the committed weights (handler/request_log.py)."""
+    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt")
 
 
 @pytest.fixture(scope="session")

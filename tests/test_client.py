@@ -86,9 +86,10 @@ def client(request, server):
 @pytest.mark.integration
 @pytest.mark.parametrize("route", ["torchserve", "v1"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_predict_over_each_route(server, kind, route):
+def test_predict_over_each_route(server, kind, route, model_version):
     with make_client(kind, server.inference, token_file=server.root / "key_file.json", route=route) as client:
-        assert client.predict(SEVEN).digit == 7
+        answer = client.predict(SEVEN)
+        assert answer.digit == 7 and answer.model_version == model_version
         with pytest.raises(RequestRejected) as caught:
             client.predict(b"plain text")
     assert caught.value.status == 415 and caught.value.attempts == 1
@@ -96,11 +97,12 @@ def test_predict_over_each_route(server, kind, route):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("kind", KINDS)
-def test_predict_over_the_v2_route(server, kind):
+def test_predict_over_the_v2_route(server, kind, model_version):
     """The Open Inference Protocol route end to end: needs the handler's v2 support."""
     with make_client(kind, server.inference, token_file=server.root / "key_file.json", route="v2") as client:
         answer = client.predict(SEVEN)
         assert answer.digit == 7 and answer.confidence == max(answer.probabilities) and len(answer.probabilities) == 10
+        assert answer.model_version == model_version
         with pytest.raises(RequestRejected) as caught:
             client.predict(b"plain text")
     assert caught.value.status == caught.value.code == 415 and caught.value.attempts == 1

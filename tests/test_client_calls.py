@@ -10,6 +10,7 @@ import random
 import pytest
 
 from mnist_digit_client import (
+    MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
     ROUTES,
     AuthorizationFailed,
@@ -95,6 +96,20 @@ def test_each_route_reads_its_answer(route):
     body = ROUTES[route].body(IMAGE, "id-1")
     answer = answer_for(ROUTES[route].url("", "mnist"), body)
     assert interpret(*ok(answer, "id-1"), "id-1", ROUTES[route].read) == PREDICTION
+
+
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+def test_a_prediction_carries_the_model_that_gave_it(route):
+    """X-Model-Version (any case); without it, what the v2 body says; never part of equality."""
+    body = ROUTES[route].body(IMAGE, "id-1")
+    answer = answer_for(ROUTES[route].url("", "mnist"), body)
+    status, headers, payload = ok(answer, "id-1")
+    versioned = interpret(
+        status, {**headers, MODEL_VERSION_HEADER.lower(): "1.1.0+1ab8b1911977"}, payload, "id-1", ROUTES[route].read
+    )
+    assert versioned.model_version == "1.1.0+1ab8b1911977" and versioned == PREDICTION
+    plain = interpret(status, headers, payload, "id-1", ROUTES[route].read)
+    assert plain.model_version == ("1.0" if route == "v2" else None)
 
 
 def test_routes_send_one_image_each_in_its_own_body():

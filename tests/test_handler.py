@@ -282,6 +282,7 @@ def test_a_fault_of_ours_answers_500_for_that_request_only(handler_and_context, 
     assert out[0]["digit"] == labels[0] and out[3]["predictions"][0]["digit"] == labels[2]
     tracebacks = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert tracebacks and "injected fault" in caplog.text
+    assert "failed request: status=500 reason=internal request_id=- client_request_id=- " in caplog.text
     metrics = "\n".join(r.getMessage() for r in caplog.records)
     assert "[METRICS]InternalErrors.Count:1|#ModelName:mnist|" in metrics
     assert "[METRICS]RejectedInputs.Count:1|#ModelName:mnist,Reason:empty|" in metrics

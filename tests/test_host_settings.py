@@ -7,10 +7,11 @@ import json
 import pytest
 
 from harness.local_server import LocalTorchServe
-from ops.entrypoint import effective_properties
+from ops.entrypoint import effective_properties, log_format, say
 from ops.host_settings import BATCH_SIZE, HostSettings, host_settings, model_snapshot, workers_for
 from ops.paths import ROOT
 from ops.tsctl import describe
+from ops.version import release_version
 
 
 @pytest.mark.parametrize(
@@ -26,7 +27,7 @@ def test_overrides_win_and_bad_values_are_refused():
     assert (host_settings({}).source, host_settings({}).batch_size) == ("host", BATCH_SIZE)
     larger = host_settings({"BATCH_SIZE": "64"})
     assert (larger.batch_size, larger.source) == (64, "override")
-    assert json.loads(model_snapshot(larger))["models"]["mnist"]["1.0"]["batchSize"] == 64
+    assert json.loads(model_snapshot(larger))["models"]["mnist"][release_version()]["batchSize"] == 64
     for bad in ({"WORKERS": "0"}, {"WORKERS": "two"}, {"BATCH_DELAY_MS": "-1"}, {"BATCH_SIZE": "0"}):
         with pytest.raises(SystemExit):
             host_settings(bad)
@@ -35,13 +36,25 @@ def test_overrides_win_and_bad_values_are_refused():
 def test_effective_config_carries_the_settings_and_the_auth_choice():
     settings = HostSettings(cpus=4, gpus=0, workers=4, batch_delay_ms=2, source="host")
     props = effective_properties(ROOT / "config.properties", settings, {"TOKEN_AUTH": "off"})
-    version = json.loads(props["model_snapshot"])["models"]["mnist"]["1.0"]
+    version = json.loads(props["model_snapshot"])["models"]["mnist"][release_version()]
     assert (version["minWorkers"], version["maxWorkers"], version["maxBatchDelay"]) == (4, 4, 2)
     assert version["batchSize"] == BATCH_SIZE and version["marName"] == "mnist.mar"
     assert props["disable_token_authorization"] == "true"
     assert effective_properties(ROOT / "config.properties", settings, {})["disable_token_authorization"] == "false"
     with pytest.raises(SystemExit):
         effective_properties(ROOT / "config.properties", settings, {"TOKEN_AUTH": "maybe"})
+
+
+def test_log_format_is_text_or_json_and_the_entry_points_line_follows_it(capsys):
+    assert [log_format(env) for env in ({}, {"LOG_FORMAT": "JSON"}, {"LOG_FORMAT": "text"})] == ["text", "json", "text"]
+    with pytest.raises(SystemExit):
+        log_format({"LOG_FORMAT": "logfmt"})
+    say('host: 2 CPUs "quoted"', json_lines=True)
+    say("host: 2 CPUs", json_lines=False)
+    as_json, as_text = capsys.readouterr().out.splitlines()
+    entry = json.loads(as_json)
+    assert entry["message"] == 'host: 2 CPUs "quoted"' and entry["logger"] == "ops.entrypoint"
+    assert entry["time"].endswith("Z") and as_text == "host: 2 CPUs"
 
 
 @pytest.mark.integration

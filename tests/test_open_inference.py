@@ -39,7 +39,7 @@ def outputs(answer: dict) -> dict[str, np.ndarray]:
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]}
 
 
-def test_bytes_uint8_and_fp32_inputs_read_the_same_digits(handler_and_context, mnist_sample):
+def test_bytes_uint8_and_fp32_inputs_read_the_same_digits(handler_and_context, mnist_sample, model_version):
     digits, labels = mnist_sample
     four = digits[:4]
     bodies = [
@@ -54,7 +54,7 @@ def test_bytes_uint8_and_fp32_inputs_read_the_same_digits(handler_and_context, m
         tensors = outputs(answer)
         assert tensors["digit"].tolist() == labels[:4].tolist()
         assert tensors["confidence"].shape == (4,) and tensors["probabilities"].shape == (4, 10)
-        assert answer["model_name"] == "mnist" and answer["model_version"] == "1.0"
+        assert answer["model_name"] == "mnist" and answer["model_version"] == model_version
     assert [a.get("id") for a in answers] == ["png", "uint8", None, None]
     assert [o["datatype"] for o in answers[0]["outputs"]] == ["INT64", "FP32", "FP32"]
 
@@ -126,20 +126,20 @@ def test_malformed_requests_get_a_4xx_in_the_protocols_form(handler_and_context,
     assert outputs(answers[0])["digit"].tolist() == [7]
 
 
-def test_over_grpc_an_error_is_a_response(handler_and_context):
+def test_over_grpc_an_error_is_a_response(handler_and_context, model_version):
     """TorchServe's gRPC frontend drops per-request statuses and reads every answer as a
     ModelInferResponse (id, model_name, model_version, outputs): errors come as outputs."""
     body = {"id": "g1", "model_name": "mnist", **v2_body("BYTES", [1], [b64(b"junk")])}
     (answer,), statuses = handle(handler_and_context, [body], [{}])
     assert statuses[0][0] == 415
-    assert answer["id"] == "g1" and answer["model_version"] == "1.0"
+    assert answer["id"] == "g1" and answer["model_version"] == model_version
     tensors = outputs(answer)
     assert tensors["code"].tolist() == [415] and "not an image" in tensors["error"][0]
 
 
-def test_model_metadata_is_the_describe_answer(handler_and_context):
+def test_model_metadata_is_the_describe_answer(handler_and_context, model_version):
     """`GET /models/mnist?customized=true` asks the handler with a describe header."""
     (metadata,), _ = handle(handler_and_context, [b""], [{"describe": "True"}])
-    assert metadata["name"] == "mnist" and metadata["versions"] == ["1.0"]
+    assert metadata["name"] == "mnist" and metadata["versions"] == [model_version]
     assert [o["name"] for o in metadata["outputs"]] == ["digit", "confidence", "probabilities"]
     assert metadata["inputs"][0]["datatype"] == "BYTES"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mnist_digit_client.calls import REQUEST_ID_HEADER, RetryPolicy
+from mnist_digit_client.calls import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, RetryPolicy
 from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL
 from mnist_digit_client.errors import (
     AuthorizationFailed,
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_URL",
     "REQUEST_ID_HEADER",
+    "MODEL_VERSION_HEADER",
     "DigitClient",
     "AsyncDigitClient",
     "Prediction",

@@ -10,6 +10,7 @@ Attempt and sleep for the pause a Call decides:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 # Sent with every attempt and echoed by the service on its answer: an answer carrying another ID
 # is another request's, and is retried (handler/mnist_handler.py, _echo_request_id).
 REQUEST_ID_HEADER = "X-Client-Request-ID"  # not X-Request-ID: TorchServe sets that one to its own ID
+# On every answer of the service: the model that gave it, "<release>+<digest of the weights>".
+MODEL_VERSION_HEADER = "X-Model-Version"
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -116,7 +119,17 @@ def interpret(
         raise error_for(status, payload, text)
     if not isinstance(payload, dict):
         raise ServerFault(f"the answer is not a JSON object: {text[:200]!r}", 200)
-    return read(payload, request_id)
+    return _with_model_version(read(payload, request_id), _header(headers, MODEL_VERSION_HEADER))
+
+
+def _with_model_version(result: T, version: str | None) -> T:
+    """A result with a `model_version` field (a Prediction) gets the answer's X-Model-Version; without
+    the header (a gateway that drops it) it keeps what its body said, if anything."""
+    if version is None or not dataclasses.is_dataclass(result) or isinstance(result, type):
+        return result
+    if not any(f.name == "model_version" for f in dataclasses.fields(result)):
+        return result
+    return dataclasses.replace(result, model_version=version)
 
 
 class Call(Generic[T]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnist_digit_client.calls import JSON
@@ -22,12 +22,18 @@ class Prediction:
     digit: int
     confidence: float
     probabilities: tuple[float, ...]  # ten, one per digit
+    # The model that answered: its X-Model-Version header ("1.1.0+1ab8b1911977"), else the v2 body's
+    # model_version; None where neither came through. Not part of equality: the same digits are equal.
+    model_version: str | None = field(default=None, compare=False)
 
     @classmethod
-    def from_answer(cls, answer: Any) -> Prediction:
+    def from_answer(cls, answer: Any, model_version: str | None = None) -> Prediction:
         try:
             return cls(
-                int(answer["digit"]), float(answer["confidence"]), tuple(float(p) for p in answer["probabilities"])
+                int(answer["digit"]),
+                float(answer["confidence"]),
+                tuple(float(p) for p in answer["probabilities"]),
+                model_version,
             )
         except (KeyError, TypeError, ValueError, IndexError):
             raise not_a_prediction(answer) from None
@@ -100,8 +106,10 @@ class OpenInferenceV2(Route):
             digit, confidence = data["digit"][0], data["confidence"][0]
         except (KeyError, TypeError, IndexError):
             raise not_a_prediction(answer) from None
+        version = answer.get("model_version")
         return Prediction.from_answer(
-            {"digit": digit, "confidence": confidence, "probabilities": data.get("probabilities")}
+            {"digit": digit, "confidence": confidence, "probabilities": data.get("probabilities")},
+            version if isinstance(version, str) else None,
         )
 
 
