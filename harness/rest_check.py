@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 import requests
 
+from deploy.monitoring import metric_names
 from harness.grpc_stubs import generate_stubs
 from mnist_digit_client import read_keys
 from ops.paths import ROOT
@@ -134,6 +135,18 @@ def check_metrics(s: Service) -> None:
     )
 
 
+def check_monitoring_metrics(s: Service) -> None:
+    """Every metric and label the alert rules and the dashboard (deploy/monitoring/) use is exported,
+    after the checks above sent good and bad requests."""
+
+    def flushed() -> str:
+        text = requests.get(f"{s.metrics}/metrics", timeout=TIMEOUT_S).text
+        return text if "RejectedInputs{" in text and "BatchTime_bucket{" in text else ""
+
+    found = metric_names.problems(wait_until(flushed, 20, 0.5, "RejectedInputs and BatchTime in /metrics"))
+    assert found == {}, found
+
+
 def check_scale(s: Service) -> None:
     """One worker more, then back; each step waits until every worker is READY."""
     key = s.keys()["management"] if s.key_file else None
@@ -161,6 +174,7 @@ CHECKS: list[Callable[[Service], None]] = [
     check_bad_input_is_4xx_json,
     check_auth,
     check_metrics,
+    check_monitoring_metrics,
     check_scale,
 ]
 

@@ -3,7 +3,6 @@ pass, and every metric they use is one a real TorchServe with this handler expor
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -12,60 +11,11 @@ import pytest
 import requests
 import yaml
 
-from deploy.monitoring import rules
+from deploy.monitoring import metric_names, rules
+from deploy.monitoring.metric_names import dashboard, exported, promql_names, used_expressions
 from harness.local_server import free_port
 from ops.polling import NotYet, wait_until
 from tests.conftest import FIXTURES
-
-# Metrics the rules or the dashboard use that the service does not export, and why.
-NOT_EXPORTED = {
-    "up": "Prometheus' own, per scraped target",
-    "container_cpu_usage_seconds_total": "cAdvisor's, from the kubelet: TorchServe's CPUUtilization is the node's",
-    "container_memory_working_set_bytes": "cAdvisor's, from the kubelet: TorchServe's MemoryUsed is the node's",
-}
-# Labels Prometheus adds to every scraped series (podmonitor.yaml), and cAdvisor's container label.
-TARGET_LABELS = {"job", "namespace", "pod", "instance", "container"}
-# Families TorchServe lists (# TYPE) but gives a sample only on their first event.
-FIRST_EVENT_ONLY = {"Requests5XX"}
-KEYWORDS = {"and", "or", "unless", "offset", "bool", "group_left", "group_right", "inf", "nan"}
-
-
-def promql_names(expr: str) -> tuple[set[str], dict[str, set[str]], set[str]]:
-    """Loosely: (metric names, label names in each metric's selector, grouping labels) of a PromQL
-    expression. Metric names are identifiers before `{` or `[`, or bare; not functions (before `(`),
-    keywords, or what is inside strings, selectors, ranges and by/on/ignoring/without clauses."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    selectors: dict[str, set[str]] = {}
-    for name, body in re.findall(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", expr):
-        selectors.setdefault(name, set()).update(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", body))
-    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
-    grouping = set()
-    for labels in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr):
-        grouping.update(label.strip() for label in labels.split(",") if label.strip())
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    names = {
-        name
-        for name, call in re.findall(r"(?<![\w.$])([A-Za-z_:][\w:]*)\s*(\()?", expr)
-        if not call and name.lower() not in KEYWORDS
-    }
-    return names, selectors, grouping
-
-
-def dashboard() -> dict:
-    return json.loads(rules.DASHBOARD.read_text())
-
-
-def used_expressions() -> dict[str, str]:
-    """Every PromQL expression of the rules and the dashboard: where -> expression."""
-    found = {f"alert {a['alert']}": a["expr"] for a in rules.alerts(rules.load(rules.PROMETHEUS_RULE))}
-    for panel in dashboard()["panels"]:
-        for target in panel.get("targets", []):
-            found[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]
-    for variable in dashboard()["templating"]["list"]:
-        if variable["type"] == "query":  # label_values(<selector>, <label>)
-            selector = re.fullmatch(r"label_values\((.*),\s*\w+\)", variable["definition"])
-            found[f"variable {variable['name']}"] = selector[1]
-    return found
 
 
 def test_the_promql_parser_finds_metrics_labels_and_nothing_else():
@@ -157,20 +107,6 @@ def test_promtool_checks_the_rules_and_their_unit_tests_pass():
     assert "SUCCESS" in out and "FAILED" not in out
 
 
-def exported(text: str) -> tuple[set[str], dict[str, set[str]]]:
-    """(series names TorchServe's /metrics lists, labels of the sampled ones). A family is listed by
-    its `# TYPE` line even before its first sample; a histogram's series are NAME_bucket/_sum/_count."""
-    names: set[str] = set()
-    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
-        names.add(name)
-        if kind == "histogram":
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-    labels: dict[str, set[str]] = {}
-    for name, body in re.findall(r"^([A-Za-z_:][\w:]*)\{(.*)\} \S+$", text, re.MULTILINE):
-        labels.setdefault(name, set()).update(re.findall(r'(\w+)="', body))
-    return names, labels
-
-
 @pytest.mark.integration
 def test_every_metric_in_the_rules_and_the_dashboard_is_exported(server):
     for body in [(FIXTURES / "seven.png").read_bytes()] * 3 + [b"", b"not an image"]:
@@ -182,22 +118,7 @@ def test_every_metric_in_the_rules_and_the_dashboard_is_exported(server):
             raise NotYet("the handler's metrics are not in /metrics yet")
         return text
 
-    names, labels = exported(wait_until(flushed, 30, 0.5, "the handler's metrics"))
-    unknown, unsampled, bad_labels = {}, set(), {}
-    for where, expr in used_expressions().items():
-        metrics, selectors, grouping = promql_names(expr)
-        for metric in metrics - set(NOT_EXPORTED):
-            if metric not in names:
-                unknown.setdefault(metric, []).append(where)
-            elif metric not in labels:
-                unsampled.add(metric)
-        known = TARGET_LABELS | {label for m in metrics for label in labels.get(m, ())}
-        for label in grouping | {label for m, ls in selectors.items() if m in labels for label in ls}:
-            if label not in known and not metrics & unsampled:
-                bad_labels.setdefault(label, []).append(where)
-    assert unknown == {}, "metrics TorchServe does not export"
-    assert unsampled <= FIRST_EVENT_ONLY, "metrics without a sample after good and bad requests"
-    assert bad_labels == {}, "labels no metric of the expression has"
+    assert metric_names.problems(wait_until(flushed, 30, 0.5, "the handler's metrics")) == {}
 
 
 def panel_queries(namespace: str, rate_interval: str) -> dict[str, str]:
