@@ -31,6 +31,11 @@ class BodySet:
     path: str = "/predictions/mnist"  # the route it is POSTed to
     v2: bool = False  # each image as an Open Inference Protocol request: BYTES, base64 in JSON
 
+    @property
+    def digit_pattern(self) -> str:
+        """A Lua pattern (benchmarks/bench.lua) that an answer with a digit holds."""
+        return '"name": "digit", "datatype": "INT64", "shape": %[1%], "data": %[%d' if self.v2 else '"digit": %d'
+
     def body(self, image: bytes) -> bytes:
         if not self.v2:
             return image

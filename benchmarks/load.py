@@ -45,6 +45,7 @@ def wrk(server: LocalTorchServe, listing: Path, body_set: BodySet, connections: 
         str(listing),
         server.keys()["inference"],
         body_set.content_type,
+        body_set.digit_pattern,
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(re.search(r"^BENCH_JSON (.*)$", output, re.M).group(1))

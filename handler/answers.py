@@ -11,6 +11,7 @@ A prediction is {"digit", "confidence", "probabilities"}; an error carries its H
 
 from __future__ import annotations
 
+import functools
 import json
 
 from handler.errors import RequestError
@@ -23,18 +24,42 @@ _OUTPUT_TYPES = {"digit": "INT64", "confidence": "FP32", "probabilities": "FP32"
 def prediction_answer(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
     """The JSON answer to a request whose images were read; `model` is (name, version)."""
     if envelope.protocol == "v2":
-        outputs = {
-            "digit": [p["digit"] for p in predictions],
-            "confidence": [p["confidence"] for p in predictions],
-            "probabilities": [x for p in predictions for x in p["probabilities"]],
-        }
-        count = len(predictions)
-        shapes = {"digit": [count], "confidence": [count], "probabilities": [count, 10]}
-        tensors = [_tensor(name, _OUTPUT_TYPES[name], shapes[name], outputs[name]) for name in envelope.v2.outputs]
-        return json.dumps(_v2_response(envelope, model, tensors))
+        return _v2_prediction(envelope, predictions, model)
     if envelope.protocol == "v1":
         return json.dumps({"predictions": predictions})
     return json.dumps(predictions[0])
+
+
+def _v2_prediction(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
+    """The v2 response, written piece by piece: the same JSON as json.dumps of the whole, for less
+    of the worker's CPU (the v2 route is held to the raw-bytes route's throughput). The three
+    columns are encoded in one call; holding only numbers, they split at "], [" unambiguously."""
+    count = len(predictions)
+    columns = json.dumps(
+        [
+            [p["digit"] for p in predictions],
+            [p["confidence"] for p in predictions],
+            [x for p in predictions for x in p["probabilities"]],
+        ]
+    )[2:-2].split("], [")
+    data = dict(zip(OUTPUTS, columns))  # OUTPUTS: digit, confidence, probabilities
+    shapes = {"digit": f"[{count}]", "confidence": f"[{count}]", "probabilities": f"[{count}, 10]"}
+    tensors = [_TENSOR % (name, _OUTPUT_TYPES[name], shapes[name], data[name]) for name in envelope.v2.outputs]
+    return _v2_head(envelope.v2.id, model) + ", ".join(tensors) + "]}"
+
+
+_TENSOR = '{"name": "%s", "datatype": "%s", "shape": %s, "data": [%s]}'
+
+
+def _v2_head(request_id: str | None, model: tuple[str, str]) -> str:
+    """`{"id": ..., "model_name": ..., "model_version": ..., "outputs": [` (no id when none was sent)."""
+    head = f'"id": {json.dumps(request_id)}, ' if request_id is not None else ""
+    return f"{{{head}{_model_fields(model)}"
+
+
+@functools.cache
+def _model_fields(model: tuple[str, str]) -> str:
+    return f'"model_name": {json.dumps(model[0])}, "model_version": {json.dumps(model[1])}, "outputs": ['
 
 
 def error_answer(envelope: Envelope, error: RequestError, model: tuple[str, str]) -> str:

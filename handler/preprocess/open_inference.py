@@ -15,9 +15,9 @@ form is told apart (handler/answers.py).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
+import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,8 +81,13 @@ def split_binary(body: bytes, headers: Mapping[str, str]) -> tuple[dict, bytes]:
 
 def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any]) -> list:
     """The request's one input tensor -> its images: decoded files (BYTES) or (H, W) pixels in [0, 1]."""
-    _requested_outputs(document.get("outputs"))
+    if "outputs" in document:
+        _requested_outputs(document["outputs"])
     tensor = _the_input(document.get("inputs"))
+    data = tensor.get("data")
+    if tensor.get("shape") == [1] and tensor.get("datatype") == "BYTES" and "parameters" not in tensor:
+        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], str):  # most requests: one file
+            return [decode(_base64(data[0]))]
     datatype, shape = tensor.get("datatype"), _shape(tensor.get("shape"))
     if datatype not in DATATYPES:
         raise BadRequest("bad_v2", f"datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
@@ -132,8 +137,8 @@ def _binary_size(tensor: dict, available: int) -> int | None:
 
 
 def _check_count(count: int, shape: list[int]) -> None:
-    if count != int(np.prod(shape)):
-        raise BadRequest("bad_v2", f"shape {shape} holds {int(np.prod(shape))} elements, the data {count}")
+    if count != (elements := math.prod(shape)):
+        raise BadRequest("bad_v2", f"shape {shape} holds {elements} elements, the data {count}")
     if not 0 < count <= MAX_INSTANCES:
         raise BadRequest("bad_v2", f"a request holds 1 to {MAX_INSTANCES} images, not {count}")
 
@@ -142,7 +147,9 @@ def _base64_files(tensor: dict) -> list[bytes]:
     data = tensor.get("data")
     if data is None:
         raise BadRequest("bad_v2", 'the input has no "data" (nor binary_data_size)')
-    elements = np.asarray(data, dtype=object).reshape(-1).tolist() if isinstance(data, list) else [data]
+    elements = data if isinstance(data, list) else [data]
+    if not all(isinstance(e, str) for e in elements):  # nested lists: flattened, row-major
+        elements = np.asarray(data, dtype=object).reshape(-1).tolist() if isinstance(data, list) else elements
     if not all(isinstance(e, str) for e in elements):
         raise BadRequest("bad_v2", "BYTES elements in JSON are base64 text, one image file each")
     return [_base64(e) for e in elements]
@@ -151,10 +158,13 @@ def _base64_files(tensor: dict) -> list[bytes]:
 def _base64(text: str) -> bytes:
     if text.startswith("data:"):
         text = text.partition(",")[2]
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("bad_base64", "a BYTES element is not valid base64") from None
+    # strict: a stray character is an error, not skipped; whitespace (line breaks) is taken out first
+    for attempt in (text, "".join(text.split())):
+        try:
+            return binascii.a2b_base64(attempt, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise BadRequest("bad_base64", "a BYTES element is not valid base64")
 
 
 def _split_files(raw: bytes) -> list[bytes]:
