@@ -72,8 +72,9 @@ def clients_markdown(result: dict) -> list[str]:
     return [
         "## The Python client (concurrency 32, MNIST PNGs)",
         "",
-        f"`mnist_digit_client` against the service above, {result['requests_per_round']} requests per round, "
-        "the two clients in turns; the client runs on the same cores as the server.",
+        f"`mnist_digit_client` against the service, started afresh and warmed like the servers above; "
+        f"{result['requests_per_round']} requests per round, the two clients in turns, on the same cores "
+        "as the server.",
         "",
         *markdown_table(["client", "requests/s per round", "median", "client CPU us per request"], rows),
         "",
