@@ -28,10 +28,11 @@ DEPLOY = Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
 sys.path.insert(0, str(ROOT))
 from ops.manifests import VARIANTS, kustomize_version, render  # noqa: E402
+from ops.version import release_version  # noqa: E402
 
 KUBERNETES_VERSION = "1.33.0"  # schemas bundled with kubernetes-validate; a current, supported release
 INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT, GRPC_PORT = 8080, 8081, 8082, 7070
-VERSION = (ROOT / "VERSION").read_text().strip()
+VERSION = release_version()
 MODEL_NAME = "mnist"  # TorchServe's model: the InferenceService's name is the one in KServe's routes
 # Taken in a KServe predictor pod: Knative's queue-proxy (8012, 8022, 9090, 9091), KServe's agent
 # (9081) and KServe's own gRPC port (8081). The runtime's container serves on 8080, the routed port.

@@ -45,16 +45,17 @@ def _v2_prediction(envelope: Envelope, predictions: list[dict], model: tuple[str
     data = dict(zip(OUTPUTS, columns))  # OUTPUTS: digit, confidence, probabilities
     shapes = {"digit": f"[{count}]", "confidence": f"[{count}]", "probabilities": f"[{count}, 10]"}
     tensors = [_TENSOR % (name, _OUTPUT_TYPES[name], shapes[name], data[name]) for name in envelope.v2.outputs]
-    return _v2_head(envelope.v2.id, model) + ", ".join(tensors) + "]}"
+    return _v2_response(envelope.v2.id, model, tensors)
 
 
 _TENSOR = '{"name": "%s", "datatype": "%s", "shape": %s, "data": [%s]}'
 
 
-def _v2_head(request_id: str | None, model: tuple[str, str]) -> str:
-    """`{"id": ..., "model_name": ..., "model_version": ..., "outputs": [` (no id when none was sent)."""
+def _v2_response(request_id: str | None, model: tuple[str, str], tensors: list[str]) -> str:
+    """`{"id": ..., "model_name": ..., "model_version": ..., "outputs": [tensors]}`, each tensor
+    written with _TENSOR (no id when none was sent)."""
     head = f'"id": {json.dumps(request_id)}, ' if request_id is not None else ""
-    return f"{{{head}{_model_fields(model)}"
+    return f"{{{head}{_model_fields(model)}" + ", ".join(tensors) + "]}"
 
 
 @functools.cache
@@ -67,8 +68,9 @@ def error_answer(envelope: Envelope, error: RequestError, model: tuple[str, str]
     if envelope.protocol != "v2":
         return json.dumps(error.body())
     if envelope.v2.grpc:
-        tensors = [_tensor("code", "INT64", [1], [error.status]), _tensor("error", "BYTES", [1], [error.message])]
-        return json.dumps(_v2_response(envelope, model, tensors))
+        code, message = _TENSOR % ("code", "INT64", "[1]", error.status), json.dumps(error.message)
+        tensors = [code, _TENSOR % ("error", "BYTES", "[1]", message)]
+        return _v2_response(envelope.v2.id, model, tensors)
     return json.dumps({"error": error.message})
 
 
@@ -90,12 +92,3 @@ def model_metadata(model: tuple[str, str]) -> dict:
             f"{' or '.join(t for t in DATATYPES if t != 'BYTES')}: pixels [N, H, W] or [N, 1, H, W]",
         },
     }
-
-
-def _tensor(name: str, datatype: str, shape: list[int], data: list) -> dict:
-    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
-
-
-def _v2_response(envelope: Envelope, model: tuple[str, str], outputs: list[dict]) -> dict:
-    response = {"id": envelope.v2.id} if envelope.v2.id is not None else {}
-    return {**response, "model_name": model[0], "model_version": model[1], "outputs": outputs}

@@ -139,11 +139,7 @@ class LocalTorchServe:
     def kill(self) -> None:
         """SIGKILL the launcher, the Java frontend and every worker at once, as a node failure or an
         OOM kill of the pod does: nothing is answered or closed cleanly."""
-        for proc in self._family():
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _signal(self._family(), "kill")
         self.process.wait(timeout=10)
         self.process = None
 
@@ -159,17 +155,9 @@ class LocalTorchServe:
         if self.process is None:
             return
         family = self._family()
-        for proc in family:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
+        _signal(family, "terminate")
         _, alive = psutil.wait_procs(family, timeout=15)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _signal(alive, "kill")
         self.process.wait(timeout=10)
         self.process = None
 
@@ -203,3 +191,12 @@ class LocalTorchServe:
             if path.exists():
                 texts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(texts)
+
+
+def _signal(processes: list[psutil.Process], method: str) -> None:
+    """`terminate` or `kill` each process, those already gone included."""
+    for proc in processes:
+        try:
+            getattr(proc, method)()
+        except psutil.NoSuchProcess:
+            pass

@@ -22,6 +22,7 @@ import numpy as np
 import requests
 
 from deploy.monitoring import metric_names
+from harness.grpc_stubs import bearer as grpc_bearer
 from harness.grpc_stubs import generate_stubs
 from mnist_digit_client import read_keys
 from ops.paths import ROOT
@@ -94,7 +95,7 @@ def check_grpc(s: Service) -> None:
     if not s.grpc:
         return
     seven = (FIXTURES / "seven.png").read_bytes()
-    metadata = [("authorization", s.headers()["Authorization"])] if s.key_file else []
+    metadata = grpc_bearer(s.keys()["inference"] if s.key_file else None)
     with tempfile.TemporaryDirectory() as folder, grpc.insecure_channel(s.grpc) as channel:
         stubs = generate_stubs(Path(folder))
         request = stubs.inference_messages.PredictionsRequest(model_name="mnist", input={"data": seven})

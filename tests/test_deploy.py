@@ -22,8 +22,9 @@ from ops.host_settings import HostSettings
 from ops.image import REPOSITORY, latest_tag
 from ops.model_layout import layout_properties
 from ops.paths import ROOT
+from ops.version import release_version
 
-VERSION = (ROOT / "VERSION").read_text().strip()
+VERSION = release_version()
 KSERVE = ROOT / "deploy" / "kserve"
 RUNTIME = yaml.safe_load((KSERVE / "servingruntime.yaml").read_text())
 ISVC = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
