@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -78,18 +79,35 @@ def tta(
     return probabilities
 
 
-def digit_probabilities(
+class Reading(NamedTuple):
+    """What one forward pass over a batch's candidate views gives, per image of the N."""
+
+    probabilities: torch.Tensor  # (N, 10) on the CPU: of the most confident view, after TTA
+    views: torch.Tensor  # (N, 1, 28, 28) that view, on the device
+    features: torch.Tensor  # (N, C) the network's pooled features of it, on the device
+    candidates: list[int]  # how many candidate views each image had
+
+
+def read_views(
     model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
-) -> torch.Tensor:
-    """(N, 10) probabilities, on the CPU, of N images given as their candidate views: one forward
-    pass, the most confident view of each, and TTA for answers under `tta_below` (None: no TTA,
-    for the evaluation's comparison)."""
+) -> Reading:
+    """N images given as their candidate views -> one forward pass, the most confident view of
+    each, and TTA for answers under `tta_below` (None: no TTA, for the evaluation's comparison).
+    `model` gives features and logits (features_and_logits: DigitCNN, ServedCNN)."""
     inputs, counts = to_batch(views)
     with torch.inference_mode():
         inputs = inputs.to(device, non_blocking=True)
-        probabilities = torch.softmax(model(inputs), dim=1)
+        features, logits = model.features_and_logits(inputs)
+        probabilities = torch.softmax(logits, dim=1)
         best = most_confident(probabilities, counts)
-        probabilities = probabilities[best]
+        probabilities, inputs = probabilities[best], inputs[best]
         if tta_below is not None:
-            probabilities = tta(model, inputs[best], probabilities, tta_below)
-    return probabilities.cpu()
+            probabilities = tta(model, inputs, probabilities, tta_below)
+    return Reading(probabilities.cpu(), inputs, features[best], counts)
+
+
+def digit_probabilities(
+    model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
+) -> torch.Tensor:
+    """(N, 10) probabilities, on the CPU, of N images given as their candidate views (read_views)."""
+    return read_views(model, views, device, tta_below).probabilities

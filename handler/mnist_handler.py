@@ -20,9 +20,10 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 from handler import fast_paths
 from handler.answers import error_answer, model_metadata, prediction_answer
 from handler.cuda_sync import set_sync_schedule
-from handler.errors import InputError, RequestError
-from handler.inference import digit_probabilities
+from handler.errors import REASONS, InputError, RequestError
+from handler.inference import read_views
 from handler.metric_buffer import METRICS, MetricBuffer
+from handler.open_set import OpenSet
 from handler.preprocess import RequestBatch, decode_batch
 from handler.request_log import (
     MODEL_VERSION_HEADER,
@@ -34,6 +35,7 @@ from handler.request_log import (
 from handler.served_model import served_network
 from handler.settings import HandlerSettings
 from model import load_checkpoint
+from model.open_set import OPEN_SET_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +79,13 @@ class DigitHandler:
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
+        # Uploads that are not one digit get a 422 (handler/open_set.py); the head reads this network's features.
+        head = Path(properties["model_dir"]) / OPEN_SET_FILE
+        self.open_set = OpenSet(head, weights, self.device) if settings.open_set else None
         self.model_name = context.model_name
         # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them:
-        # the archive's version and a digest of the weights it serves (handler/request_log.py)
-        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights)
+        # the archive's version and a digest of the weights and the head it serves (handler/request_log.py)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, head)
         self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
@@ -88,9 +93,12 @@ class DigitHandler:
         # Metrics leave the worker from a background thread every flush_seconds (0: at the end of
         # each batch), summed in between (handler/metric_buffer.py).
         self._metrics = MetricBuffer(self._emit)
-        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ())] + [
-            ("DigitPredictions", (str(digit),)) for digit in range(10)
-        ]:  # every series from the start at 0, so that the first count is an increase Prometheus sees
+        for counter, dimensions in (
+            [("InternalErrors", ()), ("LowConfidencePredictions", ())]
+            + [("DigitPredictions", (str(digit),)) for digit in range(10)]
+            + [("RejectedInputs", (reason,)) for reason in REASONS]
+        ):
+            # every series from the start at 0, so that the first count is an increase Prometheus sees
             self._metrics.add(counter, 0, *dimensions)
         self.flush_seconds = settings.metrics_flush_seconds
         if self.flush_seconds > 0:
@@ -119,12 +127,15 @@ class DigitHandler:
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
-        """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
+        """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed.
+        A request with an image that is not one digit is refused in `batch` (handler/open_set.py)."""
         if len(batch.views) == 0:
             return None
-        probabilities = digit_probabilities(self.model, batch.views, self.device, self.settings.tta_below)
+        reading = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        if self.open_set is not None:
+            batch.refuse_images(self.open_set.refusals(reading))
         self._observe("DigitBatchSize", len(batch.views))
-        return probabilities
+        return reading.probabilities
 
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.perf_counter()
@@ -147,9 +158,10 @@ class DigitHandler:
         self, batch: RequestBatch, probabilities: torch.Tensor | None, headers: list[dict[str, str]] | None = None
     ) -> list[str]:
         predictions = self._predictions(probabilities) if probabilities is not None else []
-        for digit, count in Counter(p["digit"] for p in predictions).items():
+        answered = [p for span in batch.outcomes if isinstance(span, slice) for p in predictions[span]]
+        for digit, count in Counter(p["digit"] for p in answered).items():
             self._add("DigitPredictions", count, str(digit))
-        unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
+        unsure = sum(p["confidence"] < self.settings.low_confidence for p in answered)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
         answers, version = [], self.model_id[1]

@@ -1,7 +1,8 @@
 """What each answer says about the model that gave it, and the model log's line per refused request.
 
 - `X-Model-Version` on every answer: the archive's version (the release, VERSION) and the first 12
-  hex digits of the SHA-256 of the weights file, as `1.1.0+3f2a9c1b7d4e` (semver build metadata).
+  hex digits of the SHA-256 of the weights file followed by the open-set head's file
+  (model/open_set.pt), as `1.1.0+3f2a9c1b7d4e` (semver build metadata).
   The v2 answers' `model_version` is the same string. Computed once, when a worker starts.
 - One line per request answered 4xx or 5xx by the handler, in the model log (a worker's stdout,
   which the frontend copies there): status, reason, TorchServe's request ID (its answer's
@@ -28,10 +29,13 @@ CLIENT_ID_MAX = 128  # characters of a caller's ID kept in the log line
 _BARE = re.compile(r"[A-Za-z0-9._:/+-]+")  # logfmt values written without quotes
 
 
-def served_version(archive_version: str, weights: Path) -> str:
-    """`<archive version>+<first 12 hex digits of sha256(weights file)>`."""
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
-    return f"{archive_version}+{digest[:DIGEST_HEX]}"
+def served_version(archive_version: str, weights: Path, *more: Path) -> str:
+    """`<archive version>+<first 12 hex digits of sha256(weights file, then each of `more`)>`: the
+    digit network's weights and the open-set head's (handler/open_set.py)."""
+    digest = hashlib.sha256()
+    for path in (weights, *more):
+        digest.update(Path(path).read_bytes())
+    return f"{archive_version}+{digest.hexdigest()[:DIGEST_HEX]}"
 
 
 def refusal_line(status: int, reason: str, message: str, request_id: str | None, client_id: str | None) -> str:

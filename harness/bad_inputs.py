@@ -68,6 +68,6 @@ BAD_BODIES = [
         "application/json",
     ),
     BadBody("too_many_pixels", png_header(50000, 50000), 413),
-    BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
+    BadBody("no_digit", encode_image(np.zeros((28, 28), np.uint8)), 422),
     BadBody("not_finite", _not_finite_tiff(), 400),
 ]

@@ -54,12 +54,15 @@ def load_handler(
     model_dir: Path | None = None,
     **settings,
 ):
-    """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive;
-    `settings` override model-config.yaml's `handler:` section."""
+    """(initialized DigitHandler, its InProcessContext), with the weights and the open-set head laid
+    out as in an archive; `settings` override model-config.yaml's `handler:` section."""
     from handler.mnist_handler import DigitHandler
+    from model.open_set import OPEN_SET_FILE
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
+    (model_dir / OPEN_SET_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / OPEN_SET_FILE, model_dir / OPEN_SET_FILE)
     context = InProcessContext(model_dir, gpu_id=gpu_id, **settings)
     handler = DigitHandler()
     handler.initialize(context)

@@ -33,8 +33,9 @@ def request_lines(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == HANDLER_LOGGER and " request: " in r.getMessage()]
 
 
-def test_the_model_version_is_the_release_and_a_digest_of_the_weights(model_version):
-    digest = hashlib.sha256((ROOT / "model" / "mnist_cnn.pt").read_bytes()).hexdigest()
+def test_the_model_version_is_the_release_and_a_digest_of_the_weights_and_the_head(model_version):
+    served = (ROOT / "model" / "mnist_cnn.pt").read_bytes() + (ROOT / "model" / "open_set.pt").read_bytes()
+    digest = hashlib.sha256(served).hexdigest()
     assert model_version == f"{release_version()}+{digest[:12]}"
     assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", model_version)
 
@@ -68,7 +69,7 @@ def test_each_refused_request_logs_one_line_with_its_ids(handler_and_context, ca
         'error="the body is not an image Pillow can read (PNG, JPEG, ...)"',
         "refused request: status=400 reason=empty request_id=ts-2 client_request_id=- "
         'error="the request body is empty"',
-        'refused request: status=422 reason=blank request_id=ts-3 client_request_id="a b" '
+        'refused request: status=422 reason=no_digit request_id=ts-3 client_request_id="a b" '
         'error="no digit found: the image is blank or has no contrast"',
     ]
     assert all(r.levelno == logging.INFO for r in request_lines(caplog))

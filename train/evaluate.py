@@ -1,7 +1,9 @@
-"""Evaluate a checkpoint: MNIST test accuracy and loss, confusion matrix, training curves, and
+"""Evaluate a checkpoint: MNIST test accuracy and loss, confusion matrix, training curves,
 accuracy per input family (synthetic/families.py) read as the service reads it, beside what each
-preprocessing step buys. Writes reports/evaluation.{json,md} (stamped, ops/stamp.py) and PNG plots
-(train/evaluate_report.py draws and writes them).
+preprocessing step buys, and what the open-set head refuses: uploads that are not one digit
+(synthetic/non_digits.py, its evaluation split) and legible digits. Writes
+reports/evaluation.{json,md} (stamped, ops/stamp.py) and PNG plots (train/evaluate_report.py
+draws and writes them).
 
     python -m train.evaluate                    # the committed weights
     python -m train.evaluate --per-family 500   # fewer generated images per family, faster
@@ -20,12 +22,15 @@ import torch
 from PIL import Image
 
 from handler.errors import InputError
-from handler.inference import TTA_BELOW, TTA_DEGREES, digit_probabilities
+from handler.inference import TTA_BELOW, TTA_DEGREES, read_views
+from handler.open_set import OpenSet
 from handler.preprocess.mnistify import views_of_bytes
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
-from ops.paths import ROOT
+from model.open_set import DEFAULT_OPEN_SET
+from ops.paths import repository_path
 from ops.stamp import stamp
+from synthetic import non_digits
 from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
 from synthetic.fonts import font_files, fonts_available, split_fonts
 from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
@@ -45,6 +50,10 @@ GOALS = {
     "rescan_8px": 0.95,
 }
 KIND_GOAL, KINDS_MEAN_GOAL = 0.95, 0.97  # each of the nine kinds, and their mean
+# Not one digit: each kind of synthetic/non_digits.py refused with its reason, at least; legible
+# digits refused by the open-set head, at most (each family; MNIST test, the clean family's 10,000).
+NOT_ONE_DIGIT_GOAL = 0.95
+FLAGGED_AT_MOST = {"family": 0.003, "mnist_test": 0.001}
 NOISY = ("gaussian_noise", "salt_and_pepper", "speckle", "speckle_strong")
 
 
@@ -56,15 +65,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-metrics", default="reports/train_metrics.json", help="training history to plot")
     p.add_argument("--out", default="reports", help="report folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated families")
+    p.add_argument("--open-set", default=str(DEFAULT_OPEN_SET), help="open-set head (model/open_set.pt)")
+    p.add_argument("--non-digits", type=int, default=1000, help="evaluation uploads per kind of non-digit")
     return p
 
 
 def read_uploads(
-    model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True, denoise_noisy: bool = True
+    model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True, denoise_noisy: bool = True, open_set=None
 ) -> dict:
-    """Accuracy of the uploads read as the handler reads them (refusals count as wrong), the same
-    without test-time augmentation, refusals, candidate views per image, and the preprocessing's
-    cost per image on this machine."""
+    """Accuracy of the uploads read as the handler reads them (refusals count as wrong: blank ones
+    and, with `open_set`, those its head takes for something other than one digit), the same
+    without test-time augmentation, refusals, images the head flagged, candidate views per image,
+    and the preprocessing's cost per image on this machine."""
     views, kept, refused = [], [], 0  # each upload's candidate views
     start = time.perf_counter()
     for i, data in enumerate(uploads):
@@ -74,30 +86,33 @@ def read_uploads(
         except InputError:
             refused += 1
     ms = (time.perf_counter() - start) * 1000 / len(uploads)
+    served = {tta: read_all(model, views, TTA_BELOW if tta else None, open_set) for tta in (True, False)}
 
     def accuracy(tta: bool) -> float:
-        if not views:
-            return 0.0
-        tta_below = TTA_BELOW if tta else None
-        digits = (
-            torch.cat(
-                [
-                    digit_probabilities(model, views[i : i + EVAL_BATCH], tta_below=tta_below)
-                    for i in range(0, len(views), EVAL_BATCH)
-                ]
-            )
-            .argmax(1)
-            .numpy()
-        )
-        return float((digits == labels[kept]).sum() / len(uploads))
+        digits, reasons = served[tta]
+        answered = np.array([r is None for r in reasons], dtype=bool)
+        return float(((digits == labels[kept]) & answered).sum() / len(uploads))
 
     return {
         "accuracy": accuracy(True),
         "without_tta": accuracy(False),
         "refused": refused,
+        "flagged": sum(r is not None for r in served[True][1]),
         "candidate_views_per_image": round(sum(map(len, views)) / max(1, len(views)), 2),
         "preprocess_ms": round(ms, 3),
     }
+
+
+def read_all(model, views: list, tta_below: float | None, open_set=None) -> tuple[np.ndarray, list[str | None]]:
+    """Images given as their candidate views -> their digits, and per image the open-set head's
+    reason to refuse it (None: one digit, or no head), EVAL_BATCH at a time."""
+    digits, reasons = [np.zeros(0, np.int64)], []
+    for i in range(0, len(views), EVAL_BATCH):
+        reading = read_views(model, views[i : i + EVAL_BATCH], tta_below=tta_below)
+        digits.append(reading.probabilities.argmax(1).numpy())
+        refusals = open_set.refusals(reading) if open_set is not None else [None] * len(reading.probabilities)
+        reasons += [r.reason if r is not None else None for r in refusals]
+    return np.concatenate(digits), reasons
 
 
 def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> float:
@@ -125,14 +140,65 @@ def evaluation_families(digits: np.ndarray, labels: np.ndarray, per_family: int)
         yield family, digits[:count], labels[:count]
 
 
-def family_report(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+def family_report(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int, open_set=None) -> dict:
     uploads = generate(family, digits, seed, labels=labels)
-    row = read_uploads(model, uploads, labels)
-    row["primary_view_only"] = read_uploads(model, uploads, labels, multiple=False)["accuracy"]
+    row = read_uploads(model, uploads, labels, open_set=open_set)
+    row["primary_view_only"] = read_uploads(model, uploads, labels, multiple=False, open_set=open_set)["accuracy"]
     row["unprocessed"] = unprocessed_accuracy(model, uploads, labels)
     if family in NOISY:  # what the model card's denoising (blur + threshold) adds
-        row["accuracy_without_denoise"] = read_uploads(model, uploads, labels, denoise_noisy=False)["accuracy"]
+        without = read_uploads(model, uploads, labels, denoise_noisy=False, open_set=open_set)
+        row["accuracy_without_denoise"] = without["accuracy"]
     return row | {"images": len(uploads), "description": DESCRIPTIONS[family]}
+
+
+def not_one_digit(model, open_set, test_digits: np.ndarray, per_kind: int, seed: int) -> dict:
+    """Per kind of non-digit (synthetic/non_digits.py, evaluation split): the shares refused with
+    the kind's reason, refused with another, and answered with a digit; per ambiguous glyph (left
+    out of the kinds) the share answered with a digit and with the digit it is written like."""
+    kinds = {}
+    for kind, (reason, description) in non_digits.KINDS.items():
+        outcomes, _ = upload_outcomes(model, open_set, non_digits.generate(kind, per_kind, "eval", seed, test_digits))
+        kinds[kind] = {
+            "images": len(outcomes),
+            "reason": reason,
+            "right_reason": float(np.mean(outcomes == reason)),
+            "other_reason": float(np.mean((outcomes != reason) & (outcomes != "digit"))),
+            "read_as_digit": float(np.mean(outcomes == "digit")),
+            "description": description,
+        }
+        print(f"{kind:24s} refused as {reason} {kinds[kind]['right_reason']:.2%}", flush=True)
+    uploads, glyphs = non_digits.ambiguous_glyphs(per_kind, seed)
+    outcomes, digits = upload_outcomes(model, open_set, uploads)
+    glyphs = np.array(glyphs)
+    ambiguous = {
+        glyph: {
+            "images": int((glyphs == glyph).sum()),
+            "read_as_digit": float(np.mean(outcomes[glyphs == glyph] == "digit")),
+            "read_as_its_digit": float(np.mean(((outcomes == "digit") & (digits == int(like)))[glyphs == glyph])),
+        }
+        for glyph, like in non_digits.AMBIGUOUS.items()
+        if (glyphs == glyph).any()
+    }
+    return {"kinds": kinds, "ambiguous": ambiguous}
+
+
+def upload_outcomes(model, open_set, uploads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Per upload: "digit", or the reason it is refused (no_digit, not_a_digit, several_digits),
+    and the digit answered (-1 when refused)."""
+    views, outcomes = [], np.full(len(uploads), "no_digit", dtype=object)
+    readable = []
+    for i, data in enumerate(uploads):
+        try:
+            views.append(views_of_bytes(data))
+            readable.append(i)
+        except InputError:
+            continue
+    digits, reasons = read_all(model, views, TTA_BELOW, open_set)
+    answered = np.full(len(uploads), -1)
+    for i, digit, reason in zip(readable, digits, reasons):
+        outcomes[i] = reason or "digit"
+        answered[i] = digit if reason is None else -1
+    return outcomes, answered
 
 
 def network_cost(model, batch: int = 16, repeats: int = 300) -> float:
@@ -165,10 +231,9 @@ def main(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     logits = batched_logits(model, test_x, to_input)  # the test set, once
-    weights = Path(args.weights).resolve()
     report = {
         "stamp": stamp(),
-        "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
+        "weights": repository_path(Path(args.weights)),
         "config": checkpoint["config"],
         "recipe": checkpoint.get("recipe"),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -179,16 +244,19 @@ def main(args: argparse.Namespace) -> dict:
     report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
 
     digits, labels = test_x.numpy(), test_y.numpy()
+    open_set = OpenSet(args.open_set, args.weights)
+    report["open_set"] = {"head": repository_path(Path(args.open_set)), "digit_below": open_set.digit_below}
     families = {}
     for family, family_digits, family_labels in evaluation_families(digits, labels, args.per_family):
-        families[family] = family_report(model, family, family_digits, family_labels, args.seed)
+        families[family] = family_report(model, family, family_digits, family_labels, args.seed, open_set)
         row = families[family]
         print(
             f"{family:24s} {row['accuracy']:.2%} (primary view only {row['primary_view_only']:.2%}, "
-            f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})",
+            f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']}, flagged {row['flagged']})",
             flush=True,
         )
     report["families"] = families
+    report["not_one_digit"] = not_one_digit(model, open_set, digits, args.non_digits, args.seed)
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
@@ -221,7 +289,41 @@ def _goals(report: dict) -> dict:
         goals[f"mean of the {len(kinds)} kinds, {setting}"] = (KINDS_MEAN_GOAL, float(np.mean(list(kinds.values()))))
     out = {name: {"goal": goal, "measured": value, "met": value >= goal} for name, (goal, value) in goals.items()}
     refused = sum(row["refused"] for row in families.values())
-    out["legible digits refused (all families)"] = {"goal": 0, "measured": refused, "met": refused == 0}
+    out["legible digits refused as blank (all families)"] = {"goal": 0, "measured": refused, "met": refused == 0}
+    return out | _not_one_digit_goals(report)
+
+
+def _not_one_digit_goals(report: dict) -> dict:
+    """The open-set head's goals: each kind refused with its reason (at least), legible digits
+    refused as not one digit (at most): the worst family, and MNIST test (the clean family)."""
+    out = {}
+    for kind, row in report.get("not_one_digit", {}).get("kinds", {}).items():
+        value = row["right_reason"]
+        out[f"not one digit: {kind} refused as {row['reason']}"] = {
+            "goal": NOT_ONE_DIGIT_GOAL,
+            "measured": value,
+            "met": value >= NOT_ONE_DIGIT_GOAL,
+        }
+    shares = {name: row["flagged"] / row["images"] for name, row in report["families"].items()}
+    if shares:
+        worst = max(shares, key=shares.get)
+        at_most = [
+            (
+                f"legible digits refused as not one digit, worst family ({worst})",
+                FLAGGED_AT_MOST["family"],
+                shares[worst],
+            )
+        ]
+        if "clean" in shares:
+            at_most.append(
+                (
+                    "MNIST test refused as not one digit (clean, as PNG uploads)",
+                    FLAGGED_AT_MOST["mnist_test"],
+                    shares["clean"],
+                )
+            )
+        for name, goal, value in at_most:
+            out[name] = {"goal": goal, "measured": value, "met": value <= goal, "at_most": True}
     return out
 
 
