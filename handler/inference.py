@@ -84,12 +84,20 @@ def digit_probabilities(
     """(N, 10) probabilities, on the CPU, of N images given as their candidate views: one forward
     pass, the most confident view of each, and TTA for answers under `tta_below` (None: no TTA,
     for the evaluation's comparison)."""
+    return read_views(model, views, device, tta_below)[0]
+
+
+def read_views(
+    model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """digit_probabilities, and the (N, 1, 28, 28) views it answered with (each image's most
+    confident), on `device`: what an explanation shows and attributes (handler/explanations.py)."""
     inputs, counts = to_batch(views)
     with torch.inference_mode():
         inputs = inputs.to(device, non_blocking=True)
         probabilities = torch.softmax(model(inputs), dim=1)
         best = most_confident(probabilities, counts)
-        probabilities = probabilities[best]
+        probabilities, chosen = probabilities[best], inputs[best]
         if tta_below is not None:
-            probabilities = tta(model, inputs[best], probabilities, tta_below)
-    return probabilities.cpu()
+            probabilities = tta(model, chosen, probabilities, tta_below)
+    return probabilities.cpu(), chosen

@@ -2,6 +2,8 @@
 
 Each request is decoded and validated on its own (handler/preprocess/); a bad one gets its own
 4xx JSON answer through `context.set_response_status`, and the rest of the batch is unaffected.
+Requests to TorchServe's explanation routes are read with the rest of their batch and answered
+with explanations (handler/explanations.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,14 @@ import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 
 from handler import fast_paths
-from handler.answers import error_answer, model_metadata, prediction_answer
+from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
-from handler.inference import digit_probabilities
+from handler.explanations import Explainer, explain_batch
+from handler.inference import digit_probabilities, read_views
 from handler.metric_buffer import METRICS, MetricBuffer
 from handler.preprocess import RequestBatch, decode_batch
+from handler.preprocess.open_inference import EXPLAIN_HEADER
 from handler.request_log import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
@@ -53,9 +58,10 @@ class DigitHandler:
     a model by its own rules (TorchScript or an eager model file with a state dict, optional
     torch.compile) where ours rebuilds the network from the config saved in its checkpoint, and
     its handle passes only inference's output to postprocess, where our answers also need each
-    request's error. Keeping the base class would mean overriding both and inheriting nothing
-    (explain is not offered; describe answers the Open Inference Protocol's model metadata, in
-    handle); TorchServe needs only these two methods.
+    request's error, and its explain_handle takes a whole batch as an explanation when its first
+    request is one, where TorchServe's batches mix both (handler/explanations.py). Keeping the
+    base class would mean overriding all three and inheriting nothing (describe answers the Open
+    Inference Protocol's model metadata, in handle); TorchServe needs only these two methods.
     """
 
     def __init__(self) -> None:
@@ -88,7 +94,7 @@ class DigitHandler:
         # Metrics leave the worker from a background thread every flush_seconds (0: at the end of
         # each batch), summed in between (handler/metric_buffer.py).
         self._metrics = MetricBuffer(self._emit)
-        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ())] + [
+        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ()), ("Explanations", ())] + [
             ("DigitPredictions", (str(digit),)) for digit in range(10)
         ]:  # every series from the start at 0, so that the first count is an increase Prometheus sees
             self._metrics.add(counter, 0, *dimensions)
@@ -126,16 +132,35 @@ class DigitHandler:
         self._observe("DigitBatchSize", len(batch.views))
         return probabilities
 
+    @cached_property
+    def explainer(self) -> Explainer:
+        """Made on a worker's first explanation request: predictions never import captum."""
+        return Explainer(self.model)
+
+    def explain(self, batch: RequestBatch) -> tuple[torch.Tensor | None, list[dict | None]]:
+        """A batch holding explanation requests: inference's probabilities, and per image its
+        explanation where its request asked for one (all of them in one computation)."""
+        if len(batch.views) == 0:
+            return None, []
+        probabilities, views = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        self._observe("DigitBatchSize", len(batch.views))
+        explained = explain_batch(self.explainer, batch, probabilities, views)
+        self._add("Explanations", sum(e is not None for e in explained))
+        return probabilities, explained
+
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.perf_counter()
         self.context = context
-        headers = [{k.lower(): v for k, v in context.get_all_request_header(i).items()} for i in range(len(data))]
+        headers = [_lowercased(context.get_all_request_header(i)) for i in range(len(data))]
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
             context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
             return [json.dumps(model_metadata(self.model_id))]
         batch = self.preprocess(data, headers)
-        answers = self.postprocess(batch, self.inference(batch), headers)
+        if any(envelope.explain for envelope in batch.envelopes):  # TorchServe batches both kinds together
+            answers = self.postprocess(batch, *self.explain(batch), headers=headers)
+        else:
+            answers = self.postprocess(batch, self.inference(batch), headers=headers)
         handler_ms = (time.perf_counter() - start) * 1000
         self._observe("HandlerTime", round(handler_ms, 2), "Model")
         self._observe("BatchTime", handler_ms)
@@ -144,8 +169,13 @@ class DigitHandler:
         return answers
 
     def postprocess(
-        self, batch: RequestBatch, probabilities: torch.Tensor | None, headers: list[dict[str, str]] | None = None
+        self,
+        batch: RequestBatch,
+        probabilities: torch.Tensor | None,
+        explained: list[dict | None] | None = None,
+        headers: list[dict[str, str]] | None = None,
     ) -> list[str]:
+        """`explained`: per image, explain()'s explanation parts; None in a batch without explanation requests."""
         predictions = self._predictions(probabilities) if probabilities is not None else []
         for digit, count in Counter(p["digit"] for p in predictions).items():
             self._add("DigitPredictions", count, str(digit))
@@ -166,6 +196,9 @@ class DigitHandler:
                     self._add("InternalErrors", 1)
                 self._log_refusal(idx, span, request_headers)
                 answers.append(error_answer(envelope, span, self.model_id))
+            elif envelope.explain:
+                parts = zip(predictions[span], explained[span])
+                answers.append(explanation_answer(envelope, [p | e for p, e in parts], self.model_id))
             else:
                 answers.append(prediction_answer(envelope, predictions[span], self.model_id))
         return answers
@@ -243,3 +276,13 @@ class DigitHandler:
     def _emit(self, name: str, value: float, *dimensions: str) -> None:
         kind = METRICS[name][0]
         self.metrics.get_metric(name, kind).add_or_update(value, [self.model_name, *dimensions])
+
+
+def _lowercased(headers: dict[str, str]) -> dict[str, str]:
+    """A request's headers with lowercased names. The frontend's own `explain` header
+    (EXPLAIN_HEADER, spelled so) wins over a client's `Explain` in another case, which TorchServe
+    passes on beside it: a client cannot turn a prediction into an explanation or back."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if EXPLAIN_HEADER in headers:
+        lowered[EXPLAIN_HEADER] = headers[EXPLAIN_HEADER]
+    return lowered
