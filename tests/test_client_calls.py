@@ -16,6 +16,7 @@ from mnist_digit_client import (
     AuthorizationFailed,
     DeadlineExceeded,
     DigitClient,
+    Explanation,
     Overloaded,
     Prediction,
     RequestRejected,
@@ -96,6 +97,46 @@ def test_each_route_reads_its_answer(route):
     body = ROUTES[route].body(IMAGE, "id-1")
     answer = answer_for(ROUTES[route].url("", "mnist"), body)
     assert interpret(*ok(answer, "id-1"), "id-1", ROUTES[route].read) == PREDICTION
+
+
+VIEW = [[round((r * 28 + c) / 784, 4) for c in range(28)] for r in range(28)]
+ATTRIBUTIONS = [[0.001 * (c - r) for c in range(28)] for r in range(28)]
+
+
+def explanation_for(path: str, body: bytes) -> dict:
+    """The service's explanation of the digit 7 on each route's explanation URL."""
+    explanation = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES, "view": VIEW}
+    explanation["attributions"] = ATTRIBUTIONS
+    if path.endswith(":explain"):
+        return {"explanations": [explanation]}
+    if path.endswith("/explain"):
+        answer = answer_for("/infer", body)
+        answer["outputs"] += [
+            {"name": name, "datatype": "FP32", "shape": [1, 28, 28], "data": [x for row in grid for x in row]}
+            for name, grid in (("attributions", ATTRIBUTIONS), ("view", VIEW))
+        ]
+        return answer
+    return explanation
+
+
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+def test_each_route_reads_its_explanation(route):
+    body = ROUTES[route].body(IMAGE, "id-1")
+    answer = explanation_for(ROUTES[route].explain_url("", "mnist"), body)
+    explanation = interpret(*ok(answer, "id-1"), "id-1", ROUTES[route].read_explanation)
+    assert isinstance(explanation, Explanation) and explanation.prediction == PREDICTION
+    assert explanation.view == tuple(map(tuple, VIEW)) and explanation.attributions == tuple(map(tuple, ATTRIBUTIONS))
+
+
+def test_an_answer_without_a_whole_explanation_is_a_fault():
+    whole = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES, "view": VIEW, "attributions": ATTRIBUTIONS}
+    for broken in (
+        {**whole, "view": VIEW[:27]},
+        {**whole, "attributions": None},
+        {k: whole[k] for k in list(whole)[:3]},
+    ):
+        with pytest.raises(ServerFault, match="not an explanation"):
+            Explanation.from_answer(broken)
 
 
 @pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
