@@ -24,12 +24,13 @@ BENCH_ARGS ?=
 FAST_PATHS_ARGS ?=
 PROFILE_ARGS ?=
 AGREEMENT_ARGS ?=
+EXPLANATIONS_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml VERSION
 
-.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
+.PHONY: help setup train evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
@@ -37,6 +38,7 @@ help:
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
 	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
+	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "gateway   nginx, the real gateway of the client tests (apt, as root; test needs it)"
 	@echo "archive   model_store/mnist.mar"
@@ -81,6 +83,9 @@ train: setup fonts
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate
+
+explanations: setup
+	$(PY) -m benchmarks.explanations $(EXPLANATIONS_ARGS)
 
 agreement: setup fonts
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
