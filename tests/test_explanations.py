@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+import torch
 
 from harness.bad_inputs import BAD_BODIES
 from mnist_digit_client import Explanation, RequestRejected
@@ -141,6 +142,22 @@ def test_explanations_are_counted(handler_and_context, mnist_sample, caplog):
         handle(handler, context, bodies, [EXPLAIN, EXPLAIN, PREDICT])
     assert "[METRICS]Explanations.Count:3|#ModelName:mnist|" in caplog.text
     assert "[METRICS]DigitBatchSize_sum.Count:4|#ModelName:mnist|" in caplog.text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_worker_explains_as_a_cpu_worker_does(handler_and_context, tmp_path, mnist_sample):
+    from harness.inprocess import load_handler
+
+    bodies = [png_bytes(d) for d in mnist_sample[0][:16]]
+    on_cpu, _ = handle(*handler_and_context, bodies, [EXPLAIN] * len(bodies))
+    on_gpu, statuses = handle(*load_handler(gpu_id=0, model_dir=tmp_path), bodies, [EXPLAIN] * len(bodies))
+    assert statuses == {}
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        check_explains(gpu)
+        assert gpu["digit"] == cpu["digit"] and np.abs(np.subtract(gpu["view"], cpu["view"])).max() <= 2e-3
+        scale = np.abs(cpu["attributions"]).max()
+        assert np.abs(np.subtract(gpu["attributions"], cpu["attributions"])).max() <= 0.05 * scale
 
 
 def test_predictions_never_import_captum():
