@@ -17,6 +17,7 @@ imported when a worker's first explanation request arrives.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,15 +29,16 @@ from handler.served_model import ServedCNN
 logger = logging.getLogger(__name__)
 
 # Points on the path from the blank view. Each costs a forward and a backward pass per image: at 6,
-# an explanation costs about 7x a prediction's CPU, at 8 about 8.5x, against a goal of 10x; fewer
+# an explanation costs 7 to 8x a prediction's CPU, at 8 about 8.5x, against a goal of 10x; fewer
 # steps leave the attributions' sum further from the logit's rise (their ranking of pixels stays as
 # faithful): reports/explanations.md, `make explanations`.
 N_STEPS = 6
 # Scaled views per forward and backward pass (captum's internal_batch_size): a batch of up to
-# INTERNAL_BATCH_SIZE / N_STEPS images is one pass, larger ones are split by steps, bounding memory.
+# INTERNAL_BATCH_SIZE / N_STEPS images is one pass, larger ones are split by steps (at least one
+# step of every image per pass), bounding memory.
 INTERNAL_BATCH_SIZE = 256
 # Decimals in the answers: views come from 8-bit images (steps of 0.0039); attributions are shares
-# of a logit, which is about 10 for a clear digit.
+# of the logit's rise from the blank view, about 6 for a clear MNIST digit.
 VIEW_DECIMALS, ATTRIBUTION_DECIMALS = 4, 5
 
 
@@ -69,13 +71,13 @@ class Explainer:
 
 
 def explain_batch(
-    explainer: Explainer, batch: RequestBatch, probabilities: torch.Tensor, views: torch.Tensor
+    explainer: Callable[[], Explainer], batch: RequestBatch, probabilities: torch.Tensor, views: torch.Tensor
 ) -> list[dict | None]:
     """Per image of the batch: {"view", "attributions"} (28 rows of 28 floats each) where its
     request asked for an explanation, else None. `probabilities` (N, 10) and `views` (N, 1, 28, 28)
-    are inference.read_views' for the batch's N images. Should the computation fail (a bug of
-    ours), each explanation request of the batch becomes an InternalError (500) and the batch's
-    predictions are still answered."""
+    are inference.read_views' for the batch's N images; `explainer()` gives the worker's Explainer.
+    Should it or the computation fail (a bug of ours, captum missing), each explanation request of
+    the batch becomes an InternalError (500) and the batch's predictions are still answered."""
     explained: list[dict | None] = [None] * len(batch.views)
     rows = [
         i
@@ -87,7 +89,7 @@ def explain_batch(
         return explained
     try:
         chosen = views[torch.tensor(rows, device=views.device)]
-        attributions = explainer.attributions(chosen, probabilities[rows].argmax(1).tolist())
+        attributions = explainer().attributions(chosen, probabilities[rows].argmax(1).tolist())
         shown = zip(rounded(chosen[:, 0], VIEW_DECIMALS), rounded(attributions, ATTRIBUTION_DECIMALS))
         for i, (view, attribution) in zip(rows, shown):
             explained[i] = {"view": view, "attributions": attribution}

@@ -144,7 +144,7 @@ class DigitHandler:
             return None, []
         probabilities, views = read_views(self.model, batch.views, self.device, self.settings.tta_below)
         self._observe("DigitBatchSize", len(batch.views))
-        explained = explain_batch(self.explainer, batch, probabilities, views)
+        explained = explain_batch(lambda: self.explainer, batch, probabilities, views)
         self._add("Explanations", sum(e is not None for e in explained))
         return probabilities, explained
 

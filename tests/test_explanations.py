@@ -120,14 +120,15 @@ def test_a_clients_explain_header_in_another_case_changes_nothing(handler_and_co
     assert "view" not in out[0] and "view" in out[1]
 
 
-def test_a_failed_explanation_is_a_500_and_its_batchs_predictions_stand(handler_and_context, monkeypatch, caplog):
+@pytest.mark.parametrize("part", ["__init__", "attributions"])  # captum cannot load; the computation fails
+def test_a_failed_explanation_is_a_500_and_its_batchs_predictions_stand(handler_and_context, monkeypatch, caplog, part):
     from handler.explanations import Explainer
 
-    def broken(self, views, digits):
+    def broken(self, *args):
         raise RuntimeError("injected fault")
 
     handler, context = handler_and_context
-    monkeypatch.setattr(Explainer, "attributions", broken)
+    monkeypatch.setattr(Explainer, part, broken)
     with caplog.at_level(logging.INFO):
         out, statuses = handle(handler, context, [SEVEN, SEVEN, b""], [EXPLAIN, PREDICT, EXPLAIN])
     assert statuses == {0: (500, "internal error"), 2: (400, "the request body is empty")}
