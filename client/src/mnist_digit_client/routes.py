@@ -51,8 +51,8 @@ SIDE = 28
 @dataclass(frozen=True)
 class Explanation:
     """A prediction and what it was read from: the 28x28 view the network read (light digit on
-    black, in [0, 1]) and each pixel's attribution, its share in the answered digit's logit
-    (integrated gradients from a blank view: positive pixels speak for the digit, negative against)."""
+    black, in [0, 1]) and each pixel's attribution, its share of the answered digit's logit's rise
+    from a blank view (integrated gradients: positive for the digit, negative against, 0 off the ink)."""
 
     digit: int
     confidence: float
