@@ -29,7 +29,7 @@ from handler.served_model import ServedCNN
 logger = logging.getLogger(__name__)
 
 # Points on the path from the blank view. Each costs a forward and a backward pass per image: at 6,
-# an explanation costs 7 to 8x a prediction's CPU, at 8 about 8.5x, against a goal of 10x; fewer
+# an explanation costs 7.5 to 8.5x a prediction's CPU, at 8 about 9x, against a goal of 10x; fewer
 # steps leave the attributions' sum further from the logit's rise (their ranking of pixels stays as
 # faithful): reports/explanations.md, `make explanations`.
 N_STEPS = 6
