@@ -23,6 +23,15 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
 
 
+def jpeg_header(width: int, height: int) -> bytes:
+    """A JPEG's markers up to its scan, declaring a size, with no scan data behind them."""
+    jpeg = encode_image(np.zeros((16, 16), np.uint8), "JPEG")
+    frame = jpeg.index(b"\xff\xc0") + 5  # baseline SOF: length (2), precision (1), height, width
+    scan = jpeg.index(b"\xff\xda")
+    header_end = scan + 2 + struct.unpack_from(">H", jpeg, scan + 2)[0]
+    return jpeg[:frame] + struct.pack(">HH", height, width) + jpeg[frame + 4 : header_end]
+
+
 @dataclass(frozen=True)
 class BadBody:
     """A request body and what the service answers: its status and the RejectedInputs reason."""
