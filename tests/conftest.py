@@ -12,7 +12,8 @@ from harness.samples import sample_digits
 from ops.build_archive import build_archive
 from ops.paths import ROOT
 from ops.version import release_version
-from synthetic.camera import phone_heic, phone_jpeg, sensor_photo
+from synthetic.camera import paper_photo, phone_heic, phone_jpeg, sensor_photo
+from synthetic.families import encode_image
 from synthetic.families import encode_image as png_bytes  # tests encode PNGs with it
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -95,3 +96,14 @@ def camera_photo(mnist_sample):
 def camera_heic(camera_photo) -> bytes:
     """camera_photo as a phone's HEIC: a grid of tiles, a 320 px thumbnail, EXIF orientation."""
     return phone_heic(camera_photo)
+
+
+LARGE_PHOTO_DIGIT = 3
+
+
+@pytest.fixture(scope="session")
+def large_photo_file(mnist_sample) -> bytes:
+    """A photo of a digit as an uncompressed TIFF of 17.5 MiB, over the old 8 MiB body limit: as
+    base64 in JSON it is still under the 25 MiB one."""
+    photo = paper_photo(mnist_sample[0][LARGE_PHOTO_DIGIT], 2800, 2184, np.random.default_rng(4))
+    return encode_image(photo, "TIFF")

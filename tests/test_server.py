@@ -15,7 +15,6 @@ from harness.bad_inputs import BAD_BODIES
 from harness.clients import count_right, predict_concurrently
 from harness.settings import model_config
 from ops.polling import wait_until
-from ops.properties import max_request_size
 from ops.tsctl import describe, rotate, scale
 from synthetic.families import generate
 from tests.conftest import png_bytes
@@ -281,11 +280,4 @@ def test_model_api_is_off(server):
     assert r.status_code == 405, r.text
     r = requests.delete(f"{server.management}/models/mnist", headers=server.headers("management"), timeout=10)
     assert r.status_code == 405, r.text
-    assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200
-
-
-def test_oversized_request_is_refused(server):
-    assert max_request_size() == 25 * 2**20
-    r = server.predict(b"\x00" * (max_request_size() + 1))
-    assert r.status_code == 413
     assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200
