@@ -108,7 +108,7 @@ def _open(data: bytes) -> Image.Image:
         if data[4:8] == b"ftyp" and data[8:12] in _ISO_IMAGE_BRANDS:
             raise BadRequest("truncated", "the HEIF/AVIF file is truncated or corrupt") from None
         raise UnsupportedMediaType(
-            "not_an_image", "the body is not an image Pillow can read (PNG, JPEG, HEIC, AVIF, WebP, ...)"
+            "not_an_image", "the body is not an image Pillow can read (PNG, JPEG, ...)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:
         raise BadRequest("truncated", f"the image header is corrupt: {e}") from None
