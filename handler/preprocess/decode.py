@@ -30,7 +30,7 @@ MAX_PIXELS = 8192 * 6144
 # What decoding one image at full size may take at its peak, and so the pixels each format may have
 # there (formats without a reduced decode, a HEIF without a large enough thumbnail, what a reduced
 # decode comes down to): a worker decodes a batch's images one at a time, so that 8 large uploads at
-# once stay within the memory goal (docs/preprocessing.md, "Limits"; reports/camera.md). Bytes per
+# once stay within the memory goal (docs/preprocessing.md, "1. Decode"; reports/camera.md). Bytes per
 # pixel at that peak, measured: Pillow's image (4 for RGB, 8 while an RGBA one is reduced) and the
 # decoder's own buffers (libwebp's and libavif's frames, libheif's planes).
 FULL_DECODE_BYTES = 128 * 2**20
