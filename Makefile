@@ -27,10 +27,11 @@ AGREEMENT_ARGS ?=
 EXPLANATIONS_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
+CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
 SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml VERSION
 
-.PHONY: help setup train evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
+.PHONY: help setup train evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
@@ -50,6 +51,7 @@ help:
 	@echo "lint      ruff: lint and format check (ruff.toml)"
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
+	@echo "camera    48 MP JPEG and 12 MP HEIC phone photos: latency and peak worker memory -> reports/camera.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 	@echo "fast-paths  each fast path's share of a worker's CPU, live -> reports/fast-paths.md"
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
@@ -162,6 +164,9 @@ fuzz: setup
 
 soak: setup
 	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+camera: setup
+	$(PY) -m benchmarks.camera $(CAMERA_ARGS)
 
 # Load for the benchmarks comes from wrk: installed with apt when missing and run as root.
 wrk:

@@ -30,7 +30,7 @@ from mnist_digit_client import (
     RequestRejected,
 )
 from ops.paths import ROOT
-from ops.properties import read_properties
+from ops.properties import max_request_size
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
@@ -46,11 +46,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def max_request_size(config: Path = ROOT / "config.properties") -> int:
-    """TorchServe's max_request_size: a bigger body would be refused there anyway, so refuse it here."""
-    return int(read_properties(config).get("max_request_size", 6553500))  # TorchServe's default
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -118,6 +113,7 @@ def answer_json(answer: Prediction | Explanation) -> dict:
 
 
 def make_server(client: DigitClient, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    # a bigger body would be refused by TorchServe anyway, so it is refused here
     handler = type("BoundDemoHandler", (DemoHandler,), {"client": client, "max_body": max_request_size()})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

@@ -73,8 +73,8 @@ def run(call: Call, clock: Clock, outcomes, attempt_seconds: float = 0.001):
         clock.now += call.pause
 
 
-def predict_call(client: DigitClient, clock: Clock) -> Call:
-    return Call(client, client._predict_request(IMAGE), clock)
+def predict_call(client: DigitClient, clock: Clock, image: bytes = IMAGE) -> Call:
+    return Call(client, client._predict_request(image), clock)
 
 
 @pytest.fixture()
@@ -163,6 +163,23 @@ def test_routes_send_one_image_each_in_its_own_body():
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(IMAGE).decode()]}],
     }
     assert v2.url("http://s", "m") == "http://s/v2/models/m/infer" and v2.content_type == "application/json"
+
+
+@pytest.mark.parametrize(
+    "head, media_type",
+    [
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff\xe0", "image/jpeg"),
+        (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic", "image/heic"),
+        (b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1", "image/avif"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"something else", "application/octet-stream"),
+    ],
+)
+def test_a_raw_upload_says_its_media_type_and_json_routes_say_json(head, media_type):
+    for route, expected in (("torchserve", media_type), ("v1", "application/json"), ("v2", "application/json")):
+        client = DigitClient("http://s", token=None, token_file=None, route=route)
+        assert predict_call(client, Clock(), head).attempt().headers["Content-Type"] == expected
 
 
 @pytest.mark.parametrize(

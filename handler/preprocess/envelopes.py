@@ -27,7 +27,8 @@ from handler.preprocess.open_inference import (
     v2_images,
 )
 
-# PNG and JPEG files start with bytes that no JSON, base64 or data URL text can.
+# PNG and JPEG files start with bytes that no JSON, base64 or data URL text can; so do HEIF and AVIF
+# files: the 4-byte length of their first box, "ftyp" (a few dozen bytes), starts with a zero byte.
 _BINARY_IMAGES = (b"\x89PNG", b"\xff\xd8\xff")
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
@@ -52,7 +53,7 @@ def request_grays(
 ) -> tuple[list, Envelope]:
     """One TorchServe request -> its decoded (H, W) grayscale images, and how to answer it.
     `decode` reads each image file in it (the handler's: decode.decode_pixels, or
-    decode.pixels_or_device_jpeg, which leaves JPEGs for the device); `headers` are the request's,
+    device_jpeg.pixels_or_device_jpeg, which leaves JPEGs for the device); `headers` are the request's,
     lowercased. Raises the request's InputError; open_request and payload_grays are its two steps,
     for a caller that answers errors in the request's protocol."""
     envelope, payload = open_request(request, headers or {})
@@ -75,7 +76,7 @@ def open_request(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, A
 
 def _protocol_and_payload(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, Any]:
     payload = _pick_payload(request)
-    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):  # most requests
+    if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):  # most requests
         return PLAIN, payload
     if isinstance(payload, (bytes, bytearray)) and is_binary(headers):
         document, binary = split_binary(bytes(payload), headers)
@@ -97,7 +98,7 @@ def payload_grays(envelope: Envelope, payload: Any, decode: Callable[[bytes], An
         return v2_images(*payload, decode, envelope.explain)
     if envelope.protocol == "v1":
         return _instances(payload["instances"], decode)
-    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):
+    if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):
         return [decode(bytes(payload))]
     if isinstance(payload, dict) and isinstance(payload.get("data"), str):
         return [decode(_decode_base64(payload["data"].encode()))]
@@ -108,6 +109,11 @@ def payload_grays(envelope: Envelope, payload: Any, decode: Callable[[bytes], An
     if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
         raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
     return [decode(_maybe_base64(bytes(payload)))]
+
+
+def _binary_image(payload: bytes | bytearray) -> bool:
+    """Bytes that are an image file, not text: no copy or search of a large one is needed."""
+    return payload.startswith(_BINARY_IMAGES) or (payload[:1] == b"\x00" and payload[4:8] == b"ftyp")
 
 
 def _pick_payload(request: dict) -> Any:

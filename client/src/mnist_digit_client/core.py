@@ -97,14 +97,9 @@ class ClientBase:
     # -- the requests both clients send
 
     def _predict_request(self, image: Image) -> Request[Prediction]:
-        route = self.route
-        return Request(
-            "POST",
-            route.url(self.url, self.model),
-            route.read,
-            partial(route.body, encode_image(image)),
-            route.content_type,
-        )
+        route, data = self.route, encode_image(image)
+        url = route.url(self.url, self.model)
+        return Request("POST", url, route.read, partial(route.body, data), route.body_type(data))
 
     def _explain_request(self, image: Image) -> Request[Explanation]:
         """The same body as a prediction's, to the route's explanation URL."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from mnist_digit_client.calls import JSON
 from mnist_digit_client.errors import another_request, not_a_prediction
+from mnist_digit_client.images import media_type
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class Route:
     def body(self, image: bytes, request_id: str) -> bytes:
         return image
 
+    def body_type(self, image: bytes) -> str:
+        """The body's Content-Type: here the file's own media type (image/heic, image/avif, ...),
+        `content_type` where its bytes do not tell it. A route whose body is not the file says its own."""
+        return media_type(image) or self.content_type
+
     def read(self, answer: JSON, request_id: str) -> Prediction:
         return Prediction.from_answer(answer)
 
@@ -130,6 +136,9 @@ class KServeV1(Route):
 
     def body(self, image: bytes, request_id: str) -> bytes:
         return json.dumps({"instances": [{"b64": _b64(image)}]}).encode()
+
+    def body_type(self, image: bytes) -> str:
+        return self.content_type
 
     def read(self, answer: JSON, request_id: str) -> Prediction:
         return Prediction.from_answer(_only(answer, "predictions"))
@@ -163,6 +172,9 @@ class OpenInferenceV2(Route):
     def body(self, image: bytes, request_id: str) -> bytes:
         tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [_b64(image)]}
         return json.dumps({"id": request_id, "inputs": [tensor]}).encode()
+
+    def body_type(self, image: bytes) -> str:
+        return self.content_type
 
     def read(self, answer: JSON, request_id: str) -> Prediction:
         return Prediction.from_answer(*self._fields(answer, request_id))
