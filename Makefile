@@ -29,15 +29,16 @@ SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model-config.yaml VERSION
 
-.PHONY: help setup train evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
+.PHONY: help setup train calibrate evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
-	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
+	@echo "calibrate fit the served confidence's temperatures on training digits -> model/calibration.json (after train)"
+	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
 	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
@@ -82,6 +83,9 @@ $(VENV)/.installed: requirements.txt requirements-serve.txt
 
 train: setup fonts
 	$(PY) -m train.train $(if $(DOWNLOAD),--download) $(TRAIN_ARGS)
+
+calibrate: setup fonts
+	$(PY) -m train.calibrate
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate

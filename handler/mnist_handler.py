@@ -22,6 +22,7 @@ from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 
 from handler import fast_paths
 from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer
+from handler.calibration import CALIBRATION_FILE, load_calibration
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
 from handler.explanations import Explainer, explain_batch
@@ -83,10 +84,13 @@ class DigitHandler:
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
+        # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
+        calibration = Path(properties["model_dir"]) / CALIBRATION_FILE
+        self.calibration = load_calibration(calibration, weights)
         self.model_name = context.model_name
         # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them:
-        # the archive's version and a digest of the weights it serves (handler/request_log.py)
-        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights)
+        # the archive's version and a digest of the weights and calibration it serves (handler/request_log.py)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, calibration)
         self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
@@ -125,10 +129,12 @@ class DigitHandler:
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
-        """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
+        """(N, 10) calibrated probabilities on the CPU for the batch's N images, None if every request failed."""
         if len(batch.views) == 0:
             return None
-        probabilities = digit_probabilities(self.model, batch.views, self.device, self.settings.tta_below)
+        probabilities = digit_probabilities(
+            self.model, batch.views, self.device, self.settings.tta_below, self.calibration
+        )
         self._observe("DigitBatchSize", len(batch.views))
         return probabilities
 
@@ -142,7 +148,8 @@ class DigitHandler:
         explanation where its request asked for one (all of them in one computation)."""
         if len(batch.views) == 0:
             return None, []
-        probabilities, views = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        probabilities, views, paths = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        probabilities = self.calibration(probabilities, paths)
         self._observe("DigitBatchSize", len(batch.views))
         explained = explain_batch(lambda: self.explainer, batch, probabilities, views)
         self._add("Explanations", sum(e is not None for e in explained))

@@ -1,8 +1,10 @@
 """What each answer says about the model that gave it, and the model log's line per refused request.
 
 - `X-Model-Version` on every answer: the archive's version (the release, VERSION) and the first 12
-  hex digits of the SHA-256 of the weights file, as `1.1.0+3f2a9c1b7d4e` (semver build metadata).
-  The v2 answers' `model_version` is the same string. Computed once, when a worker starts.
+  hex digits of the SHA-256 of the weights file followed by the calibration file
+  (model/calibration.json), as `1.1.0+3f2a9c1b7d4e` (semver build metadata): new weights or a new
+  calibration change the answers, and the version. The v2 answers' `model_version` is the same
+  string. Computed once, when a worker starts.
 - One line per request answered 4xx or 5xx by the handler, in the model log (a worker's stdout,
   which the frontend copies there): status, reason, TorchServe's request ID (its answer's
   `X-Request-ID`), the caller's `X-Client-Request-ID` and the error, as logfmt. Requests answered
@@ -28,9 +30,9 @@ CLIENT_ID_MAX = 128  # characters of a caller's ID kept in the log line
 _BARE = re.compile(r"[A-Za-z0-9._:/+-]+")  # logfmt values written without quotes
 
 
-def served_version(archive_version: str, weights: Path) -> str:
-    """`<archive version>+<first 12 hex digits of sha256(weights file)>`."""
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+def served_version(archive_version: str, weights: Path, calibration: Path) -> str:
+    """`<archive version>+<first 12 hex digits of sha256(weights file + calibration file)>`."""
+    digest = hashlib.sha256(Path(weights).read_bytes() + Path(calibration).read_bytes()).hexdigest()
     return f"{archive_version}+{digest[:DIGEST_HEX]}"
 
 

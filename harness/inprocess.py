@@ -52,14 +52,18 @@ def load_handler(
     weights: Path = ROOT / "model" / "mnist_cnn.pt",
     gpu_id: int | None = None,
     model_dir: Path | None = None,
+    calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized DigitHandler, its InProcessContext), with the weights laid out as in an archive;
-    `settings` override model-config.yaml's `handler:` section."""
+    """(initialized DigitHandler, its InProcessContext), with the weights and their calibration laid
+    out as in an archive; `settings` override model-config.yaml's `handler:` section."""
+    from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
+    (model_dir / CALIBRATION_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(calibration, model_dir / CALIBRATION_FILE)
     context = InProcessContext(model_dir, gpu_id=gpu_id, **settings)
     handler = DigitHandler()
     handler.initialize(context)

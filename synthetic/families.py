@@ -110,10 +110,11 @@ def corrupted(digits: np.ndarray, family: str, seed: int = 0) -> np.ndarray:
     return _to_uint8(out[:, 0].numpy())
 
 
-def printed(labels: np.ndarray, rng: np.random.Generator) -> list[bytes]:
-    """Each label printed in a random held-out font (synthetic.fonts.split_fonts), cropped as a client
-    would: a random margin, size and slight rotation, dark on white, PNG."""
-    images, font_labels = render_digits(split_fonts(font_files())[1])
+def printed(labels: np.ndarray, rng: np.random.Generator, fonts: list | None = None) -> list[bytes]:
+    """Each label printed in a random one of `fonts` (default: the held-out fonts,
+    synthetic.fonts.split_fonts), cropped as a client would: a random margin, size and slight
+    rotation, dark on white, PNG."""
+    images, font_labels = render_digits(split_fonts(font_files())[1] if fonts is None else fonts)
     if not len(images):
         raise RuntimeError("no fonts found under /usr/share/fonts (apt-get install fonts-dejavu ...)")
     out = []

@@ -28,8 +28,8 @@ def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def model_version() -> str:
     """What every answer's X-Model-Version and v2 model_version must say: the release's version and
-    a digest of the committed weights (handler/request_log.py)."""
-    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt")
+    a digest of the committed weights and their calibration (handler/request_log.py)."""
+    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", ROOT / "model" / "calibration.json")
 
 
 @pytest.fixture(scope="session")
