@@ -62,7 +62,9 @@ def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     for the images whose bars along an edge (edge_bars) that left in place (a digit touches them),
     their indices and (n, H, W) the images without the bars and then what else touches the border."""
     ink = above(x, INK)
-    inner, useful = _without_touching(x, ink)
+    inner, useful, touched = _without_touching(x, ink)
+    if not touched:  # no bars either
+        return inner, x[:0], []
     h, w = x.shape[1:]
     # Bars need ink along BAR_SHARE of an edge: one look at the four edges spares most stacks the rest.
     along = (ink[:, [0, -1]].sum(2) >= BAR_SHARE * w).any(1) | (ink[:, :, [0, -1]].sum(1) >= BAR_SHARE * h).any(1)
@@ -70,23 +72,26 @@ def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     if len(barred) == 0:
         return inner, x[:0], []
     kept = 1 - edge_bars(ink[barred])
-    peeled, _ = _without_touching(x[barred] * kept, ink[barred] * kept)
+    peeled, _, _ = _without_touching(x[barred] * kept, ink[barred] * kept)
     return inner, peeled, barred.tolist()
 
 
-def _without_touching(x: torch.Tensor, ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _without_touching(x: torch.Tensor, ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(N, H, W) and its 0/1 ink -> the images without the ink that touches their border where
-    that is worth reading (see _without_border_structures), else as they are; and (N,) where."""
+    that is worth reading (see _without_border_structures), else as they are; (N,) where; and
+    whether any ink of the stack touches the border."""
     # 0/1 float masks and arithmetic: on the CPU, where() and any() on a stack of photos cost
     # several times these (x >= 0, so x * 0 is 0 and x * 1 is x, exactly)
     touching = reach_border(ink)  # within the ink
+    if not bool(touching.amax() > 0):  # nothing touches the border: most photos and canvases
+        return x, torch.zeros(len(x), dtype=torch.bool, device=x.device), False
     inner = x * (1 - touching)
     useful = (
         (touching.amax((1, 2)) > 0)
         & ((ink - touching).amax((1, 2)) > 0)
         & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64))
     )
-    return torch.where(useful[:, None, None], inner, x), useful
+    return torch.where(useful[:, None, None], inner, x), useful, True
 
 
 def edge_bars(ink: torch.Tensor) -> torch.Tensor:

@@ -36,18 +36,23 @@ def margins_filled(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> tu
     n, h, w = x.shape
     light = above(x, ((low + high) / 2).float()[:, None, None])  # (N, H, W) 0/1
     rows, cols = _between(light.sum(2) < MARGIN_SHARE * w), _between(light.sum(1) < MARGIN_SHARE * h)  # (N, H), (N, W)
-    height, width = rows.sum(1, dtype=torch.float64), cols.sum(1, dtype=torch.float64)  # (N,)
-    area = height * width
-    lit = (rows[:, None, :] @ light @ cols[:, :, None]).view(n).double()  # light pixels in the band: whole numbers
-    framed = (area < h * w) & (area >= BAND_AREA * h * w) & (lit >= LIT * area) & (lit < STROKES * area)
-    which = torch.nonzero(framed).flatten()  # a read of the device: most pictures have no margins
-    if len(which) == 0:
-        return x, which
+    lit = (rows[:, None, :] @ light @ cols[:, :, None]).view(n)  # light pixels in the band
+    # One read of the device, the rest decided in Python (whole numbers, exact): most have no margins.
+    height, width, lit = torch.stack((rows.sum(1), cols.sum(1), lit)).tolist()
+    framed = [
+        i
+        for i, (rows_in, cols_in, light_in) in enumerate(zip(height, width, lit))
+        if BAND_AREA * h * w <= rows_in * cols_in < h * w and LIT <= light_in / (rows_in * cols_in) < STROKES
+    ]
+    if not framed:
+        return x, torch.zeros(0, dtype=torch.long, device=x.device)
+    which = torch.tensor(framed, device=x.device)
     # Each end of the band moved to its darkest line near it; each side dark along its length.
     light, rows, cols = light[which], rows[which], cols[which]
     inner_rows, top_bottom = _darkest_ends((light * cols[:, None, :]).sum(2), rows)  # (n, H), (n, 2)
     inner_cols, left_right = _darkest_ends((light * rows[:, :, None]).sum(1), cols)  # (n, W), (n, 2)
-    sides = torch.cat((top_bottom / width[which, None], left_right / height[which, None]), 1)  # (n, 4)
+    across = torch.tensor([[width[i]] * 2 + [height[i]] * 2 for i in framed], dtype=torch.float64, device=x.device)
+    sides = torch.cat((top_bottom, left_right), 1) / across  # (n, 4): light shares of the sides
     keep = sides.amax(1) <= 1 - DARK_SIDES
     which = which[keep]
     if len(which) == 0:
