@@ -1,5 +1,6 @@
-"""(H, W) grayscale of either polarity -> candidate views of it as MNIST digits look: polarity,
-background, contrast, denoising (background.py), crop and centre (framing.py).
+"""(H, W) grayscale of either polarity -> candidate views of it as MNIST digits look: the ground
+the digit is written on (margins.py), polarity, background, contrast, denoising (background.py),
+crop and centre (framing.py).
 
 Where a decision is uncertain, the image gets more than one *candidate view* (28, 28): both
 polarities when neither side of the median clearly holds the ink, the image as it is and
