@@ -25,20 +25,24 @@ BENCH_ARGS ?=
 FAST_PATHS_ARGS ?=
 PROFILE_ARGS ?=
 AGREEMENT_ARGS ?=
+EXPLANATIONS_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
+CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/open_set.pt model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model-config.yaml VERSION
 
-.PHONY: help setup train open-set evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
+.PHONY: help setup train calibrate open-set evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
+	@echo "calibrate fit the served confidence's temperatures on training digits -> model/calibration.json (after train)"
 	@echo "open-set  train the open-set head (not a digit / several digits) on the committed weights -> model/open_set.pt"
-	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
+	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
+	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "gateway   nginx, the real gateway of the client tests (apt, as root; test needs it)"
 	@echo "archive   model_store/mnist.mar"
@@ -50,6 +54,7 @@ help:
 	@echo "lint      ruff: lint and format check (ruff.toml)"
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
+	@echo "camera    48 MP JPEG and 12 MP HEIC phone photos: latency and peak worker memory -> reports/camera.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 	@echo "fast-paths  each fast path's share of a worker's CPU, live -> reports/fast-paths.md"
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
@@ -81,11 +86,17 @@ $(VENV)/.installed: requirements.txt requirements-serve.txt
 train: setup fonts
 	$(PY) -m train.train $(if $(DOWNLOAD),--download) $(TRAIN_ARGS)
 
+calibrate: setup fonts
+	$(PY) -m train.calibrate
+
 open-set: setup fonts
 	$(PY) -m train.open_set $(OPEN_SET_ARGS)
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate
+
+explanations: setup
+	$(PY) -m benchmarks.explanations $(EXPLANATIONS_ARGS)
 
 agreement: setup fonts
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
@@ -162,6 +173,9 @@ fuzz: setup
 
 soak: setup
 	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+camera: setup
+	$(PY) -m benchmarks.camera $(CAMERA_ARGS)
 
 # Load for the benchmarks comes from wrk: installed with apt when missing and run as root.
 wrk:

@@ -1,11 +1,13 @@
-"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key.
+"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key,
+for a prediction (/api/predict) or an explanation (/api/explain: the view the network read and the
+attributions of its pixels).
 
     python -m demo.server [--port 8000] [--url http://127.0.0.1:8080] [--token-file key_file.json]
 
 The key stays in this process: the browser only ever talks to this server, on 127.0.0.1.
 
 Why the standard library (http.server.ThreadingHTTPServer) and not Flask or FastAPI: the demo has
-four routes and no templates, sessions or forms; one thread per request is plenty for a person
+five routes and no templates, sessions or forms; one thread per request is plenty for a person
 drawing, and nothing new has to be pinned, installed or patched. It is a local demo, not a public
 server: it binds to loopback by default and refuses bodies over TorchServe's own size limit.
 """
@@ -18,9 +20,17 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mnist_digit_client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
+from mnist_digit_client import (
+    DEFAULT_URL,
+    AuthorizationFailed,
+    DigitClient,
+    DigitServiceError,
+    Explanation,
+    Prediction,
+    RequestRejected,
+)
 from ops.paths import ROOT
-from ops.properties import read_properties
+from ops.properties import max_request_size
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
@@ -36,11 +46,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def max_request_size(config: Path = ROOT / "config.properties") -> int:
-    """TorchServe's max_request_size: a bigger body would be refused there anyway, so refuse it here."""
-    return int(read_properties(config).get("max_request_size", 6553500))  # TorchServe's default
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -61,7 +66,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such page: {path}"})
 
     def do_POST(self) -> None:
-        if self.path != "/api/predict":
+        if self.path not in ("/api/predict", "/api/explain"):
             return self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such endpoint: {self.path}"})
         length = int(self.headers.get("Content-Length") or -1)
         if length < 0:
@@ -73,7 +78,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(length)
         try:
-            answer = self.client.predict(body)
+            answer = self.client.explain(body) if self.path == "/api/explain" else self.client.predict(body)
         except AuthorizationFailed:
             # The demo's own key was refused (even after re-reading the key file): our fault, not the drawing's.
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": "TorchServe refused the demo's key"})
@@ -81,10 +86,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             return self.send_json(error.status or HTTPStatus.BAD_REQUEST, error.body())
         except DigitServiceError as error:
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": f"TorchServe: {error.error}"})
-        self.send_json(
-            HTTPStatus.OK,
-            {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)},
-        )
+        self.send_json(HTTPStatus.OK, answer_json(answer))
 
     def send_json(self, status: int, payload: dict) -> None:
         self.send(status, json.dumps(payload).encode(), "application/json")
@@ -102,7 +104,16 @@ class DemoHandler(BaseHTTPRequestHandler):
         print(f"{self.address_string()} {format % args}", flush=True)
 
 
+def answer_json(answer: Prediction | Explanation) -> dict:
+    """What the page reads: the service's own answer (an explanation adds "view" and "attributions")."""
+    fields = {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)}
+    if isinstance(answer, Explanation):
+        fields |= {"view": answer.view, "attributions": answer.attributions}
+    return fields
+
+
 def make_server(client: DigitClient, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    # a bigger body would be refused by TorchServe anyway, so it is refused here
     handler = type("BoundDemoHandler", (DemoHandler,), {"client": client, "max_body": max_request_size()})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

@@ -1,10 +1,13 @@
 """Answer bodies in each protocol a request can speak (handler/preprocess/envelopes.py, Envelope).
 
-A prediction is {"digit", "confidence", "probabilities"}; an error carries its HTTP status.
-- "torchserve": the prediction itself; errors {"code", "error"}, and for an upload that is not
-  one digit {"code": 422, "reason", "error"} (handler/errors.py, NotOneDigit).
-- "v1" (KServe v1): {"predictions": [prediction, ...]}; errors as "torchserve"'s.
-- "v2" (Open Inference Protocol): {"id", "model_name", "model_version", "outputs": [tensors]};
+A prediction is {"digit", "confidence", "probabilities"}; an explanation is a prediction with
+"view" and "attributions" (handler/explanations.py); an error carries its HTTP status.
+- "torchserve": the prediction or explanation itself; errors {"code", "error"}, and for an upload
+  that is not one digit {"code": 422, "reason", "error"} (handler/errors.py, NotOneDigit).
+- "v1" (KServe v1): {"predictions": [prediction, ...]} or {"explanations": [explanation, ...]};
+  errors as "torchserve"'s.
+- "v2" (Open Inference Protocol): {"id", "model_name", "model_version", "outputs": [tensors]},
+  an explanation's with the tensors view and attributions (N, 28, 28);
   errors {"error"} (the status is the code), plus "reason" where the 422 has one. TorchServe
   0.12's gRPC frontend reads every answer as a ModelInferResponse and drops the status, so over
   gRPC an error is a response too: outputs "code" (INT64), "error" (BYTES) and, where there is
@@ -20,7 +23,13 @@ from handler.errors import RequestError
 from handler.preprocess.envelopes import Envelope
 from handler.preprocess.open_inference import DATATYPES, OUTPUTS
 
-_OUTPUT_TYPES = {"digit": "INT64", "confidence": "FP32", "probabilities": "FP32"}
+_OUTPUT_TYPES = {
+    "digit": "INT64",
+    "confidence": "FP32",
+    "probabilities": "FP32",
+    "view": "FP32",  # view and attributions: explanations only
+    "attributions": "FP32",
+}
 
 
 def prediction_answer(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
@@ -51,6 +60,35 @@ def _v2_prediction(envelope: Envelope, predictions: list[dict], model: tuple[str
 
 
 _TENSOR = '{"name": "%s", "datatype": "%s", "shape": %s, "data": [%s]}'
+
+
+def explanation_answer(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:
+    """The JSON answer to an explanation request; each explanation is a prediction with "view" and
+    "attributions", 28 rows of 28 floats each."""
+    if envelope.protocol == "v2":
+        return _v2_explanation(envelope, explanations, model)
+    if envelope.protocol == "v1":
+        return json.dumps({"explanations": explanations})
+    return json.dumps(explanations[0])
+
+
+def _v2_explanation(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:
+    """Every output flattened row-major, as the v2 protocol sends tensors."""
+    count = len(explanations)
+    columns = {
+        "digit": ([count], [e["digit"] for e in explanations]),
+        "confidence": ([count], [e["confidence"] for e in explanations]),
+        "probabilities": ([count, 10], [p for e in explanations for p in e["probabilities"]]),
+        **{
+            name: ([count, 28, 28], [x for e in explanations for row in e[name] for x in row])
+            for name in ("view", "attributions")
+        },
+    }
+    tensors = [
+        _TENSOR % (name, _OUTPUT_TYPES[name], columns[name][0], json.dumps(columns[name][1])[1:-1])
+        for name in envelope.v2.outputs
+    ]
+    return _v2_response(envelope.v2.id, model, tensors)
 
 
 def _v2_response(request_id: str | None, model: tuple[str, str], tensors: list[str]) -> str:

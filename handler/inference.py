@@ -1,5 +1,6 @@
 """Candidate views -> digit probabilities: one forward pass over every view of every image, the
-most confident view of each image, and test-time augmentation (TTA) for the unsure ones.
+most confident view of each image, test-time augmentation (TTA) for the unsure ones, and the
+calibration of the answered probabilities (handler/calibration.py).
 
 The handler and the evaluation both classify this way.
 """
@@ -13,12 +14,14 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from handler.calibration import Calibration, view_paths
 from handler.preprocess.kernels import divide
 
 # Test-time augmentation: an answer under TTA_BELOW is re-read with its view turned by
 # +-TTA_DEGREES, the rotation training drew from (the model card's "small rotations"), and the
-# three probability vectors averaged. Independent of the LowConfidencePredictions metric's
-# threshold (HandlerSettings.low_confidence), which counts the answers after TTA.
+# three probability vectors averaged. Decided on the network's own probability, before calibration,
+# so that calibrating changes no answer. Independent of the LowConfidencePredictions metric's
+# threshold (HandlerSettings.low_confidence), which counts the calibrated answers.
 TTA_BELOW, TTA_DEGREES = 0.6, 10.0
 
 
@@ -82,10 +85,15 @@ def tta(
 class Reading(NamedTuple):
     """What one forward pass over a batch's candidate views gives, per image of the N."""
 
-    probabilities: torch.Tensor  # (N, 10) on the CPU: of the most confident view, after TTA
-    views: torch.Tensor  # (N, 1, 28, 28) that view, on the device
-    features: torch.Tensor  # (N, C) the network's pooled features of it, on the device
+    probabilities: torch.Tensor  # (N, 10) on the CPU: the network's own, of the most confident view, after TTA
+    views: torch.Tensor  # (N, 1, 28, 28) that view, on the device (what an explanation shows and attributes)
+    features: torch.Tensor  # (N, C) the network's pooled features of that view, on the device
     candidates: list[int]  # how many candidate views each image had
+    paths: torch.Tensor | None  # (N,) each image's calibration path (view_paths; None: one view each)
+
+    def calibrated(self, calibration: Calibration | None) -> torch.Tensor:
+        """(N, 10) the service's answers: the probabilities calibrated (None: the network's own)."""
+        return self.probabilities if calibration is None else calibration(self.probabilities, self.paths)
 
 
 def read_views(
@@ -93,6 +101,7 @@ def read_views(
 ) -> Reading:
     """N images given as their candidate views -> one forward pass, the most confident view of
     each, and TTA for answers under `tta_below` (None: no TTA, for the evaluation's comparison).
+    The probabilities are the network's, before calibration (digit_probabilities calibrates).
     `model` gives features and logits (features_and_logits: DigitCNN, ServedCNN)."""
     inputs, counts = to_batch(views)
     with torch.inference_mode():
@@ -100,14 +109,20 @@ def read_views(
         features, logits = model.features_and_logits(inputs)
         probabilities = torch.softmax(logits, dim=1)
         best = most_confident(probabilities, counts)
-        probabilities, inputs = probabilities[best], inputs[best]
+        paths = view_paths(probabilities, counts, best)
+        probabilities, chosen = probabilities[best], inputs[best]
         if tta_below is not None:
-            probabilities = tta(model, inputs, probabilities, tta_below)
-    return Reading(probabilities.cpu(), inputs, features[best], counts)
+            probabilities = tta(model, chosen, probabilities, tta_below)
+    return Reading(probabilities.cpu(), chosen, features[best], counts, paths)
 
 
 def digit_probabilities(
-    model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
+    model: torch.nn.Module,
+    views: list[list[torch.Tensor]],
+    device="cpu",
+    tta_below: float | None = TTA_BELOW,
+    calibration: Calibration | None = None,
 ) -> torch.Tensor:
-    """(N, 10) probabilities, on the CPU, of N images given as their candidate views (read_views)."""
-    return read_views(model, views, device, tta_below).probabilities
+    """read_views' (N, 10) probabilities, calibrated when a `calibration` is given (the service's
+    answers; None: the network's own). TTA is decided on the network's own probabilities."""
+    return read_views(model, views, device, tta_below).calibrated(calibration)

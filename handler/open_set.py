@@ -3,10 +3,11 @@ computed anyway, and the 422 each refused image gets.
 
 The head reads, per image, the view the service answers with (the most confident candidate view)
 and its answer after test-time augmentation: the network's pooled features of that view, its ten
-probabilities, and a few facts about the view's ink that several digits squashed into one frame
-show at once (the ink box's aspect, how many separate runs of inked columns and rows it has, its
-share of the frame), and how many candidate views preprocessing made of the image. Two batched
-matrix products for the batch; no second forward pass.
+probabilities (the network's own, before calibration: what the head was trained on), and a few
+facts about the view's ink that several digits squashed into one frame show at once (the ink
+box's aspect, how many separate runs of inked columns and rows it has, its share of the frame),
+and how many candidate views preprocessing made of the image. Two batched matrix products for the
+batch; no second forward pass.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Uploads that are not one digit, through a real TorchServe: a letter, a doodle and several digits
 each get a 422 with their reason, in the service's own form, KServe v1 and the Open Inference
 Protocol, amid good digits in the same batches that are still answered (over gRPC:
-tests/test_grpc.py)."""
+tests/test_grpc.py), and on the explanation routes as on the prediction routes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from tests.test_server import metric, settle_metrics, wait_for_metric
 
 pytestmark = pytest.mark.integration
 V1, V2 = "/v1/models/mnist:predict", "/v2/models/mnist/infer"
+EXPLAIN_ROUTES = {
+    "torchserve": "/explanations/mnist",
+    "v1": "/v1/models/mnist:explain",
+    "v2": "/v2/models/mnist/explain",
+}
 
 
 def request_in(protocol: str, image: bytes, request_id: str) -> tuple[bytes, str, str]:
@@ -88,3 +93,22 @@ def test_a_request_with_one_letter_among_its_instances_is_refused_whole(server, 
     ]
     response = server.predict(json.dumps({"instances": instances}).encode(), "application/json", path=V1)
     assert response.status_code == 422 and response.json()["reason"] == "not_a_digit"
+
+
+def test_the_explanation_routes_refuse_what_is_not_one_digit_as_the_prediction_routes_do(server, mnist_sample):
+    """No explanation of a digit the service would not answer: the same 422 and reason, and a
+    digit explained beside it in the same batches."""
+    digit = png_bytes(mnist_sample[0][0])
+    jobs = []  # (protocol, body, content type, prediction path, the reason or None)
+    for protocol in ("torchserve", "v1", "v2"):
+        for name, (data, reason) in [*not_one_digit_samples().items(), ("digit", (digit, None))]:
+            jobs.append((protocol, *request_in(protocol, data, name), reason))
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        explained = list(pool.map(lambda j: server.predict(j[1], j[2], path=EXPLAIN_ROUTES[j[0]]), jobs))
+    for (protocol, body, content_type, path, reason), explanation in zip(jobs, explained):
+        if reason is None:
+            assert explanation.status_code == 200 and "attributions" in explanation.text, explanation.text
+            continue
+        prediction = server.predict(body, content_type, path=path)
+        assert explanation.status_code == prediction.status_code == 422, (protocol, reason, explanation.text)
+        assert explanation.json() == prediction.json() and reason_of(protocol, explanation.json())[1] == reason

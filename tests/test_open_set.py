@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 
@@ -90,6 +91,25 @@ def test_read_views_answers_what_digit_probabilities_always_did(network, mnist_s
     assert torch.equal(read_views(network, views, tta_below=None).probabilities, plain)  # bit for bit
     assert reading.views.shape == (20, 1, 28, 28) and reading.features.shape == (20, 384)
     assert reading.candidates == [len(v) for v in views]
+
+
+def test_the_worker_gives_the_head_the_networks_probabilities_and_answers_calibrated_ones(
+    handler_and_context, network, mnist_sample, monkeypatch
+):
+    """The head was trained on the network's own probabilities after TTA: the worker passes it
+    those, not the calibrated ones it answers with (handler/calibration.py)."""
+    handler, context = handler_and_context
+    uploads = [png_bytes(d) for d in mnist_sample[0][:8]]
+    seen = []
+    refusals = handler.open_set.refusals
+    monkeypatch.setattr(handler.open_set, "refusals", lambda reading: seen.append(reading) or refusals(reading))
+    answered = [json.loads(a) for a in handler.handle([{"body": u} for u in uploads], context)]
+    raw = read_views(network, [views_of_bytes(u) for u in uploads]).probabilities
+    (reading,) = seen
+    assert torch.allclose(reading.probabilities, raw, atol=1e-6)
+    calibrated = torch.tensor([a["probabilities"] for a in answered])
+    assert torch.allclose(calibrated, reading.calibrated(handler.calibration), atol=1e-6)
+    assert not torch.allclose(calibrated, raw, atol=1e-3)  # the calibration moves them
 
 
 def test_geometry_counts_runs_of_ink_and_the_aspect():

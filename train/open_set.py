@@ -198,7 +198,8 @@ def inputs_of(model, read: dict[str, np.ndarray]) -> np.ndarray:
             features, _ = model.features_and_logits(views)
         probabilities = torch.from_numpy(read["probabilities"][i : i + 1000])
         candidates = read["candidates"][i : i + 1000].tolist()
-        rows.append(head_inputs(Reading(probabilities, views, features, candidates)).numpy())
+        reading = Reading(probabilities, views, features, candidates, paths=None)  # paths: not the head's
+        rows.append(head_inputs(reading).numpy())
     return np.concatenate(rows).astype(np.float32)
 
 

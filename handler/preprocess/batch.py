@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from handler.errors import BadRequest, InputError, InternalError, RequestError
-from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, decode_pixels, pixels_or_device_jpeg
+from handler.preprocess.decode import decode_gray, decode_pixels
+from handler.preprocess.device_jpeg import DeviceJpeg, decode_jpegs, pixels_or_device_jpeg
 from handler.preprocess.envelopes import PLAIN, Envelope, open_request, payload_grays
 from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
 
@@ -102,7 +103,7 @@ def decode_batch(
 
 def _decoder(device, jpeg_on_device: bool | None):
     """How image bytes are read: on a GPU worker (or when told) plain JPEGs wait, to be decoded
-    together on the device (decode.device_jpeg, _decoded_on_device)."""
+    together on the device (device_jpeg.py, _decoded_on_device)."""
     if jpeg_on_device is None:
         jpeg_on_device = torch.device(device).type == "cuda"
     return pixels_or_device_jpeg if jpeg_on_device else decode_pixels

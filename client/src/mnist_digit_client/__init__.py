@@ -28,7 +28,7 @@ from mnist_digit_client.errors import (
 )
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key, read_keys
-from mnist_digit_client.routes import ROUTES, KServeV1, OpenInferenceV2, Prediction, Route
+from mnist_digit_client.routes import ROUTES, Explanation, KServeV1, OpenInferenceV2, Prediction, Route
 from mnist_digit_client.threaded import DigitClient
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = [
     "DigitClient",
     "AsyncDigitClient",
     "Prediction",
+    "Explanation",
     "RetryPolicy",
     "Route",
     "KServeV1",

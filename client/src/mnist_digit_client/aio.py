@@ -19,7 +19,7 @@ from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, n
 from mnist_digit_client.core import ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import Prediction
+from mnist_digit_client.routes import Explanation, Prediction
 
 
 class AsyncDigitClient(ClientBase):
@@ -28,6 +28,7 @@ class AsyncDigitClient(ClientBase):
         async with AsyncDigitClient(token_file="key_file.json") as client:
             (await client.predict("seven.png")).digit                  # 7
             await client.predict_many(paths, concurrency=16)           # [Prediction | DigitServiceError, ...]
+            (await client.explain("seven.png")).attributions           # 28 rows of 28 floats
             async for i, result in client.as_completed(paths):         # as each is answered
                 ...
 
@@ -44,6 +45,10 @@ class AsyncDigitClient(ClientBase):
 
     async def predict(self, image: Image) -> Prediction:
         return await self._call(self._predict_request(image))
+
+    async def explain(self, image: Image) -> Explanation:
+        """DigitClient.explain: the prediction, the view the network read and its attributions."""
+        return await self._call(self._explain_request(image))
 
     async def as_completed(self, images: Iterable[Image], concurrency: int = 8) -> AsyncIterator[tuple[int, Result]]:
         """(index, Prediction or the error) for each image, in the order they are answered."""

@@ -1,6 +1,7 @@
 """Command line for the digit service.
 
     mnist-digit predict digit.png photo.jpg        # one JSON line per file, as each is answered
+    mnist-digit explain digit.png                  # the same, with the view read and its attributions
     mnist-digit health                             # {"status": "Healthy"}, exit 0 when healthy
 
 The key is read from key_file.json (TorchServe writes it in the folder it was started from) and
@@ -15,7 +16,7 @@ import json
 import sys
 
 from mnist_digit_client.calls import RetryPolicy
-from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL
+from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL, as_result
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.routes import ROUTES, Prediction
 from mnist_digit_client.threaded import DigitClient
@@ -56,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     predict = commands.add_parser("predict", parents=[common], help="the digit in each image file")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--concurrency", type=int, default=8, help="files in flight at once")
+    explain = commands.add_parser(
+        "explain", parents=[common], help="the digit in each image file, the view read and its attributions"
+    )
+    explain.add_argument("files", nargs="+", metavar="FILE")
     commands.add_parser("health", parents=[common], help="check that the server answers /ping")
     return parser.parse_args(argv)
 
@@ -72,6 +77,22 @@ def predict(client: DigitClient, files: list[str], concurrency: int) -> int:
         else:
             failed += 1
             print_line({"file": files[i], **result.body()})
+    return 1 if failed else 0
+
+
+def explain(client: DigitClient, files: list[str]) -> int:
+    """One file at a time, in order: an explanation costs the service several predictions."""
+    failed = 0
+    for file in files:
+        try:
+            e = client.explain(file)
+        except (DigitServiceError, OSError) as error:
+            failed += 1
+            print_line({"file": file, **as_result(error).body()})
+            continue
+        print_line(
+            {"file": file, "digit": e.digit, "confidence": e.confidence, "view": e.view, "attributions": e.attributions}
+        )
     return 1 if failed else 0
 
 
@@ -116,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     with client:
         if args.command == "health":
             return health(client)
+        if args.command == "explain":
+            return explain(client, args.files)
         return predict(client, args.files, args.concurrency)

@@ -14,7 +14,7 @@ from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, n
 from mnist_digit_client.core import ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import Prediction
+from mnist_digit_client.routes import Explanation, Prediction
 
 
 class DigitClient(ClientBase):
@@ -23,6 +23,7 @@ class DigitClient(ClientBase):
         client = DigitClient(token_file="key_file.json")
         client.predict("seven.png").digit                      # 7
         client.predict_many(paths, concurrency=16)             # [Prediction | DigitServiceError, ...]
+        client.explain("seven.png").attributions               # 28 rows of 28 floats
 
     Retried (predictions are idempotent): attempts without an answer (refused or reset connections,
     no answer within `timeout`) until the deadline; 5xx and 503 back-pressure up to `retries` times.
@@ -39,6 +40,11 @@ class DigitClient(ClientBase):
 
     def predict(self, image: Image) -> Prediction:
         return self._call(self._predict_request(image))
+
+    def explain(self, image: Image) -> Explanation:
+        """The prediction and what it was read from: the view the network read and each of its
+        pixels' attribution. Retried as predict is; costs the service several predictions' CPU."""
+        return self._call(self._explain_request(image))
 
     def as_completed(self, images: Iterable[Image], concurrency: int = 8) -> Iterator[tuple[int, Result]]:
         """(index, Prediction or the error) for each image, in the order they are answered."""
