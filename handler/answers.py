@@ -2,14 +2,16 @@
 
 A prediction is {"digit", "confidence", "probabilities"}; an explanation is a prediction with
 "view" and "attributions" (handler/explanations.py); an error carries its HTTP status.
-- "torchserve": the prediction or explanation itself; errors {"code", "error"}.
+- "torchserve": the prediction or explanation itself; errors {"code", "error"}, and for an upload
+  that is not one digit {"code": 422, "reason", "error"} (handler/errors.py, NotOneDigit).
 - "v1" (KServe v1): {"predictions": [prediction, ...]} or {"explanations": [explanation, ...]};
-  errors {"code", "error"}.
+  errors as "torchserve"'s.
 - "v2" (Open Inference Protocol): {"id", "model_name", "model_version", "outputs": [tensors]},
   an explanation's with the tensors view and attributions (N, 28, 28);
-  errors {"error"} (the status is the code). TorchServe 0.12's gRPC frontend reads every answer
-  as a ModelInferResponse and drops the status, so over gRPC an error is a response too: outputs
-  "code" (INT64) and "error" (BYTES) in place of the digit's (docs/api.md).
+  errors {"error"} (the status is the code), plus "reason" where the 422 has one. TorchServe
+  0.12's gRPC frontend reads every answer as a ModelInferResponse and drops the status, so over
+  gRPC an error is a response too: outputs "code" (INT64), "error" (BYTES) and, where there is
+  one, "reason" (BYTES) in place of the digit's (docs/api.md).
 """
 
 from __future__ import annotations
@@ -102,14 +104,20 @@ def _model_fields(model: tuple[str, str]) -> str:
 
 
 def error_answer(envelope: Envelope, error: RequestError, model: tuple[str, str]) -> str:
-    """The JSON answer to a request refused (4xx) or failed by us (5xx), in its protocol's form."""
+    """The JSON answer to a request refused (4xx) or failed by us (5xx), in its protocol's form; a
+    422 for an upload that is not one digit also names its reason (NotOneDigit)."""
+    body = error.body()
     if envelope.protocol != "v2":
-        return json.dumps(error.body())
+        return json.dumps(body)
+    reason = body.get("reason")
     if envelope.v2.grpc:
-        code, message = _TENSOR % ("code", "INT64", "[1]", error.status), json.dumps(error.message)
-        tensors = [code, _TENSOR % ("error", "BYTES", "[1]", message)]
-        return _v2_response(envelope.v2.id, model, tensors)
-    return json.dumps({"error": error.message})
+        tensors = [_TENSOR % ("code", "INT64", "[1]", error.status), _bytes_tensor("error", error.message)]
+        return _v2_response(envelope.v2.id, model, tensors + ([_bytes_tensor("reason", reason)] if reason else []))
+    return json.dumps({"error": error.message, **({"reason": reason} if reason else {})})
+
+
+def _bytes_tensor(name: str, text: str) -> str:
+    return _TENSOR % (name, "BYTES", "[1]", json.dumps(text))
 
 
 def model_metadata(model: tuple[str, str]) -> dict:

@@ -35,10 +35,40 @@ class UnsupportedMediaType(InputError):
     status = 415
 
 
-class NoDigitFound(InputError):
-    """Decoded fine, but there is nothing to read (a blank or uniform image)."""
+class NotOneDigit(InputError):
+    """Decoded fine, but not one digit: 422, and the body names the reason (REASONS), which
+    clients read to route the upload (to a person, or back to its sender)."""
 
     status = 422
+
+    def body(self) -> dict:
+        return {"code": self.status, "reason": self.reason, "error": self.message}
+
+
+class NoDigitFound(NotOneDigit):
+    """Nothing to read: a blank or uniform image."""
+
+    def __init__(self, message: str = "no digit found: the image is blank or has no contrast") -> None:
+        super().__init__("no_digit", message)
+
+
+class NotADigit(NotOneDigit):
+    """Something that is not a digit: a letter, a symbol, a drawing, a photo of something else."""
+
+    def __init__(self, message: str = "that does not look like a digit") -> None:
+        super().__init__("not_a_digit", message)
+
+
+class SeveralDigits(NotOneDigit):
+    """Two or more digits in one image: the service reads one digit per image."""
+
+    def __init__(
+        self, message: str = "several digits in one image: the service reads one digit per image; send each alone"
+    ) -> None:
+        super().__init__("several_digits", message)
+
+
+REASONS = ("no_digit", "not_a_digit", "several_digits")  # NotOneDigit's reasons, as the 422 bodies name them
 
 
 class InternalError(RequestError):

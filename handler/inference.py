@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,24 +82,38 @@ def tta(
     return probabilities
 
 
+class Reading(NamedTuple):
+    """What one forward pass over a batch's candidate views gives, per image of the N."""
+
+    probabilities: torch.Tensor  # (N, 10) on the CPU: the network's own, of the most confident view, after TTA
+    views: torch.Tensor  # (N, 1, 28, 28) that view, on the device (what an explanation shows and attributes)
+    features: torch.Tensor  # (N, C) the network's pooled features of that view, on the device
+    candidates: list[int]  # how many candidate views each image had
+    paths: torch.Tensor | None  # (N,) each image's calibration path (view_paths; None: one view each)
+
+    def calibrated(self, calibration: Calibration | None) -> torch.Tensor:
+        """(N, 10) the service's answers: the probabilities calibrated (None: the network's own)."""
+        return self.probabilities if calibration is None else calibration(self.probabilities, self.paths)
+
+
 def read_views(
     model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(N, 10) probabilities, on the CPU, of N images given as their candidate views: one forward
-    pass, the most confident view of each, and TTA for answers under `tta_below` (None: no TTA,
-    for the evaluation's comparison); the (N, 1, 28, 28) views it answered with, on `device` (what
-    an explanation shows and attributes, handler/explanations.py); and each image's calibration
-    path (handler/calibration.py, view_paths; None: one view each)."""
+) -> Reading:
+    """N images given as their candidate views -> one forward pass, the most confident view of
+    each, and TTA for answers under `tta_below` (None: no TTA, for the evaluation's comparison).
+    The probabilities are the network's, before calibration (digit_probabilities calibrates).
+    `model` gives features and logits (features_and_logits: DigitCNN, ServedCNN)."""
     inputs, counts = to_batch(views)
     with torch.inference_mode():
         inputs = inputs.to(device, non_blocking=True)
-        probabilities = torch.softmax(model(inputs), dim=1)
+        features, logits = model.features_and_logits(inputs)
+        probabilities = torch.softmax(logits, dim=1)
         best = most_confident(probabilities, counts)
         paths = view_paths(probabilities, counts, best)
         probabilities, chosen = probabilities[best], inputs[best]
         if tta_below is not None:
             probabilities = tta(model, chosen, probabilities, tta_below)
-    return probabilities.cpu(), chosen, paths
+    return Reading(probabilities.cpu(), chosen, features[best], counts, paths)
 
 
 def digit_probabilities(
@@ -110,5 +125,4 @@ def digit_probabilities(
 ) -> torch.Tensor:
     """read_views' (N, 10) probabilities, calibrated when a `calibration` is given (the service's
     answers; None: the network's own). TTA is decided on the network's own probabilities."""
-    probabilities, _, paths = read_views(model, views, device, tta_below)
-    return probabilities if calibration is None else calibration(probabilities, paths)
+    return read_views(model, views, device, tta_below).calibrated(calibration)

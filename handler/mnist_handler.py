@@ -24,15 +24,17 @@ from handler import fast_paths
 from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer
 from handler.calibration import CALIBRATION_FILE, load_calibration
 from handler.cuda_sync import set_sync_schedule
-from handler.errors import InputError, RequestError
+from handler.errors import REASONS, InputError, RequestError
 from handler.explanations import Explainer, explain_batch
-from handler.inference import digit_probabilities, read_views
+from handler.inference import Reading, read_views
 from handler.metric_buffer import METRICS, MetricBuffer
+from handler.open_set import OpenSet
 from handler.preprocess import RequestBatch, decode_batch
-from handler.preprocess.open_inference import EXPLAIN_HEADER
+from handler.preprocess.open_inference import lowercased_headers
 from handler.request_log import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
+    not_per_batch_chatter,
     one_line_records,
     refusal_line,
     served_version,
@@ -40,16 +42,9 @@ from handler.request_log import (
 from handler.served_model import served_network
 from handler.settings import HandlerSettings
 from model import load_checkpoint
+from model.open_set import OPEN_SET_FILE
 
 logger = logging.getLogger(__name__)
-
-
-def _not_per_batch_chatter(record: logging.LogRecord) -> bool:
-    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
-    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
-    worker's output and copies it to model_log.log, and under load these were the most frequent
-    lines there, timing nothing that the access log and the metrics do not."""
-    return record.msg != "Backend received inference at: %d"
 
 
 class DigitHandler:
@@ -76,7 +71,7 @@ class DigitHandler:
             (getattr(context, "model_yaml_config", None) or {}).get("handler")
         )
         torch.set_num_threads(settings.torch_threads)
-        logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
+        logging.getLogger().addFilter(not_per_batch_chatter)  # the root logger, which TorchServe logs it to
         one_line_records()  # LOG_FORMAT=json: a traceback stays one record (handler/request_log.py)
         if settings.buffered_socket and fast_paths.in_torchserve_worker():
             fast_paths.install_buffered_socket()
@@ -87,10 +82,13 @@ class DigitHandler:
         # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
         calibration = Path(properties["model_dir"]) / CALIBRATION_FILE
         self.calibration = load_calibration(calibration, weights)
+        # Uploads that are not one digit get a 422 (handler/open_set.py); the head reads this network's features.
+        head = Path(properties["model_dir"]) / OPEN_SET_FILE
+        self.open_set = OpenSet(head, weights, self.device) if settings.open_set else None
         self.model_name = context.model_name
-        # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them:
-        # the archive's version and a digest of the weights and calibration it serves (handler/request_log.py)
-        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, calibration)
+        # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them: the
+        # archive's version and a digest of the weights, calibration and head it serves (handler/request_log.py)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, calibration, head)
         self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
@@ -98,9 +96,12 @@ class DigitHandler:
         # Metrics leave the worker from a background thread every flush_seconds (0: at the end of
         # each batch), summed in between (handler/metric_buffer.py).
         self._metrics = MetricBuffer(self._emit)
-        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ()), ("Explanations", ())] + [
-            ("DigitPredictions", (str(digit),)) for digit in range(10)
-        ]:  # every series from the start at 0, so that the first count is an increase Prometheus sees
+        for counter, dimensions in (
+            [("InternalErrors", ()), ("LowConfidencePredictions", ()), ("Explanations", ())]
+            + [("DigitPredictions", (str(digit),)) for digit in range(10)]
+            + [("RejectedInputs", (reason,)) for reason in REASONS]
+        ):
+            # every series from the start at 0, so that the first count is an increase Prometheus sees
             self._metrics.add(counter, 0, *dimensions)
         self.flush_seconds = settings.metrics_flush_seconds
         if self.flush_seconds > 0:
@@ -129,14 +130,22 @@ class DigitHandler:
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
-        """(N, 10) calibrated probabilities on the CPU for the batch's N images, None if every request failed."""
+        """(N, 10) calibrated probabilities on the CPU for the batch's N images, None if every request
+        failed. A request with an image that is not one digit is refused in `batch` (handler/open_set.py)."""
+        read = self._read(batch)
+        return None if read is None else read[1]
+
+    def _read(self, batch: RequestBatch) -> tuple[Reading, torch.Tensor] | None:
+        """read_views' Reading of the batch's images and their calibrated probabilities; the images
+        that are not one digit refused in `batch`. The head reads the network's own probabilities,
+        before calibration, as it was trained on them."""
         if len(batch.views) == 0:
             return None
-        probabilities = digit_probabilities(
-            self.model, batch.views, self.device, self.settings.tta_below, self.calibration
-        )
+        reading = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        if self.open_set is not None:
+            batch.refuse_images(self.open_set.refusals(reading))
         self._observe("DigitBatchSize", len(batch.views))
-        return probabilities
+        return reading, reading.calibrated(self.calibration)
 
     @cached_property
     def explainer(self) -> Explainer:
@@ -146,19 +155,18 @@ class DigitHandler:
     def explain(self, batch: RequestBatch) -> tuple[torch.Tensor | None, list[dict | None]]:
         """A batch holding explanation requests: inference's probabilities, and per image its
         explanation where its request asked for one (all of them in one computation)."""
-        if len(batch.views) == 0:
+        read = self._read(batch)
+        if read is None:
             return None, []
-        probabilities, views, paths = read_views(self.model, batch.views, self.device, self.settings.tta_below)
-        probabilities = self.calibration(probabilities, paths)
-        self._observe("DigitBatchSize", len(batch.views))
-        explained = explain_batch(lambda: self.explainer, batch, probabilities, views)
+        reading, probabilities = read
+        explained = explain_batch(lambda: self.explainer, batch, probabilities, reading.views)  # refused: none
         self._add("Explanations", sum(e is not None for e in explained))
         return probabilities, explained
 
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.perf_counter()
         self.context = context
-        headers = [_lowercased(context.get_all_request_header(i)) for i in range(len(data))]
+        headers = [lowercased_headers(context.get_all_request_header(i)) for i in range(len(data))]
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
             context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
@@ -184,9 +192,10 @@ class DigitHandler:
     ) -> list[str]:
         """`explained`: per image, explain()'s explanation parts; None in a batch without explanation requests."""
         predictions = self._predictions(probabilities) if probabilities is not None else []
-        for digit, count in Counter(p["digit"] for p in predictions).items():
+        answered = [p for span in batch.outcomes if isinstance(span, slice) for p in predictions[span]]
+        for digit, count in Counter(p["digit"] for p in answered).items():
             self._add("DigitPredictions", count, str(digit))
-        unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
+        unsure = sum(p["confidence"] < self.settings.low_confidence for p in answered)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
         answers, version = [], self.model_id[1]
@@ -283,13 +292,3 @@ class DigitHandler:
     def _emit(self, name: str, value: float, *dimensions: str) -> None:
         kind = METRICS[name][0]
         self.metrics.get_metric(name, kind).add_or_update(value, [self.model_name, *dimensions])
-
-
-def _lowercased(headers: dict[str, str]) -> dict[str, str]:
-    """A request's headers with lowercased names. The frontend's own `explain` header
-    (EXPLAIN_HEADER, spelled so) wins over a client's `Explain` in another case, which TorchServe
-    passes on beside it: a client cannot turn a prediction into an explanation or back."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if EXPLAIN_HEADER in headers:
-        lowered[EXPLAIN_HEADER] = headers[EXPLAIN_HEADER]
-    return lowered

@@ -30,16 +30,26 @@ class ServedCNN(nn.Module):
         self.native = self.convolutions is not None and native and torch_checked()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        classifier = self.network.classifier
+        return F.linear(self.pooled(x), classifier.weight, classifier.bias)
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C * pool * pool) pooled features (what the open-set head reads, handler/open_set.py)
+        and (N, 10) logits, of one forward pass."""
+        classifier = self.network.classifier
+        pooled = self.pooled(x)
+        return pooled, F.linear(pooled, classifier.weight, classifier.bias)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) -> (N, C * pool * pool): the pooled features the classifier reads."""
         if self.convolutions is None:
-            return self.network(x)
+            return self.network.pooled(x)
         x = self.network.normalize(x)
         if self.native and x.device.type == "cpu" and len(x) <= NATIVE_CPU_MAX_BATCH:
             features = native_conv_relu(x, self.convolutions)
         else:
             features = conv_relu(x, self.convolutions)
-        classifier = self.network.classifier
-        pooled = F.adaptive_avg_pool2d(features, self.network.pool.output_size)  # (N, C, pool, pool)
-        return F.linear(pooled.flatten(1), classifier.weight, classifier.bias)
+        return F.adaptive_avg_pool2d(features, self.network.pool.output_size).flatten(1)  # (N, C * pool * pool)
 
 
 def conv_relu(x: torch.Tensor, convolutions: list[nn.Conv2d]) -> torch.Tensor:

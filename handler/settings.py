@@ -27,6 +27,9 @@ class HandlerSettings:
     # Answers whose network probability, before calibration, is below this get test-time
     # augmentation (handler/inference.py); null: none.
     tta_below: float | None = TTA_BELOW
+    # Uploads that are not one digit are refused with 422 and a reason (handler/open_set.py);
+    # false: every readable image gets a digit, as before the open-set head.
+    open_set: bool = True
     # On a GPU worker, images under this many pixels are preprocessed on the CPU (0: all on the GPU).
     gpu_min_pixels: int = GPU_MIN_PIXELS
     # How a GPU worker waits for its device (handler/cuda_sync.py): auto, spin, yield or block.

@@ -105,6 +105,6 @@ BAD_BODIES = [
     BadBody("truncated", _truncated_heic(), 400),
     BadBody("truncated", _broken_heic_boxes(), 400),
     BadBody("truncated", _truncated_avif(), 400),
-    BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
+    BadBody("no_digit", encode_image(np.zeros((28, 28), np.uint8)), 422),
     BadBody("not_finite", _not_finite_tiff(), 400),
 ]

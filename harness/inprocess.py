@@ -55,15 +55,18 @@ def load_handler(
     calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized DigitHandler, its InProcessContext), with the weights and their calibration laid
-    out as in an archive; `settings` override model-config.yaml's `handler:` section."""
+    """(initialized DigitHandler, its InProcessContext), with the weights, their calibration and
+    the open-set head laid out as in an archive; `settings` override model-config.yaml's `handler:`
+    section."""
     from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
+    from model.open_set import OPEN_SET_FILE
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
-    (model_dir / CALIBRATION_FILE).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(calibration, model_dir / CALIBRATION_FILE)
+    for source, packed in ((calibration, CALIBRATION_FILE), (ROOT / OPEN_SET_FILE, OPEN_SET_FILE)):
+        (model_dir / packed).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, model_dir / packed)
     context = InProcessContext(model_dir, gpu_id=gpu_id, **settings)
     handler = DigitHandler()
     handler.initialize(context)

@@ -77,8 +77,16 @@ class DigitCNN(nn.Module):
         return (x - self.config.mean) / self.config.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(self.normalize(x)))  # (N, C, pool, pool)
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier(self.pooled(x))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) -> (N, C * pool * pool): the pooled features the classifier reads."""
+        return torch.flatten(self.pool(self.features(self.normalize(x))), 1)
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C * pool * pool) pooled features and (N, 10) logits of one forward pass."""
+        pooled = self.pooled(x)
+        return pooled, self.classifier(pooled)
 
 
 def fuse_batchnorm(model: DigitCNN) -> DigitCNN:

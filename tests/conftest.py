@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handler.calibration import CALIBRATION_FILE
 from handler.request_log import served_version
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
+from model.open_set import OPEN_SET_FILE
 from ops.build_archive import build_archive
 from ops.paths import ROOT
 from ops.version import release_version
@@ -28,8 +30,9 @@ def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def model_version() -> str:
     """What every answer's X-Model-Version and v2 model_version must say: the release's version and
-    a digest of the committed weights and their calibration (handler/request_log.py)."""
-    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", ROOT / "model" / "calibration.json")
+    a digest of the committed weights, their calibration and the open-set head (handler/request_log.py)."""
+    served = ROOT / "model" / "mnist_cnn.pt", ROOT / CALIBRATION_FILE, ROOT / OPEN_SET_FILE
+    return served_version(release_version(), *served)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handler.errors import BadRequest, InputError, NoDigitFound, PayloadTooLarge, UnsupportedMediaType
+from handler.errors import BadRequest, InputError, NoDigitFound, NotOneDigit, PayloadTooLarge, UnsupportedMediaType
 from harness.bad_inputs import BAD_BODIES, png_header
 from synthetic.families import encode_image as encode
 from tests.conftest import png_bytes
@@ -16,8 +16,10 @@ from tests.preprocess_helpers import request_images
 def rejected(request: dict) -> InputError:
     with pytest.raises(InputError) as info:
         request_images(request)
-    assert info.value.body() == {"code": info.value.status, "error": info.value.message}
-    return info.value
+    error = info.value
+    reason = {"reason": error.reason} if isinstance(error, NotOneDigit) else {}  # 422s name theirs
+    assert error.body() == {"code": error.status, **reason, "error": error.message}
+    return error
 
 
 @pytest.mark.parametrize(
@@ -44,8 +46,8 @@ def rejected(request: dict) -> InputError:
         ({"body": 1}, BadRequest, 400, "bad_json"),  # found by fuzzing: a JSON scalar raised TypeError
         ({"body": None}, BadRequest, 400, "bad_json"),
         ({"body": png_header(10000, 9000)}, PayloadTooLarge, 413, "too_many_pixels"),  # fuzzing: Pillow only warned
-        ({"body": png_bytes(np.zeros((28, 28), np.uint8))}, NoDigitFound, 422, "blank"),
-        ({"body": png_bytes(np.full((40, 40), 255, np.uint8))}, NoDigitFound, 422, "blank"),
+        ({"body": png_bytes(np.zeros((28, 28), np.uint8))}, NoDigitFound, 422, "no_digit"),
+        ({"body": png_bytes(np.full((40, 40), 255, np.uint8))}, NoDigitFound, 422, "no_digit"),
     ],
 )
 def test_bad_input_kinds(request_, kind, status, reason):

@@ -131,8 +131,8 @@ def test_the_calibration_travels_in_the_archive(model_store):
 def _served(uploads: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's probabilities of the uploads as the handler reads them, and calibrated."""
     model = served_network(load_checkpoint(DEFAULT_WEIGHTS))
-    raw, _, paths = read_views(model, [views_of_bytes(u) for u in uploads])
-    return raw, load_calibration(COMMITTED, DEFAULT_WEIGHTS)(raw, paths)
+    reading = read_views(model, [views_of_bytes(u) for u in uploads])
+    return reading.probabilities, reading.calibrated(load_calibration(COMMITTED, DEFAULT_WEIGHTS))
 
 
 def _uploads(mnist_sample) -> list[bytes]:

@@ -16,13 +16,18 @@ import requests
 from PIL import Image
 
 from harness.local_server import free_port
+from harness.samples import not_one_digit_samples
 from mnist_digit_client import (
     REQUEST_ID_HEADER,
     AuthorizationFailed,
     DeadlineExceeded,
     DigitClient,
+    NoDigit,
+    NotADigit,
+    NotOneDigit,
     RequestRejected,
     ServiceUnreachable,
+    SeveralDigits,
     encode_image,
 )
 from ops.tsctl import rotate
@@ -106,6 +111,23 @@ def test_predict_over_the_v2_route(server, kind, model_version):
         with pytest.raises(RequestRejected) as caught:
             client.predict(b"plain text")
     assert caught.value.status == caught.value.code == 415 and caught.value.attempts == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_what_is_not_one_digit_comes_as_the_error_of_its_reason(server, kind, route):
+    """The 422's reason as a typed outcome over each route: a class per reason, and `reason`."""
+    expected = {"letter": NotADigit, "doodle": NotADigit, "several_digits": SeveralDigits}
+    with make_client(kind, server.inference, token_file=server.root / "key_file.json", route=route) as client:
+        for name, (data, reason) in not_one_digit_samples().items():
+            with pytest.raises(NotOneDigit) as caught:
+                client.predict(data)
+            error = caught.value
+            assert type(error) is expected[name] and error.reason == reason and error.status == 422
+            assert error.attempts == 1 and error.body() == {"code": 422, "reason": reason, "error": error.error}
+        with pytest.raises(NoDigit):
+            client.predict(np.zeros((28, 28), np.uint8))
 
 
 @pytest.mark.integration

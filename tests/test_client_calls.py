@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from typing import get_args
 
 import pytest
 
@@ -17,15 +18,20 @@ from mnist_digit_client import (
     DeadlineExceeded,
     DigitClient,
     Explanation,
+    NoDigit,
+    NotADigit,
+    NotOneDigit,
     Overloaded,
     Prediction,
+    Reason,
     RequestRejected,
     RetryPolicy,
     ServerFault,
     ServiceUnreachable,
+    SeveralDigits,
 )
 from mnist_digit_client.calls import Call, interpret
-from mnist_digit_client.errors import error_for
+from mnist_digit_client.errors import NOT_ONE_DIGIT, error_for
 
 PROBABILITIES = [0.01] * 7 + [0.91] + [0.01] * 2
 PREDICTION = Prediction(7, 0.91, tuple(PROBABILITIES))
@@ -221,6 +227,27 @@ def test_errors_are_typed_and_carry_the_server_code_and_message(status, body, ki
     assert type(error) is kind and error.retryable is retryable
     assert error.status == status
     assert error.body() == {"code": body.get("code", status), "error": body.get("error") or body["message"]}
+
+
+@pytest.mark.parametrize(
+    "body, kind",
+    [
+        ({"code": 422, "reason": "not_a_digit", "error": "that does not look like a digit"}, NotADigit),
+        ({"code": 422, "reason": "several_digits", "error": "several digits in one image"}, SeveralDigits),
+        ({"code": 422, "reason": "no_digit", "error": "no digit found"}, NoDigit),
+        ({"error": "that does not look like a digit", "reason": "not_a_digit"}, NotADigit),  # v2
+    ],
+)
+def test_a_422_that_names_why_is_the_error_of_its_reason(body, kind):
+    error = error_for(422, body, json.dumps(body))
+    assert type(error) is kind and isinstance(error, NotOneDigit) and isinstance(error, RequestRejected)
+    assert error.reason == body["reason"] and error.reason in get_args(Reason) and not error.retryable
+    assert error.body() == {"code": 422, "reason": body["reason"], "error": body["error"]}
+
+
+def test_every_reason_has_its_error():
+    assert set(NOT_ONE_DIGIT) == set(get_args(Reason))
+    assert type(error_for(422, {"code": 422, "reason": "something new", "error": "?"}, "")) is RequestRejected
 
 
 # -- retries and the deadline

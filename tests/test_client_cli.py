@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from harness.samples import not_one_digit_samples
 from mnist_digit_client.cli import parse_args
 from tests.client_helpers import Gateway
 from tests.conftest import FIXTURES, ROOT
@@ -65,11 +66,19 @@ def test_cli_prints_one_line_per_file_and_fails_when_one_did(server, tmp_path):
     assert sorted(line["file"] for line in lines) == sorted(FILES)
     assert all(line["digit"] == 7 and 0 < line["confidence"] <= 1 for line in lines)
 
-    failed = run_cli("predict", FILES[0], str(not_an_image), *options, "--concurrency", "1")
+    letter = tmp_path / "letter.png"
+    letter.write_bytes(not_one_digit_samples()["letter"][0])
+    failed = run_cli("predict", FILES[0], str(not_an_image), str(letter), *options, "--concurrency", "1")
     assert failed.returncode == 1
     lines = {line["file"]: line for line in map(json.loads, failed.stdout.splitlines())}
     assert lines[FILES[0]]["digit"] == 7
     assert lines[str(not_an_image)]["code"] == 415 and lines[str(not_an_image)]["error"]
+    assert lines[str(letter)] == {
+        "file": str(letter),
+        "code": 422,
+        "reason": "not_a_digit",
+        "error": lines[str(letter)]["error"],
+    }
 
     health = run_cli("health", *options)
     assert health.returncode == 0 and json.loads(health.stdout) == {"status": "Healthy"}

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from harness.local_server import free_port
+from harness.samples import not_one_digit_samples
 from ops.polling import wait_until
 from tests.conftest import FIXTURES, ROOT
 
@@ -252,5 +253,29 @@ def test_keyboard_reaches_every_control_and_a_photo_upload_is_read(demo, browser
 
         page.set_input_files("#upload", str(FIXTURES / "paper_seven.jpg"))
         shows_digit(page, "7")
+    finally:
+        page.close()
+
+
+def test_what_is_not_one_digit_is_shown_as_such(demo, browser, tmp_path):
+    """A letter and several digits, uploaded: the page says what they are instead of a digit."""
+    samples = not_one_digit_samples()
+    page = browser.new_page(viewport={"width": 960, "height": 600})
+    try:
+        page.goto(demo)
+        for name, says in (("letter", "does not look like a digit"), ("several_digits", "one digit per image")):
+            path = tmp_path / f"{name}.png"
+            path.write_bytes(samples[name][0])
+            page.set_input_files("#upload", str(path))
+            page.wait_for_function(
+                "r => document.getElementById('status').dataset.reason === r", arg=samples[name][1], timeout=30_000
+            )
+            assert says in page.locator("#status").inner_text()
+            assert page.locator("#digit").inner_text() == "?"
+        draw_seven(page)  # a digit again: the reason goes
+        shows_digit(page, "7")
+        assert page.locator("#status").inner_text() == "" and page.evaluate(
+            "!('reason' in document.getElementById('status').dataset)"
+        )
     finally:
         page.close()

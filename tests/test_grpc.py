@@ -4,10 +4,13 @@ Protocol's, on the inference gRPC port, with the same keys as REST."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
 from harness.grpc_stubs import bearer, generate_stubs
+from harness.samples import not_one_digit_samples
 from ops.properties import max_request_size
 from ops.version import release_version
 from tests.conftest import FIXTURES, LARGE_PHOTO_DIGIT, png_bytes
@@ -105,6 +108,18 @@ def test_open_inference_refusal_comes_as_outputs(stubs, channel, key):
     response = stubs.open_inference.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=key, timeout=30)
     answer = tensors(response)
     assert response.id == "bad-1" and answer["code"] == [415] and b"not an image" in answer["error"][0]
+
+
+def test_open_inference_refusal_of_what_is_not_one_digit_names_its_reason(stubs, channel, key):
+    """A letter, a doodle, several digits: outputs code 422, error and reason (BYTES, each a JSON
+    string: TorchServe 0.12's frontend writes a BYTES element as its JSON text)."""
+    service = stubs.open_inference.GRPCInferenceServiceStub(channel)
+    for name, (data, reason) in not_one_digit_samples().items():
+        request, tensor = infer_request(stubs, "BYTES", [1], name)
+        tensor.contents.bytes_contents.append(data)
+        answer = tensors(service.ModelInfer(request, metadata=key, timeout=30))
+        assert answer["code"] == [422] and [json.loads(r) for r in answer["reason"]] == [reason]
+        assert json.loads(answer["error"][0])
 
 
 def test_open_inference_health_and_metadata(stubs, channel, key):

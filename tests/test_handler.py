@@ -64,8 +64,8 @@ def test_one_forward_pass_per_batch(handler_and_context, mnist_sample, monkeypat
 
     handler, context = handler_and_context
     calls = []
-    forward = handler.model.forward
-    monkeypatch.setattr(handler.model, "forward", lambda x: calls.append(x.shape) or forward(x))
+    pooled = handler.model.pooled  # what every forward pass runs, whether it keeps the features or not
+    monkeypatch.setattr(handler.model, "pooled", lambda x: calls.append(x.shape) or pooled(x))
     monkeypatch.setattr(handler, "calibration", None)  # TTA is decided on the network's own probabilities
     out = answers(handler, context, [{"body": png_bytes(p)} for p in mnist_sample[0][:8]])
     unsure = sum(a["confidence"] < TTA_BELOW for a in out)  # (after the test-time augmentation)
@@ -88,8 +88,8 @@ def test_the_batch_is_preprocessed_and_read_on_the_workers_device(handler_and_co
         "handler.mnist_handler.decode_batch",
         lambda data, device, **kw: seen.append(device) or decode(data, device, **kw),
     )
-    forward = handler.model.forward
-    monkeypatch.setattr(handler.model, "forward", lambda x: seen.append(x.device) or forward(x))
+    pooled = handler.model.pooled
+    monkeypatch.setattr(handler.model, "pooled", lambda x: seen.append(x.device) or pooled(x))
     photo = generate("paper_photo", mnist_sample[0][:1], seed=3, labels=mnist_sample[1][:1])[0]
     answers(handler, context, [{"body": png_bytes(mnist_sample[0][0])}, {"body": photo}])
     assert seen[0] == handler.device and all(d == handler.device for d in seen[1:])
@@ -116,6 +116,39 @@ def test_bad_requests_get_their_own_4xx_and_the_rest_succeed(handler_and_context
     assert out[0]["digit"] == labels[0] and out[7]["digit"] == labels[4]
     assert out[4]["digit"] == labels[1]
     assert [p["digit"] for p in out[5]["predictions"]] == list(labels[2:4])
+
+
+def test_what_is_not_one_digit_is_refused_with_its_reason_and_the_digits_beside_it_do_not_move(
+    handler_and_context, mnist_sample
+):
+    from harness.inprocess import load_handler
+    from harness.samples import not_one_digit_samples
+
+    handler, context = handler_and_context
+    images, _ = mnist_sample
+    samples = list(not_one_digit_samples().values())
+    b64 = [base64.b64encode(data).decode() for data, _ in samples]
+    requests = [{"body": png_bytes(images[i])} for i in range(4)] + [{"body": data} for data, _ in samples]
+    requests += [{"body": {"instances": [{"b64": b64[0]}]}}]  # KServe v1
+    v2 = {"id": "x", "inputs": [{"name": "i", "datatype": "BYTES", "shape": [1], "data": [b64[2]]}]}
+    requests += [{"body": v2}, {"body": v2}]  # the Open Inference Protocol over REST, then over gRPC
+    context.request_headers[8] = {"explain": "False"}  # what TorchServe's REST frontend adds
+    out = answers(handler, context, requests)
+    assert sorted(context.statuses) == [4, 5, 6, 7, 8, 9]
+    reasons = [reason for _, reason in samples]
+    for idx, reason in zip((4, 5, 6, 7), reasons + reasons[:1]):
+        assert context.statuses[idx][0] == 422 and out[idx] == {
+            "code": 422,
+            "reason": reason,
+            "error": out[idx]["error"],
+        }
+    assert out[8] == {"error": out[8]["error"], "reason": reasons[2]}
+    grpc = {o["name"]: o["data"] for o in out[9]["outputs"]}
+    assert grpc == {"code": [422], "error": [out[8]["error"]], "reason": [reasons[2]]}
+    plain, plain_context = load_handler(open_set=False, metrics_flush_seconds=0)
+    without = answers(plain, plain_context, requests)
+    assert out[:4] == without[:4]  # the same digits and probabilities, to the last digit
+    assert all("digit" in a for a in without[4:7]) and sorted(plain_context.statuses) == []
 
 
 def test_a_batch_of_only_bad_requests(handler_and_context):

@@ -33,8 +33,9 @@ def request_lines(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == HANDLER_LOGGER and " request: " in r.getMessage()]
 
 
-def test_the_model_version_is_the_release_and_a_digest_of_the_weights_and_calibration(model_version):
-    served = (ROOT / "model" / "mnist_cnn.pt").read_bytes() + (ROOT / "model" / "calibration.json").read_bytes()
+def test_the_model_version_is_the_release_and_a_digest_of_the_weights_calibration_and_head(model_version):
+    files = ("mnist_cnn.pt", "calibration.json", "open_set.pt")
+    served = b"".join((ROOT / "model" / name).read_bytes() for name in files)
     assert model_version == f"{release_version()}+{hashlib.sha256(served).hexdigest()[:12]}"
     assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", model_version)
 
@@ -44,7 +45,8 @@ def test_another_calibration_is_another_version(tmp_path, model_version):
 
     other = tmp_path / "calibration.json"
     other.write_text((ROOT / "model" / "calibration.json").read_text().replace("{", "{ ", 1))
-    assert served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", other) != model_version
+    head = ROOT / "model" / "open_set.pt"
+    assert served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", other, head) != model_version
 
 
 def test_every_answer_carries_the_model_version(handler_and_context, model_version, mnist_sample):
@@ -76,7 +78,7 @@ def test_each_refused_request_logs_one_line_with_its_ids(handler_and_context, ca
         'error="the body is not an image Pillow can read (PNG, JPEG, ...)"',
         "refused request: status=400 reason=empty request_id=ts-2 client_request_id=- "
         'error="the request body is empty"',
-        'refused request: status=422 reason=blank request_id=ts-3 client_request_id="a b" '
+        'refused request: status=422 reason=no_digit request_id=ts-3 client_request_id="a b" '
         'error="no digit found: the image is blank or has no contrast"',
     ]
     assert all(r.levelno == logging.INFO for r in request_lines(caplog))

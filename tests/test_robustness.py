@@ -1,6 +1,8 @@
 """Robustness families through the real handler (in-process): a regression on any kind of input
 fails CI. Each family is the 100 committed MNIST test digits corrupted as synthetic/families.py
-describes (seed 1); each floor sits a few points under what the committed weights read of it."""
+describes (seed 1); each floor sits a few points under what the committed weights read of it.
+Digits the open-set head refuses as not one digit count as wrong, and at most NOT_ONE_DIGIT of
+each family may be (reports/evaluation.md has the rates on 2,000 digits per family)."""
 
 from __future__ import annotations
 
@@ -31,17 +33,18 @@ FLOORS = {  # measured on this sample with the committed weights, minus 3-4 poin
     "gaussian_noise": 0.95,
     "salt_and_pepper": 0.94,
 }
+NOT_ONE_DIGIT = 3  # of 100: the strongest families lose 1 or 2 (edge bars, crossing lines, 8x8 rescans)
 
 
-def read(handler, context, bodies: list[bytes], batch: int = 16) -> tuple[list[int | None], list[int]]:
-    """Send bodies in TorchServe-sized batches: (digit or None per body, statuses of refusals)."""
+def read(handler, context, bodies: list[bytes], batch: int = 16) -> tuple[list[int | None], list[str]]:
+    """Send bodies in TorchServe-sized batches: (digit or None per body, reasons of refusals)."""
     digits, refusals = [], []
     for start in range(0, len(bodies), batch):
         context.statuses.clear()
         answers = handler.handle([{"body": b} for b in bodies[start : start + batch]], context)
         for idx, answer in enumerate(answers):
             if idx in context.statuses:
-                refusals.append(context.statuses[idx][0])
+                refusals.append(json.loads(answer).get("reason", str(context.statuses[idx][0])))
                 digits.append(None)
             else:
                 digits.append(json.loads(answer)["digit"])
@@ -56,5 +59,7 @@ def test_family_is_read(handler_and_context, mnist_sample, family):
     images, labels = mnist_sample
     digits, refusals = read(handler, context, generate(family, images, seed=1, labels=labels))
     accuracy = np.mean([d == y for d, y in zip(digits, labels)])
-    assert refusals == [], f"{family}: legible digits refused with {refusals}"
+    not_one_digit = [r for r in refusals if r in ("not_a_digit", "several_digits")]
+    assert len(not_one_digit) == len(refusals), f"{family}: legible digits refused with {refusals}"
+    assert len(not_one_digit) <= NOT_ONE_DIGIT, f"{family}: {len(not_one_digit)} refused as not one digit"
     assert accuracy >= FLOORS[family], f"{family}: {accuracy:.0%} < {FLOORS[family]:.0%}"

@@ -30,7 +30,7 @@ import torch
 
 from handler.calibration import CALIBRATION_FILE, PATHS, Calibration, file_digest
 from handler.errors import InputError
-from handler.inference import TTA_BELOW, read_views
+from handler.inference import TTA_BELOW, Reading, read_views
 from handler.preprocess.mnistify import views_of_bytes
 from handler.served_model import served_network
 from handler.settings import HandlerSettings
@@ -75,14 +75,20 @@ def views_of_uploads(uploads: list[bytes], denoise_noisy: bool = True, multiple:
 def served_probabilities(model, views: list, tta_below: float | None = TTA_BELOW) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 10) probabilities as the service computes them before calibration (most confident
     view, TTA) and (N,) each image's calibration path, EVAL_BATCH images at a time."""
-    probabilities, paths = [], []
-    for i in range(0, len(views), EVAL_BATCH):
-        p, _, path = read_views(model, views[i : i + EVAL_BATCH], tta_below=tta_below)
-        probabilities.append(p)
-        paths.append(torch.zeros(len(p), dtype=torch.long) if path is None else path)
-    if not probabilities:
+    return joined(served_readings(model, views, tta_below))
+
+
+def served_readings(model, views: list, tta_below: float | None = TTA_BELOW) -> list[Reading]:
+    """read_views' Readings of images given as their candidate views, EVAL_BATCH images at a time."""
+    return [read_views(model, views[i : i + EVAL_BATCH], tta_below=tta_below) for i in range(0, len(views), EVAL_BATCH)]
+
+
+def joined(readings: list[Reading]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readings -> (N, 10) probabilities before calibration and (N,) each image's calibration path."""
+    if not readings:
         return torch.zeros(0, 10), torch.zeros(0, dtype=torch.long)
-    return torch.cat(probabilities), torch.cat(paths)
+    paths = [torch.zeros(len(r.probabilities), dtype=torch.long) if r.paths is None else r.paths for r in readings]
+    return torch.cat([r.probabilities for r in readings]), torch.cat(paths)
 
 
 # ------------------------------------------------------------------ measures

@@ -197,7 +197,10 @@ def markdown(report: dict) -> str:
     ]
     for name, goal in report["goals"].items():
         fmt = (lambda v: f"{v:,}") if isinstance(goal["goal"], int) else (lambda v: f"{v:.2%}")
-        lines.append(f"| {name} | {fmt(goal['goal'])} | {fmt(goal['measured'])} | {'yes' if goal['met'] else 'NO'} |")
+        bound = "at most " if goal.get("at_most") else ""
+        lines.append(
+            f"| {name} | {bound}{fmt(goal['goal'])} | {fmt(goal['measured'])} | {'yes' if goal['met'] else 'NO'} |"
+        )
     lines += [
         "",
         "## Input families",
@@ -222,15 +225,15 @@ def markdown(report: dict) -> str:
         f"One forward pass of the network costs {report['network_us_per_image']} us per image (batch 16, "
         "one thread, this machine), the price of each extra candidate view.",
         "",
-        "| family | images | served | without TTA | primary view | unprocessed | refused | candidate views/img "
-        "| preprocess ms/img | what it is |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | images | served | without TTA | primary view | unprocessed | refused | not one digit "
+        "| candidate views/img | preprocess ms/img | what it is |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["families"].items():
         lines.append(
             f"| {name} | {row['images']:,} | {row['accuracy']:.2%} | {row['without_tta']:.2%} | "
             f"{row['primary_view_only']:.2%} | "
-            f"{row['unprocessed']:.2%} | {row['refused']} | {row['candidate_views_per_image']} | "
+            f"{row['unprocessed']:.2%} | {row['refused']} | {row['flagged']} | {row['candidate_views_per_image']} | "
             f"{row['preprocess_ms']} | {row['description']} |"
         )
     denoised = {name: row for name, row in report["families"].items() if "accuracy_without_denoise" in row}
@@ -244,6 +247,7 @@ def markdown(report: dict) -> str:
     lines += [
         f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()
     ]
+    lines += not_one_digit_section(report)
     lines += [""] + calibration_lines(report)
     lines += [
         "`make evaluate` also draws `families.png` (accuracy per family), `family_samples.png` (what "
@@ -281,3 +285,56 @@ def markdown(report: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def not_one_digit_section(report: dict) -> list[str]:
+    """ "Not one digit": what the open-set head refuses, per kind of non-digit and per digit family."""
+    found = report.get("not_one_digit")
+    if not found:
+        return []
+    head = report["open_set"]
+    lines = [
+        "",
+        "## Not one digit",
+        "",
+        f"The open-set head (`{head['head']}`, `handler/open_set.py`) refuses an image when its probability "
+        f"of being one digit is under {head['digit_below']:.4g}, with 422 and the likelier reason "
+        "(`not_a_digit`, `several_digits`); blank images are refused before it (`no_digit`). Uploads from "
+        "the evaluation split of `synthetic/non_digits.py`: held-out fonts, seeds training never used, "
+        "MNIST test digits for several digits. *Right reason*: refused with the kind's reason; *other "
+        "reason*: refused with another (`no_digit` included); *read as a digit*: answered 200.",
+        "",
+        "| kind | images | right reason | other reason | read as a digit | what it is |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in found["kinds"].items():
+        lines.append(
+            f"| {kind} (`{row['reason']}`) | {row['images']:,} | {row['right_reason']:.2%} | "
+            f"{row['other_reason']:.2%} | {row['read_as_digit']:.2%} | {row['description']} |"
+        )
+    lines += [
+        "",
+        "Glyphs written like a digit are left out of the letter kinds (`non_digits.AMBIGUOUS`): alone, no "
+        "reader tells them from the digit. How they are answered (printed and by hand, half each):",
+        "",
+        "| glyph | images | read as a digit | read as the digit it is written like |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{glyph}` | {row['images']} | {row['read_as_digit']:.0%} | {row['read_as_its_digit']:.0%} |"
+        for glyph, row in found["ambiguous"].items()
+    ]
+    families = report["families"]
+    lines += [
+        "",
+        "Legible digits refused as not one digit, per family (the goals allow "
+        "0.3% on each family, 0.1% on MNIST test):",
+        "",
+        "| family | images | refused as not one digit | share |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {row['images']:,} | {row['flagged']} | {row['flagged'] / row['images']:.2%} |"
+        for name, row in sorted(families.items(), key=lambda item: -item[1]["flagged"] / item[1]["images"])
+    ]
+    return lines

@@ -19,6 +19,12 @@ const heatmap = document.getElementById("heatmap");
 const STROKE_WIDTH = pad.width / 12;
 // Ask while the person draws, but at most once per pause this long.
 const DEBOUNCE_MS = 150;
+// What the service's 422 reasons mean to the person drawing (docs/api.md).
+const REASONS = {
+  no_digit: "No digit found: the image is blank.",
+  not_a_digit: "That does not look like a digit.",
+  several_digits: "Several digits: the service reads one digit per image. Draw or upload one digit.",
+};
 
 let drawing = false;
 let inked = false;
@@ -127,6 +133,7 @@ function clear() {
   digitOut.textContent = "-";
   confidenceOut.textContent = "Draw something to begin.";
   statusOut.textContent = "";
+  delete statusOut.dataset.reason;
   showProbabilities(null);
 }
 
@@ -147,10 +154,11 @@ async function ask(body, type, endpoint = "/api/predict") {
     const answer = await response.json();
     if (mine !== sequence) return;
     if (!response.ok) {
-      showError(answer.error || `error ${response.status}`);
+      showError(REASONS[answer.reason] || answer.error || `error ${response.status}`, answer.reason);
       return;
     }
     statusOut.textContent = "";
+    delete statusOut.dataset.reason;
     digitOut.textContent = String(answer.digit);
     confidenceOut.textContent = `${Math.round(answer.confidence * 100)}% sure`;
     showProbabilities(answer.probabilities);
@@ -187,12 +195,14 @@ function showExplanation(answer) {
   explanation.hidden = false;
 }
 
-function showError(message) {
+function showError(message, reason) {
   explanation.hidden = true;
   explainButton.disabled = true;
   digitOut.textContent = "?";
   confidenceOut.textContent = "";
   statusOut.textContent = message;
+  if (reason) statusOut.dataset.reason = reason;
+  else delete statusOut.dataset.reason;
   showProbabilities(null);
 }
 

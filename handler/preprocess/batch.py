@@ -39,6 +39,13 @@ class RequestBatch:
         self.outcomes.append(error)
         self.envelopes.append(envelope)
 
+    def refuse_images(self, errors: list[RequestError | None]) -> None:
+        """Per image of `views`, its error or None: a request with a refused image is refused with
+        the first one's error, as one that fails to decode is (its other images are not answered)."""
+        for i, span in enumerate(self.outcomes):
+            if isinstance(span, slice):
+                self.outcomes[i] = next((e for e in errors[span] if e is not None), span)
+
 
 def decode_batch(
     requests: list[dict],

@@ -87,7 +87,7 @@ def candidate_views(
             out = _moved(out, device)
         for i, image_views, is_blank in zip(indices, out, blank.tolist()):
             if is_blank:
-                errors[i] = NoDigitFound("blank", "no digit found: the image is blank or has no contrast")
+                errors[i] = NoDigitFound()
             else:
                 views[i] = image_views
     return views, errors

@@ -59,6 +59,16 @@ def is_explanation(headers: Mapping[str, str]) -> bool:
     return headers.get(EXPLAIN_HEADER) == "True"
 
 
+def lowercased_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A request's headers with lowercased names. The frontend's own `explain` header
+    (EXPLAIN_HEADER, spelled so) wins over a client's `Explain` in another case, which TorchServe
+    passes on beside it: a client cannot turn a prediction into an explanation or back."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if EXPLAIN_HEADER in headers:
+        lowered[EXPLAIN_HEADER] = headers[EXPLAIN_HEADER]
+    return lowered
+
+
 def parse_infer_request(document: dict, headers: Mapping[str, str]) -> InferRequest:
     """The answer's side of a v2 request; read, never refused, before its tensors, so that any error
     of the request is answered in the protocol's form (v2_images checks "outputs"). `headers`

@@ -16,10 +16,15 @@ from mnist_digit_client.errors import (
     AuthorizationFailed,
     DeadlineExceeded,
     DigitServiceError,
+    NoDigit,
+    NotADigit,
+    NotOneDigit,
     Overloaded,
+    Reason,
     RequestRejected,
     ServerFault,
     ServiceUnreachable,
+    SeveralDigits,
 )
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key, read_keys
@@ -51,6 +56,11 @@ __all__ = [
     "read_keys",
     "DigitServiceError",
     "RequestRejected",
+    "NotOneDigit",
+    "NoDigit",
+    "NotADigit",
+    "SeveralDigits",
+    "Reason",
     "AuthorizationFailed",
     "ServerFault",
     "Overloaded",

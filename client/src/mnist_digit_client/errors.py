@@ -1,8 +1,13 @@
-"""Typed errors: each carries the HTTP status and the server's {"code", "error"} when there was one."""
+"""Typed errors: each carries the HTTP status and the server's {"code", "error"} when there was one,
+and for an upload that is not one digit the 422's reason, as a class of its own per reason."""
 
 from __future__ import annotations
 
 import json
+from typing import Literal
+
+# Why a readable image got no digit: the service's 422 bodies name one of these.
+Reason = Literal["no_digit", "not_a_digit", "several_digits"]
 
 
 class DigitServiceError(Exception):
@@ -24,6 +29,37 @@ class DigitServiceError(Exception):
 
 class RequestRejected(DigitServiceError):
     """4xx: the request itself is wrong (not an image, no digit, too large); retrying cannot help."""
+
+
+class NotOneDigit(RequestRejected):
+    """422: the image was read, but it is not one digit; `reason` says what it is instead, so that a
+    caller can route it (to a person, or back to whoever sent it). One subclass per reason."""
+
+    reason: Reason
+
+    def body(self) -> dict[str, object]:
+        return {"code": self.code, "reason": self.reason, "error": self.error}
+
+
+class NoDigit(NotOneDigit):
+    """Nothing to read: the image is blank or uniform."""
+
+    reason: Reason = "no_digit"
+
+
+class NotADigit(NotOneDigit):
+    """Something other than a digit: a letter, a symbol, a drawing, a photo of something else."""
+
+    reason: Reason = "not_a_digit"
+
+
+class SeveralDigits(NotOneDigit):
+    """Two or more digits in one image: the service reads one digit per image."""
+
+    reason: Reason = "several_digits"
+
+
+NOT_ONE_DIGIT: dict[str, type[NotOneDigit]] = {cls.reason: cls for cls in (NoDigit, NotADigit, SeveralDigits)}
 
 
 class AuthorizationFailed(RequestRejected):
@@ -61,11 +97,14 @@ TOKEN_FAILED = "Token Authorization failed"
 
 
 def error_for(status: int, payload: object, text: str) -> DigitServiceError:
-    """The typed error for a non-200 answer; the service's body is {"code", "error"}, TorchServe's own
-    is {"code", "type", "message"}."""
+    """The typed error for a non-200 answer; the service's body is {"code", "error"} ({"error"} on
+    v2), with "reason" on a 422 for an image that is not one digit; TorchServe's own is {"code",
+    "type", "message"}."""
     fields = payload if isinstance(payload, dict) else {}
     message = str(fields.get("error") or fields.get("message") or text.strip() or f"HTTP {status}")
     code = fields.get("code") if isinstance(fields.get("code"), int) else status
+    if status == 422 and fields.get("reason") in NOT_ONE_DIGIT:
+        return NOT_ONE_DIGIT[fields["reason"]](message, status, code)
     if status == 503:
         return Overloaded(message, status, code)
     if status >= 500:
