@@ -17,7 +17,7 @@ import psutil
 from benchmarks.in_process import SETS, BodySet, listed_bodies
 from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
-from ops.host_settings import HostSettings, model_snapshot
+from ops.host_settings import HostSettings, model_snapshot, stored_models
 from ops.paths import ROOT
 
 
@@ -87,7 +87,7 @@ def measured_wrk(server: LocalTorchServe, listing: Path, body_set: BodySet, conn
 def serve(store: Path, settings: HostSettings) -> LocalTorchServe:
     """A started server, as `make serve` and the image serve: with the host's workers and batch
     delay (ops.host_settings), which replace the archive's."""
-    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
+    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings, stored_models(store))}).start()
 
 
 def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSettings, args) -> dict:

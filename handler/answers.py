@@ -51,6 +51,17 @@ def _v2_prediction(envelope: Envelope, predictions: list[dict], model: tuple[str
 _TENSOR = '{"name": "%s", "datatype": "%s", "shape": %s, "data": [%s]}'
 
 
+def v2_answer(envelope: Envelope, model: tuple[str, str], tensors: dict[str, tuple[str, list[int], list]]) -> str:
+    """A v2 response of the tensors the request asked for (its "outputs"), in its order: `tensors`
+    maps each name to (datatype, shape, flat data); for models whose answers are not a digit's."""
+    written = [
+        _TENSOR % (name, datatype, json.dumps(shape), json.dumps(data)[1:-1])
+        for name, (datatype, shape, data) in tensors.items()
+        if name in envelope.v2.outputs
+    ]
+    return _v2_response(envelope.v2.id, model, written)
+
+
 def _v2_response(request_id: str | None, model: tuple[str, str], tensors: list[str]) -> str:
     """`{"id": ..., "model_name": ..., "model_version": ..., "outputs": [tensors]}`, each tensor
     written with _TENSOR (no id when none was sent)."""
@@ -74,16 +85,18 @@ def error_answer(envelope: Envelope, error: RequestError, model: tuple[str, str]
     return json.dumps({"error": error.message})
 
 
-def model_metadata(model: tuple[str, str]) -> dict:
+def model_metadata(model: tuple[str, str], outputs: list[dict] | None = None) -> dict:
     """The Open Inference Protocol's model metadata: TorchServe answers it as the customized
-    metadata of `GET /models/mnist?customized=true` (its v2 REST routes have no metadata route)."""
+    metadata of `GET /models/mnist?customized=true` (its v2 REST routes have no metadata route).
+    `outputs`: the model's output tensors, {"name", "datatype", "shape"} each (default: the digit's)."""
     name, version = model
     return {
         "name": name,
         "versions": [version],
         "platform": "pytorch_torchserve",
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [
+        "outputs": outputs
+        or [
             {"name": n, "datatype": _OUTPUT_TYPES[n], "shape": [-1, 10] if n == "probabilities" else [-1]}
             for n in OUTPUTS
         ],

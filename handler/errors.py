@@ -48,3 +48,9 @@ class InternalError(RequestError):
 
     def __init__(self, reason: str = "internal", message: str = "internal error") -> None:
         super().__init__(reason, message)
+
+
+class TooManyDigits(InputError):
+    """A line with more digits (or marks) than one number may have (handler/number/)."""
+
+    status = 422

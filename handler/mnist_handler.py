@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from handler.errors import InputError, RequestError
 from handler.inference import digit_probabilities
 from handler.metric_buffer import METRICS, MetricBuffer
 from handler.preprocess import RequestBatch, decode_batch
+from handler.preprocess.envelopes import Envelope
 from handler.request_log import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
@@ -133,7 +135,7 @@ class DigitHandler:
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
             context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
-            return [json.dumps(model_metadata(self.model_id))]
+            return [json.dumps(self.metadata())]
         batch = self.preprocess(data, headers)
         answers = self.postprocess(batch, self.inference(batch), headers)
         handler_ms = (time.perf_counter() - start) * 1000
@@ -142,6 +144,10 @@ class DigitHandler:
         if self.flush_seconds <= 0:
             self.flush_metrics()
         return answers
+
+    def metadata(self) -> dict:
+        """The Open Inference Protocol's model metadata of this model."""
+        return model_metadata(self.model_id)
 
     def postprocess(
         self, batch: RequestBatch, probabilities: torch.Tensor | None, headers: list[dict[str, str]] | None = None
@@ -152,6 +158,15 @@ class DigitHandler:
         unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
+        return self._answers(
+            batch, headers, lambda span, envelope: prediction_answer(envelope, predictions[span], self.model_id)
+        )
+
+    def _answers(
+        self, batch: RequestBatch, headers: list[dict[str, str]] | None, answer: Callable[[slice, Envelope], str]
+    ) -> list[str]:
+        """Per request its answer: `answer(its images' slice, its envelope)`, or its error's, with the
+        headers, status, metrics and log line every answer gets."""
         answers, version = [], self.model_id[1]
         for idx, (span, envelope) in enumerate(zip(batch.outcomes, batch.envelopes)):
             request_headers = headers[idx] if headers else {}
@@ -167,7 +182,7 @@ class DigitHandler:
                 self._log_refusal(idx, span, request_headers)
                 answers.append(error_answer(envelope, span, self.model_id))
             else:
-                answers.append(prediction_answer(envelope, predictions[span], self.model_id))
+                answers.append(answer(span, envelope))
         return answers
 
     def _echo_request_id(self, idx: int, headers: dict[str, str]) -> None:

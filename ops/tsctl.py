@@ -1,7 +1,7 @@
 """Small operator CLI for a running TorchServe started from this repository.
 
 python -m ops.tsctl key inference          # print a key from key_file.json
-python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
+python -m ops.tsctl wait                   # block until /ping is healthy and every model answers
 python -m ops.tsctl ping                   # exit 0 if /ping is Healthy (the image's HEALTHCHECK)
 python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
 python -m ops.tsctl describe               # GET /models/mnist
@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from mnist_digit_client import read_keys
+from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until
 
@@ -82,7 +83,8 @@ def wait_for_workers(
     return wait_until(settled, timeout, 0.2, f"{count} READY workers of {model}")[0]
 
 
-# A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed.
+# A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed;
+# every model reads it (the number model as the number "1").
 _PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for col in range(28)] for row in range(28)]]}
 
 
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "key":
         print(read_keys(args.key_file)[args.kind])
     elif args.command == "wait":
-        wait_ready(args.inference, Path(args.key_file), timeout=args.timeout)
+        for model in MODEL_NAMES:
+            wait_ready(args.inference, Path(args.key_file), model, timeout=args.timeout)
     elif args.command == "ping":
         ping(args.inference, Path(args.key_file))
     elif args.command == "scale":

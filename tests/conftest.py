@@ -10,6 +10,7 @@ from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from ops.build_archive import build_archive
+from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.version import release_version
 from synthetic.families import encode_image as png_bytes  # tests encode PNGs with it
@@ -32,14 +33,17 @@ def model_version() -> str:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
+    """Both archives, as `make archive` builds them: mnist.mar and number.mar."""
     store = tmp_path_factory.mktemp("model_store")
-    build_archive(store)
+    for name in MODEL_NAMES:
+        build_archive(store, name)
     return store
 
 
 @pytest.fixture(scope="session")
 def server(model_store):
-    """The real service: the built archive under TorchServe with the repository's config."""
+    """The real service: the built archives under TorchServe with the repository's config, the digit
+    model and the number model registered (and answering) when it starts."""
     ts = LocalTorchServe(model_store)
     ts.start()
     yield ts

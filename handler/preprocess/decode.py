@@ -30,8 +30,9 @@ WORK_SIDE = 160  # large photos are reduced to this before the per-pixel work (a
 # 400 px photo keeps 24 px, more than the 20 it ends at)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode any format Pillow reads (first frame of animations), refusing bombs before decoding."""
+def decode_image(data: bytes, work_side: int = WORK_SIDE) -> Image.Image:
+    """Decode any format Pillow reads (first frame of animations), refusing bombs before decoding;
+    JPEGs at the least reduced size whose sides stay at or above `work_side`."""
     if not data:
         raise BadRequest("empty", "the image is empty")
     try:
@@ -56,7 +57,7 @@ def decode_image(data: bytes) -> Image.Image:
         raise PayloadTooLarge("too_many_pixels", f"the image is {width}x{height}: more than {MAX_PIXELS} pixels")
     if image.format == "JPEG":
         # Decode big photos at 1/2..1/8 scale, and colour ones as their luma channel only.
-        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (WORK_SIDE, WORK_SIDE))
+        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (work_side, work_side))
     try:
         image.load()
     # TypeError: Pillow's TIFF reader on a rational where it expects an integer (found by fuzzing)
@@ -65,16 +66,17 @@ def decode_image(data: bytes) -> Image.Image:
     return image
 
 
-def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Any mode -> (H, W) float32 in [0, 1]; EXIF rotation applied, transparency composited."""
+def to_grayscale(image: Image.Image, work_side: int = WORK_SIDE) -> np.ndarray:
+    """Any mode -> (H, W) float32 in [0, 1]; EXIF rotation applied, transparency composited, the
+    longer side reduced to `work_side`."""
     if image.format != "PNG" or "exif" in image.info:  # PNGs rarely carry EXIF; looking costs time
         try:
             image = ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, KeyError, TypeError, ZeroDivisionError):
             pass  # a broken EXIF block only loses the rotation, not the image
-    if max(image.size) > WORK_SIDE:
+    if max(image.size) > work_side:
         image = image.copy()
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)  # antialiased; keeps strokes, saves time
+        image.thumbnail((work_side, work_side), Image.BILINEAR)  # antialiased; keeps strokes, saves time
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
         if not np.isfinite(pixels).all():  # a float image (TIFF "F") can hold NaN or infinity
@@ -105,11 +107,12 @@ def decode_gray(data: bytes) -> np.ndarray:
     return in_unit_range(decode_pixels(data))
 
 
-def decode_pixels(data: bytes) -> np.ndarray:
+def decode_pixels(data: bytes, work_side: int = WORK_SIDE) -> np.ndarray:
     """decode_gray, except that plain PNGs stay (H, W) uint8 levels: a batch's are divided by 255
-    together (mnistify), which costs less than one division per small image."""
-    pixels = plain_png(data)
-    return to_grayscale(decode_image(data)) if pixels is None else pixels
+    together (mnistify), which costs less than one division per small image. `work_side`: the
+    longer side images are reduced to (the number reader's is larger, handler/number/)."""
+    pixels = plain_png(data, work_side)
+    return to_grayscale(decode_image(data, work_side), work_side) if pixels is None else pixels
 
 
 def in_unit_range(pixels: np.ndarray) -> np.ndarray:
@@ -177,13 +180,13 @@ def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.T
     return out
 
 
-def reduced(grays: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> the same, the longer side at most WORK_SIDE: antialiased bilinear, rounded to 8
+def reduced(grays: torch.Tensor, side: int = WORK_SIDE) -> torch.Tensor:
+    """(N, H, W) -> the same, the longer side at most `side`: antialiased bilinear, rounded to 8
     bits, as Pillow's thumbnail gives it."""
     h, w = grays.shape[1:]
-    if max(h, w) <= WORK_SIDE:
+    if max(h, w) <= side:
         return grays
-    scale = WORK_SIDE / max(h, w)
+    scale = side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     small = F.interpolate(grays[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)
     return from_levels(torch.round(small[:, 0].clamp(0, 1) * 255))
@@ -193,7 +196,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB = 0, 2  # PNG colour types
 
 
-def plain_png(data: bytes) -> np.ndarray | None:
+def plain_png(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray | None:
     """A small, plain, well-formed PNG decoded to (H, W) uint8 levels, or None for every other
     input: Pillow's path reads those or says what is wrong with them. The rows go straight to
     Pillow's PNG row decoder (`Image.frombytes(..., "zip")`: inflate and undo each row's filter),
@@ -201,7 +204,7 @@ def plain_png(data: bytes) -> np.ndarray | None:
     (tests/test_preprocess.py) without its per-image Python (opening, plugin lookup, chunk reading):
     about 15 against 40 us on an MNIST PNG, less than torchvision's libpng took.
 
-    Plain: 8-bit grey or RGB, not interlaced, at most WORK_SIDE a side, chunks IHDR, IDAT..., IEND
+    Plain: 8-bit grey or RGB, not interlaced, at most `max_side` a side, chunks IHDR, IDAT..., IEND
     and nothing else. Well-formed: every CRC right, the zlib stream complete with its checksum, of
     exactly the rows IHDR declares, each with a valid filter byte; anything else takes the path
     that reports it.
@@ -215,7 +218,7 @@ def plain_png(data: bytes) -> np.ndarray | None:
     width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", header)
     if (depth, compression, filtering, interlace) != (8, 0, 0, 0) or colour not in (_GREY, _RGB):
         return None
-    if not (0 < width <= WORK_SIDE and 0 < height <= WORK_SIDE):
+    if not (0 < width <= max_side and 0 < height <= max_side):
         return None
     row = 1 + width * (3 if colour == _RGB else 1)  # filter byte + samples
     stream = zlib.decompressobj()

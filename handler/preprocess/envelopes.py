@@ -17,7 +17,14 @@ import numpy as np
 from handler.errors import BadRequest, UnsupportedMediaType
 from handler.preprocess.arrays import MAX_INSTANCES, pixel_image
 from handler.preprocess.decode import decode_gray
-from handler.preprocess.open_inference import InferRequest, is_binary, parse_infer_request, split_binary, v2_images
+from handler.preprocess.open_inference import (
+    OUTPUTS,
+    InferRequest,
+    is_binary,
+    parse_infer_request,
+    split_binary,
+    v2_images,
+)
 
 # PNG and JPEG files start with bytes that no JSON, base64 or data URL text can.
 _BINARY_IMAGES = (b"\x89PNG", b"\xff\xd8\xff")
@@ -49,34 +56,37 @@ def request_grays(
     return payload_grays(envelope, payload, decode), envelope
 
 
-def open_request(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, Any]:
+def open_request(request: dict, headers: Mapping[str, str], outputs: tuple[str, ...] = OUTPUTS) -> tuple[Envelope, Any]:
     """Which protocol the request speaks, and its payload: the image bytes (most requests), or its
     parsed JSON; for v2, (the JSON, the binary-data extension's tensors).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
+    `outputs`: the v2 output names the model answers.
     """
     payload = _pick_payload(request)
     if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):  # most requests
         return PLAIN, payload
     if isinstance(payload, (bytes, bytearray)) and is_binary(headers):
         document, binary = split_binary(bytes(payload), headers)
-        return Envelope("v2", parse_infer_request(document, headers)), (document, binary)
+        return Envelope("v2", parse_infer_request(document, headers, outputs)), (document, binary)
     if isinstance(payload, str):
         payload = payload.encode()
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):
         payload = _parse_json(payload)
     if isinstance(payload, dict) and "inputs" in payload:
-        return Envelope("v2", parse_infer_request(payload, headers)), (payload, b"")
+        return Envelope("v2", parse_infer_request(payload, headers, outputs)), (payload, b"")
     if isinstance(payload, dict) and "instances" in payload:
         return V1, payload
     return PLAIN, payload
 
 
-def payload_grays(envelope: Envelope, payload: Any, decode: Callable[[bytes], Any] = decode_gray) -> list:
+def payload_grays(
+    envelope: Envelope, payload: Any, decode: Callable[[bytes], Any] = decode_gray, outputs: tuple[str, ...] = OUTPUTS
+) -> list:
     """The images of a request that open_request read."""
     if envelope.protocol == "v2":
-        return v2_images(*payload, decode)
+        return v2_images(*payload, decode, outputs)
     if envelope.protocol == "v1":
         return _instances(payload["instances"], decode)
     if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):

@@ -48,17 +48,17 @@ def is_binary(headers: Mapping[str, str]) -> bool:
     return BINARY_HEADER in headers
 
 
-def parse_infer_request(document: dict, headers: Mapping[str, str]) -> InferRequest:
+def parse_infer_request(document: dict, headers: Mapping[str, str], known: tuple[str, ...] = OUTPUTS) -> InferRequest:
     """The answer's side of a v2 request; read, never refused, before its tensors, so that any error
     of the request is answered in the protocol's form (v2_images checks "outputs"). `headers`
-    are lowercased."""
+    are lowercased; `known`: the outputs the model answers (the digit model's OUTPUTS)."""
     grpc = _FRONTEND_HEADER not in headers
     request_id = document.get("id")
     request_id = request_id if isinstance(request_id, str) else ("" if grpc else None)
     try:
-        outputs = _requested_outputs(document.get("outputs"))
+        outputs = _requested_outputs(document.get("outputs"), known)
     except BadRequest:
-        outputs = OUTPUTS
+        outputs = known
     return InferRequest(request_id, outputs, grpc)
 
 
@@ -79,10 +79,10 @@ def split_binary(body: bytes, headers: Mapping[str, str]) -> tuple[dict, bytes]:
     return document, body[length:]
 
 
-def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any]) -> list:
+def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any], known: tuple[str, ...] = OUTPUTS) -> list:
     """The request's one input tensor -> its images: decoded files (BYTES) or (H, W) pixels in [0, 1]."""
     if "outputs" in document:
-        _requested_outputs(document["outputs"])
+        _requested_outputs(document["outputs"], known)
     tensor = _the_input(document.get("inputs"))
     data = tensor.get("data")
     if tensor.get("shape") == [1] and tensor.get("datatype") == "BYTES" and "parameters" not in tensor:
@@ -99,16 +99,16 @@ def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any]) -> 
     return _pixel_images(tensor, binary[:size] if size is not None else None, DATATYPES[datatype], shape)
 
 
-def _requested_outputs(requested: Any) -> tuple[str, ...]:
+def _requested_outputs(requested: Any, known: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
     if requested is None:
-        return OUTPUTS
+        return known
     if not isinstance(requested, list):
         requested = [requested]
     names = [o.get("name") if isinstance(o, dict) else None for o in requested]
-    unknown = [n for n in names if n not in OUTPUTS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise BadRequest("bad_v2", f'"outputs" must name some of {", ".join(OUTPUTS)}; got {unknown or "none"}')
-    return tuple(n for n in OUTPUTS if n in names)
+        raise BadRequest("bad_v2", f'"outputs" must name some of {", ".join(known)}; got {unknown or "none"}')
+    return tuple(n for n in known if n in names)
 
 
 def _the_input(inputs: Any) -> dict:

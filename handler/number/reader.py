@@ -1,0 +1,177 @@
+"""A TorchServe batch of number requests -> per image its reading: the number, its digits, their boxes.
+
+    requests --batch.decode_requests, lines.decode_line--> lines --lines.cleaned_lines--> light ink
+    --components, segments.lattice--> candidate segments --framing.fit_and_centre--> (28, 28) views
+    --ONE forward pass for every candidate of every image--> probabilities --path.best_path--> digits
+
+Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
+same network in one batched pass; test-time augmentation (handler/inference.py) re-reads the
+chosen digits it is unsure of. A bad request never spoils the others: decoding errors are the
+client's 4xx, anything raised past decoding that request's 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
+from handler.inference import tta
+from handler.number.components import components
+from handler.number.lines import Line, as_line, cleaned_lines, decode_line
+from handler.number.path import best_path, segment_scores
+from handler.number.segments import Lattice, lattice, segment_ink
+from handler.preprocess.batch import RequestBatch, decode_requests
+from handler.preprocess.framing import INK, fit_and_centre
+
+logger = logging.getLogger(__name__)
+
+MAX_DIGITS = 12
+NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
+
+
+@dataclass
+class Candidates:
+    """One line's candidate segments and where they are in the upload."""
+
+    lattice: Lattice
+    scale: tuple[float, float]  # upload pixels per working pixel, across and down
+
+
+@dataclass
+class NumberBatch(RequestBatch):
+    """RequestBatch whose `views` hold, per image, its candidate segments' (28, 28) views (one each)."""
+
+    candidates: list[Candidates] = field(default_factory=list)  # per image, as `views`
+
+
+@dataclass
+class Reading:
+    """A line read: its digits left to right, each with its probability and its box in the upload."""
+
+    digits: list[int]
+    confidences: list[float]
+    boxes: list[list[int]]  # [x, y, width, height] each
+
+    @property
+    def number(self) -> str:
+        return "".join(map(str, self.digits))
+
+    @property
+    def confidence(self) -> float:
+        """The probability that every digit is right, as the product of the digits' probabilities."""
+        return math.prod(self.confidences)
+
+
+def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None = None) -> NumberBatch:
+    """Decode each request on its own, then segment each of its lines and frame the candidates."""
+    decoded, items = decode_requests(requests, decode_line, headers, NUMBER_OUTPUTS)
+    lines = [as_line(item) for item in items]
+    found = _candidates_isolated(lines)
+    batch = NumberBatch()
+    for indices, envelope in decoded:
+        if not isinstance(indices, range):
+            batch.reject(indices, envelope)
+            continue
+        error = next((found[i] for i in indices if isinstance(found[i], RequestError)), None)
+        if error is not None:
+            batch.reject(error, envelope)
+            continue
+        batch.add([found[i][0] for i in indices], envelope)
+        batch.candidates.extend(found[i][1] for i in indices)
+    return batch
+
+
+def _candidates_isolated(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates] | RequestError]:
+    """Per line its candidates' views and lattice, or why it has none: NoDigitFound, TooManyDigits,
+    or an InternalError when our code raises on it (the other lines are still read)."""
+    try:
+        inks = cleaned_lines(lines)
+    except Exception:
+        logger.exception("cleaning a batch of lines failed; cleaning them one by one")
+        inks = [_alone(line) for line in lines]
+    out = []
+    for line, ink in zip(lines, inks):
+        try:
+            out.append(ink if isinstance(ink, RequestError) else _candidates(line, ink))
+        except RequestError as error:
+            out.append(error)
+        except Exception:
+            logger.exception("segmenting a decoded %s line failed", "x".join(map(str, line.gray.shape)))
+            out.append(InternalError())
+    return out
+
+
+def _alone(line: Line) -> np.ndarray | None | RequestError:
+    try:
+        return cleaned_lines([line])[0]
+    except Exception:
+        logger.exception("cleaning a decoded %s line failed", "x".join(map(str, line.gray.shape)))
+        return InternalError()
+
+
+def _candidates(line: Line, ink: np.ndarray | None) -> tuple[list[torch.Tensor], Candidates]:
+    if ink is None:
+        raise NoDigitFound("no_digit", "no digit found: the image is blank or has no contrast")
+    comps = components(ink > INK)
+    lat = lattice(comps)
+    if lat is None:
+        raise NoDigitFound("no_digit", "no digit found: the image has no mark the size of a digit")
+    if not lat.spans:
+        raise TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: the image holds too many marks")
+    crops = [segment_ink(ink, lat, s) for s in range(len(lat.spans))]
+    return _views(crops), Candidates(lat, line.scale)
+
+
+def _views(crops: list[np.ndarray]) -> list[torch.Tensor]:
+    """Candidates' (h, w) ink -> their (28, 28) views: each stretched to 1 at its brightest (as the
+    digit model stretches an image), then framed as MNIST frames a digit (framing.fit_and_centre)."""
+    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
+    stack = np.zeros((len(crops), height, width), np.float32)
+    for canvas, crop in zip(stack, crops):
+        canvas[: crop.shape[0], : crop.shape[1]] = crop / max(float(crop.max()), 1e-6)
+    with torch.inference_mode():
+        return list(fit_and_centre(torch.from_numpy(stack)).unbind(0))
+
+
+def read_lines(model: torch.nn.Module, batch: NumberBatch, device, tta_below: float | None) -> list[Reading]:
+    """Per image of the batch, its reading: one forward pass over every candidate, the best path of
+    each line, then test-time augmentation of the chosen digits under `tta_below` (None: none)."""
+    counts = [len(v) for v in batch.views]
+    with torch.inference_mode():
+        inputs = torch.stack([v for views in batch.views for v in views])[:, None].to(device)
+        probabilities = torch.softmax(model(inputs), dim=1)
+        log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
+        chosen, start = [], 0
+        for count, cand in zip(counts, batch.candidates):
+            path = best_path(cand.lattice, segment_scores(cand.lattice, log_p[start : start + count]))
+            chosen.append([start + s for s in path])
+            start += count
+        rows = [s for path in chosen for s in path]
+        picked = probabilities[rows]
+        if tta_below is not None and rows:
+            picked = tta(model, inputs[rows], picked, tta_below)
+        picked = picked.cpu().numpy().astype(np.float64)
+    readings, at = [], 0
+    for path, cand, first in zip(chosen, batch.candidates, np.cumsum([0, *counts])):
+        p = picked[at : at + len(path)]
+        at += len(path)
+        if len(path) > MAX_DIGITS:
+            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(path)}"))
+            continue
+        boxes = [_upload_box(cand.lattice.boxes[s - first], cand.scale) for s in path]
+        readings.append(Reading(p.argmax(1).tolist(), np.round(p.max(1), 6).tolist(), boxes))
+    return readings
+
+
+def _upload_box(box: np.ndarray, scale: tuple[float, float]) -> list[int]:
+    """A working (top, left, bottom, right) box -> [x, y, width, height] in the upload's pixels."""
+    top, left, bottom, right = box.tolist()
+    sx, sy = scale
+    x, y = round(left * sx), round(top * sy)
+    return [x, y, round(right * sx) - x, round(bottom * sy) - y]

@@ -1,0 +1,230 @@
+"""A line of cleaned ink -> its candidate segments: the over-segmentation the best path is chosen from.
+
+    ink components --(noise dropped, wide ones cut at projection minima)--> atoms, left to right
+    --(runs of 1..MAX_ATOMS neighbouring atoms, as wide as a digit)--> candidate segments
+
+Every digit is meant to be one candidate segment (or a run of atoms that is one): a component
+that is one digit, pieces of a broken digit together, a digit cut out of touching ones. Which
+candidates are the digits is not decided here: the network scores every one, and the best path
+through them (path.py) decides, as in LeCun, Bottou, Bengio and Haffner (1998).
+Sizes are in units of the line's height (the median height of its tall components), so the same
+rules hold for a 28 px line and a 300 px photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handler.number.components import Components
+
+NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE both ways) are noise
+NOISE_SIDE = 0.2
+RULE_HEIGHT, RULE_WIDTH = 0.15, 1.5  # thinner on average and longer than these: a rule, not a digit
+SPLIT_FROM = 0.8  # components wider than this are cut along the paths that cross the least ink
+MIN_PIECE = 0.2  # no cut closer than this to another or to the component's ends
+MAX_CUT = 3.0  # no cut crossing more ink than this many strokes
+SIDEWAYS = 0.1  # a cut's price for each column it moves sideways, in ink pixels
+MAX_ATOMS = 4  # atoms in one candidate segment
+MAX_WIDTH = 1.3  # no candidate segment wider than this
+MAX_GAP = 0.2  # atoms further apart than this (the gap, horizontally) are never one digit
+MAX_ATOMS_PER_LINE = 60  # more marks than this are not one number of at most 12 digits
+
+
+@dataclass
+class Atom:
+    """A component, or a piece of one between two cuts."""
+
+    box: tuple[int, int, int, int]  # top, left, bottom, right (exclusive) of its ink
+    ink: np.ndarray  # (bottom - top, right - left) bool: its pixels
+    component: int  # which component (1..K) it is, or is a piece of
+
+    @property
+    def area(self) -> int:
+        return int(self.ink.sum())
+
+
+@dataclass
+class Lattice:
+    """The candidate segments of one line. Nodes 0..A are the places between atoms (0: before the
+    first); candidate segment s covers atoms spans[s][0] .. spans[s][1] - 1."""
+
+    atoms: list[Atom]
+    spans: list[tuple[int, int]]
+    boxes: np.ndarray  # (S, 4) top, left, bottom, right (exclusive) of each candidate's ink
+    widths: np.ndarray  # (S,) each candidate's width / the line's height
+    heights: np.ndarray  # (S,) its height / the line's height
+    cuts: np.ndarray  # (A + 1,) per node, the ink cut through there / the stroke width (0: a gap)
+    skips: np.ndarray  # (A,) per atom, its area / the median atom's: what leaving it out loses
+    line_height: float
+
+
+def lattice(comps: Components) -> Lattice | None:
+    """The candidate segments of a line's ink components; None when nothing in it can be a digit."""
+    boxes = comps.boxes
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    if len(comps) == 0:
+        return None
+    line = float(np.median(heights[heights >= 0.5 * heights.max()]))
+    noise = (comps.areas < NOISE_AREA * line**2) | ((heights < NOISE_SIDE * line) & (widths < NOISE_SIDE * line))
+    rule = (widths > RULE_WIDTH * line) & (comps.areas < RULE_HEIGHT * line * widths)  # long and thin
+    kept = np.flatnonzero(~noise & ~rule)
+    if len(kept) == 0:
+        return None
+    atoms, cuts = [], [0.0]
+    for k in kept[np.argsort((boxes[kept, 1] + boxes[kept, 3]) / 2, kind="stable")]:
+        pieces, costs = _pieces(comps, int(k) + 1, line)
+        atoms += pieces
+        cuts += costs + [0.0]
+    if len(atoms) > MAX_ATOMS_PER_LINE:
+        return Lattice(atoms, [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), line)
+    spans, span_boxes = _candidates(atoms, line)
+    span_boxes = np.array(span_boxes, int).reshape(-1, 4)
+    areas = np.array([a.area for a in atoms], float)
+    return Lattice(
+        atoms,
+        spans,
+        span_boxes,
+        (span_boxes[:, 3] - span_boxes[:, 1]) / line,
+        (span_boxes[:, 2] - span_boxes[:, 0]) / line,
+        np.array(cuts),
+        areas / np.median(areas),
+        line,
+    )
+
+
+def _pieces(comps: Components, label: int, line: float) -> tuple[list[Atom], list[float]]:
+    """Component `label` as atoms: itself, or, when wider than SPLIT_FROM lines, its pieces between
+    the cuts _cuts finds; and between each two atoms the ink the cut there goes through, in
+    stroke widths."""
+    top, left, bottom, right = (int(v) for v in comps.boxes[label - 1])
+    mine = comps.labels[top:bottom, left:right] == label  # (h, w)
+    stroke = max(comps.stroke, 1.0)
+    cuts = _cuts(mine, line, stroke) if right - left > SPLIT_FROM * line else []
+    columns = np.arange(right - left)[None, :]
+    bounds = [np.full(len(mine), -1), *(path for path, _ in cuts), np.full(len(mine), right - left)]
+    atoms: list[Atom] = []
+    costs: list[float] = []
+    crossed = 0.0  # the ink of the cuts since the last atom
+    for before, after, cost in zip(bounds, bounds[1:], [0.0] + [c for _, c in cuts]):
+        crossed = max(crossed, cost / stroke)
+        piece = mine & (columns > before[:, None]) & (columns <= after[:, None])
+        rows, cols = np.flatnonzero(piece.any(1)), np.flatnonzero(piece.any(0))
+        if len(rows) == 0:  # nothing between two cuts
+            continue
+        if atoms:
+            costs.append(crossed)
+        crossed = 0.0
+        box = (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
+        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], label))
+    return atoms, costs
+
+
+def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray, float]]:
+    """Where to cut a wide component: paths from its top row to its bottom row, one column per row
+    moving at most one column a row, that cross the least ink (dynamic programming down the rows
+    and up them, a small price on each sideways step so that they stay upright where nothing is
+    in the way). Two touching digits meet at a few pixels, and a path around each one's curves
+    crosses only those; a path through a digit crosses its strokes. For each column of the middle
+    row the best path through it is known; the cuts are those whose cost is a local minimum
+    along the row, each crossing at most MAX_CUT strokes of ink, MIN_PIECE lines from each other
+    and from the ends, left to right: per cut its column in each row (the pixels up to it go
+    left) and the ink pixels it crosses."""
+    h, w = mine.shape
+    margin = max(1, round(MIN_PIECE * line))
+    if w <= 2 * margin:
+        return []
+    cost = mine.astype(np.float32)
+    cost[:, :margin] = cost[:, w - margin :] = np.inf
+    down, down_steps = _descend(cost)
+    up, up_steps = _descend(cost[::-1])
+    middle = h // 2
+    inner = np.arange(margin, w - margin)
+    through = np.full(w, np.inf, np.float32)  # the best path through each column of the middle row
+    through[inner] = down[middle, inner] + up[h - 1 - middle, inner] - cost[middle, inner]
+    low = inner[(through[inner] <= through[inner - 1]) & (through[inner] <= through[inner + 1])]
+    chosen: list[int] = []
+    for x in low[np.argsort(through[low], kind="stable")]:
+        if through[x] <= MAX_CUT * stroke and all(abs(x - other) >= margin for other in chosen):
+            chosen.append(int(x))
+    cuts = []
+    for x in sorted(chosen):
+        path = np.concatenate([_traced(down_steps[: middle + 1], x), _traced(up_steps[: h - middle], x)[::-1][1:]])
+        cuts.append((path, float(mine[np.arange(h), path].sum())))
+    return cuts
+
+
+def _descend(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) costs -> per pixel the least cost of a path from the top row to it (moving at most a
+    column a row, SIDEWAYS per step aside), and where that path came from (-1, 0, +1)."""
+    h, w = cost.shape
+    total = np.empty((h, w), np.float32)
+    steps = np.zeros((h, w), np.int8)
+    total[0] = cost[0]
+    columns = np.arange(w)
+    for y in range(1, h):
+        above = total[y - 1]
+        ways = np.stack([np.r_[np.inf, above[:-1]] + SIDEWAYS, above, np.r_[above[1:], np.inf] + SIDEWAYS])
+        way = ways.argmin(0)
+        total[y] = ways[way, columns] + cost[y]
+        steps[y] = way - 1
+    return total, steps
+
+
+def _traced(steps: np.ndarray, end: int) -> np.ndarray:
+    """The best path's column in each row of `steps`, from its column `end` in the last row back up."""
+    path = np.empty(len(steps), int)
+    x = end
+    for y in range(len(steps) - 1, 0, -1):
+        path[y] = x
+        x += int(steps[y, x])
+    path[0] = x
+    return path
+
+
+def _candidates(atoms: list[Atom], line: float) -> tuple[list[tuple[int, int]], list[tuple[int, ...]]]:
+    """Runs of neighbouring atoms that may be one digit: every atom alone, every whole component,
+    and runs of at most MAX_ATOMS atoms, MAX_WIDTH lines wide, with no gap in them wider than
+    MAX_GAP lines."""
+    spans, boxes = [], []
+    for i, first in enumerate(atoms):
+        top, left, bottom, right = first.box
+        for j in range(i + 1, len(atoms) + 1):
+            if j > i + 1:
+                atom = atoms[j - 1]
+                if atom.box[1] - right > MAX_GAP * line:
+                    break
+                top, left = min(top, atom.box[0]), min(left, atom.box[1])
+                bottom, right = max(bottom, atom.box[2]), max(right, atom.box[3])
+            whole = _whole(atoms, i, j)
+            if j > i + MAX_ATOMS or right - left > MAX_WIDTH * line:
+                if whole:
+                    spans.append((i, j))
+                    boxes.append((top, left, bottom, right))
+                if not all(a.component == first.component for a in atoms[i:j]):
+                    break
+                continue
+            spans.append((i, j))
+            boxes.append((top, left, bottom, right))
+    return spans, boxes
+
+
+def _whole(atoms: list[Atom], i: int, j: int) -> bool:
+    """Whether atoms i..j-1 are all the pieces of one component."""
+    label = atoms[i].component
+    return (
+        all(a.component == label for a in atoms[i:j])
+        and (i == 0 or atoms[i - 1].component != label)
+        and (j == len(atoms) or atoms[j].component != label)
+    )
+
+
+def segment_ink(cleaned: np.ndarray, lat: Lattice, span: int) -> np.ndarray:
+    """Candidate `span`'s ink: `cleaned` within its box where its atoms' pixels are, (h, w)."""
+    top, left, bottom, right = lat.boxes[span]
+    mask = np.zeros((bottom - top, right - left), bool)
+    for atom in lat.atoms[slice(*lat.spans[span])]:
+        a_top, a_left, a_bottom, a_right = atom.box
+        mask[a_top - top : a_bottom - top, a_left - left : a_right - left] |= atom.ink
+    return cleaned[top:bottom, left:right] * mask
