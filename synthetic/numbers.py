@@ -183,18 +183,18 @@ def paper_photo(digits, text, rng) -> bytes:
     light, sensor noise, a slight turn and perspective, warm or cool paper, JPEG q40-90."""
     width, height = (640, 480) if rng.random() < 0.7 else (480, 640)
     line = write_line(digits, rng, int(rng.integers(40, 111)), gap=(0.15, 0.8))
-    if line.shape[1] > width - 40:
-        scale = (width - 40) / line.shape[1]
-        line = np.asarray(Image.fromarray(line).resize((width - 40, max(8, round(line.shape[0] * scale)))))
+    if line.shape[1] > width - 100:
+        scale = (width - 100) / line.shape[1]
+        line = np.asarray(Image.fromarray(line).resize((width - 100, max(8, round(line.shape[0] * scale)))))
     coverage = np.zeros((height, width), np.float32)
-    top = int(rng.integers(20, height - line.shape[0] - 20))
-    left = int(rng.integers(20, width - line.shape[1] - 19))
+    top = int(rng.integers(50, height - line.shape[0] - 50))  # clear of the edges the turn brings in
+    left = int(rng.integers(50, width - line.shape[1] - 49))
     coverage[top : top + line.shape[0], left : left + line.shape[1]] = line.clip(0, 1)
     paper, ink = rng.uniform(0.7, 0.95), rng.uniform(0.05, 0.3)
     gy, gx = np.mgrid[0:height, 0:width] / max(width, height)
     light = 1 + rng.uniform(-0.15, 0.15) * gx + rng.uniform(-0.15, 0.15) * gy
     gray = (paper + (ink - paper) * coverage) * light + rng.normal(0, 0.02, (height, width))
-    tilted = _tilted(Image.fromarray(_uint8(gray)), rng, 4.0, 0.06, int(paper * 255))
+    tilted = _tilted(Image.fromarray(_uint8(gray)), rng, 4.0, 0.04, int(np.median(gray) * 255))
     tint = rng.uniform(0.9, 1.0, 3)
     rgb = _uint8(np.asarray(tilted, np.float32)[..., None] / 255 * tint)
     return encode_image(rgb, "JPEG", quality=int(rng.integers(40, 91)))

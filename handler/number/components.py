@@ -15,15 +15,26 @@ import numpy as np
 
 @dataclass
 class Components:
-    """The components of a (H, W) ink mask, numbered 1..K (0: no ink)."""
+    """The components of a (H, W) ink mask, numbered 1..K: component k's pixels are where `labels`
+    is k + `base` (labels shared by several masks' components: components_of)."""
 
     labels: np.ndarray  # (H, W) int32
     boxes: np.ndarray  # (K, 4) int: top, left, bottom, right of each, the last two exclusive
     areas: np.ndarray  # (K,) int: pixels of each
-    stroke: float  # the median length of the horizontal runs: how wide the strokes are
+    run_lengths: np.ndarray  # the lengths of the mask's runs of ink along its rows
+    base: int = 0
 
     def __len__(self) -> int:
         return len(self.areas)
+
+    @property
+    def stroke(self) -> float:
+        """The median length of the horizontal runs: how wide the strokes are."""
+        return float(np.median(self.run_lengths)) if len(self.run_lengths) else 0.0
+
+    def mask(self, k: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        """Component k's pixels within rows top..bottom-1 and columns left..right-1, bool."""
+        return self.labels[top:bottom, left:right] == k + self.base
 
 
 def runs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,10 +83,36 @@ def _roots(count: int, pairs: np.ndarray) -> np.ndarray:
 
 def components(ink: np.ndarray) -> Components:
     """(H, W) bool -> its 8-connected components, numbered left to right by their first column."""
+    return components_of([ink])[0]
+
+
+def components_of(masks: list[np.ndarray]) -> list[Components]:
+    """Each (H, W) bool mask's components, labelled in one pass: the masks side by side, a column
+    without ink between each two (numpy's fixed cost per call is paid once per batch)."""
+    height = max(m.shape[0] for m in masks)
+    starts_at = np.cumsum([0] + [m.shape[1] + 1 for m in masks])  # each mask's first column
+    side_by_side = np.zeros((height, int(starts_at[-1]) - 1), bool)
+    for mask, x in zip(masks, starts_at):
+        side_by_side[: mask.shape[0], x : x + mask.shape[1]] = mask
+    labels, boxes, areas, (starts, lengths) = _labelled(side_by_side)
+    firsts = np.searchsorted(boxes[:, 1], starts_at)  # components are numbered by first column
+    out = []
+    for mask, x, first, last in zip(masks, starts_at, firsts, firsts[1:]):
+        h, w = mask.shape
+        own = labels[:h, x : x + w]  # a view: its components are labels first + 1 .. last
+        lengths_here = lengths[(starts >= x) & (starts < x + w)]
+        out.append(Components(own, boxes[first:last] - np.array([0, x, 0, x]), areas[first:last], lengths_here, first))
+    return out
+
+
+def _labelled(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(H, W) bool -> labels (0: no ink, 1..K by first column), (K, 4) boxes, (K,) areas, and every
+    run's first column and length."""
     h, w = ink.shape
     rows, starts, ends = runs(ink)
+    lengths = ends - starts
     if len(rows) == 0:
-        return Components(np.zeros((h, w), np.int32), np.zeros((0, 4), int), np.zeros(0, int), 0.0)
+        return np.zeros((h, w), np.int32), np.zeros((0, 4), int), np.zeros(0, int), (starts, lengths)
     roots = _roots(len(rows), _touching_pairs(rows, starts, ends, w))
     # A component's root is its first run (row-major): component ids in order of their top row.
     is_root = roots == np.arange(len(roots))
@@ -86,7 +123,6 @@ def components(ink: np.ndarray) -> Components:
     top, bottom = rows[by_component[first]], rows[by_component[last]] + 1
     left = np.minimum.reduceat(starts[by_component], first)
     right = np.maximum.reduceat(ends[by_component], first)
-    lengths = ends - starts
     areas = np.add.reduceat(lengths[by_component], first)
     order = np.argsort(left, kind="stable")  # renumbered left to right
     rank = np.empty(len(order), int)
@@ -95,6 +131,4 @@ def components(ink: np.ndarray) -> Components:
     pixel_rows = np.repeat(rows, lengths)
     pixel_cols = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
     labels[pixel_rows, pixel_cols] = np.repeat(rank[component] + 1, lengths)
-    boxes = np.stack([top, left, bottom, right], 1)[order]
-    areas = areas[order]
-    return Components(labels, boxes, areas, float(np.median(lengths)))
+    return labels, np.stack([top, left, bottom, right], 1)[order], areas[order], (starts, lengths)

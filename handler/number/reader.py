@@ -22,7 +22,7 @@ import torch
 
 from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
 from handler.inference import tta
-from handler.number.components import components
+from handler.number.components import components_of
 from handler.number.lines import Line, as_line, cleaned_lines, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice, lattice, segment_ink
@@ -89,48 +89,52 @@ def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None 
 
 def _candidates_isolated(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates] | RequestError]:
     """Per line its candidates' views and lattice, or why it has none: NoDigitFound, TooManyDigits,
-    or an InternalError when our code raises on it (the other lines are still read)."""
+    or an InternalError when our code raises on it. The batch's lines are worked on together
+    (cleaned per size, labelled and framed in one call each); should that raise, line by line,
+    so that only the lines that raise alone fail."""
     try:
-        inks = cleaned_lines(lines)
+        return _candidates(lines)
     except Exception:
-        logger.exception("cleaning a batch of lines failed; cleaning them one by one")
-        inks = [_alone(line) for line in lines]
+        logger.exception("segmenting a batch of lines failed; segmenting them one by one")
     out = []
-    for line, ink in zip(lines, inks):
+    for line in lines:
         try:
-            out.append(ink if isinstance(ink, RequestError) else _candidates(line, ink))
-        except RequestError as error:
-            out.append(error)
+            out.append(_candidates([line])[0])
         except Exception:
             logger.exception("segmenting a decoded %s line failed", "x".join(map(str, line.gray.shape)))
             out.append(InternalError())
     return out
 
 
-def _alone(line: Line) -> np.ndarray | None | RequestError:
-    try:
-        return cleaned_lines([line])[0]
-    except Exception:
-        logger.exception("cleaning a decoded %s line failed", "x".join(map(str, line.gray.shape)))
-        return InternalError()
-
-
-def _candidates(line: Line, ink: np.ndarray | None) -> tuple[list[torch.Tensor], Candidates]:
-    if ink is None:
-        raise NoDigitFound("no_digit", "no digit found: the image is blank or has no contrast")
-    comps = components(ink > INK)
-    lat = lattice(comps)
-    if lat is None:
-        raise NoDigitFound("no_digit", "no digit found: the image has no mark the size of a digit")
-    if not lat.spans:
-        raise TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: the image holds too many marks")
-    crops = [segment_ink(ink, lat, s) for s in range(len(lat.spans))]
-    return _views(crops), Candidates(lat, line.scale)
+def _candidates(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates] | RequestError]:
+    inks = cleaned_lines(lines)
+    found: list[tuple[np.ndarray, Lattice] | RequestError] = []
+    readable = [ink for ink in inks if ink is not None]
+    comps = iter(components_of([ink > INK for ink in readable]) if readable else [])  # ink as framing sees it
+    for ink in inks:
+        lat = lattice(next(comps)) if ink is not None else None
+        if ink is None:
+            found.append(NoDigitFound("no_digit", "no digit found: the image is blank or has no contrast"))
+        elif lat is None:
+            found.append(NoDigitFound("no_digit", "no digit found: the image has no mark the size of a digit"))
+        elif not lat.spans:
+            found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
+        else:
+            found.append((ink, lat))
+    crops = [
+        segment_ink(f[0], f[1], s) for f in found if not isinstance(f, RequestError) for s in range(len(f[1].spans))
+    ]
+    views = iter(_views(crops) if crops else [])
+    return [
+        f if isinstance(f, RequestError) else ([next(views) for _ in f[1].spans], Candidates(f[1], line.scale))
+        for f, line in zip(found, lines)
+    ]
 
 
 def _views(crops: list[np.ndarray]) -> list[torch.Tensor]:
     """Candidates' (h, w) ink -> their (28, 28) views: each stretched to 1 at its brightest (as the
-    digit model stretches an image), then framed as MNIST frames a digit (framing.fit_and_centre)."""
+    digit model stretches an image), then framed as MNIST frames a digit (framing.fit_and_centre),
+    all in one stack."""
     height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
     stack = np.zeros((len(crops), height, width), np.float32)
     for canvas, crop in zip(stack, crops):

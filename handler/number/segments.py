@@ -7,22 +7,24 @@ Every digit is meant to be one candidate segment (or a run of atoms that is one)
 that is one digit, pieces of a broken digit together, a digit cut out of touching ones. Which
 candidates are the digits is not decided here: the network scores every one, and the best path
 through them (path.py) decides, as in LeCun, Bottou, Bengio and Haffner (1998).
-Sizes are in units of the line's height (the median height of its tall components), so the same
+Sizes are in units of the line's height (the median height of its components), so the same
 rules hold for a 28 px line and a 300 px photo.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import median
 
 import numpy as np
 
 from handler.number.components import Components
 
+SPECK = 0.1  # components under this share of the largest one's area do not set the line's height
 NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE both ways) are noise
 NOISE_SIDE = 0.2
-RULE_HEIGHT, RULE_WIDTH = 0.15, 1.5  # thinner on average and longer than these: a rule, not a digit
-SPLIT_FROM = 0.8  # components wider than this are cut along the paths that cross the least ink
+THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule or an edge, not a digit
+SPLIT_FROM = 1.05  # components wider than this are cut along the paths that cross the least ink
 MIN_PIECE = 0.2  # no cut closer than this to another or to the component's ends
 MAX_CUT = 3.0  # no cut crossing more ink than this many strokes
 SIDEWAYS = 0.1  # a cut's price for each column it moves sideways, in ink pixels
@@ -39,10 +41,7 @@ class Atom:
     box: tuple[int, int, int, int]  # top, left, bottom, right (exclusive) of its ink
     ink: np.ndarray  # (bottom - top, right - left) bool: its pixels
     component: int  # which component (1..K) it is, or is a piece of
-
-    @property
-    def area(self) -> int:
-        return int(self.ink.sum())
+    area: int  # its pixels' count
 
 
 @dataclass
@@ -66,22 +65,25 @@ def lattice(comps: Components) -> Lattice | None:
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     if len(comps) == 0:
         return None
-    line = float(np.median(heights[heights >= 0.5 * heights.max()]))
+    # the line's height: the median height of the components that are not specks beside the largest
+    line = float(median(heights[comps.areas >= SPECK * comps.areas.max()].tolist()))  # (statistics': few values)
     noise = (comps.areas < NOISE_AREA * line**2) | ((heights < NOISE_SIDE * line) & (widths < NOISE_SIDE * line))
-    rule = (widths > RULE_WIDTH * line) & (comps.areas < RULE_HEIGHT * line * widths)  # long and thin
+    longer = np.maximum(heights, widths)
+    rule = (longer > LONG * line) & (comps.areas < THIN * line * longer)  # a rule, a sheet's edge
     kept = np.flatnonzero(~noise & ~rule)
     if len(kept) == 0:
         return None
     atoms, cuts = [], [0.0]
-    for k in kept[np.argsort((boxes[kept, 1] + boxes[kept, 3]) / 2, kind="stable")]:
-        pieces, costs = _pieces(comps, int(k) + 1, line)
+    listed, areas = boxes.tolist(), comps.areas.tolist()  # Python numbers: cheaper one at a time
+    for k in kept[np.argsort((boxes[kept, 1] + boxes[kept, 3]) / 2, kind="stable")].tolist():
+        pieces, costs = _pieces(comps, k + 1, tuple(listed[k]), areas[k], line)
         atoms += pieces
         cuts += costs + [0.0]
     if len(atoms) > MAX_ATOMS_PER_LINE:
         return Lattice(atoms, [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), line)
     spans, span_boxes = _candidates(atoms, line)
     span_boxes = np.array(span_boxes, int).reshape(-1, 4)
-    areas = np.array([a.area for a in atoms], float)
+    areas = [a.area for a in atoms]
     return Lattice(
         atoms,
         spans,
@@ -89,19 +91,21 @@ def lattice(comps: Components) -> Lattice | None:
         (span_boxes[:, 3] - span_boxes[:, 1]) / line,
         (span_boxes[:, 2] - span_boxes[:, 0]) / line,
         np.array(cuts),
-        areas / np.median(areas),
+        np.array(areas) / median(areas),
         line,
     )
 
 
-def _pieces(comps: Components, label: int, line: float) -> tuple[list[Atom], list[float]]:
-    """Component `label` as atoms: itself, or, when wider than SPLIT_FROM lines, its pieces between
-    the cuts _cuts finds; and between each two atoms the ink the cut there goes through, in
-    stroke widths."""
-    top, left, bottom, right = (int(v) for v in comps.boxes[label - 1])
-    mine = comps.labels[top:bottom, left:right] == label  # (h, w)
+def _pieces(comps: Components, label: int, box: tuple, area: int, line: float) -> tuple[list[Atom], list[float]]:
+    """Component `label` (its box and area) as atoms: itself, or, when wider than SPLIT_FROM lines,
+    its pieces between the cuts _cuts finds; and between each two atoms the ink the cut there
+    goes through, in stroke widths."""
+    top, left, bottom, right = box
+    mine = comps.mask(label, *box)  # (h, w)
+    if right - left <= SPLIT_FROM * line:
+        return [Atom(box, mine, label, area)], []
     stroke = max(comps.stroke, 1.0)
-    cuts = _cuts(mine, line, stroke) if right - left > SPLIT_FROM * line else []
+    cuts = _cuts(mine, line, stroke)
     columns = np.arange(right - left)[None, :]
     bounds = [np.full(len(mine), -1), *(path for path, _ in cuts), np.full(len(mine), right - left)]
     atoms: list[Atom] = []
@@ -117,7 +121,7 @@ def _pieces(comps: Components, label: int, line: float) -> tuple[list[Atom], lis
             costs.append(crossed)
         crossed = 0.0
         box = (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
-        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], label))
+        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], label, int(piece.sum())))
     return atoms, costs
 
 
@@ -157,19 +161,19 @@ def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray
 
 def _descend(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(h, w) costs -> per pixel the least cost of a path from the top row to it (moving at most a
-    column a row, SIDEWAYS per step aside), and where that path came from (-1, 0, +1)."""
+    column a row, SIDEWAYS per step aside), and where that path came from (-1, 0, +1; the first
+    of equals)."""
     h, w = cost.shape
-    total = np.empty((h, w), np.float32)
+    total = np.full((h, w + 2), np.inf, np.float32)  # a column of inf either side: no way out
     steps = np.zeros((h, w), np.int8)
-    total[0] = cost[0]
-    columns = np.arange(w)
+    total[0, 1:-1] = cost[0]
     for y in range(1, h):
         above = total[y - 1]
-        ways = np.stack([np.r_[np.inf, above[:-1]] + SIDEWAYS, above, np.r_[above[1:], np.inf] + SIDEWAYS])
-        way = ways.argmin(0)
-        total[y] = ways[way, columns] + cost[y]
-        steps[y] = way - 1
-    return total, steps
+        left, straight, right = above[:-2] + SIDEWAYS, above[1:-1], above[2:] + SIDEWAYS
+        best = np.minimum(np.minimum(left, straight), right)
+        steps[y] = np.where(left == best, -1, np.where(straight == best, 0, 1))
+        total[y, 1:-1] = best + cost[y]
+    return total[:, 1:-1], steps
 
 
 def _traced(steps: np.ndarray, end: int) -> np.ndarray:
