@@ -14,10 +14,11 @@ from mnist_digit_client.calls import JSON, REQUEST_ID_HEADER, Request, RetryPoli
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key
-from mnist_digit_client.routes import Prediction, Route, route_for
+from mnist_digit_client.routes import NumberReading, Prediction, Route, route_for
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "mnist"
+NUMBER_MODEL = "number"  # the service's model that reads a number (read_number)
 
 Result = Prediction | DigitServiceError
 
@@ -102,6 +103,16 @@ class ClientBase:
             "POST",
             route.url(self.url, self.model),
             route.read,
+            partial(route.body, encode_image(image)),
+            route.content_type,
+        )
+
+    def _number_request(self, image: Image, model: str) -> Request[NumberReading]:
+        route = self.route
+        return Request(
+            "POST",
+            route.url(self.url, model),
+            route.read_number,
             partial(route.body, encode_image(image)),
             route.content_type,
         )
