@@ -1,11 +1,12 @@
-"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key.
+"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key:
+a digit to the `mnist` model (/api/predict), a number drawn on the wider pad to `number` (/api/number).
 
     python -m demo.server [--port 8000] [--url http://127.0.0.1:8080] [--token-file key_file.json]
 
 The key stays in this process: the browser only ever talks to this server, on 127.0.0.1.
 
 Why the standard library (http.server.ThreadingHTTPServer) and not Flask or FastAPI: the demo has
-four routes and no templates, sessions or forms; one thread per request is plenty for a person
+a handful of routes and no templates, sessions or forms; one thread per request is plenty for a person
 drawing, and nothing new has to be pinned, installed or patched. It is a local demo, not a public
 server: it binds to loopback by default and refuses bodies over TorchServe's own size limit.
 """
@@ -18,12 +19,19 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mnist_digit_client import DEFAULT_URL, AuthorizationFailed, DigitClient, DigitServiceError, RequestRejected
+from mnist_digit_client import (
+    DEFAULT_URL,
+    AuthorizationFailed,
+    DigitClient,
+    DigitServiceError,
+    NumberReading,
+    RequestRejected,
+)
 from ops.paths import ROOT
 from ops.properties import read_properties
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
+PAGES = {"/": "index.html", "/app.js": "app.js", "/number.js": "number.js", "/style.css": "style.css"}
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -61,7 +69,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such page: {path}"})
 
     def do_POST(self) -> None:
-        if self.path != "/api/predict":
+        if self.path not in ("/api/predict", "/api/number"):
             return self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such endpoint: {self.path}"})
         length = int(self.headers.get("Content-Length") or -1)
         if length < 0:
@@ -73,6 +81,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(length)
         try:
+            if self.path == "/api/number":
+                return self.send_json(HTTPStatus.OK, _number(self.client.read_number(body)))
             answer = self.client.predict(body)
         except AuthorizationFailed:
             # The demo's own key was refused (even after re-reading the key file): our fault, not the drawing's.
@@ -100,6 +110,11 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # one short line per request, no key in it
         print(f"{self.address_string()} {format % args}", flush=True)
+
+
+def _number(reading: NumberReading) -> dict:
+    digits = [{"digit": d.digit, "confidence": d.confidence, "box": list(d.box)} for d in reading.digits]
+    return {"number": reading.number, "confidence": reading.confidence, "digits": digits}
 
 
 def make_server(client: DigitClient, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
