@@ -32,9 +32,12 @@ class Components:
         """The median length of the horizontal runs: how wide the strokes are."""
         return float(np.median(self.run_lengths)) if len(self.run_lengths) else 0.0
 
-    def mask(self, k: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
-        """Component k's pixels within rows top..bottom-1 and columns left..right-1, bool."""
-        return self.labels[top:bottom, left:right] == k + self.base
+    def mask(self, ks: list[int], top: int, left: int, bottom: int, right: int) -> np.ndarray:
+        """Components ks' pixels within rows top..bottom-1 and columns left..right-1, bool."""
+        labels = self.labels[top:bottom, left:right]
+        if len(ks) == 1:
+            return labels == ks[0] + self.base
+        return np.isin(labels, np.array(ks) + self.base)
 
 
 def runs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,10 +21,11 @@ import numpy as np
 from handler.number.components import Components
 
 SPECK = 0.1  # components under this share of the largest one's area do not set the line's height
+STACKED = 0.5  # components whose columns overlap by this share of the narrower are one digit's pieces
 NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE both ways) are noise
 NOISE_SIDE = 0.2
 THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule or an edge, not a digit
-SPLIT_FROM = 1.05  # components wider than this are cut along the paths that cross the least ink
+SPLIT_FROM = 1.2  # components wider than this are cut along the paths that cross the least ink
 MIN_PIECE = 0.2  # no cut closer than this to another or to the component's ends
 MAX_CUT = 3.0  # no cut crossing more ink than this many strokes
 SIDEWAYS = 0.1  # a cut's price for each column it moves sideways, in ink pixels
@@ -40,7 +41,7 @@ class Atom:
 
     box: tuple[int, int, int, int]  # top, left, bottom, right (exclusive) of its ink
     ink: np.ndarray  # (bottom - top, right - left) bool: its pixels
-    component: int  # which component (1..K) it is, or is a piece of
+    component: int  # which group of components (lattice: a component, or a broken digit's) it is part of
     area: int  # its pixels' count
 
 
@@ -73,10 +74,13 @@ def lattice(comps: Components) -> Lattice | None:
     kept = np.flatnonzero(~noise & ~rule)
     if len(kept) == 0:
         return None
+    groups = _stacked(kept.tolist(), boxes.tolist(), comps.areas.tolist())
+    largest = max(area for _, _, area in groups)
+    heights = [box[2] - box[0] for _, box, area in groups if area >= SPECK * largest]
+    line = float(median(heights))  # again, with a broken digit's pieces as one
     atoms, cuts = [], [0.0]
-    listed, areas = boxes.tolist(), comps.areas.tolist()  # Python numbers: cheaper one at a time
-    for k in kept[np.argsort((boxes[kept, 1] + boxes[kept, 3]) / 2, kind="stable")].tolist():
-        pieces, costs = _pieces(comps, k + 1, tuple(listed[k]), areas[k], line)
+    for number, (members, box, area) in enumerate(groups):
+        pieces, costs = _pieces(comps, number, members, box, area, line)
         atoms += pieces
         cuts += costs + [0.0]
     if len(atoms) > MAX_ATOMS_PER_LINE:
@@ -96,14 +100,34 @@ def lattice(comps: Components) -> Lattice | None:
     )
 
 
-def _pieces(comps: Components, label: int, box: tuple, area: int, line: float) -> tuple[list[Atom], list[float]]:
-    """Component `label` (its box and area) as atoms: itself, or, when wider than SPLIT_FROM lines,
-    its pieces between the cuts _cuts finds; and between each two atoms the ink the cut there
-    goes through, in stroke widths."""
+def _stacked(kept: list[int], boxes: list[list[int]], areas: list[int]) -> list[tuple[list[int], tuple, int]]:
+    """Components (0-based indices) grouped where their columns overlap by STACKED of the narrower:
+    the pieces of a broken digit, one above the other. Per group, left to right: its components'
+    labels (1-based), its box and its area."""
+    groups: list[tuple[list[int], tuple, int]] = []
+    for k in sorted(kept, key=lambda k: boxes[k][1]):
+        top, left, bottom, right = boxes[k]
+        if groups:
+            members, (g_top, g_left, g_bottom, g_right), g_area = groups[-1]
+            overlap = min(right, g_right) - max(left, g_left)
+            if overlap >= STACKED * min(right - left, g_right - g_left):
+                box = (min(top, g_top), min(left, g_left), max(bottom, g_bottom), max(right, g_right))
+                groups[-1] = (members + [k + 1], box, g_area + areas[k])
+                continue
+        groups.append(([k + 1], (top, left, bottom, right), areas[k]))
+    return sorted(groups, key=lambda g: g[1][1] + g[1][3])  # by their boxes' centres
+
+
+def _pieces(
+    comps: Components, number: int, members: list[int], box: tuple, area: int, line: float
+) -> tuple[list[Atom], list[float]]:
+    """Group `number` (components `members`, its box and area) as atoms: itself, or, when wider than
+    SPLIT_FROM lines, its pieces between the cuts _cuts finds; and between each two atoms the ink
+    the cut there goes through, in stroke widths."""
     top, left, bottom, right = box
-    mine = comps.mask(label, *box)  # (h, w)
+    mine = comps.mask(members, *box)  # (h, w)
     if right - left <= SPLIT_FROM * line:
-        return [Atom(box, mine, label, area)], []
+        return [Atom(box, mine, number, area)], []
     stroke = max(comps.stroke, 1.0)
     cuts = _cuts(mine, line, stroke)
     columns = np.arange(right - left)[None, :]
@@ -121,7 +145,7 @@ def _pieces(comps: Components, label: int, box: tuple, area: int, line: float) -
             costs.append(crossed)
         crossed = 0.0
         box = (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
-        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], label, int(piece.sum())))
+        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], number, int(piece.sum())))
     return atoms, costs
 
 
