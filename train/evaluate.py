@@ -5,6 +5,7 @@ preprocessing step buys. Writes reports/evaluation.{json,md} (stamped, ops/stamp
 
     python -m train.evaluate                    # the committed weights
     python -m train.evaluate --per-family 500   # fewer generated images per family, faster
+    python -m train.evaluate --numbers 200      # fewer numbers per number family (the Numbers section)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ops.stamp import stamp
 from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
 from synthetic.fonts import font_files, fonts_available, split_fonts
 from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
+from train.evaluate_numbers import markdown as numbers_markdown
+from train.evaluate_numbers import numbers_report
 from train.evaluate_report import markdown, plots, samples
 from train.train import scores
 
@@ -56,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-metrics", default="reports/train_metrics.json", help="training history to plot")
     p.add_argument("--out", default="reports", help="report folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated families")
+    p.add_argument("--numbers", type=int, default=500, help="numbers per number family (0: no Numbers section)")
     return p
 
 
@@ -191,12 +195,16 @@ def main(args: argparse.Namespace) -> dict:
     report["families"] = families
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
+    if args.numbers:  # the number model (train/evaluate_numbers.py), from the same test digits
+        report["numbers"] = numbers_report(model, digits, labels, args.numbers, args.seed)
+        report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 
     report["training"] = _history(args.train_metrics)  # None: no training history
     plots(report, out)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "evaluation.md").write_text(markdown(report))
+    numbers = ["", *numbers_markdown(report["numbers"])] if "numbers" in report else []
+    (out / "evaluation.md").write_text(markdown(report) + "\n".join(numbers))
     print(
         f"MNIST test accuracy {report['mnist_test']['test_accuracy']:.2%}, "
         f"loss {report['mnist_test']['test_loss']:.4f}; report in {out}/evaluation.md"
