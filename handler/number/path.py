@@ -23,9 +23,9 @@ import numpy as np
 
 from handler.number.segments import Lattice
 
-WIDE_FROM, WIDE = 0.9, 2.0
-SHORT_BELOW, SHORT = 0.7, 4.0
-CUT = 1.0
+WIDE_FROM, WIDE = 0.8, 1.0
+SHORT_BELOW, SHORT = 0.6, 4.0
+CUT = 0.3
 SKIP = 3.0
 DIGIT = 0.0
 

@@ -26,9 +26,11 @@ NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE bo
 NOISE_SIDE = 0.2
 THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule or an edge, not a digit
 SPLIT_FROM = 1.2  # components wider than this are cut along the paths that cross the least ink
-MIN_PIECE = 0.2  # no cut closer than this to another or to the component's ends
+MIN_PIECE = 0.2  # no cut closer than this to the component's ends
+APART = 0.2  # no cut closer than this to another, on average
 MAX_CUT = 3.0  # no cut crossing more ink than this many strokes
 SIDEWAYS = 0.1  # a cut's price for each column it moves sideways, in ink pixels
+CUT_ROWS = (1 / 3, 1 / 2, 2 / 3)  # cuts go through these heights (of the component) at their cheapest
 MAX_ATOMS = 4  # atoms in one candidate segment
 MAX_WIDTH = 1.3  # no candidate segment wider than this
 MAX_GAP = 0.2  # atoms further apart than this (the gap, horizontally) are never one digit
@@ -154,11 +156,11 @@ def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray
     moving at most one column a row, that cross the least ink (dynamic programming down the rows
     and up them, a small price on each sideways step so that they stay upright where nothing is
     in the way). Two touching digits meet at a few pixels, and a path around each one's curves
-    crosses only those; a path through a digit crosses its strokes. For each column of the middle
-    row the best path through it is known; the cuts are those whose cost is a local minimum
-    along the row, each crossing at most MAX_CUT strokes of ink, MIN_PIECE lines from each other
-    and from the ends, left to right: per cut its column in each row (the pixels up to it go
-    left) and the ink pixels it crosses."""
+    crosses only those; a path through a digit crosses its strokes. For each column of each row
+    of CUT_ROWS the best path through it is known; the cuts are those whose cost is a local
+    minimum along such a row, crossing at most MAX_CUT strokes of ink, the cheapest first, each
+    APART lines from the others (on average) and MIN_PIECE from the ends. Per cut, left to right:
+    its column in each row (the pixels up to it go left) and the ink pixels it crosses."""
     h, w = mine.shape
     margin = max(1, round(MIN_PIECE * line))
     if w <= 2 * margin:
@@ -167,20 +169,19 @@ def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray
     cost[:, :margin] = cost[:, w - margin :] = np.inf
     down, down_steps = _descend(cost)
     up, up_steps = _descend(cost[::-1])
-    middle = h // 2
     inner = np.arange(margin, w - margin)
-    through = np.full(w, np.inf, np.float32)  # the best path through each column of the middle row
-    through[inner] = down[middle, inner] + up[h - 1 - middle, inner] - cost[middle, inner]
-    low = inner[(through[inner] <= through[inner - 1]) & (through[inner] <= through[inner + 1])]
-    chosen: list[int] = []
-    for x in low[np.argsort(through[low], kind="stable")]:
-        if through[x] <= MAX_CUT * stroke and all(abs(x - other) >= margin for other in chosen):
-            chosen.append(int(x))
-    cuts = []
-    for x in sorted(chosen):
-        path = np.concatenate([_traced(down_steps[: middle + 1], x), _traced(up_steps[: h - middle], x)[::-1][1:]])
-        cuts.append((path, float(mine[np.arange(h), path].sum())))
-    return cuts
+    chosen: list[tuple[float, int, int]] = []  # (ink crossed, row, column) of each cut's point
+    for row in sorted({round(h * f) for f in CUT_ROWS}):
+        through = np.full(w, np.inf, np.float32)  # the best path through each column of the row
+        through[inner] = down[row, inner] + up[h - 1 - row, inner] - cost[row, inner]
+        low = inner[(through[inner] <= through[inner - 1]) & (through[inner] <= through[inner + 1])]
+        chosen += [(float(through[x]), row, int(x)) for x in low if through[x] <= MAX_CUT * stroke]
+    cuts: list[tuple[np.ndarray, float]] = []
+    for _, row, x in sorted(chosen):  # the cheapest first
+        path = np.concatenate([_traced(down_steps[: row + 1], x), _traced(up_steps[: h - row], x)[::-1][1:]])
+        if all(np.abs(path - other).mean() >= APART * line for other, _ in cuts):
+            cuts.append((path, float(mine[np.arange(h), path].sum())))
+    return sorted(cuts, key=lambda cut: cut[0].mean())
 
 
 def _descend(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
