@@ -101,10 +101,13 @@ def test_the_best_path_reads_plausible_segments_and_leaves_out_specks():
     # atoms: a digit in two pieces (0, 1), a speck (2), a digit (3)
     lat = _lattice([0.4, 0.4, 0.7, 0.1, 0.6], [(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)], [1.0, 1.0, 0.02, 1.0])
     log_p = np.log([0.9, 0.9, 0.95, 0.6, 0.95])
-    assert best_path(lat, segment_scores(lat, log_p)) == [2, 4]  # the pieces together; the speck left out
+    assert best_path(lat, segment_scores(lat.widths, lat.heights, log_p)) == [
+        2,
+        4,
+    ]  # the pieces together; the speck left out
     # a "digit" twice as wide as the line is two digits: its pieces win
     wide = _lattice([0.6, 0.6, 2.0], [(0, 1), (1, 2), (0, 2)], [1.0, 1.0])
-    assert best_path(wide, segment_scores(wide, np.log([0.9, 0.9, 0.95]))) == [0, 1]
+    assert best_path(wide, segment_scores(wide.widths, wide.heights, np.log([0.9, 0.9, 0.95]))) == [0, 1]
 
 
 def _read(served, bodies: list[bytes]) -> list:

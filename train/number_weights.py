@@ -46,7 +46,7 @@ def candidates(model, family: str, digits: np.ndarray, labels: np.ndarray, count
             continue
         views, found = next(lines)
         with torch.inference_mode():
-            p = torch.softmax(model(torch.stack(views)[:, None]), 1).numpy()
+            p = torch.softmax(model(views[:, None]), 1).numpy()
         out.append((text, found.lattice, np.log(p.max(1).clip(1e-12)), p.argmax(1)))
     return out
 
@@ -55,7 +55,12 @@ def accuracy(numbers: list) -> float:
     right = 0
     for text, lat, log_p, digits in numbers:
         if lat is not None and lat.spans:
-            right += "".join(str(digits[s]) for s in path.best_path(lat, path.segment_scores(lat, log_p))) == text
+            right += (
+                "".join(
+                    str(digits[s]) for s in path.best_path(lat, path.segment_scores(lat.widths, lat.heights, log_p))
+                )
+                == text
+            )
     return right / len(numbers)
 
 

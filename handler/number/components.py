@@ -21,16 +21,20 @@ class Components:
     labels: np.ndarray  # (H, W) int32
     boxes: np.ndarray  # (K, 4) int: top, left, bottom, right of each, the last two exclusive
     areas: np.ndarray  # (K,) int: pixels of each
-    run_lengths: np.ndarray  # the lengths of the mask's runs of ink along its rows
     base: int = 0
+    # the runs of ink along rows that the labels were found from: (first columns, lengths), and
+    # the columns (from, to) that are this mask's; read only when a stroke width is asked for
+    runs: tuple[np.ndarray, np.ndarray, int, int] = (np.zeros(0, int), np.zeros(0, int), 0, 0)
 
     def __len__(self) -> int:
         return len(self.areas)
 
     @property
     def stroke(self) -> float:
-        """The median length of the horizontal runs: how wide the strokes are."""
-        return float(np.median(self.run_lengths)) if len(self.run_lengths) else 0.0
+        """The median length of the mask's horizontal runs of ink: how wide the strokes are."""
+        starts, lengths, first, end = self.runs
+        mine = lengths[(starts >= first) & (starts < end)]
+        return float(np.median(mine)) if len(mine) else 0.0
 
     def mask(self, ks: list[int], top: int, left: int, bottom: int, right: int) -> np.ndarray:
         """Components ks' pixels within rows top..bottom-1 and columns left..right-1, bool."""
@@ -103,8 +107,8 @@ def components_of(masks: list[np.ndarray]) -> list[Components]:
     for mask, x, first, last in zip(masks, starts_at, firsts, firsts[1:]):
         h, w = mask.shape
         own = labels[:h, x : x + w]  # a view: its components are labels first + 1 .. last
-        lengths_here = lengths[(starts >= x) & (starts < x + w)]
-        out.append(Components(own, boxes[first:last] - np.array([0, x, 0, x]), areas[first:last], lengths_here, first))
+        shift = np.array([0, x, 0, x])
+        out.append(Components(own, boxes[first:last] - shift, areas[first:last], first, (starts, lengths, x, x + w)))
     return out
 
 

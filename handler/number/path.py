@@ -30,10 +30,11 @@ SKIP = 3.0
 DIGIT = 0.0
 
 
-def segment_scores(lat: Lattice, log_confidence: np.ndarray) -> np.ndarray:
-    """(S,) log-probabilities of each candidate's most probable digit -> (S,) its step's score."""
-    wide = np.maximum(lat.widths - WIDE_FROM, 0)
-    short = np.maximum(SHORT_BELOW - lat.heights, 0)
+def segment_scores(widths: np.ndarray, heights: np.ndarray, log_confidence: np.ndarray) -> np.ndarray:
+    """Candidates' (S,) widths and heights (Lattice's, in line heights) and the log-probabilities of
+    their most probable digits -> (S,) their steps' scores (the candidates of several lines at once)."""
+    wide = np.maximum(widths - WIDE_FROM, 0)
+    short = np.maximum(SHORT_BELOW - heights, 0)
     return log_confidence - WIDE * wide - SHORT * short + DIGIT
 
 

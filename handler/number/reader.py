@@ -45,7 +45,7 @@ class Candidates:
 
 @dataclass
 class NumberBatch(RequestBatch):
-    """RequestBatch whose `views` hold, per image, its candidate segments' (28, 28) views (one each)."""
+    """RequestBatch whose `views` hold, per image, its candidate segments' views: (n, 28, 28), one each."""
 
     candidates: list[Candidates] = field(default_factory=list)  # per image, as `views`
 
@@ -87,8 +87,8 @@ def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None 
     return batch
 
 
-def _candidates_isolated(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates] | RequestError]:
-    """Per line its candidates' views and lattice, or why it has none: NoDigitFound, TooManyDigits,
+def _candidates_isolated(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
+    """Per line its candidates' (n, 28, 28) views and lattice, or why it has none: NoDigitFound, TooManyDigits,
     or an InternalError when our code raises on it. The batch's lines are worked on together
     (cleaned per size, labelled and framed in one call each); should that raise, line by line,
     so that only the lines that raise alone fail."""
@@ -106,7 +106,7 @@ def _candidates_isolated(lines: list[Line]) -> list[tuple[list[torch.Tensor], Ca
     return out
 
 
-def _candidates(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates] | RequestError]:
+def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
     inks = cleaned_lines(lines)
     found: list[tuple[np.ndarray, Lattice] | RequestError] = []
     readable = [ink for ink in inks if ink is not None]
@@ -124,23 +124,29 @@ def _candidates(lines: list[Line]) -> list[tuple[list[torch.Tensor], Candidates]
     crops = [
         segment_ink(f[0], f[1], s) for f in found if not isinstance(f, RequestError) for s in range(len(f[1].spans))
     ]
-    views = iter(_views(crops) if crops else [])
-    return [
-        f if isinstance(f, RequestError) else ([next(views) for _ in f[1].spans], Candidates(f[1], line.scale))
-        for f, line in zip(found, lines)
-    ]
+    views, at = _views(crops) if crops else None, 0
+    out: list[tuple[torch.Tensor, Candidates] | RequestError] = []
+    for f, line in zip(found, lines):
+        if isinstance(f, RequestError):
+            out.append(f)
+        else:
+            out.append((views[at : at + len(f[1].spans)], Candidates(f[1], line.scale)))
+            at += len(f[1].spans)
+    return out
 
 
-def _views(crops: list[np.ndarray]) -> list[torch.Tensor]:
-    """Candidates' (h, w) ink -> their (28, 28) views: each stretched to 1 at its brightest (as the
-    digit model stretches an image), then framed as MNIST frames a digit (framing.fit_and_centre),
-    all in one stack."""
+def _views(crops: list[np.ndarray]) -> torch.Tensor:
+    """Candidates' (h, w) ink -> their (N, 28, 28) views: each stretched to 1 at its brightest (as
+    the digit model stretches an image), then framed as MNIST frames a digit
+    (framing.fit_and_centre), all in one stack."""
     height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
     stack = np.zeros((len(crops), height, width), np.float32)
     for canvas, crop in zip(stack, crops):
-        canvas[: crop.shape[0], : crop.shape[1]] = crop / max(float(crop.max()), 1e-6)
+        canvas[: crop.shape[0], : crop.shape[1]] = crop
     with torch.inference_mode():
-        return list(fit_and_centre(torch.from_numpy(stack)).unbind(0))
+        x = torch.from_numpy(stack)
+        x /= x.amax((1, 2), keepdim=True).clamp_(min=1e-6)
+        return fit_and_centre(x)
 
 
 def read_lines(model: torch.nn.Module, batch: NumberBatch, device, tta_below: float | None) -> list[Reading]:
@@ -148,34 +154,37 @@ def read_lines(model: torch.nn.Module, batch: NumberBatch, device, tta_below: fl
     each line, then test-time augmentation of the chosen digits under `tta_below` (None: none)."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
-        inputs = torch.stack([v for views in batch.views for v in views])[:, None].to(device)
+        inputs = torch.cat(batch.views)[:, None].to(device)
         probabilities = torch.softmax(model(inputs), dim=1)
         log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
-        chosen, start = [], 0
-        for count, cand in zip(counts, batch.candidates):
-            path = best_path(cand.lattice, segment_scores(cand.lattice, log_p[start : start + count]))
-            chosen.append([start + s for s in path])
-            start += count
+        lattices = [cand.lattice for cand in batch.candidates]
+        widths, heights = (np.concatenate([getattr(lat, name) for lat in lattices]) for name in ("widths", "heights"))
+        scores = segment_scores(widths, heights, log_p)  # every candidate of the batch at once
+        firsts = np.cumsum([0, *counts]).tolist()
+        chosen = [
+            [first + s for s in best_path(lat, scores[first : first + len(lat.spans)])]
+            for lat, first in zip(lattices, firsts)
+        ]
         rows = [s for path in chosen for s in path]
         picked = probabilities[rows]
         if tta_below is not None and rows:
             picked = tta(model, inputs[rows], picked, tta_below)
         picked = picked.cpu().numpy().astype(np.float64)
+    digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     readings, at = [], 0
-    for path, cand, first in zip(chosen, batch.candidates, np.cumsum([0, *counts])):
-        p = picked[at : at + len(path)]
-        at += len(path)
+    for path, cand, first in zip(chosen, batch.candidates, firsts):
         if len(path) > MAX_DIGITS:
             readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(path)}"))
-            continue
-        boxes = [_upload_box(cand.lattice.boxes[s - first], cand.scale) for s in path]
-        readings.append(Reading(p.argmax(1).tolist(), np.round(p.max(1), 6).tolist(), boxes))
+        else:
+            boxes = _upload_boxes(cand.lattice.boxes[[s - first for s in path]], cand.scale)
+            readings.append(Reading(digits[at : at + len(path)], confidences[at : at + len(path)], boxes))
+        at += len(path)
     return readings
 
 
-def _upload_box(box: np.ndarray, scale: tuple[float, float]) -> list[int]:
-    """A working (top, left, bottom, right) box -> [x, y, width, height] in the upload's pixels."""
-    top, left, bottom, right = box.tolist()
+def _upload_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[int]]:
+    """(n, 4) working (top, left, bottom, right) boxes -> [x, y, width, height] each, in the
+    upload's pixels."""
     sx, sy = scale
-    x, y = round(left * sx), round(top * sy)
-    return [x, y, round(right * sx) - x, round(bottom * sy) - y]
+    corners = np.rint(boxes[:, [1, 0, 3, 2]] * np.array([sx, sy, sx, sy])).astype(int)  # x0, y0, x1, y1
+    return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], 1).tolist()

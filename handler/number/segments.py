@@ -252,8 +252,11 @@ def _whole(atoms: list[Atom], i: int, j: int) -> bool:
 def segment_ink(cleaned: np.ndarray, lat: Lattice, span: int) -> np.ndarray:
     """Candidate `span`'s ink: `cleaned` within its box where its atoms' pixels are, (h, w)."""
     top, left, bottom, right = lat.boxes[span]
+    first, end = lat.spans[span]
+    if end == first + 1:  # one atom: its box is the candidate's
+        return cleaned[top:bottom, left:right] * lat.atoms[first].ink
     mask = np.zeros((bottom - top, right - left), bool)
-    for atom in lat.atoms[slice(*lat.spans[span])]:
+    for atom in lat.atoms[first:end]:
         a_top, a_left, a_bottom, a_right = atom.box
         mask[a_top - top : a_bottom - top, a_left - left : a_right - left] |= atom.ink
     return cleaned[top:bottom, left:right] * mask
