@@ -145,6 +145,31 @@ def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
     assert isinstance(one, Reading) and len(one.digits) == 1
 
 
+def test_odd_images_get_a_reading_or_a_4xx_never_a_500(served):
+    """Lines, columns, stripes, checkerboards and noise of many shapes: each is read or refused as
+    the client's (4xx), none fails as ours."""
+    rng = np.random.default_rng(5)
+    images = [
+        np.zeros((1, 600), np.uint8) + 255,
+        np.full((700, 2), 255, np.uint8),
+        np.eye(40, 300, dtype=np.uint8) * 255,
+    ]
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        kind = rng.integers(4)
+        if kind == 0:
+            image = rng.integers(0, 256, (h, w))
+        elif kind == 1:
+            image = (np.indices((h, w)).sum(0) % int(rng.integers(2, 9)) == 0) * 255
+        elif kind == 2:
+            image = np.repeat((rng.random(w) < 0.3)[None] * 255, h, 0)
+        else:
+            image = (rng.random((h, w)) < 0.02) * 255
+        images.append(image.astype(np.uint8))
+    for image, answer in zip(images, _read(served, [encode_image(image) for image in images])):
+        assert isinstance(answer, Reading) or 400 <= answer.status < 500, (image.shape, answer)
+
+
 def test_the_handler_answers_each_protocol_and_isolates_bad_requests(number_handler, mnist_sample):
     handler, context = number_handler
     digits, labels = mnist_sample

@@ -163,7 +163,7 @@ def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray
     its column in each row (the pixels up to it go left) and the ink pixels it crosses."""
     h, w = mine.shape
     margin = max(1, round(MIN_PIECE * line))
-    if w <= 2 * margin:
+    if w <= 2 * margin or h < 3:
         return []
     cost = mine.astype(np.float32)
     cost[:, :margin] = cost[:, w - margin :] = np.inf
