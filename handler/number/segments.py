@@ -77,6 +77,8 @@ def lattice(comps: Components) -> Lattice | None:
     if len(kept) == 0:
         return None
     groups = _stacked(kept.tolist(), boxes.tolist(), comps.areas.tolist())
+    if len(groups) > MAX_ATOMS_PER_LINE:  # before any is cut: a page of noise is not worked through
+        return _too_many(line)
     largest = max(area for _, _, area in groups)
     heights = [box[2] - box[0] for _, box, area in groups if area >= SPECK * largest]
     line = float(median(heights))  # again, with a broken digit's pieces as one
@@ -86,7 +88,7 @@ def lattice(comps: Components) -> Lattice | None:
         atoms += pieces
         cuts += costs + [0.0]
     if len(atoms) > MAX_ATOMS_PER_LINE:
-        return Lattice(atoms, [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), line)
+        return _too_many(line)
     spans, span_boxes = _candidates(atoms, line)
     span_boxes = np.array(span_boxes, int).reshape(-1, 4)
     areas = [a.area for a in atoms]
@@ -100,6 +102,11 @@ def lattice(comps: Components) -> Lattice | None:
         np.array(areas) / median(areas),
         line,
     )
+
+
+def _too_many(line: float) -> Lattice:
+    """A lattice without candidates: more marks than a number of MAX_DIGITS digits makes."""
+    return Lattice([], [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(1), np.zeros(0), line)
 
 
 def _stacked(kept: list[int], boxes: list[list[int]], areas: list[int]) -> list[tuple[list[int], tuple, int]]:
