@@ -106,3 +106,12 @@ def test_the_digit_model_answers_as_before_beside_it(server, mnist_sample):
     response = server.predict(encode_image(digits[NUMBER][0]), "image/png")
     assert response.status_code == 200 and response.json()["digit"] == labels[NUMBER][0]
     assert set(response.json()) == {"digit", "confidence", "probabilities"}
+
+
+def test_both_models_are_registered_and_described(server):
+    from ops.tsctl import describe, registered
+
+    key = server.keys()["management"]
+    assert registered(server.management, key) == ["mnist", "number"]
+    number = describe(server.management, key, "number")
+    assert number["modelName"] == "number" and len(number["workers"]) >= 1
