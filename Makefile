@@ -24,19 +24,23 @@ BENCH_ARGS ?=
 FAST_PATHS_ARGS ?=
 PROFILE_ARGS ?=
 AGREEMENT_ARGS ?=
+EXPLANATIONS_ARGS ?=
 SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
+CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model-config.yaml VERSION
 
-.PHONY: help setup train evaluate agreement archive serve stop scale demo browser fonts gateway test lint fuzz soak wrk bench fast-paths profile image image-test \
+.PHONY: help setup train calibrate evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
-	@echo "evaluate  accuracy per input family of the committed weights -> reports/evaluation.md"
+	@echo "calibrate fit the served confidence's temperatures on training digits -> model/calibration.json (after train)"
+	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
+	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "gateway   nginx, the real gateway of the client tests (apt, as root; test needs it)"
 	@echo "archive   model_store/mnist.mar (digits) and model_store/number.mar (numbers)"
@@ -48,6 +52,7 @@ help:
 	@echo "lint      ruff: lint and format check (ruff.toml)"
 	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
+	@echo "camera    48 MP JPEG and 12 MP HEIC phone photos: latency and peak worker memory -> reports/camera.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
 	@echo "fast-paths  each fast path's share of a worker's CPU, live -> reports/fast-paths.md"
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
@@ -79,8 +84,14 @@ $(VENV)/.installed: requirements.txt requirements-serve.txt
 train: setup fonts
 	$(PY) -m train.train $(if $(DOWNLOAD),--download) $(TRAIN_ARGS)
 
+calibrate: setup fonts
+	$(PY) -m train.calibrate
+
 evaluate: setup fonts
 	$(PY) -m train.evaluate
+
+explanations: setup
+	$(PY) -m benchmarks.explanations $(EXPLANATIONS_ARGS)
 
 agreement: setup fonts
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
@@ -158,6 +169,9 @@ fuzz: setup
 
 soak: setup
 	$(PY) -m benchmarks.reliability --soak-seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+camera: setup
+	$(PY) -m benchmarks.camera $(CAMERA_ARGS)
 
 # Load for the benchmarks comes from wrk: installed with apt when missing and run as root.
 wrk:

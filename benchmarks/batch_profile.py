@@ -38,7 +38,7 @@ from ops.stamp import stamp
 # (file under handler/, function) -> the stage it is, for cProfile's cumulative times
 STAGES = {
     ("preprocess/envelopes.py", "request_grays"): "parse and decode (CPU)",
-    ("preprocess/decode.py", "decode_jpegs"): "JPEG decode (device)",
+    ("preprocess/device_jpeg.py", "decode_jpegs"): "JPEG decode (device)",
     ("preprocess/mnistify.py", "candidate_views"): "preprocessing",
     ("inference.py", "digit_probabilities"): "network",
     ("mnist_handler.py", "postprocess"): "answers",

@@ -123,8 +123,9 @@ def markdown(r: dict) -> str:
             "## Bad input",
             "",
             f"- Fuzzing (`tests/test_fuzz.py`, profile `{f['profile']}`): {f['inputs']:,} generated inputs "
-            "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF in odd modes, animated GIFs, huge declared "
-            "sizes, base64/data-URL/JSON wrappings, arbitrary JSON, multipart-like fields); "
+            "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF/HEIC/AVIF in odd modes, HEIC/AVIF/WebP headers "
+            "mutated on their own, animated GIFs, huge declared sizes, base64/data-URL/JSON wrappings, arbitrary "
+            "JSON, multipart-like fields); "
             f"result: `{f['summary']}`. "
             + ("No failures. " if f["passed"] else "**The fuzz tests FAILED: see the summary.** ")
             + "Found and fixed earlier: a JSON scalar body raised TypeError; an image with no background "

@@ -1,5 +1,7 @@
 """Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key:
-a digit to the `mnist` model (/api/predict), a number drawn on the wider pad to `number` (/api/number).
+a digit to the `mnist` model for a prediction (/api/predict) or an explanation (/api/explain: the
+view the network read and the attributions of its pixels), a number drawn on the wider pad to
+`number` (/api/number).
 
     python -m demo.server [--port 8000] [--url http://127.0.0.1:8080] [--token-file key_file.json]
 
@@ -24,14 +26,18 @@ from mnist_digit_client import (
     AuthorizationFailed,
     DigitClient,
     DigitServiceError,
+    Explanation,
     NumberReading,
+    Prediction,
     RequestRejected,
 )
 from ops.paths import ROOT
-from ops.properties import read_properties
+from ops.properties import max_request_size
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"/": "index.html", "/app.js": "app.js", "/number.js": "number.js", "/style.css": "style.css"}
+# POST path -> the DigitClient method it calls
+ENDPOINTS = {"/api/predict": "predict", "/api/explain": "explain", "/api/number": "read_number"}
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -44,11 +50,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-def max_request_size(config: Path = ROOT / "config.properties") -> int:
-    """TorchServe's max_request_size: a bigger body would be refused there anyway, so refuse it here."""
-    return int(read_properties(config).get("max_request_size", 6553500))  # TorchServe's default
 
 
 class DemoHandler(BaseHTTPRequestHandler):
@@ -69,7 +70,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such page: {path}"})
 
     def do_POST(self) -> None:
-        if self.path not in ("/api/predict", "/api/number"):
+        if self.path not in ENDPOINTS:
             return self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such endpoint: {self.path}"})
         length = int(self.headers.get("Content-Length") or -1)
         if length < 0:
@@ -81,9 +82,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(length)
         try:
-            if self.path == "/api/number":
-                return self.send_json(HTTPStatus.OK, _number(self.client.read_number(body)))
-            answer = self.client.predict(body)
+            answer = getattr(self.client, ENDPOINTS[self.path])(body)
         except AuthorizationFailed:
             # The demo's own key was refused (even after re-reading the key file): our fault, not the drawing's.
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": "TorchServe refused the demo's key"})
@@ -91,10 +90,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             return self.send_json(error.status or HTTPStatus.BAD_REQUEST, error.body())
         except DigitServiceError as error:
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": f"TorchServe: {error.error}"})
-        self.send_json(
-            HTTPStatus.OK,
-            {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)},
-        )
+        self.send_json(HTTPStatus.OK, answer_json(answer))
 
     def send_json(self, status: int, payload: dict) -> None:
         self.send(status, json.dumps(payload).encode(), "application/json")
@@ -112,12 +108,20 @@ class DemoHandler(BaseHTTPRequestHandler):
         print(f"{self.address_string()} {format % args}", flush=True)
 
 
-def _number(reading: NumberReading) -> dict:
-    digits = [{"digit": d.digit, "confidence": d.confidence, "box": list(d.box)} for d in reading.digits]
-    return {"number": reading.number, "confidence": reading.confidence, "digits": digits}
+def answer_json(answer: Prediction | Explanation | NumberReading) -> dict:
+    """What the page reads: the service's own answer (an explanation adds "view" and "attributions";
+    a number is its number, confidence and digits with their boxes)."""
+    if isinstance(answer, NumberReading):
+        digits = [{"digit": d.digit, "confidence": d.confidence, "box": list(d.box)} for d in answer.digits]
+        return {"number": answer.number, "confidence": answer.confidence, "digits": digits}
+    fields = {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)}
+    if isinstance(answer, Explanation):
+        fields |= {"view": answer.view, "attributions": answer.attributions}
+    return fields
 
 
 def make_server(client: DigitClient, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    # a bigger body would be refused by TorchServe anyway, so it is refused here
     handler = type("BoundDemoHandler", (DemoHandler,), {"client": client, "max_body": max_request_size()})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

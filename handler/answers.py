@@ -1,9 +1,12 @@
 """Answer bodies in each protocol a request can speak (handler/preprocess/envelopes.py, Envelope).
 
-A prediction is {"digit", "confidence", "probabilities"}; an error carries its HTTP status.
-- "torchserve": the prediction itself; errors {"code", "error"}.
-- "v1" (KServe v1): {"predictions": [prediction, ...]}; errors {"code", "error"}.
-- "v2" (Open Inference Protocol): {"id", "model_name", "model_version", "outputs": [tensors]};
+A prediction is {"digit", "confidence", "probabilities"}; an explanation is a prediction with
+"view" and "attributions" (handler/explanations.py); an error carries its HTTP status.
+- "torchserve": the prediction or explanation itself; errors {"code", "error"}.
+- "v1" (KServe v1): {"predictions": [prediction, ...]} or {"explanations": [explanation, ...]};
+  errors {"code", "error"}.
+- "v2" (Open Inference Protocol): {"id", "model_name", "model_version", "outputs": [tensors]},
+  an explanation's with the tensors view and attributions (N, 28, 28);
   errors {"error"} (the status is the code). TorchServe 0.12's gRPC frontend reads every answer
   as a ModelInferResponse and drops the status, so over gRPC an error is a response too: outputs
   "code" (INT64) and "error" (BYTES) in place of the digit's (docs/api.md).
@@ -18,7 +21,13 @@ from handler.errors import RequestError
 from handler.preprocess.envelopes import Envelope
 from handler.preprocess.open_inference import DATATYPES, OUTPUTS
 
-_OUTPUT_TYPES = {"digit": "INT64", "confidence": "FP32", "probabilities": "FP32"}
+_OUTPUT_TYPES = {
+    "digit": "INT64",
+    "confidence": "FP32",
+    "probabilities": "FP32",
+    "view": "FP32",  # view and attributions: explanations only
+    "attributions": "FP32",
+}
 
 
 def prediction_answer(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
@@ -53,13 +62,38 @@ _TENSOR = '{"name": "%s", "datatype": "%s", "shape": %s, "data": [%s]}'
 
 def v2_answer(envelope: Envelope, model: tuple[str, str], tensors: dict[str, tuple[str, list[int], list]]) -> str:
     """A v2 response of the tensors the request asked for (its "outputs"), in its order: `tensors`
-    maps each name to (datatype, shape, flat data); for models whose answers are not a digit's."""
+    maps each name to (datatype, shape, flat data); for answers other than a prediction's."""
     written = [
         _TENSOR % (name, datatype, json.dumps(shape), json.dumps(data)[1:-1])
         for name, (datatype, shape, data) in tensors.items()
         if name in envelope.v2.outputs
     ]
     return _v2_response(envelope.v2.id, model, written)
+
+
+def explanation_answer(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:
+    """The JSON answer to an explanation request; each explanation is a prediction with "view" and
+    "attributions", 28 rows of 28 floats each."""
+    if envelope.protocol == "v2":
+        return _v2_explanation(envelope, explanations, model)
+    if envelope.protocol == "v1":
+        return json.dumps({"explanations": explanations})
+    return json.dumps(explanations[0])
+
+
+def _v2_explanation(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:
+    """Every output flattened row-major, as the v2 protocol sends tensors."""
+    count = len(explanations)
+    columns = {
+        "digit": ([count], [e["digit"] for e in explanations]),
+        "confidence": ([count], [e["confidence"] for e in explanations]),
+        "probabilities": ([count, 10], [p for e in explanations for p in e["probabilities"]]),
+        **{
+            name: ([count, 28, 28], [x for e in explanations for row in e[name] for x in row])
+            for name in ("view", "attributions")
+        },
+    }
+    return v2_answer(envelope, model, {name: (_OUTPUT_TYPES[name], *column) for name, column in columns.items()})
 
 
 def _v2_response(request_id: str | None, model: tuple[str, str], tensors: list[str]) -> str:

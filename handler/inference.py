@@ -1,5 +1,6 @@
 """Candidate views -> digit probabilities: one forward pass over every view of every image, the
-most confident view of each image, and test-time augmentation (TTA) for the unsure ones.
+most confident view of each image, test-time augmentation (TTA) for the unsure ones, and the
+calibration of the answered probabilities (handler/calibration.py).
 
 The handler and the evaluation both classify this way.
 """
@@ -12,12 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from handler.calibration import Calibration, view_paths
 from handler.preprocess.kernels import divide
 
 # Test-time augmentation: an answer under TTA_BELOW is re-read with its view turned by
 # +-TTA_DEGREES, the rotation training drew from (the model card's "small rotations"), and the
-# three probability vectors averaged. Independent of the LowConfidencePredictions metric's
-# threshold (HandlerSettings.low_confidence), which counts the answers after TTA.
+# three probability vectors averaged. Decided on the network's own probability, before calibration,
+# so that calibrating changes no answer. Independent of the LowConfidencePredictions metric's
+# threshold (HandlerSettings.low_confidence), which counts the calibrated answers.
 TTA_BELOW, TTA_DEGREES = 0.6, 10.0
 
 
@@ -78,18 +81,34 @@ def tta(
     return probabilities
 
 
-def digit_probabilities(
+def read_views(
     model: torch.nn.Module, views: list[list[torch.Tensor]], device="cpu", tta_below: float | None = TTA_BELOW
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(N, 10) probabilities, on the CPU, of N images given as their candidate views: one forward
     pass, the most confident view of each, and TTA for answers under `tta_below` (None: no TTA,
-    for the evaluation's comparison)."""
+    for the evaluation's comparison); the (N, 1, 28, 28) views it answered with, on `device` (what
+    an explanation shows and attributes, handler/explanations.py); and each image's calibration
+    path (handler/calibration.py, view_paths; None: one view each)."""
     inputs, counts = to_batch(views)
     with torch.inference_mode():
         inputs = inputs.to(device, non_blocking=True)
         probabilities = torch.softmax(model(inputs), dim=1)
         best = most_confident(probabilities, counts)
-        probabilities = probabilities[best]
+        paths = view_paths(probabilities, counts, best)
+        probabilities, chosen = probabilities[best], inputs[best]
         if tta_below is not None:
-            probabilities = tta(model, inputs[best], probabilities, tta_below)
-    return probabilities.cpu()
+            probabilities = tta(model, chosen, probabilities, tta_below)
+    return probabilities.cpu(), chosen, paths
+
+
+def digit_probabilities(
+    model: torch.nn.Module,
+    views: list[list[torch.Tensor]],
+    device="cpu",
+    tta_below: float | None = TTA_BELOW,
+    calibration: Calibration | None = None,
+) -> torch.Tensor:
+    """read_views' (N, 10) probabilities, calibrated when a `calibration` is given (the service's
+    answers; None: the network's own). TTA is decided on the network's own probabilities."""
+    probabilities, _, paths = read_views(model, views, device, tta_below)
+    return probabilities if calibration is None else calibration(probabilities, paths)

@@ -52,6 +52,7 @@ METRICS: dict[str, tuple[MetricTypes, str, str | None]] = {
     "LowConfidencePredictions": (MetricTypes.COUNTER, "count", None),
     "RejectedInputs": (MetricTypes.COUNTER, "count", "Reason"),
     "InternalErrors": (MetricTypes.COUNTER, "count", None),  # requests answered 500: bugs of ours
+    "Explanations": (MetricTypes.COUNTER, "count", None),  # images explained (handler/explanations.py)
     # Seconds each worker's flush thread has been running: its rate is the number of live workers.
     "WorkerAliveSeconds": (MetricTypes.COUNTER, "s", None),
     **{k: v for name, (unit, _) in HISTOGRAMS.items() for k, v in _histogram_counters(name, unit).items()},

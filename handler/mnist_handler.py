@@ -2,6 +2,8 @@
 
 Each request is decoded and validated on its own (handler/preprocess/); a bad one gets its own
 4xx JSON answer through `context.set_response_status`, and the rest of the batch is unaffected.
+Requests to TorchServe's explanation routes are read with the rest of their batch and answered
+with explanations (handler/explanations.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,20 @@ import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 
 from handler import fast_paths
-from handler.answers import error_answer, model_metadata, prediction_answer
+from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer
+from handler.calibration import CALIBRATION_FILE, load_calibration
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import InputError, RequestError
-from handler.inference import digit_probabilities
+from handler.explanations import Explainer, explain_batch
+from handler.inference import digit_probabilities, read_views
 from handler.metric_buffer import METRICS, MetricBuffer
 from handler.preprocess import RequestBatch, decode_batch
 from handler.preprocess.envelopes import Envelope
+from handler.preprocess.open_inference import lowercased_headers
 from handler.request_log import (
     MODEL_VERSION_HEADER,
     REQUEST_ID_HEADER,
+    not_per_batch_chatter,
     one_line_records,
     refusal_line,
     served_version,
@@ -40,14 +47,6 @@ from model import load_checkpoint
 logger = logging.getLogger(__name__)
 
 
-def _not_per_batch_chatter(record: logging.LogRecord) -> bool:
-    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
-    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
-    worker's output and copies it to model_log.log, and under load these were the most frequent
-    lines there, timing nothing that the access log and the metrics do not."""
-    return record.msg != "Backend received inference at: %d"
-
-
 class DigitHandler:
     """What TorchServe calls: `initialize(context)` once per worker, `handle(data, context)` per batch.
 
@@ -55,9 +54,10 @@ class DigitHandler:
     a model by its own rules (TorchScript or an eager model file with a state dict, optional
     torch.compile) where ours rebuilds the network from the config saved in its checkpoint, and
     its handle passes only inference's output to postprocess, where our answers also need each
-    request's error. Keeping the base class would mean overriding both and inheriting nothing
-    (explain is not offered; describe answers the Open Inference Protocol's model metadata, in
-    handle); TorchServe needs only these two methods.
+    request's error, and its explain_handle takes a whole batch as an explanation when its first
+    request is one, where TorchServe's batches mix both (handler/explanations.py). Keeping the
+    base class would mean overriding all three and inheriting nothing (describe answers the Open
+    Inference Protocol's model metadata, in handle); TorchServe needs only these two methods.
     """
 
     def __init__(self) -> None:
@@ -71,7 +71,7 @@ class DigitHandler:
             (getattr(context, "model_yaml_config", None) or {}).get("handler")
         )
         torch.set_num_threads(settings.torch_threads)
-        logging.getLogger().addFilter(_not_per_batch_chatter)  # the root logger, which TorchServe logs it to
+        logging.getLogger().addFilter(not_per_batch_chatter)  # the root logger, which TorchServe logs it to
         one_line_records()  # LOG_FORMAT=json: a traceback stays one record (handler/request_log.py)
         if settings.buffered_socket and fast_paths.in_torchserve_worker():
             fast_paths.install_buffered_socket()
@@ -79,10 +79,13 @@ class DigitHandler:
         weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
+        # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
+        calibration = Path(properties["model_dir"]) / CALIBRATION_FILE
+        self.calibration = load_calibration(calibration, weights)
         self.model_name = context.model_name
         # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them:
-        # the archive's version and a digest of the weights it serves (handler/request_log.py)
-        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights)
+        # the archive's version and a digest of the weights and calibration it serves (handler/request_log.py)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, calibration)
         self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:
@@ -90,7 +93,7 @@ class DigitHandler:
         # Metrics leave the worker from a background thread every flush_seconds (0: at the end of
         # each batch), summed in between (handler/metric_buffer.py).
         self._metrics = MetricBuffer(self._emit)
-        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ())] + [
+        for counter, dimensions in [("InternalErrors", ()), ("LowConfidencePredictions", ()), ("Explanations", ())] + [
             ("DigitPredictions", (str(digit),)) for digit in range(10)
         ]:  # every series from the start at 0, so that the first count is an increase Prometheus sees
             self._metrics.add(counter, 0, *dimensions)
@@ -121,23 +124,45 @@ class DigitHandler:
         return batch
 
     def inference(self, batch: RequestBatch) -> torch.Tensor | None:
-        """(N, 10) probabilities on the CPU for the batch's N images, None if every request failed."""
+        """(N, 10) calibrated probabilities on the CPU for the batch's N images, None if every request failed."""
         if len(batch.views) == 0:
             return None
-        probabilities = digit_probabilities(self.model, batch.views, self.device, self.settings.tta_below)
+        probabilities = digit_probabilities(
+            self.model, batch.views, self.device, self.settings.tta_below, self.calibration
+        )
         self._observe("DigitBatchSize", len(batch.views))
         return probabilities
+
+    @cached_property
+    def explainer(self) -> Explainer:
+        """Made on a worker's first explanation request: predictions never import captum."""
+        return Explainer(self.model)
+
+    def explain(self, batch: RequestBatch) -> tuple[torch.Tensor | None, list[dict | None]]:
+        """A batch holding explanation requests: inference's probabilities, and per image its
+        explanation where its request asked for one (all of them in one computation)."""
+        if len(batch.views) == 0:
+            return None, []
+        probabilities, views, paths = read_views(self.model, batch.views, self.device, self.settings.tta_below)
+        probabilities = self.calibration(probabilities, paths)
+        self._observe("DigitBatchSize", len(batch.views))
+        explained = explain_batch(lambda: self.explainer, batch, probabilities, views)
+        self._add("Explanations", sum(e is not None for e in explained))
+        return probabilities, explained
 
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.perf_counter()
         self.context = context
-        headers = [{k.lower(): v for k, v in context.get_all_request_header(i).items()} for i in range(len(data))]
+        headers = [lowercased_headers(context.get_all_request_header(i)) for i in range(len(data))]
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
             context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
             return [json.dumps(self.metadata())]
         batch = self.preprocess(data, headers)
-        answers = self.postprocess(batch, self.inference(batch), headers)
+        if batch.explains:
+            answers = self.postprocess(batch, *self.explain(batch), headers=headers)
+        else:
+            answers = self.postprocess(batch, self.inference(batch), headers=headers)
         handler_ms = (time.perf_counter() - start) * 1000
         self._observe("HandlerTime", round(handler_ms, 2), "Model")
         self._observe("BatchTime", handler_ms)
@@ -150,17 +175,27 @@ class DigitHandler:
         return model_metadata(self.model_id)
 
     def postprocess(
-        self, batch: RequestBatch, probabilities: torch.Tensor | None, headers: list[dict[str, str]] | None = None
+        self,
+        batch: RequestBatch,
+        probabilities: torch.Tensor | None,
+        explained: list[dict | None] | None = None,
+        headers: list[dict[str, str]] | None = None,
     ) -> list[str]:
+        """`explained`: per image, explain()'s explanation parts; None in a batch without explanation requests."""
         predictions = self._predictions(probabilities) if probabilities is not None else []
         for digit, count in Counter(p["digit"] for p in predictions).items():
             self._add("DigitPredictions", count, str(digit))
         unsure = sum(p["confidence"] < self.settings.low_confidence for p in predictions)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
-        return self._answers(
-            batch, headers, lambda span, envelope: prediction_answer(envelope, predictions[span], self.model_id)
-        )
+
+        def answer(span: slice, envelope: Envelope) -> str:
+            if envelope.explain:
+                parts = zip(predictions[span], explained[span])
+                return explanation_answer(envelope, [p | e for p, e in parts], self.model_id)
+            return prediction_answer(envelope, predictions[span], self.model_id)
+
+        return self._answers(batch, headers, answer)
 
     def _answers(
         self, batch: RequestBatch, headers: list[dict[str, str]] | None, answer: Callable[[slice, Envelope], str]

@@ -34,7 +34,7 @@ class NumberHandler(DigitHandler):
         if len(batch.views) == 0:
             return None
         self._observe("DigitBatchSize", sum(map(len, batch.views)))  # candidates read in the one pass
-        return read_lines(self.model, batch, self.device, self.settings.tta_below)
+        return read_lines(self.model, batch, self.device, self.settings.tta_below, self.calibration)
 
     def postprocess(
         self,

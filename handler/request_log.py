@@ -1,8 +1,10 @@
 """What each answer says about the model that gave it, and the model log's line per refused request.
 
 - `X-Model-Version` on every answer: the archive's version (the release, VERSION) and the first 12
-  hex digits of the SHA-256 of the weights file, as `1.1.0+3f2a9c1b7d4e` (semver build metadata).
-  The v2 answers' `model_version` is the same string. Computed once, when a worker starts.
+  hex digits of the SHA-256 of the weights file followed by the calibration file
+  (model/calibration.json), as `1.1.0+3f2a9c1b7d4e` (semver build metadata): new weights or a new
+  calibration change the answers, and the version. The v2 answers' `model_version` is the same
+  string. Computed once, when a worker starts.
 - One line per request answered 4xx or 5xx by the handler, in the model log (a worker's stdout,
   which the frontend copies there): status, reason, TorchServe's request ID (its answer's
   `X-Request-ID`), the caller's `X-Client-Request-ID` and the error, as logfmt. Requests answered
@@ -10,6 +12,7 @@
 - With LOG_FORMAT=json (the image's switch, which workers inherit), each record a worker logs,
   traceback included, is written on one line with its newlines as `\\n`: the frontend makes a log
   record of each line a worker writes, and a traceback should stay one JSON record.
+- Not the line TorchServe's worker logs before every batch (not_per_batch_chatter).
 """
 
 from __future__ import annotations
@@ -28,10 +31,18 @@ CLIENT_ID_MAX = 128  # characters of a caller's ID kept in the log line
 _BARE = re.compile(r"[A-Za-z0-9._:/+-]+")  # logfmt values written without quotes
 
 
-def served_version(archive_version: str, weights: Path) -> str:
-    """`<archive version>+<first 12 hex digits of sha256(weights file)>`."""
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+def served_version(archive_version: str, weights: Path, calibration: Path) -> str:
+    """`<archive version>+<first 12 hex digits of sha256(weights file + calibration file)>`."""
+    digest = hashlib.sha256(Path(weights).read_bytes() + Path(calibration).read_bytes()).hexdigest()
     return f"{archive_version}+{digest[:DIGEST_HEX]}"
+
+
+def not_per_batch_chatter(record: logging.LogRecord) -> bool:
+    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
+    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
+    worker's output and copies it to model_log.log, and under load these were the most frequent
+    lines there, timing nothing that the access log and the metrics do not."""
+    return record.msg != "Backend received inference at: %d"
 
 
 def refusal_line(status: int, reason: str, message: str, request_id: str | None, client_id: str | None) -> str:

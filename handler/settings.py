@@ -21,9 +21,11 @@ class HandlerSettings:
     # PyTorch intra-op threads per worker: workers, not threads, are how this service scales on a
     # CPU; more threads per worker only fight each other for the same cores.
     torch_threads: int = 1
-    # Answers below this confidence are counted in the LowConfidencePredictions metric.
-    low_confidence: float = 0.6
-    # Answers below this confidence get test-time augmentation (handler/inference.py); null: none.
+    # Answers whose (calibrated) confidence is below this, a probability of being right, are
+    # counted in the LowConfidencePredictions metric: at 0.9, the answers a person should check.
+    low_confidence: float = 0.9
+    # Answers whose network probability, before calibration, is below this get test-time
+    # augmentation (handler/inference.py); null: none.
     tta_below: float | None = TTA_BELOW
     # On a GPU worker, images under this many pixels are preprocessed on the CPU (0: all on the GPU).
     gpu_min_pixels: int = GPU_MIN_PIXELS
@@ -42,6 +44,8 @@ class HandlerSettings:
             _check_type(f.name, getattr(self, f.name), f.type)
         if self.torch_threads < 1:
             raise SettingsError(f"handler.torch_threads must be at least 1, not {self.torch_threads}")
+        if not 0 < self.low_confidence <= 1:
+            raise SettingsError(f"handler.low_confidence must be a probability in (0, 1], not {self.low_confidence}")
         if self.gpu_min_pixels < 0 or self.metrics_flush_seconds < 0:
             raise SettingsError("handler.gpu_min_pixels and handler.metrics_flush_seconds must not be negative")
         if self.cuda_sync not in SCHEDULES:

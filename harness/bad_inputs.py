@@ -8,7 +8,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
+from synthetic.camera import phone_heic
 from synthetic.families import encode_image
 
 
@@ -23,6 +25,15 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
 
 
+def jpeg_header(width: int, height: int) -> bytes:
+    """A JPEG's markers up to its scan, declaring a size, with no scan data behind them."""
+    jpeg = encode_image(np.zeros((16, 16), np.uint8), "JPEG")
+    frame = jpeg.index(b"\xff\xc0") + 5  # baseline SOF: length (2), precision (1), height, width
+    scan = jpeg.index(b"\xff\xda")
+    header_end = scan + 2 + struct.unpack_from(">H", jpeg, scan + 2)[0]
+    return jpeg[:frame] + struct.pack(">HH", height, width) + jpeg[frame + 4 : header_end]
+
+
 @dataclass(frozen=True)
 class BadBody:
     """A request body and what the service answers: its status and the RejectedInputs reason."""
@@ -35,6 +46,27 @@ class BadBody:
 
 def _truncated_png() -> bytes:
     whole = encode_image(np.zeros((300, 300), np.uint8))
+    return whole[: len(whole) // 2]
+
+
+def _small_photo() -> Image.Image:
+    return Image.fromarray(np.full((48, 64, 3), 200, np.uint8))
+
+
+def _truncated_heic() -> bytes:
+    """A phone's HEIC cut short: libheif reads its boxes, but its image's data runs past the end."""
+    whole = phone_heic(_small_photo())
+    return whole[: len(whole) * 2 // 3]
+
+
+def _broken_heic_boxes() -> bytes:
+    """A HEIC's "ftyp" box, then garbage where its "meta" box should be."""
+    whole = phone_heic(_small_photo())
+    return whole[:32] + bytes(range(256)) + whole[288:]
+
+
+def _truncated_avif() -> bytes:
+    whole = encode_image(_small_photo(), "AVIF", quality=50, speed=10)
     return whole[: len(whole) // 2]
 
 
@@ -68,6 +100,11 @@ BAD_BODIES = [
         "application/json",
     ),
     BadBody("too_many_pixels", png_header(50000, 50000), 413),
+    BadBody("too_many_pixels", jpeg_header(8193, 6144), 413),  # just over 50 MP
+    BadBody("too_many_pixels", png_header(4097, 4096), 413),  # under 50 MP, but a PNG is decoded at full size
+    BadBody("truncated", _truncated_heic(), 400),
+    BadBody("truncated", _broken_heic_boxes(), 400),
+    BadBody("truncated", _truncated_avif(), 400),
     BadBody("blank", encode_image(np.zeros((28, 28), np.uint8)), 422),
     BadBody("not_finite", _not_finite_tiff(), 400),
 ]

@@ -54,16 +54,20 @@ def load_handler(
     gpu_id: int | None = None,
     model_dir: Path | None = None,
     model_name: str = "mnist",
+    calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized handler, its InProcessContext), with the weights laid out as in an archive:
-    DigitHandler, or NumberHandler for `model_name` "number"; `settings` override
+    """(initialized handler, its InProcessContext), with the weights and their calibration laid out
+    as in an archive: DigitHandler, or NumberHandler for `model_name` "number"; `settings` override
     model-config.yaml's `handler:` section."""
+    from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
     from handler.number_handler import NumberHandler
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
+    (model_dir / CALIBRATION_FILE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(calibration, model_dir / CALIBRATION_FILE)
     context = InProcessContext(model_dir, gpu_id=gpu_id, model_name=model_name, **settings)
     handler = NumberHandler() if model_name == "number" else DigitHandler()
     handler.initialize(context)

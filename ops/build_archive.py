@@ -4,10 +4,11 @@
                                 [--config-file model-config.yaml]
 
 Both archives hold the committed weights: the number model reads every digit with the digit
-model's network. An archive holds its handler entry point (HANDLERS), the weights, the model config and the
-`handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
-works the same in the repository and inside a TorchServe worker. Its version is the release's
-(the VERSION file, ops/version.py) unless --version says otherwise.
+model's network. An archive holds its handler entry point (HANDLERS), the weights, the model
+config, the `handler/` and `model/` packages as packages, so that `from handler.preprocess import
+...` works the same in the repository and inside a TorchServe worker, and the weights' calibration
+at the path it has in the repository (model/calibration.json, handler/calibration.py). Its version
+is the release's (the VERSION file, ops/version.py) unless --version says otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from handler.calibration import CALIBRATION_FILE
 from ops.paths import ROOT
 from ops.version import release_version
 
@@ -34,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="mnist", help=f"archive and model name: {', '.join(HANDLERS)}")
     p.add_argument("--config-file", default=str(ROOT / "model-config.yaml"), help="model-config.yaml to pack")
     p.add_argument("--weights", default=str(ROOT / "model" / "mnist_cnn.pt"), help="checkpoint to pack")
+    p.add_argument("--calibration", default=str(ROOT / CALIBRATION_FILE), help="the weights' calibration to pack")
     p.add_argument("--handler", default=None, help="handler entry file (default: the model's, HANDLERS)")
     p.add_argument("--version", default=None, help="model version (default: the VERSION file)")
     return p
@@ -46,6 +49,7 @@ def build_archive(
     weights: str | Path | None = None,
     handler: str | Path | None = None,
     version: str | None = None,
+    calibration: str | Path | None = None,
 ) -> Path:
     args = get_args_parser().parse_args([])
     config_file, weights, handler = (
@@ -53,6 +57,7 @@ def build_archive(
         weights or args.weights,
         handler or HANDLERS[model_name],
     )
+    calibration = calibration or args.calibration
     version = version or release_version()
     export_path = Path(export_path)
     export_path.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,7 @@ def build_archive(
         stage = Path(tmp) / "src"
         for package in PACKAGES:
             shutil.copytree(ROOT / package, stage / package, ignore=_not_source)
+        shutil.copy(calibration, stage / CALIBRATION_FILE)  # not source, so staged by name
         # It also scratches in $TMPDIR/<model-name> and deletes it: give it a private TMPDIR.
         env = dict(os.environ, TMPDIR=tmp)
         archiver = Path(sys.executable).with_name("torch-model-archiver")
@@ -96,4 +102,4 @@ def _not_source(folder: str, names: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     a = get_args_parser().parse_args()
-    print(build_archive(a.export_path, a.model_name, a.config_file, a.weights, a.handler, a.version))
+    print(build_archive(a.export_path, a.model_name, a.config_file, a.weights, a.handler, a.version, a.calibration))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ops.paths import ROOT
+
 
 def read_properties(path: Path) -> dict[str, str]:
     props = {}
@@ -21,3 +23,8 @@ def write_properties(path: Path, props: dict[str, str], header: str | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text((f"# {header}\n" if header else "") + "".join(f"{k}={v}\n" for k, v in props.items()))
     return path
+
+
+def max_request_size(config: Path = ROOT / "config.properties") -> int:
+    """TorchServe's max_request_size: the largest request body (REST) and message (gRPC) it takes."""
+    return int(read_properties(config).get("max_request_size", 6553500))  # TorchServe's default

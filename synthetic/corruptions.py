@@ -262,3 +262,45 @@ GEOMETRIC: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {
     "zoom_out": lambda x, s, g: _fixed_affine(x, g, zoom=1 - (0.15 + 0.35 * s)),  # 0.71 / 0.5 of the size
     "shift": lambda x, s, g: _fixed_affine(x, g, shift=2 + 4 * s),  # 3.6 / 6 px right or left, up or down
 }
+
+
+def light_margins(x: Tensor, s: Tensor, g: torch.Generator) -> Tensor:
+    """The digit, light, on a dark band between wide light margins: a crop of a dark form cell with
+    the page around it, a dark-mode canvas between light panels. The margins lie on one side, on
+    two opposite sides or all around and take 10% up to 26% (s=0.4) ... 50% (s=1) of the picture;
+    the band is 0-0.4, the margins 0.65-1, the digit 0.75-1, shrunk to fit in the band. Any
+    (H, W): the rendered family applies it to larger, non-square pictures."""
+    n, _, h, w = x.shape
+    d = x.device
+    share = uniform(n, 0.1, 0.1 + 0.4 * s, g, d)  # of the picture's area
+    layout = torch.randint(0, 3, (n,), generator=g, device=d)  # one side, two sides, all around
+    around = layout == 2
+    # The band's extent across the margins and along them, as fractions of the side.
+    frame = (1 - share).sqrt()
+    cut, kept = torch.where(around, frame, 1 - share), torch.where(around, frame, torch.ones_like(share))
+    sideways = torch.rand(n, generator=g, device=d) < 0.5  # margins left and right, or top and bottom
+    band_w, band_h = torch.where(sideways, cut, kept), torch.where(sideways, kept, cut)
+    # Where the band starts, as a share of the room beside it: one side puts all of it on one end.
+    one_end = torch.randint(0, 2, (n,), generator=g, device=d).float()
+    left = (1 - band_w) * torch.where(layout == 0, one_end, uniform(n, 0.15, 0.85, g, d))
+    top = (1 - band_h) * torch.where(layout == 0, one_end, uniform(n, 0.15, 0.85, g, d))
+    yy, xx = pixel_grid(h, w, d)  # pixel i spans [i, i + 1]; the share of each the band covers
+
+    def covered(lo: Tensor, hi: Tensor, at: Tensor) -> Tensor:  # (N,) ends in px, (H, W) pixels
+        return (torch.minimum(hi[:, None, None], at + 1) - torch.maximum(lo[:, None, None], at)).clamp(0, 1)
+
+    band = covered(left * w, (left + band_w) * w, xx) * covered(top * h, (top + band_h) * h, yy)
+    # The digit's frame shrunk into the band (80-100% of its shorter side), anywhere in it.
+    scale = torch.minimum(band_w, band_h) * uniform(n, 0.8, 1.0, g, d)
+    cx = 2 * (left + (band_w - scale) * torch.rand(n, generator=g, device=d) + scale / 2) - 1  # [-1, 1]
+    cy = 2 * (top + (band_h - scale) * torch.rand(n, generator=g, device=d) + scale / 2) - 1
+    zero = torch.zeros_like(scale)
+    digit = affine(x, zero, zero, scale, -cx / scale, -cy / scale)
+    dark, light, ink = uniform(n, 0, 0.4, g, d), uniform(n, 0.65, 1, g, d), uniform(n, 0.75, 1, g, d)
+    on_band = column(dark) + column(ink - dark) * digit
+    return band[:, None] * on_band + (1 - band[:, None]) * column(light)
+
+
+# Where the digit lies in the picture (evaluation families only, like GEOMETRIC: training's mix is
+# the committed weights' recipe).
+LAYOUTS: dict[str, Callable[[Tensor, Tensor, torch.Generator], Tensor]] = {"light_margins": light_margins}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
+from synthetic.corruptions import CORRUPTIONS, GEOMETRIC, LAYOUTS, light_margins
 from synthetic.fonts import font_files, render_digits, split_fonts
 
 # family -> (corruption in synthetic/corruptions.py, strength in [0, 1], what it is)
@@ -41,6 +41,7 @@ _AT_TWO_STRENGTHS = {  # "mild / strong" (strength 0.4 / 1): the robustness kind
     "shear": "sheared by 0.4 / 0.7, either way",
     "zoom_out": "shrunk to 0.71 / 0.5 of its size",
     "shift": "moved 3.6 / 6 px sideways and up or down",
+    "light_margins": "light digit on a dark band, light margins (one side, two, all around) 10-26% / 10-50% of it",
 }
 for _name, _what in _AT_TWO_STRENGTHS.items():
     CORRUPTED[f"{_name}_mild"] = (_name, 0.4, _what)
@@ -52,6 +53,7 @@ RENDERED = {
     "paper_photo": "dark ink on off-white paper, 400x300, 60-220 px digit anywhere, uneven light, JPEG q40-90",
     "canvas_export": "280x280 RGBA, transparent background, mostly dark (20% any colour) pen",
     "printed": "the digit's label printed in a held-out font, dark on white, 24-100 px tall, +-5 deg",
+    "dark_cell_crop": "light_margins_strong, 40-160 px by up to twice that (e.g. 100x60), grain, tint, PNG or JPEG",
 }
 FAMILIES = list(CORRUPTED) + list(RENDERED)
 DESCRIPTIONS = {name: spec[2] for name, spec in CORRUPTED.items()} | RENDERED
@@ -94,7 +96,7 @@ def generate(family: str, digits: np.ndarray, seed: int = 0, labels: np.ndarray 
     rng = np.random.default_rng(seed)
     if family == "printed":
         return printed(np.asarray(labels), rng)
-    render = {"paper_photo": paper_photo, "canvas_export": canvas_export}[family]
+    render = {"paper_photo": paper_photo, "canvas_export": canvas_export, "dark_cell_crop": dark_cell_crop}[family]
     return [render(digit, rng) for digit in digits]
 
 
@@ -105,15 +107,16 @@ def corrupted(digits: np.ndarray, family: str, seed: int = 0) -> np.ndarray:
         return digits
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(digits).float()[:, None] / 255
-    corruption = CORRUPTIONS.get(name) or GEOMETRIC[name]
+    corruption = CORRUPTIONS.get(name) or GEOMETRIC.get(name) or LAYOUTS[name]
     out = corruption(x, torch.full((len(x),), strength), generator)
     return _to_uint8(out[:, 0].numpy())
 
 
-def printed(labels: np.ndarray, rng: np.random.Generator) -> list[bytes]:
-    """Each label printed in a random held-out font (synthetic.fonts.split_fonts), cropped as a client
-    would: a random margin, size and slight rotation, dark on white, PNG."""
-    images, font_labels = render_digits(split_fonts(font_files())[1])
+def printed(labels: np.ndarray, rng: np.random.Generator, fonts: list | None = None) -> list[bytes]:
+    """Each label printed in a random one of `fonts` (default: the held-out fonts,
+    synthetic.fonts.split_fonts), cropped as a client would: a random margin, size and slight
+    rotation, dark on white, PNG."""
+    images, font_labels = render_digits(split_fonts(font_files())[1] if fonts is None else fonts)
     if not len(images):
         raise RuntimeError("no fonts found under /usr/share/fonts (apt-get install fonts-dejavu ...)")
     out = []
@@ -161,3 +164,23 @@ def canvas_export(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     canvas[top : top + size, left : left + size, :3] = color
     canvas[top : top + size, left : left + size, 3] = alpha
     return encode_image(canvas)
+
+
+def dark_cell_crop(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A crop of a dark form cell (or a dark-mode canvas) with the light page (panels) around it, at
+    any size: the digit centred on a picture 40-160 px on its shorter side, up to twice that on its
+    longer one (e.g. 100x60), light_margins at full strength, sensor grain, a tint, PNG or JPEG."""
+    side = int(rng.integers(40, 161))
+    longer = int(side * rng.uniform(1, 2))
+    height, width = (side, longer) if rng.random() < 0.5 else (longer, side)
+    square = Image.fromarray(digit).resize((side, side), Image.BICUBIC)
+    canvas = np.zeros((height, width), dtype=np.float32)
+    top, left = (height - side) // 2, (width - side) // 2
+    canvas[top : top + side, left : left + side] = np.asarray(square, dtype=np.float32) / 255
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    x = light_margins(torch.from_numpy(canvas)[None, None], torch.ones(1), g)[0, 0].numpy()
+    gray = x + rng.normal(0, 0.02, x.shape)
+    rgb = _to_uint8(gray[..., None] * rng.uniform(0.9, 1.0, 3))
+    if rng.random() < 0.5:
+        return encode_image(rgb)
+    return encode_image(rgb, "JPEG", quality=int(rng.integers(60, 96)))

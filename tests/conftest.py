@@ -13,6 +13,8 @@ from ops.build_archive import build_archive
 from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.version import release_version
+from synthetic.camera import paper_photo, phone_heic, phone_jpeg, sensor_photo
+from synthetic.families import encode_image
 from synthetic.families import encode_image as png_bytes  # tests encode PNGs with it
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -27,8 +29,8 @@ def mnist_sample() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def model_version() -> str:
     """What every answer's X-Model-Version and v2 model_version must say: the release's version and
-    a digest of the committed weights (handler/request_log.py)."""
-    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt")
+    a digest of the committed weights and their calibration (handler/request_log.py)."""
+    return served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", ROOT / "model" / "calibration.json")
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +71,43 @@ def reference(digit) -> np.ndarray:
     from tests.preprocess_helpers import primary_view
 
     return primary_view(png_bytes(digit))
+
+
+# ---------------------------------------------------------------- phone photos (synthetic/camera.py)
+
+CAMERA_DIGIT = 4  # a 7 of the committed sample: read sideways it is another digit
+
+
+@pytest.fixture(scope="session")
+def camera_label(mnist_sample) -> int:
+    return int(mnist_sample[1][CAMERA_DIGIT])
+
+
+@pytest.fixture(scope="session")
+def camera_jpeg(mnist_sample) -> bytes:
+    """The largest photo the service reads: 50 MP (6144 x 8192 shown, stored 8192 x 6144 and turned
+    by EXIF), a JPEG at quality 90. Made once a session: it takes seconds."""
+    return phone_jpeg(sensor_photo(mnist_sample[0][CAMERA_DIGIT], 6144, 8192, np.random.default_rng(1)))
+
+
+@pytest.fixture(scope="session")
+def camera_photo(mnist_sample):
+    """A 3 MP phone photo's sensor pixels (1512 x 2016 shown), for the other formats."""
+    return sensor_photo(mnist_sample[0][CAMERA_DIGIT], 1512, 2016, np.random.default_rng(2))
+
+
+@pytest.fixture(scope="session")
+def camera_heic(camera_photo) -> bytes:
+    """camera_photo as a phone's HEIC: a grid of tiles, a 320 px thumbnail, EXIF orientation."""
+    return phone_heic(camera_photo)
+
+
+LARGE_PHOTO_DIGIT = 3
+
+
+@pytest.fixture(scope="session")
+def large_photo_file(mnist_sample) -> bytes:
+    """A photo of a digit as an uncompressed TIFF of 17.5 MiB, over the old 8 MiB body limit: as
+    base64 in JSON it is still under the 25 MiB one."""
+    photo = paper_photo(mnist_sample[0][LARGE_PHOTO_DIGIT], 2800, 2184, np.random.default_rng(4))
+    return encode_image(photo, "TIFF")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from handler.preprocess import candidate_views, request_grays
-from handler.preprocess.background import NOISE_SHARE, noise_levels
+from handler.preprocess.background import noise_levels, noisy
 from handler.preprocess.envelopes import PLAIN, Envelope
 from handler.preprocess.mnistify import views_of_bytes
 
@@ -34,7 +34,7 @@ def noise_level(gray: np.ndarray | torch.Tensor) -> float:
 
 def is_noisy(gray: np.ndarray | torch.Tensor) -> bool:
     """Whether the denoise step would run on this image."""
-    return noise_level(gray) > NOISE_SHARE
+    return len(noisy(torch.as_tensor(gray, dtype=torch.float32)[None])) == 1
 
 
 def similar(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from mnist_digit_client import (
     AuthorizationFailed,
     DeadlineExceeded,
     DigitClient,
+    Explanation,
     Overloaded,
     Prediction,
     RequestRejected,
@@ -72,8 +73,8 @@ def run(call: Call, clock: Clock, outcomes, attempt_seconds: float = 0.001):
         clock.now += call.pause
 
 
-def predict_call(client: DigitClient, clock: Clock) -> Call:
-    return Call(client, client._predict_request(IMAGE), clock)
+def predict_call(client: DigitClient, clock: Clock, image: bytes = IMAGE) -> Call:
+    return Call(client, client._predict_request(image), clock)
 
 
 @pytest.fixture()
@@ -96,6 +97,46 @@ def test_each_route_reads_its_answer(route):
     body = ROUTES[route].body(IMAGE, "id-1")
     answer = answer_for(ROUTES[route].url("", "mnist"), body)
     assert interpret(*ok(answer, "id-1"), "id-1", ROUTES[route].read) == PREDICTION
+
+
+VIEW = [[round((r * 28 + c) / 784, 4) for c in range(28)] for r in range(28)]
+ATTRIBUTIONS = [[0.001 * (c - r) for c in range(28)] for r in range(28)]
+
+
+def explanation_for(path: str, body: bytes) -> dict:
+    """The service's explanation of the digit 7 on each route's explanation URL."""
+    explanation = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES, "view": VIEW}
+    explanation["attributions"] = ATTRIBUTIONS
+    if path.endswith(":explain"):
+        return {"explanations": [explanation]}
+    if path.endswith("/explain"):
+        answer = answer_for("/infer", body)
+        answer["outputs"] += [
+            {"name": name, "datatype": "FP32", "shape": [1, 28, 28], "data": [x for row in grid for x in row]}
+            for name, grid in (("attributions", ATTRIBUTIONS), ("view", VIEW))
+        ]
+        return answer
+    return explanation
+
+
+@pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
+def test_each_route_reads_its_explanation(route):
+    body = ROUTES[route].body(IMAGE, "id-1")
+    answer = explanation_for(ROUTES[route].explain_url("", "mnist"), body)
+    explanation = interpret(*ok(answer, "id-1"), "id-1", ROUTES[route].read_explanation)
+    assert isinstance(explanation, Explanation) and explanation.prediction == PREDICTION
+    assert explanation.view == tuple(map(tuple, VIEW)) and explanation.attributions == tuple(map(tuple, ATTRIBUTIONS))
+
+
+def test_an_answer_without_a_whole_explanation_is_a_fault():
+    whole = {"digit": 7, "confidence": 0.91, "probabilities": PROBABILITIES, "view": VIEW, "attributions": ATTRIBUTIONS}
+    for broken in (
+        {**whole, "view": VIEW[:27]},
+        {**whole, "attributions": None},
+        {k: whole[k] for k in list(whole)[:3]},
+    ):
+        with pytest.raises(ServerFault, match="not an explanation"):
+            Explanation.from_answer(broken)
 
 
 @pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
@@ -122,6 +163,23 @@ def test_routes_send_one_image_each_in_its_own_body():
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(IMAGE).decode()]}],
     }
     assert v2.url("http://s", "m") == "http://s/v2/models/m/infer" and v2.content_type == "application/json"
+
+
+@pytest.mark.parametrize(
+    "head, media_type",
+    [
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff\xe0", "image/jpeg"),
+        (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic", "image/heic"),
+        (b"\x00\x00\x00\x20ftypavif\x00\x00\x00\x00avifmif1", "image/avif"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"something else", "application/octet-stream"),
+    ],
+)
+def test_a_raw_upload_says_its_media_type_and_json_routes_say_json(head, media_type):
+    for route, expected in (("torchserve", media_type), ("v1", "application/json"), ("v2", "application/json")):
+        client = DigitClient("http://s", token=None, token_file=None, route=route)
+        assert predict_call(client, Clock(), head).attempt().headers["Content-Type"] == expected
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import requests
 
@@ -83,6 +84,15 @@ def test_demo_forwards_numbers(demo, mnist_sample):
     assert [len(d["box"]) for d in answer.json()["digits"]] == [4] * 4
     blank = requests.post(f"{demo}/api/number", data=encode_image(digits[0] * 0), timeout=30)
     assert blank.status_code == 422 and "no digit" in blank.json()["error"]
+
+
+def test_demo_forwards_explanations(demo):
+    canvas = (FIXTURES / "canvas_seven.png").read_bytes()
+    answer = requests.post(f"{demo}/api/explain", data=canvas, headers={"Content-Type": "image/png"}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["digit"] == 7
+    assert np.asarray(answer.json()["view"]).shape == np.asarray(answer.json()["attributions"]).shape == (28, 28)
+    refused = requests.post(f"{demo}/api/explain", data=b"plain text", timeout=30)
+    assert refused.status_code == 415 and refused.json()["code"] == 415
 
 
 def test_a_refused_demo_key_is_our_fault_and_big_bodies_stop_at_the_demo(server):
@@ -187,6 +197,40 @@ def test_drawing_a_seven_in_chromium_shows_7(demo, browser, viewport, screenshot
         page.wait_for_timeout(300)  # the bars' 120 ms transition, for the picture only
         page.screenshot(path=str(tmp_path / screenshot), full_page=True)  # a temporary folder: nothing tracked
         assert (tmp_path / screenshot).stat().st_size > 0
+    finally:
+        page.close()
+
+
+def heatmap_pixels(page) -> np.ndarray:
+    """The explanation's canvas as (28, 28, RGBA)."""
+    script = "Array.from(document.getElementById('heatmap').getContext('2d').getImageData(0, 0, 28, 28).data)"
+    return np.asarray(page.evaluate(script)).reshape(28, 28, 4)
+
+
+def test_explain_overlays_the_attributions_on_the_view_the_network_read(demo, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 960, "height": 600})
+    try:
+        page.goto(demo)
+        assert page.locator("#explain").is_disabled() and page.locator("#explanation").is_hidden()
+        draw_seven(page)
+        shows_digit(page, "7")
+        with page.expect_response("**/api/explain") as answered:
+            page.click("#explain")
+        answer = answered.value.json()
+        page.locator("#explanation").wait_for(state="visible", timeout=30_000)
+        assert answer["digit"] == 7 and page.locator("#explanation .explained-digit").inner_text() == "7"
+        # The canvas shows this answer: the strongest attributions in the "for" colour, and black
+        # wherever the view had no ink (and so no attribution).
+        pixels = heatmap_pixels(page)
+        view, attributions = np.asarray(answer["view"]), np.asarray(answer["attributions"])
+        strongest = attributions >= 0.3 * np.abs(attributions).max()
+        assert strongest.sum() >= 3 and (pixels[strongest][:, 0] > pixels[strongest][:, 2] + 80).all()
+        empty = (view == 0) & (attributions == 0)
+        assert empty.sum() > 300 and (pixels[empty][:, :3] == 0).all()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the screen"
+        page.screenshot(path=str(tmp_path / "demo-explained.png"), full_page=True)  # a temporary folder
+        draw_seven(page)  # a new stroke: the explanation no longer describes the drawing
+        assert page.locator("#explanation").is_hidden()
     finally:
         page.close()
 

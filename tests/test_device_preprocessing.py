@@ -23,7 +23,8 @@ def _jpeg(pixels: np.ndarray, **save) -> bytes:
 
 
 def test_only_plain_whole_jpegs_are_left_for_the_device(digit):
-    from handler.preprocess.decode import MAX_PIXELS, device_jpeg
+    from handler.preprocess.decode import FULL_DECODE_PIXELS
+    from handler.preprocess.device_jpeg import device_jpeg
 
     photo = np.repeat(255 - digit[:, :, None], 3, axis=2)
     plain = _jpeg(photo)
@@ -35,7 +36,7 @@ def test_only_plain_whole_jpegs_are_left_for_the_device(digit):
     exif[0x0112] = 6  # turned: Pillow's path applies the rotation
     assert not device_jpeg(_jpeg(photo, exif=exif.tobytes()))
     assert not device_jpeg(png_bytes(digit))
-    side = int(MAX_PIXELS**0.5) + 1  # a header over the pixel cap: Pillow's path refuses it (413)
+    side = int(FULL_DECODE_PIXELS**0.5) + 1  # too large to decode at full size: Pillow's path reads it reduced
     big = plain.replace(b"\x00\x1c\x00\x1c", side.to_bytes(2, "big") * 2, 1)
     assert big != plain and not device_jpeg(big)
 
@@ -44,7 +45,7 @@ def test_the_device_jpeg_road_reads_photos_as_pillows_road_does(mnist_sample):
     """torchvision's decoder (nvJPEG on a GPU, libjpeg here) at full size, then reduced: pixels
     within a few levels of Pillow's reduced-size decoding, and nearly the same views (the
     digits: make agreement)."""
-    from handler.preprocess.decode import decode_jpegs
+    from handler.preprocess.device_jpeg import decode_jpegs
 
     images, labels = mnist_sample
     photos = generate("paper_photo", images[:24], seed=3, labels=labels[:24])
@@ -63,12 +64,12 @@ def test_the_device_jpeg_road_reads_photos_as_pillows_road_does(mnist_sample):
 
 
 def test_a_batch_the_device_decoder_refuses_takes_pillows_path(mnist_sample, monkeypatch):
-    from handler.preprocess import decode
+    from handler.preprocess import device_jpeg
 
     def refuse(*args, **kwargs):
         raise RuntimeError("nvjpeg: NVJPEG_STATUS_BAD_JPEG")
 
-    monkeypatch.setattr(decode, "decode_jpeg", refuse)
+    monkeypatch.setattr(device_jpeg, "decode_jpeg", refuse)
     images, labels = mnist_sample
     photos = generate("paper_photo", images[:3], seed=3, labels=labels[:3])
     broken = photos[0][:600] + bytes(400) + photos[0][1000:]  # whole header and EOI, damaged scan data

@@ -73,14 +73,24 @@ def check(request: dict, headers: dict | None = None) -> None:
         assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
 
 
-FORMATS = {"PNG": {}, "JPEG": {"quality": 80}, "GIF": {}, "WEBP": {}, "BMP": {}, "TIFF": {}}
+FORMATS = {
+    "PNG": {},
+    "JPEG": {"quality": 80},
+    "GIF": {},
+    "WEBP": {},
+    "BMP": {},
+    "TIFF": {},
+    "HEIF": {"quality": 50},  # pillow-heif's writer, registered with its reader (handler/preprocess/decode.py)
+    "AVIF": {"quality": 50, "speed": 10},
+}
+CAMERA_FORMATS = ("HEIF", "AVIF", "WEBP")  # containers whose headers are fuzzed on their own
 
 
 @st.composite
-def valid_images(draw) -> bytes:
+def valid_images(draw, formats: tuple[str, ...] = tuple(FORMATS)) -> bytes:
     """Real encodings of a digit in odd modes and sizes, sometimes animated."""
     mode = draw(st.sampled_from(["L", "1", "RGB", "RGBA", "LA", "P", "PA", "CMYK", "I;16", "I", "F"]))
-    fmt = draw(st.sampled_from(sorted(FORMATS)))
+    fmt = draw(st.sampled_from(sorted(formats)))
     if mode in ("I", "F") and fmt != "TIFF":
         fmt = "TIFF"  # 32-bit modes: Pillow writes them only to TIFF
     side = draw(st.integers(1, 120))
@@ -98,11 +108,13 @@ def valid_images(draw) -> bytes:
 
 
 @st.composite
-def mutated(draw, source) -> bytes:
+def mutated(draw, source, within: int | None = None) -> bytes:
+    """`source`'s bytes with 1-8 flips, cuts, insertions or overwrites, in its first `within` bytes
+    if given (a container's header)."""
     data = bytearray(draw(source))
     for _ in range(draw(st.integers(1, 8))):
         action = draw(st.sampled_from(["flip", "cut", "insert", "overwrite"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
+        at = draw(st.integers(0, max(0, min(len(data), within or len(data)) - 1)))
         if action == "flip" and data:
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif action == "cut":
@@ -165,6 +177,35 @@ def well_framed_pngs(draw) -> bytes:
     )
 
 
+def _iso_and_webp_seeds() -> list[bytes]:
+    """A small HEIC, AVIF and WebP (with EXIF, so its header is the extended one, VP8X) of a digit."""
+    image = Image.fromarray(255 - SEED_DIGIT).resize((64, 48)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return [encode(image, fmt, exif=exif.tobytes(), **FORMATS[fmt]) for fmt in CAMERA_FORMATS]
+
+
+CAMERA_SEEDS = _iso_and_webp_seeds()
+
+
+@st.composite
+def camera_declared_sizes(draw) -> bytes:
+    """A real HEIC, AVIF or WebP whose header declares another size: every "ispe" box of the HEIF
+    and AVIF (version and flags, then width and height, 32 bits each), the WebP's VP8X canvas
+    (width - 1 and height - 1, 24 bits each, little-endian)."""
+    data = bytearray(draw(st.sampled_from(CAMERA_SEEDS)))
+    width, height = draw(st.integers(0, 2**32 - 1) | st.integers(0, 70000)), draw(st.integers(0, 70000))
+    if data.startswith(b"RIFF"):
+        at = data.index(b"VP8X") + 12
+        data[at : at + 6] = ((width - 1) % 2**24).to_bytes(3, "little") + ((height - 1) % 2**24).to_bytes(3, "little")
+        return bytes(data)
+    at = data.find(b"ispe")
+    while at >= 0:
+        data[at + 8 : at + 16] = struct.pack(">II", width % 2**32, height)
+        at = data.find(b"ispe", at + 4)
+    return bytes(data)
+
+
 catalogue = st.sampled_from([bad.body for bad in BAD_BODIES])  # the known bad inputs, as seeds
 
 payloads = st.one_of(
@@ -175,6 +216,8 @@ payloads = st.one_of(
     well_framed_pngs(),
     catalogue,
     mutated(catalogue),
+    mutated(valid_images(CAMERA_FORMATS), within=600),
+    camera_declared_sizes(),
 )
 
 

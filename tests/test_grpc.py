@@ -8,8 +8,9 @@ import grpc
 import pytest
 
 from harness.grpc_stubs import bearer, generate_stubs
+from ops.properties import max_request_size
 from ops.version import release_version
-from tests.conftest import FIXTURES, png_bytes
+from tests.conftest import FIXTURES, LARGE_PHOTO_DIGIT, png_bytes
 
 pytestmark = pytest.mark.integration
 SEVEN = (FIXTURES / "seven.png").read_bytes()
@@ -76,6 +77,24 @@ def test_open_inference_uint8_tensor(stubs, channel, key, mnist_sample, server):
     tensor.contents.uint_contents.extend(digits[:3].reshape(-1).tolist())
     response = stubs.open_inference.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=key, timeout=30)
     assert tensors(response)["digit"] == expected
+
+
+def test_open_inference_messages_up_to_25_mib(stubs, channel, key, large_photo_file, mnist_sample):
+    """TorchServe's gRPC servers take max_request_size as their largest inbound message."""
+    service = stubs.open_inference.GRPCInferenceServiceStub(channel)
+    request, tensor = infer_request(stubs, "BYTES", [1])
+    tensor.contents.bytes_contents.append(large_photo_file)  # 17.5 MiB
+    answer = tensors(service.ModelInfer(request, metadata=key, timeout=120))
+    assert answer["digit"] == [mnist_sample[1][LARGE_PHOTO_DIGIT]]
+    request, tensor = infer_request(stubs, "BYTES", [1])
+    tensor.contents.bytes_contents.append(bytes(max_request_size()))
+    with pytest.raises(grpc.RpcError) as refused:
+        service.ModelInfer(request, metadata=key, timeout=120)
+    # grpc-java answers RESOURCE_EXHAUSTED and resets the stream: a client may see either first
+    assert refused.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
+    request, tensor = infer_request(stubs, "BYTES", [1])
+    tensor.contents.bytes_contents.append(SEVEN)
+    assert tensors(service.ModelInfer(request, metadata=key, timeout=30))["digit"] == [7]
 
 
 def test_open_inference_refusal_comes_as_outputs(stubs, channel, key):

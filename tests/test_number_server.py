@@ -115,3 +115,21 @@ def test_both_models_are_registered_and_described(server):
     assert registered(server.management, key) == ["mnist", "number"]
     number = describe(server.management, key, "number")
     assert number["modelName"] == "number" and len(number["workers"]) >= 1
+
+
+def test_the_explanation_routes_refuse_a_number_and_the_digit_model_still_explains(server, mnist_sample):
+    digits, labels = mnist_sample
+    png = encode_image(mnist_row(digits[NUMBER]))
+    b64 = base64.b64encode(png).decode()
+    v2 = {"id": "x1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    for path, body, kind in (
+        ("/explanations/number", png, "image/png"),
+        ("/v1/models/number:explain", json.dumps({"instances": [{"b64": b64}]}).encode(), "application/json"),
+        ("/v2/models/number/explain", json.dumps(v2).encode(), "application/json"),
+    ):
+        response = server.predict(body, kind, path=path)
+        assert response.status_code == 400 and "no explanations" in response.json()["error"], (path, response.text)
+    read = server.predict(png, "image/png", path=PREDICT)
+    assert read.status_code == 200 and read.json()["number"] == "".join(map(str, labels[NUMBER]))
+    digit = server.predict(encode_image(digits[NUMBER][0]), "image/png", path="/explanations/mnist")
+    assert digit.status_code == 200 and digit.json()["digit"] == labels[NUMBER][0] and "attributions" in digit.json()

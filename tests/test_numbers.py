@@ -16,6 +16,7 @@ from handler.number.path import best_path, segment_scores
 from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice
 from harness.inprocess import load_handler
+from synthetic.camera import ORIENTATION, phone_heic
 from synthetic.families import encode_image
 from synthetic.numbers import mnist_row, write_line
 
@@ -123,10 +124,12 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
     big = Image.fromarray(255 - row).resize((row.shape[1] * 8, row.shape[0] * 8), Image.BICUBIC)  # 224 x 1120
     turned = big.transpose(Image.Transpose.ROTATE_90)  # stored turned, EXIF says turn it back
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = ORIENTATION  # 6, as phones write it
     jpeg = encode_image(turned, "JPEG", quality=95, exif=exif.tobytes())
-    plain, upright = _read(served, [encode_image(row), jpeg])
-    for reading, scale in ((plain, 1), (upright, 8)):
+    # a phone's HEIC, turned the same way, read from its 1,100 px thumbnail (decode.reduce_on_load)
+    heic = phone_heic(turned.convert("RGB"), quality=90, thumbnails=(320, 1100))
+    plain, upright, thumbnail = _read(served, [encode_image(row), jpeg, heic])
+    for reading, scale in ((plain, 1), (upright, 8), (thumbnail, 8)):
         assert isinstance(reading, Reading) and reading.number == text
         assert 0 < reading.confidence <= min(reading.confidences) <= 1
         for i, (x, y, w, h) in enumerate(reading.boxes):  # each box within its digit's cell
@@ -202,6 +205,50 @@ def test_the_handler_answers_each_protocol_and_isolates_bad_requests(number_hand
     assert [o["name"] for o in some["outputs"]] == ["number", "box"]
     assert context.statuses[5][0] == 400 and "number" in bad_outputs["error"]
     assert set(context.statuses) == {1, 5}
+
+
+def test_the_digits_confidences_are_calibrated_as_the_digit_models(number_handler, mnist_sample):
+    """Each digit's probability is calibrated with the digit model's "one_view" temperature after the
+    path is chosen: the same digits and boxes as the network's own probabilities give, each at a
+    confidence no lower (a temperature under 1 sharpens), and the handler answers them."""
+    handler, context = number_handler
+    digits, _ = mnist_sample
+    bodies = [encode_image(mnist_row(digits[NUMBER])), encode_image(mnist_row(digits[10:17]))]
+    batch = read_requests([{"body": body} for body in bodies])
+    raw = read_lines(handler.model, batch, "cpu", 0.6)
+    calibrated = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration)
+    assert handler.calibration.as_dict()["one_view"] < 1
+    for own, answered in zip(raw, calibrated):
+        assert own.digits == answered.digits and own.boxes == answered.boxes
+        assert all(c >= o for o, c in zip(own.confidences, answered.confidences))
+        assert answered.confidences != own.confidences
+    answers = [json.loads(a) for a in handler.handle([{"body": body} for body in bodies], context)]
+    for answer, reading in zip(answers, calibrated):
+        assert [d["confidence"] for d in answer["digits"]] == reading.confidences
+        assert answer["confidence"] == round(reading.confidence, 6)
+
+
+def test_explanation_requests_are_refused_and_the_rest_of_the_batch_is_answered(number_handler, mnist_sample):
+    """Only the digit model explains: a request to one of the number model's explanation routes (the
+    frontend's explain header) is a 400 in its protocol's form; the predictions beside it are read."""
+    handler, context = number_handler
+    digits, labels = mnist_sample
+    png = encode_image(mnist_row(digits[NUMBER]))
+    b64 = base64.b64encode(png).decode()
+    v2 = {"id": "e1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    requests = [{"body": png}, {"body": png}, {"body": json.dumps(v2).encode()}, {"body": png}]
+    context.statuses.clear()
+    explain = [False, True, True, False]
+    context.request_headers = {i: {"explain": str(e)} for i, e in enumerate(explain)}
+    try:
+        answers = [json.loads(a) for a in handler.handle(requests, context)]
+    finally:
+        context.request_headers = {}
+    text = "".join(map(str, labels[NUMBER]))
+    assert answers[0]["number"] == answers[3]["number"] == text
+    assert set(context.statuses) == {1, 2} and {s for s, _ in context.statuses.values()} == {400}
+    assert answers[1]["code"] == 400 and "no explanations" in answers[1]["error"]
+    assert set(answers[2]) == {"error"} and "no explanations" in answers[2]["error"]  # v2's error form
 
 
 def test_the_model_metadata_names_the_number_outputs(number_handler):

@@ -33,10 +33,18 @@ def request_lines(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == HANDLER_LOGGER and " request: " in r.getMessage()]
 
 
-def test_the_model_version_is_the_release_and_a_digest_of_the_weights(model_version):
-    digest = hashlib.sha256((ROOT / "model" / "mnist_cnn.pt").read_bytes()).hexdigest()
-    assert model_version == f"{release_version()}+{digest[:12]}"
+def test_the_model_version_is_the_release_and_a_digest_of_the_weights_and_calibration(model_version):
+    served = (ROOT / "model" / "mnist_cnn.pt").read_bytes() + (ROOT / "model" / "calibration.json").read_bytes()
+    assert model_version == f"{release_version()}+{hashlib.sha256(served).hexdigest()[:12]}"
     assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", model_version)
+
+
+def test_another_calibration_is_another_version(tmp_path, model_version):
+    from handler.request_log import served_version
+
+    other = tmp_path / "calibration.json"
+    other.write_text((ROOT / "model" / "calibration.json").read_text().replace("{", "{ ", 1))
+    assert served_version(release_version(), ROOT / "model" / "mnist_cnn.pt", other) != model_version
 
 
 def test_every_answer_carries_the_model_version(handler_and_context, model_version, mnist_sample):

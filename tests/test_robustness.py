@@ -14,9 +14,9 @@ from synthetic.fonts import fonts_available
 
 FLOORS = {  # measured on this sample with the committed weights, minus 3-4 points
     "grey_background_strong": 0.96,
-    "edge_bars_strong": 0.88,
+    "edge_bars_strong": 0.95,
     "outline_strong": 0.93,
-    "haze_strong": 0.94,
+    "haze_strong": 0.95,
     "crossing_lines_strong": 0.90,
     "blots_strong": 0.91,
     "speckle_strong": 0.95,
@@ -26,6 +26,8 @@ FLOORS = {  # measured on this sample with the committed weights, minus 3-4 poin
     "printed": 0.96,
     "paper_photo": 0.96,
     "canvas_export": 0.96,
+    "light_margins_strong": 0.95,
+    "dark_cell_crop": 0.95,
     "gaussian_noise": 0.95,
     "salt_and_pepper": 0.94,
 }

@@ -281,9 +281,3 @@ def test_model_api_is_off(server):
     r = requests.delete(f"{server.management}/models/mnist", headers=server.headers("management"), timeout=10)
     assert r.status_code == 405, r.text
     assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200
-
-
-def test_oversized_request_is_refused(server):
-    r = server.predict(b"\x00" * (9 * 1024 * 1024))
-    assert r.status_code == 413
-    assert server.predict(png_bytes(np.eye(28, dtype=np.uint8) * 255)).status_code == 200

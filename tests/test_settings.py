@@ -76,3 +76,28 @@ def test_batching_defaults_agree_across_the_files_that_state_them():
     assert config["responseTimeout"] == host_settings.RESPONSE_TIMEOUT_S
     assert config["startupTimeout"] == host_settings.STARTUP_TIMEOUT_S
     assert config["minWorkers"] == host_settings.workers_for(cpus=2, gpus=0)
+
+
+def test_the_confidence_lines_agree_across_the_files_that_state_them():
+    """low_confidence, a calibrated probability of being right (the LowConfidencePredictions metric
+    and the evaluation's "confident" answers), and tta_below, on the network's own probability:
+    their defaults, model-config.yaml and the operations guide's table."""
+    from handler.inference import TTA_BELOW
+    from train.calibrate import CONFIDENT
+
+    config, defaults = _model_config()["handler"], HandlerSettings()
+    assert config["low_confidence"] == defaults.low_confidence == CONFIDENT
+    assert config["tta_below"] == defaults.tta_below == TTA_BELOW
+    table = (ROOT / "docs" / "operations.md").read_text()
+    assert f"| `low_confidence` | {defaults.low_confidence:g} |" in table
+    assert f"| `tta_below` | {TTA_BELOW:g} |" in table
+    # the LowConfidencePredictions alert and its dashboard panel name the line they count under
+    monitoring = ROOT / "deploy" / "monitoring"
+    assert f"under low_confidence ({defaults.low_confidence:g}" in (monitoring / "prometheusrule.yaml").read_text()
+    assert f"under low_confidence, {defaults.low_confidence:g}," in (monitoring / "dashboard.json").read_text()
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5])
+def test_low_confidence_is_a_probability(value):
+    with pytest.raises(SettingsError, match="handler.low_confidence"):
+        HandlerSettings.from_config({"low_confidence": value})

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model import load_checkpoint
-from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
+from synthetic.corruptions import CORRUPTIONS, GEOMETRIC, LAYOUTS
 from synthetic.fonts import fonts_available
 from synthetic.geometry import Geometry
 from train.augment import AugmentConfig, Augmenter
@@ -44,10 +44,10 @@ def test_augmentation_keeps_shape_range_and_is_seeded():
     assert a.min() >= 0 and a.max() <= 1
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS) + sorted(GEOMETRIC))
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS) + sorted(GEOMETRIC) + sorted(LAYOUTS))
 def test_every_corruption_keeps_shape_and_range_at_any_strength(name):
     x = torch.rand(6, 1, 28, 28)
-    corruption = CORRUPTIONS.get(name) or GEOMETRIC[name]
+    corruption = CORRUPTIONS.get(name) or GEOMETRIC.get(name) or LAYOUTS[name]
     out = corruption(x, torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]), torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 + 1e-6
 

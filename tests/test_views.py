@@ -1,13 +1,17 @@
-"""Candidate views (mnistify): noise detection, polarity, grounds, bars, faint and thin strokes."""
+"""Candidate views (mnistify): noise detection, polarity, grounds, margins, bars, faint and thin strokes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from handler import preprocess as P
+from handler.preprocess import mnistify
+from handler.preprocess.background import NOISE_SHARE, noise_levels, noisy
 from synthetic.families import generate
+from synthetic.fonts import fonts_available
 from tests.conftest import png_bytes
 from tests.preprocess_helpers import is_noisy, noise_level, primary_view, similar, views_of_bytes
 
@@ -86,6 +90,64 @@ def test_a_bar_along_the_edge_gets_a_reading_without_it(digit, reference):
     views = views_of_bytes(png_bytes(pixels))
     assert len(views) >= 2
     assert max(similar(r, reference) for r in views) > 0.9
+
+
+def test_a_digit_touching_a_bar_along_the_edge_is_also_read_without_the_bar(digit, reference):
+    """The bar cannot be cut away with everything it touches (that is the digit too): it goes as
+    deep as it is thick, and the digit stays whole."""
+    for bar in ((slice(25, None), slice(None)), (slice(25, None), slice(3, 20))):  # whole edge, 60% of it
+        pixels = digit.copy()  # ink on rows 5-24: the bar on rows 25-27 touches it
+        pixels[bar] = 220
+        assert max(similar(view.numpy(), reference) for view in views_of_bytes(png_bytes(pixels))) > 0.99
+
+
+def _digit_on_a_dark_band(digit: np.ndarray, layout: str) -> np.ndarray:
+    """A 60x100 crop of a dark form cell (level 40) with the light page (235) around it, the digit
+    light in it: the page on the left half, left and right, or all around."""
+    picture = np.full((60, 100), 235, np.float32)
+    top, bottom, left, right = {"one side": (0, 60, 50, 100), "two sides": (0, 60, 22, 78)}.get(layout, (8, 52, 25, 75))
+    picture[top:bottom, left:right] = 40
+    side = min(bottom - top, right - left) - 4
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR), np.float32) / 255
+    y, x = top + (bottom - top - side) // 2, left + (right - left - side) // 2
+    picture[y : y + side, x : x + side] = 40 + 210 * ink
+    return picture.round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("layout", ["one side", "two sides", "all around"])
+def test_a_light_digit_on_a_dark_band_between_light_margins_is_read_on_its_band(digit, reference, layout):
+    """With the page half the picture its median lies in the page, and the band was read as ink
+    (a similarity of 0.37, -0.11, 0.35 without margins.margins_filled); resampled twice, so softer."""
+    assert similar(primary_view(png_bytes(_digit_on_a_dark_band(digit, layout))), reference) > 0.75
+
+
+def test_paper_around_a_dark_digit_is_not_taken_for_margins(mnist_sample):
+    """The bounding box of a dark digit on paper is no dark band: paper lies along its sides."""
+    images, labels = mnist_sample
+    for family in ("paper_photo", "printed", "canvas_export"):
+        if family == "printed" and not fonts_available():
+            continue
+        for data in generate(family, images[:10], seed=1, labels=labels[:10]):
+            x = mnistify._stack([P.decode_gray(data)], "cpu")
+            assert torch.equal(mnistify.ground_and_ink(x)[0], x), family
+
+
+def test_fog_is_not_taken_for_noise(mnist_sample):
+    """What the ground's opening leaves of a fog strays from the background level as noise does,
+    but smoothly: the denoise step (which blurs such digits into blobs) is kept for grain."""
+
+    def cleaned(family: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = mnistify._stack([P.decode_gray(data) for data in generate(family, mnist_sample[0][:40], seed=1)], "cpu")
+        x, dark, _ = mnistify.ground_and_ink(x)
+        y, blank, _ = mnistify.cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy=False)
+        return y, ~blank
+
+    fog, legible = cleaned("haze_strong")
+    assert int(((noise_levels(fog) > NOISE_SHARE) & legible).sum()) > 5  # the level alone flags some
+    assert len(noisy(fog, among=legible)) == 0
+    for family in ("gaussian_noise", "salt_and_pepper"):
+        grain, legible = cleaned(family)
+        assert len(noisy(grain, among=legible)) == int(legible.sum())
 
 
 def test_a_faint_digit_is_read_not_refused(digit, reference):

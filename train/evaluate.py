@@ -20,19 +20,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from handler.errors import InputError
-from handler.inference import TTA_BELOW, TTA_DEGREES, digit_probabilities
-from handler.preprocess.mnistify import views_of_bytes
+from handler.calibration import CALIBRATION_FILE, Calibration, load_calibration
+from handler.inference import TTA_BELOW, TTA_DEGREES
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
 from ops.paths import ROOT
 from ops.stamp import stamp
 from synthetic.families import DESCRIPTIONS, FAMILIES, KINDS, generate
 from synthetic.fonts import font_files, fonts_available, split_fonts
-from train.data import EVAL_BATCH, batched_logits, load_mnist, to_input
+from train.calibrate import (
+    CONFIDENT,
+    ECE_BINS,
+    calibration_stats,
+    reliability,
+    served_probabilities,
+    views_of_uploads,
+)
+from train.data import batched_logits, load_mnist, to_input
 from train.evaluate_numbers import markdown as numbers_markdown
 from train.evaluate_numbers import numbers_report
-from train.evaluate_report import markdown, plots, samples
+from train.evaluate_report import markdown, plots, reliability_plots, samples
 from train.train import scores
 
 # What the report must show: set -> minimum accuracy.
@@ -46,14 +53,22 @@ GOALS = {
     "speckle": 0.97,
     "printed": 0.98,
     "rescan_8px": 0.95,
+    # a light digit on a dark band between light margins (a dark form cell, a dark-mode canvas)
+    "light_margins_mild": 0.97,
+    "light_margins_strong": 0.97,
+    "dark_cell_crop": 0.97,
 }
 KIND_GOAL, KINDS_MEAN_GOAL = 0.95, 0.97  # each of the nine kinds, and their mean
+# Calibration, on every family (MNIST test included): the expected calibration error at most
+# ECE_GOAL, and the answers at or above the low-confidence line (CONFIDENT) right this often.
+ECE_GOAL, CONFIDENT_ACCURACY_GOAL = 0.02, 0.995
 NOISY = ("gaussian_noise", "salt_and_pepper", "speckle", "speckle_strong")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint to evaluate")
+    p.add_argument("--calibration", default=str(ROOT / CALIBRATION_FILE), help="the checkpoint's calibration")
     p.add_argument("--data-root", default=None, help="folder with MNIST/raw (default: $MNIST_ROOT or ./data)")
     p.add_argument("--per-family", type=int, default=2000, help="generated images per family (first N test digits)")
     p.add_argument("--train-metrics", default="reports/train_metrics.json", help="training history to plot")
@@ -64,44 +79,42 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def read_uploads(
-    model, uploads: list[bytes], labels: np.ndarray, multiple: bool = True, denoise_noisy: bool = True
+    model,
+    uploads: list[bytes],
+    labels: np.ndarray,
+    multiple: bool = True,
+    denoise_noisy: bool = True,
+    calibration: Calibration | None = None,
 ) -> dict:
     """Accuracy of the uploads read as the handler reads them (refusals count as wrong), the same
     without test-time augmentation, refusals, candidate views per image, and the preprocessing's
-    cost per image on this machine."""
-    views, kept, refused = [], [], 0  # each upload's candidate views
+    cost per image on this machine; with a `calibration`, what it does to the answers' confidence
+    (train/calibrate.py, calibration_stats, and the reliability bins before and after)."""
     start = time.perf_counter()
-    for i, data in enumerate(uploads):
-        try:
-            views.append(views_of_bytes(data, denoise_noisy, multiple))
-            kept.append(i)
-        except InputError:
-            refused += 1
+    views, kept = views_of_uploads(uploads, denoise_noisy, multiple)
     ms = (time.perf_counter() - start) * 1000 / len(uploads)
-
-    def accuracy(tta: bool) -> float:
-        if not views:
-            return 0.0
-        tta_below = TTA_BELOW if tta else None
-        digits = (
-            torch.cat(
-                [
-                    digit_probabilities(model, views[i : i + EVAL_BATCH], tta_below=tta_below)
-                    for i in range(0, len(views), EVAL_BATCH)
-                ]
-            )
-            .argmax(1)
-            .numpy()
-        )
-        return float((digits == labels[kept]).sum() / len(uploads))
-
-    return {
-        "accuracy": accuracy(True),
-        "without_tta": accuracy(False),
-        "refused": refused,
+    answered = torch.from_numpy(labels[kept])
+    served, paths = served_probabilities(model, views)
+    row = {
+        "accuracy": float((served.argmax(1) == answered).sum() / len(uploads)),
+        "without_tta": float((served_probabilities(model, views, None)[0].argmax(1) == answered).sum() / len(uploads)),
+        "refused": len(uploads) - len(kept),
         "candidate_views_per_image": round(sum(map(len, views)) / max(1, len(views)), 2),
         "preprocess_ms": round(ms, 3),
     }
+    if calibration is not None:
+        row["calibration"] = calibration_report(served, calibration(served, paths), answered)
+    return row
+
+
+def calibration_report(raw: torch.Tensor, calibrated: torch.Tensor, labels: torch.Tensor) -> dict:
+    """calibration_stats and the reliability bins (answers, mean confidence, accuracy) before and after."""
+    correct = (raw.argmax(1) == labels).numpy()
+    bins = {
+        f"reliability_{when}": [[n, round(c, 5), round(a, 5)] for n, c, a in reliability(p.amax(1).numpy(), correct)]
+        for when, p in (("before", raw), ("after", calibrated))
+    }
+    return calibration_stats(raw, calibrated, labels) | bins
 
 
 def unprocessed_accuracy(model, uploads: list[bytes], labels: np.ndarray) -> float:
@@ -129,9 +142,11 @@ def evaluation_families(digits: np.ndarray, labels: np.ndarray, per_family: int)
         yield family, digits[:count], labels[:count]
 
 
-def family_report(model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+def family_report(
+    model, family: str, digits: np.ndarray, labels: np.ndarray, seed: int, calibration: Calibration
+) -> dict:
     uploads = generate(family, digits, seed, labels=labels)
-    row = read_uploads(model, uploads, labels)
+    row = read_uploads(model, uploads, labels, calibration=calibration)
     row["primary_view_only"] = read_uploads(model, uploads, labels, multiple=False)["accuracy"]
     row["unprocessed"] = unprocessed_accuracy(model, uploads, labels)
     if family in NOISY:  # what the model card's denoising (blur + threshold) adds
@@ -164,6 +179,8 @@ def confusion(predicted: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
 def main(args: argparse.Namespace) -> dict:
     checkpoint = torch.load(args.weights, map_location="cpu", weights_only=True)  # read once
     model = model_from_checkpoint(checkpoint)
+    calibration_file = Path(args.calibration)
+    calibration = load_calibration(calibration_file, Path(args.weights))
     test_x, test_y = load_mnist(args.data_root, train=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +195,7 @@ def main(args: argparse.Namespace) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "network_us_per_image": network_cost(model),
         "test_time_augmentation": {"below": TTA_BELOW, "degrees": TTA_DEGREES},
+        "calibration": _calibration_summary(calibration_file),
         "mnist_test": scores(logits, test_y),
     }
     report["confusion_matrix"] = confusion(logits.argmax(1), test_y).tolist()
@@ -185,23 +203,26 @@ def main(args: argparse.Namespace) -> dict:
     digits, labels = test_x.numpy(), test_y.numpy()
     families = {}
     for family, family_digits, family_labels in evaluation_families(digits, labels, args.per_family):
-        families[family] = family_report(model, family, family_digits, family_labels, args.seed)
-        row = families[family]
+        families[family] = family_report(model, family, family_digits, family_labels, args.seed, calibration)
+        row, calibrated = families[family], families[family]["calibration"]
         print(
             f"{family:24s} {row['accuracy']:.2%} (primary view only {row['primary_view_only']:.2%}, "
-            f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']})",
+            f"unprocessed {row['unprocessed']:.2%}, refused {row['refused']}); ECE {calibrated['ece_before']:.4f} "
+            f"-> {calibrated['ece_after']:.4f}, confidence >= {CONFIDENT:g}: {calibrated['confident_share']:.1%} "
+            f"of answers, {calibrated['confident_accuracy'] or 0:.2%} right",
             flush=True,
         )
     report["families"] = families
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
     if args.numbers:  # the number model (train/evaluate_numbers.py), from the same test digits
-        report["numbers"] = numbers_report(model, digits, labels, args.numbers, args.seed)
+        report["numbers"] = numbers_report(model, digits, labels, args.numbers, args.seed, calibration=calibration)
         report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 
     report["training"] = _history(args.train_metrics)  # None: no training history
     plots(report, out)
+    reliability_plots(report, out)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     numbers = ["", *numbers_markdown(report["numbers"])] if "numbers" in report else []
     (out / "evaluation.md").write_text(markdown(report) + "\n".join(numbers))
@@ -230,7 +251,42 @@ def _goals(report: dict) -> dict:
     out = {name: {"goal": goal, "measured": value, "met": value >= goal} for name, (goal, value) in goals.items()}
     refused = sum(row["refused"] for row in families.values())
     out["legible digits refused (all families)"] = {"goal": 0, "measured": refused, "met": refused == 0}
-    return out
+    return out | _calibration_goals(families)
+
+
+def _calibration_goals(families: dict) -> dict:
+    """The worst family's ECE (at most ECE_GOAL) and the worst family's accuracy of its answers at
+    or above the low-confidence line (at least CONFIDENT_ACCURACY_GOAL), MNIST test included."""
+    ece = {name: row["calibration"]["ece_after"] for name, row in families.items()}
+    right = {name: row["calibration"]["confident_accuracy"] or 0.0 for name, row in families.items()}
+    worst_ece, worst_right = max(ece, key=ece.get), min(right, key=right.get)
+    return {
+        f"calibration error (ECE) at most, worst family ({worst_ece})": {
+            "goal": ECE_GOAL,
+            "measured": ece[worst_ece],
+            "met": ece[worst_ece] <= ECE_GOAL,
+        },
+        f"answers at confidence >= {CONFIDENT:g} right, worst family ({worst_right})": {
+            "goal": CONFIDENT_ACCURACY_GOAL,
+            "measured": right[worst_right],
+            "met": right[worst_right] >= CONFIDENT_ACCURACY_GOAL,
+        },
+    }
+
+
+def _calibration_summary(path: Path) -> dict:
+    """What the report says of the calibration it measured: its file, temperatures and fit."""
+    stored = json.loads(path.read_text())
+    fit = {k: stored["fit"][k] for k in ("nll_before", "nll_after", "ece_before", "ece_after")}
+    path = path.resolve()
+    return {
+        "file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        "temperatures": stored["temperatures"],
+        "fit_images": stored["fit_set"]["images"],
+        "fit": fit,
+        "bins": ECE_BINS,
+        "confident": CONFIDENT,
+    }
 
 
 def _history(path: str) -> dict | None:

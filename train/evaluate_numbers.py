@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from handler.calibration import Calibration
 from handler.inference import TTA_BELOW
 from handler.number.reader import Reading, read_lines, read_requests
 from synthetic.fonts import fonts_available
@@ -33,22 +34,27 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def read_numbers(model, uploads: list[bytes]) -> tuple[list[Reading | None], float]:
-    """Each upload read as the handler reads it, BATCH at a time (None: refused), and the ms per upload."""
+def read_numbers(
+    model, uploads: list[bytes], calibration: Calibration | None = None
+) -> tuple[list[Reading | None], float]:
+    """Each upload read as the handler reads it, BATCH at a time (None: refused), its digits'
+    probabilities calibrated with `calibration` (None: the network's own), and the ms per upload."""
     out: list[Reading | None] = []
     start = time.perf_counter()
     for i in range(0, len(uploads), BATCH):
         batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
-        readings = iter(read_lines(model, batch, "cpu", TTA_BELOW) if batch.views else [])
+        readings = iter(read_lines(model, batch, "cpu", TTA_BELOW, calibration) if batch.views else [])
         for outcome in batch.outcomes:
             reading = next(readings) if isinstance(outcome, slice) else None
             out.append(reading if isinstance(reading, Reading) else None)
     return out, (time.perf_counter() - start) * 1000 / max(1, len(uploads))
 
 
-def family_scores(model, family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int) -> dict:
+def family_scores(
+    model, family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int, calibration: Calibration | None
+) -> dict:
     samples = number_family(family, digits, labels, count, seed)
-    readings, ms = read_numbers(model, [data for data, _ in samples])
+    readings, ms = read_numbers(model, [data for data, _ in samples], calibration)
     texts = [text for _, text in samples]
     answers = [r.number if r else "" for r in readings]
     edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
@@ -66,16 +72,23 @@ def family_scores(model, family: str, digits: np.ndarray, labels: np.ndarray, co
 
 
 def numbers_report(
-    model, digits: np.ndarray, labels: np.ndarray, count: int, seed: int = 0, names: list[str] | None = None
+    model,
+    digits: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    seed: int = 0,
+    names: list[str] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
     """{"families": per family (`names`, default all) its scores, "goals": the goals' rows}, written
-    with `digits` (the evaluation's: MNIST test)."""
+    with `digits` (the evaluation's: MNIST test); confidences calibrated with `calibration`, as the
+    service answers them (None: the network's own)."""
     families = {}
     for family in names or NUMBER_FAMILIES:
         if family == "printed" and not fonts_available():
             print("numbers, printed: skipped, no fonts under /usr/share/fonts", flush=True)
             continue
-        families[family] = row = family_scores(model, family, digits, labels, count, seed)
+        families[family] = row = family_scores(model, family, digits, labels, count, seed, calibration)
         print(
             f"numbers {family:18s} whole {row['whole_number_accuracy']:.2%}, per digit "
             f"{row['per_digit_accuracy']:.2%}, refused {row['refused']}, {row['ms_per_number']} ms",
@@ -103,8 +116,8 @@ def markdown(section: dict) -> list[str]:
         "(`synthetic/numbers.py`): handwritten ones written with MNIST **test** digits drawn at random from "
         "the whole test set, printed ones in the held-out fonts. *Whole number*: every digit right, none "
         "missing or extra; *per digit*: 1 - (digits replaced, missing or extra) / digits written; refusals "
-        "count as wrong. *Mean confidence*: the answers' `confidence`, the product of the digits' (not "
-        "calibrated: compare it with the whole-number accuracy).",
+        "count as wrong. *Mean confidence*: the answers' `confidence`, the product of the digits' calibrated "
+        "probabilities, as the service answers them (compare it with the whole-number accuracy).",
         "",
         "| family | numbers | whole number | per digit | refused | mean confidence | ms/number | what it is |",
         "|---|---|---|---|---|---|---|---|",
@@ -118,8 +131,10 @@ def markdown(section: dict) -> list[str]:
 
 
 if __name__ == "__main__":
+    from handler.calibration import CALIBRATION_FILE, load_calibration
     from handler.served_model import served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
+    from ops.paths import ROOT
     from train.data import load_mnist
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,7 +146,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     net = served_network(load_checkpoint(DEFAULT_WEIGHTS))
     x, y = load_mnist(train=a.train_digits)
-    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families)
+    calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
+    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated)
     print("\n".join(markdown(report)))
     for name, goal in report["goals"].items():
         print(

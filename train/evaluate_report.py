@@ -1,6 +1,6 @@
 """The evaluation report's presentation: reports/evaluation.md (under its stamp, ops/stamp.py) and
-its plots (confusion matrix, accuracy per family, samples of each family's uploads, training
-curves). train/evaluate.py measures; this module only shows what it measured.
+its plots (confusion matrix, accuracy per family, samples of each family's uploads, reliability
+diagrams, training curves). train/evaluate.py measures; this module only shows what it measured.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from PIL import Image
 
 from ops import stamp
 from synthetic.families import generate
+
+SHOWN_BIN_SHARE = 0.01  # reliability diagrams leave out bins with fewer answers: their accuracy is noise
 
 
 def samples(digits: np.ndarray, labels: np.ndarray, families: list[str], seed: int, out: Path) -> None:
@@ -101,6 +103,77 @@ def plots(report: dict, out: Path) -> None:
         plt.close(fig)
 
 
+def reliability_plots(report: dict, out: Path) -> None:
+    """reports/reliability.png: per family, the accuracy of the answers in each confidence bin
+    before and after calibration, against the diagonal a calibrated service would follow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = report["families"]
+    columns = 6
+    rows = -(-len(families) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.1 * rows), sharex=True, sharey=True)
+    bins = report["calibration"]["bins"]
+    for ax, (name, row) in zip(axes.flat, families.items()):
+        calibrated = row["calibration"]
+        for key, colour, label in (("reliability_before", "0.6", "network"), ("reliability_after", "C0", "served")):
+            cells = [(c, a) for n, c, a in calibrated[key] if n >= SHOWN_BIN_SHARE * calibrated["answers"]]
+            ax.plot([c for c, _ in cells], [a for _, a in cells], "o-", color=colour, markersize=2.5, label=label)
+        ax.plot([0, 1], [0, 1], ":", color="black", linewidth=0.8)
+        ax.set_title(f"{name}\nECE {calibrated['ece_before']:.3f} -> {calibrated['ece_after']:.3f}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(families) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="upper left")
+    fig.suptitle(
+        f"Accuracy per confidence bin ({bins} equal-width bins; those with {SHOWN_BIN_SHARE:.0%} of the answers "
+        "or more), before and after calibration",
+        fontsize=9,
+    )
+    fig.supxlabel("mean confidence in the bin", fontsize=8)
+    fig.supylabel("accuracy in the bin", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=90)
+    plt.close(fig)
+
+
+def calibration_lines(report: dict) -> list[str]:
+    """The section on the calibrated confidence: what was applied, and per family what it did."""
+    c = report["calibration"]
+    temperatures = ", ".join(f"{path} {t:g}" for path, t in c["temperatures"].items())
+    line = c["confident"]
+    lines = [
+        "## Calibrated confidence",
+        "",
+        "The service answers calibrated probabilities (`handler/calibration.py`): the network's probabilities "
+        "p after the choice of view and test-time augmentation become softmax(log p / T), with one temperature "
+        f"T per path ({temperatures}) from `{c['file']}`, fitted by `make calibrate` on "
+        f"{c['fit_images']:,} training digits read as served (its fit: NLL {c['fit']['nll_before']:.4f} -> "
+        f"{c['fit']['nll_after']:.4f}, ECE {c['fit']['ece_before']:.4f} -> {c['fit']['ece_after']:.4f}; the "
+        "network was trained on those digits). *ECE*: the answered confidences in "
+        f"{c['bins']} equal-width bins, the sum over the bins of the bin's share of the answers times "
+        "|accuracy - mean confidence| in it, over the answered images (a refusal has no confidence). "
+        f"*Confident*: answers at or above the low-confidence line, {line:g}. *Digits changed*: answers whose "
+        "digit calibration changed (0 by construction). `reliability.png`, drawn beside this report, "
+        "shows each family's bins.",
+        "",
+        "| family | answers | accuracy | mean confidence before | after | ECE before | ECE after "
+        f"| confident (>= {line:g}) | of those right | digits changed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["families"].items():
+        k = row["calibration"]
+        right = f"{k['confident_accuracy']:.2%}" if k["confident_accuracy"] is not None else "-"
+        lines.append(
+            f"| {name} | {k['answers']:,} | {k['accuracy']:.2%} | {k['mean_confidence_before']:.4f} | "
+            f"{k['mean_confidence_after']:.4f} | {k['ece_before']:.4f} | {k['ece_after']:.4f} | "
+            f"{k['confident_share']:.2%} | {right} | {k['digits_changed']} |"
+        )
+    return lines + [""]
+
+
 def markdown(report: dict) -> str:
     """reports/evaluation.md: the stamp, the goals, the families' table, the plots, the training run."""
     test = report["mnist_test"]
@@ -171,11 +244,11 @@ def markdown(report: dict) -> str:
     lines += [
         f"| {name} | {row['accuracy']:.2%} | {row['accuracy_without_denoise']:.2%} |" for name, row in denoised.items()
     ]
+    lines += [""] + calibration_lines(report)
     lines += [
-        "",
         "`make evaluate` also draws `families.png` (accuracy per family), `family_samples.png` (what "
-        "the uploads look like) and `confusion_matrix.png` beside this report; they are not kept in the "
-        "repository.",
+        "the uploads look like), `reliability.png` and `confusion_matrix.png` beside this report; they "
+        "are not kept in the repository.",
         "",
         "## Confusion matrix (MNIST test; rows: true digit, columns: answered)",
         "",

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from handler.preprocess.framing import already_mnist, fit_and_centre
-from handler.preprocess.mnistify import cleaned, ink_polarity
+from handler.preprocess.mnistify import cleaned, ground_and_ink
 
 
 def training_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -15,8 +15,7 @@ def training_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     each, drawn at random (either polarity when unclear, filtered or not, as it is or cropped), so
     that the network learns every view it will be shown. The crop without border structures is
     left out (rarely made, costly). Blank images stay as they are."""
-    x = torch.from_numpy(x.astype(np.float32, copy=False))
-    dark, ambiguous = ink_polarity(x)
+    x, dark, ambiguous = ground_and_ink(torch.from_numpy(x.astype(np.float32, copy=False)))
     flip = dark ^ (ambiguous & torch.from_numpy(rng.random(len(x)) < 0.5))
     y, blank, unfiltered = cleaned(torch.where(flip[:, None, None], 1 - x, x), True)
     if unfiltered is not None:

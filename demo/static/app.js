@@ -1,6 +1,7 @@
 "use strict";
 // Draw-a-digit page: pointer events draw on the canvas; the drawing (or an uploaded photo) is
-// posted to this page's server, which adds the key and asks TorchServe.
+// posted to this page's server, which adds the key and asks TorchServe. "Explain" asks for an
+// explanation instead and shows the 28 x 28 view the network read, its attributions overlaid.
 
 const pad = document.getElementById("pad");
 const pen = pad.getContext("2d");
@@ -10,6 +11,9 @@ const statusOut = document.getElementById("status");
 const bars = document.getElementById("bars");
 const upload = document.getElementById("upload");
 const preview = document.getElementById("preview");
+const explainButton = document.getElementById("explain");
+const explanation = document.getElementById("explanation");
+const heatmap = document.getElementById("heatmap");
 
 // MNIST digits are about 2-3 px strokes in 28 px: a tenth of the canvas, scaled.
 const STROKE_WIDTH = pad.width / 12;
@@ -21,6 +25,11 @@ let inked = false;
 let last = null;
 let timer = null;
 let sequence = 0; // only the newest request may update the page
+let uploaded = null; // the photo on show, if the input is a photo rather than the drawing
+
+// Attribution colours: for the answered digit, against it.
+const FOR = [255, 64, 32];
+const AGAINST = [32, 144, 255];
 
 function blank() {
   pen.fillStyle = "#000";
@@ -65,7 +74,9 @@ pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   drawing = true;
   inked = true;
+  uploaded = null;
   preview.hidden = true;
+  explanation.hidden = true; // stale once the drawing changes
   last = point(event);
   strokeTo({ x: last.x + 0.01, y: last.y }); // a dot for a tap
 });
@@ -89,6 +100,7 @@ pad.addEventListener("keydown", (event) => {
   }
 });
 document.getElementById("clear").addEventListener("click", clear);
+explainButton.addEventListener("click", explain);
 
 upload.addEventListener("change", () => {
   const file = upload.files[0];
@@ -97,6 +109,8 @@ upload.addEventListener("change", () => {
   preview.hidden = false;
   blank();
   inked = false;
+  uploaded = file;
+  explanation.hidden = true;
   ask(file, file.type || "application/octet-stream");
   upload.value = ""; // the same file may be chosen again
 });
@@ -106,7 +120,10 @@ function clear() {
   sequence++;
   blank();
   inked = false;
+  uploaded = null;
   preview.hidden = true;
+  explanation.hidden = true;
+  explainButton.disabled = true;
   digitOut.textContent = "-";
   confidenceOut.textContent = "Draw something to begin.";
   statusOut.textContent = "";
@@ -118,10 +135,15 @@ function predictDrawing() {
   pad.toBlob((blob) => ask(blob, "image/png"), "image/png");
 }
 
-async function ask(body, type) {
+function explain() {
+  if (uploaded) ask(uploaded, uploaded.type || "application/octet-stream", "/api/explain");
+  else if (inked) pad.toBlob((blob) => ask(blob, "image/png", "/api/explain"), "image/png");
+}
+
+async function ask(body, type, endpoint = "/api/predict") {
   const mine = ++sequence;
   try {
-    const response = await fetch("/api/predict", { method: "POST", headers: { "Content-Type": type }, body });
+    const response = await fetch(endpoint, { method: "POST", headers: { "Content-Type": type }, body });
     const answer = await response.json();
     if (mine !== sequence) return;
     if (!response.ok) {
@@ -132,12 +154,42 @@ async function ask(body, type) {
     digitOut.textContent = String(answer.digit);
     confidenceOut.textContent = `${Math.round(answer.confidence * 100)}% sure`;
     showProbabilities(answer.probabilities);
+    explainButton.disabled = false;
+    if (answer.view) showExplanation(answer);
   } catch (error) {
     if (mine === sequence) showError("the demo server did not answer");
   }
 }
 
+function showExplanation(answer) {
+  // Each pixel: the view's grey, dimmed so that colour reads on it, blended toward FOR or AGAINST
+  // by its attribution's share of the largest one.
+  const largest = Math.max(1e-9, ...answer.attributions.flat().map(Math.abs));
+  const image = heatmap.getContext("2d").createImageData(28, 28);
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      const grey = 160 * answer.view[y][x];
+      const share = answer.attributions[y][x] / largest;
+      const colour = share > 0 ? FOR : AGAINST;
+      const alpha = Math.min(1, Math.abs(share) * 1.5);
+      const at = (y * 28 + x) * 4;
+      for (let c = 0; c < 3; c++) image.data[at + c] = Math.round(grey * (1 - alpha) + colour[c] * alpha);
+      image.data[at + 3] = 255;
+    }
+  }
+  heatmap.getContext("2d").putImageData(image, 0, 0);
+  const digit = answer.digit;
+  heatmap.setAttribute(
+    "aria-label",
+    `The 28 by 28 pixel image the network read, in grey; in orange the pixels that made it answer ${digit}, in blue those against it.`,
+  );
+  explanation.querySelector(".explained-digit").textContent = String(digit);
+  explanation.hidden = false;
+}
+
 function showError(message) {
+  explanation.hidden = true;
+  explainButton.disabled = true;
   digitOut.textContent = "?";
   confidenceOut.textContent = "";
   statusOut.textContent = message;
@@ -157,3 +209,6 @@ function showProbabilities(probabilities) {
 
 blank();
 buildBars();
+// The caption's swatches in the overlay's colours (set here: the page allows no inline styles).
+document.getElementById("swatch-for").style.background = `rgb(${FOR})`;
+document.getElementById("swatch-against").style.background = `rgb(${AGAINST})`;

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from handler.preprocess.decode import decode_image, in_unit_range, plain_png, reduced, to_grayscale
+from handler.preprocess.decode import decode_image, in_unit_range, plain_png, to_grayscale
+from handler.preprocess.device_jpeg import reduced
 from handler.preprocess.kernels import by_shape, from_levels
 from handler.preprocess.mnistify import light_ink
 
@@ -45,9 +46,9 @@ def decode_line(data: bytes) -> Line:
 
 
 def _upright_size(data: bytes, image: Image.Image) -> tuple[int, int]:
-    """The upload's width and height after its EXIF rotation. A JPEG decoded at a reduced size
-    (decode_image's draft) has its header read again for them."""
-    width, height = Image.open(io.BytesIO(data)).size if image.format == "JPEG" else image.size
+    """The upload's width and height after its EXIF rotation. A JPEG or HEIF decoded at a reduced
+    size (decode_image's draft: DCT scaling, a thumbnail) has its header read again for them."""
+    width, height = Image.open(io.BytesIO(data)).size if image.format in ("JPEG", "HEIF") else image.size
     try:
         turned = image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS
     except (OSError, SyntaxError, ValueError, KeyError, TypeError):
@@ -79,7 +80,7 @@ def cleaned_lines(lines: list[Line]) -> list[np.ndarray | None]:
         else:
             stack = torch.from_numpy(np.stack([in_unit_range(g) for g in grays]).astype(np.float32))
         with torch.inference_mode():
-            ink, blank = light_ink(stack)[:2]
+            ink, blank = light_ink(stack)[1:3]
         for i, image, is_blank in zip(indices, ink.numpy(), blank.tolist()):
             out[i] = None if is_blank else image
     return out

@@ -6,8 +6,10 @@
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
 same network in one batched pass; test-time augmentation (handler/inference.py) re-reads the
-chosen digits it is unsure of. A bad request never spoils the others: decoding errors are the
-client's 4xx, anything raised past decoding that request's 500.
+chosen digits it is unsure of, and their probabilities are calibrated as the digit model's are
+(handler/calibration.py: each candidate is one view, so the "one_view" temperature). A bad request
+never spoils the others: decoding errors are the client's 4xx, anything raised past decoding that
+request's 500.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from handler.calibration import Calibration
 from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
 from handler.inference import tta
 from handler.number.components import components_of
@@ -52,7 +55,7 @@ class NumberBatch(RequestBatch):
 
 @dataclass
 class Reading:
-    """A line read: its digits left to right, each with its probability and its box in the upload."""
+    """A line read: its digits left to right, each with its (calibrated) probability and its box in the upload."""
 
     digits: list[int]
     confidences: list[float]
@@ -70,7 +73,7 @@ class Reading:
 
 def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None = None) -> NumberBatch:
     """Decode each request on its own, then segment each of its lines and frame the candidates."""
-    decoded, items = decode_requests(requests, decode_line, headers, NUMBER_OUTPUTS)
+    decoded, items = decode_requests(requests, decode_line, headers, NUMBER_OUTPUTS, explains=False)
     lines = [as_line(item) for item in items]
     found = _candidates_isolated(lines)
     batch = NumberBatch()
@@ -149,9 +152,17 @@ def _views(crops: list[np.ndarray]) -> torch.Tensor:
         return fit_and_centre(x)
 
 
-def read_lines(model: torch.nn.Module, batch: NumberBatch, device, tta_below: float | None) -> list[Reading]:
+def read_lines(
+    model: torch.nn.Module,
+    batch: NumberBatch,
+    device,
+    tta_below: float | None,
+    calibration: Calibration | None = None,
+) -> list[Reading]:
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
-    each line, then test-time augmentation of the chosen digits under `tta_below` (None: none)."""
+    each line (on the network's own probabilities), then test-time augmentation of the chosen
+    digits under `tta_below` (None: none) and their calibration (None: the network's own
+    probabilities)."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
         inputs = torch.cat(batch.views)[:, None].to(device)
@@ -169,6 +180,8 @@ def read_lines(model: torch.nn.Module, batch: NumberBatch, device, tta_below: fl
         picked = probabilities[rows]
         if tta_below is not None and rows:
             picked = tta(model, inputs[rows], picked, tta_below)
+        if calibration is not None:
+            picked = calibration(picked, None)  # one view per candidate
         picked = picked.cpu().numpy().astype(np.float64)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     readings, at = [], 0

@@ -4,7 +4,8 @@ Used by the TorchServe handler, the evaluation and the tests. The path of one im
 
     request payload --envelopes--> image bytes --decode--> (H, W) float in [0, 1]
     --mnistify--> (28, 28) candidate views: light digit on black, longer side 20 px, centre of
-               mass centred (background.py: background and noise; framing.py: crop and centre)
+               mass centred (margins.py: the band a digit is written on; background.py: background
+               and noise; framing.py: crop and centre)
     --batch--> per request its images' candidate views, or its error
 
 `kernels` holds the torch kernels mnistify runs on (N, H, W) stacks, on the worker's device.

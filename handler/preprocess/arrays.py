@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from handler.errors import BadRequest, PayloadTooLarge
-from handler.preprocess.decode import MAX_PIXELS
+from handler.preprocess.decode import FULL_DECODE_PIXELS
 
 MAX_INSTANCES = 64  # images in one request ("instances", or the elements of a v2 tensor)
 
@@ -18,8 +18,8 @@ def pixel_image(pixels: np.ndarray, scale: float | None = None) -> np.ndarray:
         raise BadRequest("bad_json", f"an image must be a 2-D array, got shape {list(pixels.shape)}")
     if 0 in pixels.shape:
         raise BadRequest("zero_size", f"an image has no pixels (shape {list(pixels.shape)})")
-    if pixels.size > MAX_PIXELS:
-        raise PayloadTooLarge("too_many_pixels", f"an image has more than {MAX_PIXELS} pixels")
+    if pixels.size > FULL_DECODE_PIXELS:  # pixels sent as numbers are at full size by nature
+        raise PayloadTooLarge("too_many_pixels", f"an image has more than {FULL_DECODE_PIXELS} pixels")
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
         raise BadRequest("bad_json", "pixel values must be finite numbers in 0-1 or 0-255")
     if scale is None:

@@ -33,7 +33,8 @@ DENOISE_SIGMA, DENOISE_FLOOR = 0.8, 0.65  # the denoise step's blur and soft thr
 
 def backgrounds(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) background estimates: background_map for large images; for small ones one level
-    on a dark ground, a grey opening on a grey or hazy one (see FLAT_GROUND)."""
+    on a dark ground, a grey opening raised to its texture floor on a grey or hazy one (see
+    FLAT_GROUND)."""
     if mapped_background(*x.shape[1:]):
         return background_map(x)
     low, median = quantiles(x, (0.1, 0.5))
@@ -42,7 +43,12 @@ def backgrounds(x: torch.Tensor) -> torch.Tensor:
     if len(uneven) == 0:
         return level
     out = level.expand_as(x).clone()
-    out[uneven] = opening(x[uneven], OPEN_RADIUS)
+    ground = opening(x[uneven], OPEN_RADIUS)
+    # The opening follows a fog's broad swell but leaves its finer texture, which is as fine as
+    # strokes and would be read as ink: the ground is raised to the median of what it leaves (a
+    # digit, even one blurred from a rescan, covers under half of its frame; a flat ground's is 0).
+    floor = quantiles((x[uneven] - ground).clamp_(0, 1), 0.5).float()[:, None, None]
+    out[uneven] = ground + floor
     return out
 
 
@@ -71,10 +77,23 @@ def percentile(x: torch.Tensor, q: float) -> torch.Tensor:
     return (low + (position - k) * (high - low)).float()
 
 
-def noise_levels(x: torch.Tensor, on_black: bool = False) -> torch.Tensor:
+def noisy(x: torch.Tensor, on_black: bool = False, among: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, H, W) -> indices of the noisy images (of those `among`, a (N,) mask): their noise level
+    over NOISE_SHARE, and again counting only grain (noise_levels), which is looked at only on
+    the few the first found."""
+    found = noise_levels(x, on_black) > NOISE_SHARE
+    candidates = torch.nonzero(found if among is None else found & among).flatten()
+    if len(candidates) == 0:
+        return candidates
+    return candidates[noise_levels(x[candidates], on_black, grain=True) > NOISE_SHARE]
+
+
+def noise_levels(x: torch.Tensor, on_black: bool = False, grain: bool = False) -> torch.Tensor:
     """(N, H, W) -> (N,) float64 share of background pixels (over 2 px from any stroke) that stray
     from the background level; 0 where under a fifth of the image is background. `on_black`: the
-    stack was on a black ground (on_black), so its background level is likely 0 (see below)."""
+    stack was on a black ground (on_black), so its background level is likely 0 (see below).
+    `grain`: only those that also stray from their 3x3 median, as noise does: what is left of a
+    fog or an uneven ground strays from the level too, but smoothly."""
     h, w = x.shape[1:]
     # Strokes: where the 3x3 median is over 0.3, i.e. 5 of the 9 pixels are (the median ignores
     # salt, so isolated noise is not taken for a stroke); background: over 2 px from any stroke.
@@ -90,6 +109,8 @@ def noise_levels(x: torch.Tensor, on_black: bool = False) -> torch.Tensor:
         off_level = above(x, NOISE_DELTA)  # x >= 0: stretched (_stretch)
     else:
         off_level = above((x - quantiles(x, 0.5, background).float()[:, None, None]).abs_(), NOISE_DELTA)
+    if grain:
+        off_level.mul_(above((x - median3(x)).abs_(), NOISE_DELTA))
     strays = off_level.mul_(background).sum((1, 2)).double()
     enough = sizes >= max(1, h * w // 5)
     return torch.where(enough, strays / sizes, 0.0)

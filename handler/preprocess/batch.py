@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from handler.errors import BadRequest, InputError, InternalError, RequestError
-from handler.preprocess.decode import DeviceJpeg, decode_gray, decode_jpegs, decode_pixels, pixels_or_device_jpeg
+from handler.preprocess.decode import decode_gray, decode_pixels
+from handler.preprocess.device_jpeg import DeviceJpeg, decode_jpegs, pixels_or_device_jpeg
 from handler.preprocess.envelopes import PLAIN, Envelope, open_request, payload_grays
 from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
 from handler.preprocess.open_inference import OUTPUTS
@@ -39,6 +40,11 @@ class RequestBatch:
     def reject(self, error: RequestError, envelope: Envelope = PLAIN) -> None:
         self.outcomes.append(error)
         self.envelopes.append(envelope)
+
+    @property
+    def explains(self) -> bool:
+        """Whether a request read (not refused) asks for an explanation: TorchServe batches both kinds together."""
+        return any(e.explain for e, o in zip(self.envelopes, self.outcomes) if isinstance(o, slice))
 
 
 def decode_batch(
@@ -84,16 +90,20 @@ def decode_requests(
     decode: Callable[[bytes], Any],
     headers: list[Mapping[str, str]] | None = None,
     outputs: tuple[str, ...] = OUTPUTS,
+    explains: bool = True,
 ) -> tuple[list[tuple[range | InputError, Envelope]], list]:
     """Each request decoded on its own: per request its images' indices into the returned list of
     `decode`'s results (or pixels sent as numbers), or the client's error; and how to answer it.
-    `outputs`: the v2 output names the model answers (the number reader's are its own)."""
+    `outputs`: the v2 output names the model's predictions answer (the number reader's are its
+    own); `explains`: whether the model answers explanation routes (a 400 when not)."""
     decoded: list[tuple[range | InputError, Envelope]] = []
     images: list = []
     for i, request in enumerate(requests):
         envelope = PLAIN
         try:
             envelope, payload = open_request(request, headers[i] if headers else {}, outputs)
+            if envelope.explain and not explains:
+                raise BadRequest("no_explanation", "this model answers no explanations: ask its prediction route")
             found = payload_grays(envelope, payload, decode, outputs)
         except InputError as error:
             decoded.append((error, envelope))
@@ -108,7 +118,7 @@ def decode_requests(
 
 def _decoder(device, jpeg_on_device: bool | None):
     """How image bytes are read: on a GPU worker (or when told) plain JPEGs wait, to be decoded
-    together on the device (decode.device_jpeg, _decoded_on_device)."""
+    together on the device (device_jpeg.py, _decoded_on_device)."""
     if jpeg_on_device is None:
         jpeg_on_device = torch.device(device).type == "cuda"
     return pixels_or_device_jpeg if jpeg_on_device else decode_pixels

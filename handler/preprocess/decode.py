@@ -1,7 +1,9 @@
-"""Image file bytes -> (H, W) float32 grayscale in [0, 1], with Pillow: any format it reads, EXIF
-rotation applied, transparency composited, bombs refused before decoding. The plain small PNGs
-that most clients send take a shorter path (plain_png), to the same pixels; on a GPU worker, plain
-JPEGs are decoded a batch at a time by nvJPEG (device_jpeg, decode_jpegs)."""
+"""Image file bytes -> (H, W) float32 grayscale in [0, 1], with Pillow: any format it reads, HEIF
+(HEIC, what iPhones save) through pillow-heif, EXIF rotation applied, transparency composited,
+bombs refused before decoding. Large JPEG and HEIF photos are decoded at reduced scale
+(reduce_on_load), so a 50 MP photo costs little more than a small one. The plain small PNGs that
+most clients send take a shorter path (plain_png), to the same pixels; on a GPU worker, plain
+JPEGs are decoded a batch at a time on the device (device_jpeg.py)."""
 
 from __future__ import annotations
 
@@ -10,72 +12,137 @@ import logging
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_jpeg
+import pillow_heif
+from PIL import AvifImagePlugin, Image, ImageOps, UnidentifiedImageError
 
 from handler.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from handler.preprocess.kernels import by_shape, from_levels
+from handler.preprocess.isobmff import items_inside
 
 logger = logging.getLogger(__name__)
 
-# A 12 MP phone photo is 4000x3000; anything larger is refused before it is decoded.
-# Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on as a second line.
-MAX_PIXELS = 4096 * 4096
+# The pixels an image file may declare: 50 MP (a 50 MP sensor's 8160 x 6144 fits); more is refused
+# from the header, before decoding. Pillow's own decompression-bomb guard (Image.MAX_IMAGE_PIXELS)
+# stays on as a second line.
+MAX_PIXELS = 8192 * 6144
+# What decoding one image at full size may take at its peak, and so the pixels each format may have
+# there (formats without a reduced decode, a HEIF without a large enough thumbnail, what a reduced
+# decode comes down to): a worker decodes a batch's images one at a time, so that 8 large uploads at
+# once stay within the memory goal (docs/preprocessing.md, "1. Decode"; reports/camera.md). Bytes per
+# pixel at that peak, measured: Pillow's image (4 for RGB, 8 while an RGBA one is reduced) and the
+# decoder's own buffers (libwebp's and libavif's frames, libheif's planes).
+FULL_DECODE_BYTES = 128 * 2**20
+_BYTES_PER_PIXEL = {"WEBP": 16, "AVIF": 9, "HEIF": 9}
+_OTHER_BYTES_PER_PIXEL = 8
+# Every other format, pixel arrays and the device's JPEG decoder: 4096 x 4096
+FULL_DECODE_PIXELS = FULL_DECODE_BYTES // _OTHER_BYTES_PER_PIXEL
 WORK_SIDE = 160  # large photos are reduced to this before the per-pixel work (a 60 px digit in a
 # 400 px photo keeps 24 px, more than the 20 it ends at)
+# A HEIF is read from its smallest embedded thumbnail whose longer side is at least this, else in
+# full: twice WORK_SIDE, so that the reduction to WORK_SIDE still averages the thumbnail's own coding
+# noise, as JPEG's reduced decoding leaves 1-2x WORK_SIDE to reduce (a 320 x 240 thumbnail qualifies).
+# At another working side (the number reader's), twice that.
+HEIF_THUMBNAIL_SIDE = 2 * WORK_SIDE
+# ISO base media files (HEIF, AVIF) start with an "ftyp" box naming these brands: one that Pillow
+# cannot open is a broken image (400), not something other than an image (415).
+_ISO_IMAGE_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+
+# HEIF files open through Image.open from here on. One decoder thread, as torch has one: workers,
+# not threads, use the cores (handler/settings.py); depth maps and auxiliary images are never read.
+pillow_heif.register_heif_opener(decode_threads=1, depth_images=False, aux_images=False)
+AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 
 def decode_image(data: bytes, work_side: int = WORK_SIDE) -> Image.Image:
     """Decode any format Pillow reads (first frame of animations), refusing bombs before decoding;
-    JPEGs at the least reduced size whose sides stay at or above `work_side`."""
+    large JPEG and HEIF photos at reduced scale (reduce_on_load), down to about `work_side`."""
     if not data:
         raise BadRequest("empty", "the image is empty")
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 89 M and 179 M pixels; both are far over MAX_PIXELS.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise PayloadTooLarge("too_many_pixels", f"image refused: {e}") from None
-    except UnidentifiedImageError:
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and (data[16:20] == bytes(4) or data[20:24] == bytes(4)):
-            raise BadRequest("zero_size", "the PNG declares a width or height of 0") from None
-        raise UnsupportedMediaType(
-            "not_an_image", "the body is not an image Pillow can read (PNG, JPEG, ...)"
-        ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise BadRequest("truncated", f"the image header is corrupt: {e}") from None
+    image = _open(data)
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadRequest("zero_size", f"the image is {width}x{height} pixels")
     if width * height > MAX_PIXELS:
         raise PayloadTooLarge("too_many_pixels", f"the image is {width}x{height}: more than {MAX_PIXELS} pixels")
-    if image.format == "JPEG":
-        # Decode big photos at 1/2..1/8 scale, and colour ones as their luma channel only.
-        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (work_side, work_side))
-    try:
-        image.load()
-    # TypeError: Pillow's TIFF reader on a rational where it expects an integer (found by fuzzing)
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, Image.DecompressionBombError) as e:
-        raise BadRequest("truncated", f"the image data is truncated or corrupt: {e}") from None
+    if image.format == "HEIF" and not items_inside(data):  # libheif would decode what is there
+        raise BadRequest("truncated", "the HEIF file is truncated: its items' data runs past its end")
+    _decoding(lambda: reduce_on_load(image, work_side))  # the thumbnail a HEIF's draft picks is decoded here
+    if image.width * image.height > (limit := full_decode_pixels(image.format)):
+        thumbnail = _heif_thumbnail_side(work_side)
+        raise PayloadTooLarge(
+            "too_many_pixels",
+            f"the {image.format} image is {width}x{height}: more than the {limit} pixels its format may have "
+            f"decoded at full size (every format but JPEG, and HEIF without a thumbnail of {thumbnail} px)",
+        )
+    _decoding(image.load)
     return image
+
+
+def full_decode_pixels(image_format: str | None) -> int:
+    """The pixels an image of this format (Pillow's Image.format) may have when decoded at full size."""
+    return FULL_DECODE_BYTES // _BYTES_PER_PIXEL.get(image_format or "", _OTHER_BYTES_PER_PIXEL)
+
+
+def _decoding(step: Callable[[], object]) -> None:
+    """A step that decodes the client's bytes: any failure of it is theirs (400)."""
+    try:
+        step()
+    # TypeError: Pillow's TIFF reader on a rational where it expects an integer (found by fuzzing);
+    # RuntimeError: Pillow's AVIF decoder on a broken frame
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, RuntimeError, Image.DecompressionBombError) as e:
+        raise BadRequest("truncated", f"the image data is truncated or corrupt: {e}") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    """Image.open: the header only."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 89 M and 179 M pixels; both are far over MAX_PIXELS.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PayloadTooLarge("too_many_pixels", f"image refused: {e}") from None
+    except UnidentifiedImageError:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and (data[16:20] == bytes(4) or data[20:24] == bytes(4)):
+            raise BadRequest("zero_size", "the PNG declares a width or height of 0") from None
+        if data[4:8] == b"ftyp" and data[8:12] in _ISO_IMAGE_BRANDS:
+            raise BadRequest("truncated", "the HEIF/AVIF file is truncated or corrupt") from None
+        raise UnsupportedMediaType(
+            "not_an_image", "the body is not an image Pillow can read (PNG, JPEG, ...)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:
+        raise BadRequest("truncated", f"the image header is corrupt: {e}") from None
+
+
+def reduce_on_load(image: Image.Image, work_side: int = WORK_SIDE) -> None:
+    """Before load: have an opened JPEG or HEIF decode at reduced scale, as far as `work_side`
+    allows. JPEG: libjpeg's DCT scaling (1/2 to 1/8) to at least `work_side` a side, colour ones as
+    their luma only. HEIF: its smallest embedded thumbnail with a longer side of HEIF_THUMBNAIL_SIDE
+    (at WORK_SIDE) or more (pillow-heif's draft; HEVC has no scaled decoding), else the full image."""
+    if image.format == "JPEG":
+        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (work_side, work_side))
+    elif image.format == "HEIF":
+        side = _heif_thumbnail_side(work_side)
+        image.draft(None, (side, 1) if image.width >= image.height else (1, side))
+
+
+def _heif_thumbnail_side(work_side: int) -> int:
+    return HEIF_THUMBNAIL_SIDE * work_side // WORK_SIDE
 
 
 def to_grayscale(image: Image.Image, work_side: int = WORK_SIDE) -> np.ndarray:
     """Any mode -> (H, W) float32 in [0, 1]; EXIF rotation applied, transparency composited, the
-    longer side reduced to `work_side`."""
+    longer side reduced to `work_side`. The image itself is turned and reduced on the way
+    (decode_image's, which nothing else holds): a full-size copy of a large one would double what
+    it costs."""
     if image.format != "PNG" or "exif" in image.info:  # PNGs rarely carry EXIF; looking costs time
         try:
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
         except (OSError, SyntaxError, ValueError, KeyError, TypeError, ZeroDivisionError):
             pass  # a broken EXIF block only loses the rotation, not the image
     if max(image.size) > work_side:
-        image = image.copy()
         image.thumbnail((work_side, work_side), Image.BILINEAR)  # antialiased; keeps strokes, saves time
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
@@ -118,78 +185,6 @@ def decode_pixels(data: bytes, work_side: int = WORK_SIDE) -> np.ndarray:
 def in_unit_range(pixels: np.ndarray) -> np.ndarray:
     """decode_pixels' (H, W) image -> float32 in [0, 1]: uint8 levels divided by 255."""
     return pixels.astype(np.float32) / 255 if pixels.dtype == np.uint8 else pixels
-
-
-@dataclass
-class DeviceJpeg:
-    """A JPEG left for decoding with its batch on the worker's device (see device_jpeg)."""
-
-    data: bytes
-
-
-def pixels_or_device_jpeg(data: bytes) -> np.ndarray | DeviceJpeg:
-    """decode_pixels, except that a plain JPEG is left for the device: a GPU worker's decoder."""
-    return DeviceJpeg(data) if device_jpeg(data) else decode_pixels(data)
-
-
-_ORIENTATION = 0x0112  # EXIF tag
-
-
-def device_jpeg(data: bytes) -> bool:
-    """Whether nvJPEG may decode these bytes: a baseline 8-bit grey or YCbCr JPEG, complete (it ends
-    with EOI), within the pixel cap, not turned by EXIF, whose header Pillow reads. Everything else
-    takes Pillow's path, which reads it or says what is wrong with it (the same 4xx as ever); the
-    decoders of torchvision's family have crashed the process on broken files (pytorch/vision#3613,
-    #6456), so only well-formed ones are handed to one."""
-    if not (data.startswith(b"\xff\xd8\xff") and data.endswith(b"\xff\xd9")):
-        return False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # the header only
-            orientation = image.getexif().get(_ORIENTATION, 1)
-    except Exception:  # whatever it is, Pillow's path reports it
-        return False
-    width, height = image.size
-    return (
-        image.format == "JPEG"
-        and image.mode in ("L", "RGB")
-        and 0 < width * height <= MAX_PIXELS
-        and not image.info.get("progressive")
-        and not image.info.get("progression")
-        and getattr(image, "bits", 8) == 8
-        and orientation == 1
-    )
-
-
-def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.Tensor | None]:
-    """JPEGs that device_jpeg let through -> (H, W) float32 grayscale on `device` (their luma, as
-    Pillow's path reads them), reduced to WORK_SIDE as that path does; all None should the device's
-    decoder refuse the batch (the caller then takes Pillow's path for each)."""
-    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
-    try:
-        images = decode_jpeg(encoded, mode=ImageReadMode.GRAY, device=device)  # (1, H, W) uint8 each
-    except RuntimeError:
-        logger.warning("the device's JPEG decoder refused a batch; decoding it with Pillow", exc_info=True)
-        return [None] * len(jpegs)
-    out: list[torch.Tensor | None] = [None] * len(images)
-    for indices in by_shape(images):  # a phone's photos share a size: one call per step for them all
-        stack = from_levels(torch.stack([images[i][0] for i in indices]))  # (n, H, W)
-        for i, gray in zip(indices, reduced(stack).unbind(0)):
-            out[i] = gray
-    return out
-
-
-def reduced(grays: torch.Tensor, side: int = WORK_SIDE) -> torch.Tensor:
-    """(N, H, W) -> the same, the longer side at most `side`: antialiased bilinear, rounded to 8
-    bits, as Pillow's thumbnail gives it."""
-    h, w = grays.shape[1:]
-    if max(h, w) <= side:
-        return grays
-    scale = side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = F.interpolate(grays[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)
-    return from_levels(torch.round(small[:, 0].clamp(0, 1) * 255))
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

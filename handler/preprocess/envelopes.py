@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -18,15 +19,18 @@ from handler.errors import BadRequest, UnsupportedMediaType
 from handler.preprocess.arrays import MAX_INSTANCES, pixel_image
 from handler.preprocess.decode import decode_gray
 from handler.preprocess.open_inference import (
+    EXPLANATION_OUTPUTS,
     OUTPUTS,
     InferRequest,
     is_binary,
+    is_explanation,
     parse_infer_request,
     split_binary,
     v2_images,
 )
 
-# PNG and JPEG files start with bytes that no JSON, base64 or data URL text can.
+# PNG and JPEG files start with bytes that no JSON, base64 or data URL text can; so do HEIF and AVIF
+# files: the 4-byte length of their first box, "ftyp" (a few dozen bytes), starts with a zero byte.
 _BINARY_IMAGES = (b"\x89PNG", b"\xff\xd8\xff")
 _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
@@ -35,10 +39,12 @@ _DATA_URL = re.compile(rb"^\s*data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.IGNORECASE
 class Envelope:
     """How a request is answered (handler/answers.py): "torchserve", one prediction (raw bodies,
     {"data": ...}); "v1", {"predictions": [...]}; "v2", the Open Inference Protocol's response,
-    with what `v2` says of the request."""
+    with what `v2` says of the request. `explain`: it came to an explanation route, and is
+    answered with explanations (handler/explanations.py) in its protocol's form."""
 
     protocol: str = "torchserve"
     v2: InferRequest | None = None
+    explain: bool = False
 
 
 PLAIN, V1 = Envelope(), Envelope("v1")
@@ -49,7 +55,7 @@ def request_grays(
 ) -> tuple[list, Envelope]:
     """One TorchServe request -> its decoded (H, W) grayscale images, and how to answer it.
     `decode` reads each image file in it (the handler's: decode.decode_pixels, or
-    decode.pixels_or_device_jpeg, which leaves JPEGs for the device); `headers` are the request's,
+    device_jpeg.pixels_or_device_jpeg, which leaves JPEGs for the device); `headers` are the request's,
     lowercased. Raises the request's InputError; open_request and payload_grays are its two steps,
     for a caller that answers errors in the request's protocol."""
     envelope, payload = open_request(request, headers or {})
@@ -57,15 +63,30 @@ def request_grays(
 
 
 def open_request(request: dict, headers: Mapping[str, str], outputs: tuple[str, ...] = OUTPUTS) -> tuple[Envelope, Any]:
-    """Which protocol the request speaks, and its payload: the image bytes (most requests), or its
-    parsed JSON; for v2, (the JSON, the binary-data extension's tensors).
+    """Which protocol the request speaks, whether it asks for an explanation, and its payload: the
+    image bytes (most requests), or its parsed JSON; for v2, (the JSON, the binary-data
+    extension's tensors).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
-    `outputs`: the v2 output names the model answers.
+    `outputs`: the v2 output names of the model's predictions.
     """
+    explain = is_explanation(headers)
+    envelope, payload = _protocol_and_payload(request, headers, _known_outputs(outputs, explain))
+    if explain:
+        envelope = dataclasses.replace(envelope, explain=True)
+    return envelope, payload
+
+
+def _known_outputs(outputs: tuple[str, ...], explain: bool) -> tuple[str, ...]:
+    """The v2 outputs a request may name: the model's predictions', or on an explanation route an
+    explanation's (only the digit model explains; batch.decode_requests refuses the others')."""
+    return EXPLANATION_OUTPUTS if explain else outputs
+
+
+def _protocol_and_payload(request: dict, headers: Mapping[str, str], outputs: tuple[str, ...]) -> tuple[Envelope, Any]:
     payload = _pick_payload(request)
-    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):  # most requests
+    if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):  # most requests
         return PLAIN, payload
     if isinstance(payload, (bytes, bytearray)) and is_binary(headers):
         document, binary = split_binary(bytes(payload), headers)
@@ -86,10 +107,10 @@ def payload_grays(
 ) -> list:
     """The images of a request that open_request read."""
     if envelope.protocol == "v2":
-        return v2_images(*payload, decode, outputs)
+        return v2_images(*payload, decode, _known_outputs(outputs, envelope.explain))
     if envelope.protocol == "v1":
         return _instances(payload["instances"], decode)
-    if isinstance(payload, (bytes, bytearray)) and payload.startswith(_BINARY_IMAGES):
+    if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):
         return [decode(bytes(payload))]
     if isinstance(payload, dict) and isinstance(payload.get("data"), str):
         return [decode(_decode_base64(payload["data"].encode()))]
@@ -100,6 +121,11 @@ def payload_grays(
     if not isinstance(payload, (bytes, bytearray)):  # a JSON scalar, parsed by TorchServe
         raise BadRequest("bad_json", f"a JSON {type(payload).__name__} is not an image")
     return [decode(_maybe_base64(bytes(payload)))]
+
+
+def _binary_image(payload: bytes | bytearray) -> bool:
+    """Bytes that are an image file, not text: no copy or search of a large one is needed."""
+    return payload.startswith(_BINARY_IMAGES) or (payload[:1] == b"\x00" and payload[4:8] == b"ftyp")
 
 
 def _pick_payload(request: dict) -> Any:

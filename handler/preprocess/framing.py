@@ -10,13 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handler.preprocess.kernels import above, constant, divide, reach_border
+from handler.preprocess.kernels import above, constant, divide, quantiles, reach_border
 
 SIDE, BOX = 28, 20  # MNIST canvas and the box its digits are scaled into
 INK = 0.25  # after contrast stretching, pixels above this set the bounding box (faint grain does not)
 # MNIST's mean centre of mass in (row, col) index coordinates: 14.00, 14.01 on the training set.
 MNIST_CENTRE = (14.0, 14.0)
 INNER_MASS = 0.3  # the crop without border-touching structures keeps at least this share of the ink
+# A bar along an edge covers at least BAR_SHARE of it; its thickness is the BAR_DEPTH quantile of the
+# ink runs from the edge (a digit touching the bar makes a few of them longer).
+BAR_SHARE, BAR_DEPTH = 0.5, 0.25
 
 Views = list[torch.Tensor]  # one image's (28, 28) candidate views, the first the primary one
 
@@ -31,38 +34,89 @@ def frame_views(x: torch.Tensor, blank: torch.Tensor, multiple: bool) -> list[Vi
     as_is = multiple and tuple(x.shape[1:]) == (SIDE, SIDE)
     todo = [i for i, (is_blank, is_ready) in enumerate(zip(blank_flags, ready_flags)) if not (is_blank or is_ready)]
     if todo:
-        crops = x[todo]
+        crops, extra = x[todo], []
         if multiple:
-            # With border structures cut away, the crop that keeps them only shrinks the digit.
-            inner, useful = _without_border_structures(crops)
-            crops = torch.where(useful[:, None, None], inner, crops)
-        fitted = iter(fit_and_centre(crops).unbind(0))
+            # With border structures cut away, the crop that keeps them only shrinks the digit;
+            # where a digit touches a bar along the edge, the crop without the bar is read too.
+            crops, peeled, extra = _without_border_structures(crops)
+            crops = torch.cat((crops, peeled))
+        fitted = fit_and_centre(crops).unbind(0)
+        views = {i: [view] for i, view in zip(todo, fitted)}
+        for k, view in zip(extra, fitted[len(todo) :]):
+            views[todo[k]].append(view)
     out: list[Views] = []
-    for image, is_blank, is_ready in zip(x.unbind(0), blank_flags, ready_flags):  # one call for all views
+    for i, (image, is_blank, is_ready) in enumerate(zip(x.unbind(0), blank_flags, ready_flags)):  # one call for all
         if is_blank:
             out.append([])
         elif is_ready:
             out.append([image])
         else:
-            out.append(([image] if as_is else []) + [next(fitted)])
+            out.append(([image] if as_is else []) + views[i])
     return out
 
 
-def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) -> the images without the ink that touches their border (8-connected), and (N,)
-    whether that is worth reading: something touched the border, something else is left, and
-    that keeps at least INNER_MASS of the ink (else the digit itself runs off the edge)."""
+def _without_border_structures(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(N, H, W) -> the images without the ink that touches their border (8-connected) where that
+    is worth reading (something touched the border, something else is left, and that keeps at
+    least INNER_MASS of the ink: else the digit itself runs off the edge), else as they are; and
+    for the images whose bars along an edge (edge_bars) that left in place (a digit touches them),
+    their indices and (n, H, W) the images without the bars and then what else touches the border."""
+    ink = above(x, INK)
+    inner, useful, touched = _without_touching(x, ink)
+    if not touched:  # no bars either
+        return inner, x[:0], []
+    h, w = x.shape[1:]
+    # Bars need ink along BAR_SHARE of an edge: one look at the four edges spares most stacks the rest.
+    along = (ink[:, [0, -1]].sum(2) >= BAR_SHARE * w).any(1) | (ink[:, :, [0, -1]].sum(1) >= BAR_SHARE * h).any(1)
+    barred = torch.nonzero(along & ~useful).flatten()
+    if len(barred) == 0:
+        return inner, x[:0], []
+    kept = 1 - edge_bars(ink[barred])
+    peeled, _, _ = _without_touching(x[barred] * kept, ink[barred] * kept)
+    return inner, peeled, barred.tolist()
+
+
+def _without_touching(x: torch.Tensor, ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(N, H, W) and its 0/1 ink -> the images without the ink that touches their border where
+    that is worth reading (see _without_border_structures), else as they are; (N,) where; and
+    whether any ink of the stack touches the border."""
     # 0/1 float masks and arithmetic: on the CPU, where() and any() on a stack of photos cost
     # several times these (x >= 0, so x * 0 is 0 and x * 1 is x, exactly)
-    ink = above(x, INK)
     touching = reach_border(ink)  # within the ink
+    if not bool(touching.amax() > 0):  # nothing touches the border: most photos and canvases
+        return x, torch.zeros(len(x), dtype=torch.bool, device=x.device), False
     inner = x * (1 - touching)
     useful = (
         (touching.amax((1, 2)) > 0)
         & ((ink - touching).amax((1, 2)) > 0)
         & (inner.sum((1, 2), dtype=torch.float64) >= INNER_MASS * (x * ink).sum((1, 2), dtype=torch.float64))
     )
-    return inner, useful
+    return torch.where(useful[:, None, None], inner, x), useful, True
+
+
+def edge_bars(ink: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) 0/1 ink -> 0/1 the bars along its edges (a scanner edge, a ruler, a table caught by
+    the crop): along each edge that has ink over at least BAR_SHARE of it, the ink there, as deep
+    as the bar's thickness (the BAR_DEPTH quantile of the ink runs that start at the edge), so that
+    a digit touching the bar keeps what lies beyond it."""
+    h, w = ink.shape[1:]
+    across = torch.cat((ink, ink.flip(1)))  # (2N, H, W): the top edge and the bottom edge as row 0
+    along = torch.cat((ink.transpose(1, 2), ink.transpose(1, 2).flip(1)))  # (2N, W, H): left, right
+    top, bottom = _bars_at_row_0(across).chunk(2)
+    left, right = _bars_at_row_0(along).transpose(1, 2).chunk(2)
+    return torch.maximum(torch.maximum(top, bottom.flip(1)), torch.maximum(left, right.flip(2)))
+
+
+def _bars_at_row_0(ink: torch.Tensor) -> torch.Tensor:
+    """(N, L, S) 0/1 ink -> 0/1 the bar along its row 0 (see edge_bars)."""
+    n, length, side = ink.shape
+    edge = ink[:, 0]  # (N, S)
+    # (N, S): ink pixels in a row from the edge, up to the first gap (argmax: the first), or all
+    runs = ((1 - ink).argmax(1) + ink.amin(1).long() * length).clamp_(max=255).float()
+    depth = (quantiles(divide(runs, 255), BAR_DEPTH, edge) * 255).round_()  # (N,) float64, whole
+    barred = edge.sum(1) >= BAR_SHARE * side
+    rows = torch.arange(length, device=ink.device, dtype=torch.float64)[None, :, None]
+    return edge[:, None, :] * ((rows < depth[:, None, None]) & barred[:, None, None]).float()
 
 
 def _extents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
-"""(H, W) grayscale of either polarity -> candidate views of it as MNIST digits look: polarity,
-background, contrast, denoising (background.py), crop and centre (framing.py).
+"""(H, W) grayscale of either polarity -> candidate views of it as MNIST digits look: the ground
+the digit is written on (margins.py), polarity, background, contrast, denoising (background.py),
+crop and centre (framing.py).
 
 Where a decision is uncertain, the image gets more than one *candidate view* (28, 28): both
 polarities when neither side of the median clearly holds the ink, the image as it is and
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 
 from handler.errors import InputError, NoDigitFound
-from handler.preprocess.background import NOISE_SHARE, backgrounds, denoise, mapped_background, noise_levels
+from handler.preprocess.background import backgrounds, denoise, mapped_background, noisy
 from handler.preprocess.decode import decode_gray, in_unit_range
 from handler.preprocess.framing import Views, frame_views
 from handler.preprocess.kernels import black_counts, by_shape, from_levels, quantiles
+from handler.preprocess.margins import margins_filled
 
 # Polarity: the ink is the side of the median whose POLARITY_QUANTILE strays further; when the two
 # sides are within AMBIGUOUS of each other, both polarities are read.
@@ -114,7 +116,7 @@ def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
 @torch.inference_mode()
 def _views_of_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tuple[list[Views], torch.Tensor]:
     """(N, H, W) -> per image a list of (28, 28) candidate views, and a (N,) mask of images with no digit."""
-    first, blank, unfiltered, dark, ambiguous = light_ink(x, denoise_noisy)
+    x, first, blank, unfiltered, dark, ambiguous = light_ink(x, denoise_noisy)
     out = frame_views(first, blank, multiple)
     if not multiple:  # (the evaluation measures what the other views buy)
         return [r[:1] for r in out], blank
@@ -135,31 +137,38 @@ def _views_of_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tup
 
 def light_ink(x: torch.Tensor, denoise_noisy: bool = True):
     """(N, H, W) of either polarity -> what every candidate view starts from, and the number reader
-    (handler/number/) reads lines from: cleaned's (N, H, W) light ink on black, (N,) blank images and
-    unfiltered versions, with ink_polarity's (N,) dark ink and unclear polarity (both None when
-    the stack was on_black)."""
+    (handler/number/) reads lines from: the stack on its ground (ground_and_ink; as it was when
+    on_black), cleaned's (N, H, W) light ink on black, (N,) blank images and unfiltered versions,
+    with ground_and_ink's (N,) dark ink and unclear polarity (both None when on_black)."""
     if on_black(x):  # MNIST's own form, the usual upload: nothing to flip, no background to remove
-        return (*cleaned(x, denoise_noisy, on_black=True), None, None)
-    dark, ambiguous = ink_polarity(x)
-    return (*cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy), dark, ambiguous)
+        return (x, *cleaned(x, denoise_noisy, on_black=True), None, None)
+    x, dark, ambiguous = ground_and_ink(x)
+    return (x, *cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy), dark, ambiguous)
 
 
-def ink_polarity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) -> (N,) whether the ink is darker than the ground, and whether that is unclear.
-    The ground is the median (a digit covers well under half of its image), the ink the side whose
-    extreme quantile strays further from it: a grey ground with a white digit is light ink, which
-    the border alone (a median of the frame over 0.5) took for paper."""
-    low, median, high = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
+def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, H, W) -> the same on the ground its digit is written on (light margins around a dark
+    band filled: margins.py), and (N,) whether the ink is darker than that ground, and whether
+    that is unclear. The ground is the median (a digit covers well under half of its image), the
+    ink the side whose extreme quantile strays further from it: a grey ground with a white digit
+    is light ink, which the border alone (a median of the frame over 0.5) took for paper."""
+    levels = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
+    x, filled = margins_filled(x, levels[0], levels[2])
+    if len(filled):  # their levels again, without the margins
+        again = quantiles(x[filled], (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
+        levels = [level.index_put((filled,), level_again) for level, level_again in zip(levels, again)]
+    low, median, high = levels
     down, up = median - low, high - median
-    return down > up, (down - up).abs_() <= AMBIGUOUS * torch.maximum(down, up)
+    return x, down > up, (down - up).abs_() <= AMBIGUOUS * torch.maximum(down, up)
 
 
 def on_black(x: torch.Tensor) -> bool:
     """Whether every image of the (N, H, W) stack is light ink on a black ground, as MNIST's are:
     small enough for one background level, at least half of it at level 0 (as quantiles reads it)
-    and more than POLARITY_QUANTILE of it not. ink_polarity would find light ink, unambiguous
+    and more than POLARITY_QUANTILE of it not. ground_and_ink would find light ink, unambiguous
     (its low quantile and median 0, its high one above), and backgrounds a level of 0, so their
-    calls (a third of a batch's) can be skipped with the same views (tests/test_preprocess.py)."""
+    calls (a third of a batch's) can be skipped with the same views (tests/test_preprocess.py).
+    Light margins around a black band are not filled on this road: framing reads them as bars."""
     h, w = x.shape[1:]
     if mapped_background(h, w):
         return False
@@ -176,12 +185,12 @@ def cleaned(
     x, blank = _stretch(x if on_black else x - backgrounds(x))
     if not denoise_noisy:
         return x, blank, None
-    noisy = torch.nonzero((noise_levels(x, on_black) > NOISE_SHARE) & ~blank).flatten()
-    if len(noisy) == 0:
+    grainy = noisy(x, on_black, ~blank)
+    if len(grainy) == 0:
         return x, blank, None
-    raw = x[noisy]
-    x[noisy], blank[noisy] = _stretch(denoise(raw))
-    return x, blank, (noisy, raw)
+    raw = x[grainy]
+    x[grainy], blank[grainy] = _stretch(denoise(raw))
+    return x, blank, (grainy, raw)
 
 
 def _stretch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@ One input tensor, whatever its name (the metadata calls it "image"):
   then the bytes);
 - UINT8 (0-255) or FP32 (0-1, or 0-255 when any value is over 1) pixels of shape [N, H, W] or
   [N, 1, H, W], row-major, as JSON numbers or raw little-endian bytes.
-Optional: "id" (passed back), "outputs" (which of digit, confidence and probabilities to answer).
+Optional: "id" (passed back), "outputs" (which of digit, confidence and probabilities to answer;
+on the explain route also view and attributions, handler/explanations.py).
 
 TorchServe's gRPC frontend turns a gRPC ModelInferRequest into this JSON (BYTES base64-encoded,
 numbers from the typed contents) and sends no HTTP headers with it, which is how its answer's
@@ -29,10 +30,14 @@ from handler.errors import BadRequest
 from handler.preprocess.arrays import MAX_INSTANCES, pixel_image
 
 OUTPUTS = ("digit", "confidence", "probabilities")  # every answer's tensors, in this order
+EXPLANATION_OUTPUTS = (*OUTPUTS, "view", "attributions")  # an explanation's: (N, 28, 28) each
 DATATYPES = {"BYTES": None, "UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}  # pixels' wire dtype
 # Triton's binary-data extension: the body is this many bytes of JSON, then the binary tensors.
 BINARY_HEADER = "inference-header-content-length"
-_FRONTEND_HEADER = "explain"  # TorchServe's REST frontend adds it to every request; its gRPC one does not
+# TorchServe's REST frontend adds this header to every request it hands a worker: "True" from its
+# explanation routes (/explanations/{model}, /v1/models/{model}:explain, /v2/models/{model}/explain),
+# "False" from the others. Its gRPC frontends add none.
+EXPLAIN_HEADER = "explain"
 
 
 @dataclass(frozen=True)
@@ -42,24 +47,41 @@ class InferRequest:
     id: str | None = None
     outputs: tuple[str, ...] = OUTPUTS
     grpc: bool = False
+    explain: bool = False  # from an explanation route: the answer is an explanation
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
     return BINARY_HEADER in headers
 
 
+def is_explanation(headers: Mapping[str, str]) -> bool:
+    """Whether TorchServe's frontend marked the request as one to an explanation route."""
+    return headers.get(EXPLAIN_HEADER) == "True"
+
+
+def lowercased_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A request's headers with lowercased names. The frontend's own `explain` header
+    (EXPLAIN_HEADER, spelled so) wins over a client's `Explain` in another case, which TorchServe
+    passes on beside it: a client cannot turn a prediction into an explanation or back."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if EXPLAIN_HEADER in headers:
+        lowered[EXPLAIN_HEADER] = headers[EXPLAIN_HEADER]
+    return lowered
+
+
 def parse_infer_request(document: dict, headers: Mapping[str, str], known: tuple[str, ...] = OUTPUTS) -> InferRequest:
     """The answer's side of a v2 request; read, never refused, before its tensors, so that any error
     of the request is answered in the protocol's form (v2_images checks "outputs"). `headers`
-    are lowercased; `known`: the outputs the model answers (the digit model's OUTPUTS)."""
-    grpc = _FRONTEND_HEADER not in headers
+    are lowercased; `known`: the outputs the request may name (the digit model's OUTPUTS, on an
+    explanation route EXPLANATION_OUTPUTS)."""
+    grpc, explain = EXPLAIN_HEADER not in headers, is_explanation(headers)
     request_id = document.get("id")
     request_id = request_id if isinstance(request_id, str) else ("" if grpc else None)
     try:
         outputs = _requested_outputs(document.get("outputs"), known)
     except BadRequest:
         outputs = known
-    return InferRequest(request_id, outputs, grpc)
+    return InferRequest(request_id, outputs, grpc, explain)
 
 
 def split_binary(body: bytes, headers: Mapping[str, str]) -> tuple[dict, bytes]:
@@ -80,7 +102,8 @@ def split_binary(body: bytes, headers: Mapping[str, str]) -> tuple[dict, bytes]:
 
 
 def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any], known: tuple[str, ...] = OUTPUTS) -> list:
-    """The request's one input tensor -> its images: decoded files (BYTES) or (H, W) pixels in [0, 1]."""
+    """The request's one input tensor -> its images: decoded files (BYTES) or (H, W) pixels in [0, 1].
+    `known`: the outputs the request may name (as parse_infer_request's)."""
     if "outputs" in document:
         _requested_outputs(document["outputs"], known)
     tensor = _the_input(document.get("inputs"))

@@ -25,7 +25,16 @@ from mnist_digit_client.errors import (
 )
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key, read_keys
-from mnist_digit_client.routes import ROUTES, DigitRead, KServeV1, NumberReading, OpenInferenceV2, Prediction, Route
+from mnist_digit_client.routes import (
+    ROUTES,
+    DigitRead,
+    Explanation,
+    KServeV1,
+    NumberReading,
+    OpenInferenceV2,
+    Prediction,
+    Route,
+)
 from mnist_digit_client.threaded import DigitClient
 
 if TYPE_CHECKING:
@@ -42,6 +51,7 @@ __all__ = [
     "DigitClient",
     "AsyncDigitClient",
     "Prediction",
+    "Explanation",
     "NumberReading",
     "DigitRead",
     "RetryPolicy",

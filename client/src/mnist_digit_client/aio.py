@@ -19,7 +19,7 @@ from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, n
 from mnist_digit_client.core import NUMBER_MODEL, ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import NumberReading, Prediction
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction
 
 
 class AsyncDigitClient(ClientBase):
@@ -29,6 +29,7 @@ class AsyncDigitClient(ClientBase):
             (await client.predict("seven.png")).digit                  # 7
             (await client.read_number("meter.jpg")).number             # "4096"
             await client.predict_many(paths, concurrency=16)           # [Prediction | DigitServiceError, ...]
+            (await client.explain("seven.png")).attributions           # 28 rows of 28 floats
             async for i, result in client.as_completed(paths):         # as each is answered
                 ...
 
@@ -49,6 +50,10 @@ class AsyncDigitClient(ClientBase):
     async def read_number(self, image: Image, model: str = NUMBER_MODEL) -> NumberReading:
         """The number in the image, from the service's number model (DigitClient.read_number)."""
         return await self._call(self._number_request(image, model))
+
+    async def explain(self, image: Image) -> Explanation:
+        """DigitClient.explain: the prediction, the view the network read and its attributions."""
+        return await self._call(self._explain_request(image))
 
     async def as_completed(self, images: Iterable[Image], concurrency: int = 8) -> AsyncIterator[tuple[int, Result]]:
         """(index, Prediction or the error) for each image, in the order they are answered."""

@@ -2,6 +2,7 @@
 
     mnist-digit predict digit.png photo.jpg        # one JSON line per file, as each is answered
     mnist-digit number meter.jpg postcode.png      # the number in each file, one JSON line each
+    mnist-digit explain digit.png                  # the same, with the view read and its attributions
     mnist-digit health                             # {"status": "Healthy"}, exit 0 when healthy
 
 The key is read from key_file.json (TorchServe writes it in the folder it was started from) and
@@ -62,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     number.add_argument("files", nargs="+", metavar="FILE")
     number.add_argument("--number-model", default=NUMBER_MODEL, help="the number model's name (default: %(default)s)")
     number.add_argument("--concurrency", type=int, default=8, help="files in flight at once")
+    explain = commands.add_parser(
+        "explain", parents=[common], help="the digit in each image file, the view read and its attributions"
+    )
+    explain.add_argument("files", nargs="+", metavar="FILE")
     commands.add_parser("health", parents=[common], help="check that the server answers /ping")
     return parser.parse_args(argv)
 
@@ -97,6 +102,22 @@ def numbers(client: DigitClient, files: list[str], model: str, concurrency: int)
             print_line(
                 {"file": futures[future], "number": reading.number, "confidence": reading.confidence, "digits": digits}
             )
+    return 1 if failed else 0
+
+
+def explain(client: DigitClient, files: list[str]) -> int:
+    """One file at a time, in order: an explanation costs the service several predictions."""
+    failed = 0
+    for file in files:
+        try:
+            e = client.explain(file)
+        except (DigitServiceError, OSError) as error:
+            failed += 1
+            print_line({"file": file, **as_result(error).body()})
+            continue
+        print_line(
+            {"file": file, "digit": e.digit, "confidence": e.confidence, "view": e.view, "attributions": e.attributions}
+        )
     return 1 if failed else 0
 
 
@@ -143,4 +164,6 @@ def main(argv: list[str] | None = None) -> int:
             return health(client)
         if args.command == "number":
             return numbers(client, args.files, args.number_model, args.concurrency)
+        if args.command == "explain":
+            return explain(client, args.files)
         return predict(client, args.files, args.concurrency)

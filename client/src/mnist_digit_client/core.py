@@ -14,7 +14,7 @@ from mnist_digit_client.calls import JSON, REQUEST_ID_HEADER, Request, RetryPoli
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key
-from mnist_digit_client.routes import NumberReading, Prediction, Route, route_for
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction, Route, route_for
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "mnist"
@@ -98,24 +98,26 @@ class ClientBase:
     # -- the requests both clients send
 
     def _predict_request(self, image: Image) -> Request[Prediction]:
+        route, data = self.route, encode_image(image)
+        url = route.url(self.url, self.model)
+        return Request("POST", url, route.read, partial(route.body, data), route.body_type(data))
+
+    def _explain_request(self, image: Image) -> Request[Explanation]:
+        """The same body as a prediction's, to the route's explanation URL."""
         route = self.route
         return Request(
             "POST",
-            route.url(self.url, self.model),
-            route.read,
+            route.explain_url(self.url, self.model),
+            route.read_explanation,
             partial(route.body, encode_image(image)),
             route.content_type,
         )
 
     def _number_request(self, image: Image, model: str) -> Request[NumberReading]:
-        route = self.route
-        return Request(
-            "POST",
-            route.url(self.url, model),
-            route.read_number,
-            partial(route.body, encode_image(image)),
-            route.content_type,
-        )
+        """As a prediction's, to the number model's URL."""
+        route, data = self.route, encode_image(image)
+        url = route.url(self.url, model)
+        return Request("POST", url, route.read_number, partial(route.body, data), route.body_type(data))
 
     def _health_request(self) -> Request[JSON]:
         """TorchServe's /ping, whatever the route: TorchServe answers no v1/v2 health paths."""

@@ -83,5 +83,6 @@ def another_request(evidence: str) -> ServerFault:
     return ServerFault(f"the answer belongs to another request ({evidence})", 200)
 
 
-def not_a_prediction(answer: object) -> ServerFault:
-    return ServerFault(f"the answer is not a prediction: {json.dumps(answer, default=str)[:200]}", 200)
+def not_a_prediction(answer: object, what: str = "a prediction") -> ServerFault:
+    """A 200 answer that does not hold `what` ("a prediction", "an explanation"): retried like a 5xx."""
+    return ServerFault(f"the answer is not {what}: {json.dumps(answer, default=str)[:200]}", 200)

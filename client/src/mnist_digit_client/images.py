@@ -1,4 +1,5 @@
-"""Request bodies from images: file bytes as they are, a path's contents, pixels as a PNG.
+"""Request bodies from images: file bytes as they are, a path's contents, pixels as a PNG; and the
+media type of an image file's bytes.
 
 numpy and Pillow (the `images` extra) are imported only when pixels are passed.
 """
@@ -16,7 +17,7 @@ Image = bytes | bytearray | memoryview | str | os.PathLike[str] | Any
 
 def encode_image(image: Image) -> bytes:
     """The file bytes of one image. A path is read synchronously: image files are small (the
-    service refuses bodies over 8 MiB), so reading one does not hold an event loop for long."""
+    service refuses bodies over 25 MiB), so reading one does not hold an event loop for long."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, (str, os.PathLike)):
@@ -24,6 +25,29 @@ def encode_image(image: Image) -> bytes:
     if hasattr(image, "__array__"):
         return _png(image)
     raise TypeError(f"expected image bytes, a path or a numpy array, not {type(image).__name__}")
+
+
+# How the image files the service reads begin -> their media type
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+# HEIF and AVIF files: an "ftyp" box at byte 4 naming the file's brand
+_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif", b"avif": "image/avif"}
+
+
+def media_type(data: bytes) -> str | None:
+    """The media type of an image file from its first bytes (PNG, JPEG, GIF, TIFF, WebP, HEIC,
+    HEIF, AVIF), None for anything else."""
+    for signature, kind in _SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return _BRANDS.get(bytes(data[8:12])) if data[4:8] == b"ftyp" else None
 
 
 def _png(pixels: Any) -> bytes:

@@ -14,7 +14,7 @@ from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, n
 from mnist_digit_client.core import NUMBER_MODEL, ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import NumberReading, Prediction
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction
 
 
 class DigitClient(ClientBase):
@@ -24,6 +24,7 @@ class DigitClient(ClientBase):
         client.predict("seven.png").digit                      # 7
         client.predict_many(paths, concurrency=16)             # [Prediction | DigitServiceError, ...]
         client.read_number("meter.jpg").number                 # "4096"
+        client.explain("seven.png").attributions               # 28 rows of 28 floats
 
     Retried (predictions are idempotent): attempts without an answer (refused or reset connections,
     no answer within `timeout`) until the deadline; 5xx and 503 back-pressure up to `retries` times.
@@ -45,6 +46,11 @@ class DigitClient(ClientBase):
         """The number in the image (one line of 1 to 12 digits), from the service's number model;
         the same retries and errors as predict (no digit, or more than 12: RequestRejected, 422)."""
         return self._call(self._number_request(image, model))
+
+    def explain(self, image: Image) -> Explanation:
+        """The prediction and what it was read from: the view the network read and each of its
+        pixels' attribution. Retried as predict is; costs the service several predictions' CPU."""
+        return self._call(self._explain_request(image))
 
     def as_completed(self, images: Iterable[Image], concurrency: int = 8) -> Iterator[tuple[int, Result]]:
         """(index, Prediction or the error) for each image, in the order they are answered."""
