@@ -1,5 +1,5 @@
 # The service image: TorchServe + the handler, the model store and config at KServe's layout
-# (/mnt/models/config/config.properties, /mnt/models/model-store/mnist.mar). `make image` builds
+# (/mnt/models/config/config.properties, /mnt/models/model-store/{mnist,number}.mar). `make image` builds
 # it, `make image-test` runs it; README "Deploy" has the run commands (CPU and `--gpus all`).
 # BASE_IMAGE: any Debian bookworm; `make image` passes a local debootstrap one where nothing can be pulled.
 ARG BASE_IMAGE=debian:bookworm-slim

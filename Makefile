@@ -45,7 +45,7 @@ help:
 	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
 	@echo "fonts     Debian's fonts for printed digits (apt, as root; train and test need them)"
 	@echo "gateway   nginx, the real gateway of the client tests (apt, as root; test needs it)"
-	@echo "archive   model_store/mnist.mar"
+	@echo "archive   model_store/mnist.mar (digits) and model_store/number.mar (numbers)"
 	@echo "serve     archive, start TorchServe in the background, return when the model answers"
 	@echo "stop      stop TorchServe"
 	@echo "scale     set the worker count: make scale WORKERS=3"
@@ -105,10 +105,10 @@ agreement: setup fonts
 	  $(PY) -m train.agreement --jpeg-on-device --against-device cpu --out reports/agreement.md $(AGREEMENT_ARGS); \
 	fi
 
-archive: model_store/mnist.mar
+archive: model_store/mnist.mar model_store/number.mar
 
-model_store/mnist.mar: $(VENV)/.installed $(SOURCES)
-	$(PY) -m ops.build_archive --export-path model_store
+model_store/%.mar: $(VENV)/.installed $(SOURCES)
+	$(PY) -m ops.build_archive --export-path model_store --model-name $*
 
 serve: archive
 	@# Workers, batch size and delay for this host (WORKERS=/BATCH_SIZE=/BATCH_DELAY_MS= override), as in the image.
@@ -116,8 +116,9 @@ serve: archive
 	@# The frontend runs on in the background: keep its console output off the caller's terminal/pipe.
 	env -u TS_CONFIG_FILE torchserve --start --ncs --ts-config logs/config.host.properties > logs/torchserve.out 2>&1
 	$(PY) -m ops.tsctl wait || { tail -n 40 logs/torchserve.out logs/model_log.log; exit 1; }
-	@echo "TorchServe is serving mnist (keys: key_file.json, logs: logs/)"
+	@echo "TorchServe is serving mnist and number (keys: key_file.json, logs: logs/)"
 	@echo "  inference   http://127.0.0.1:8080/predictions/mnist   (inference key)"
+	@echo "              http://127.0.0.1:8080/predictions/number  (a number: docs/numbers.md)"
 	@echo "  management  http://127.0.0.1:8081/models/mnist        (management key)"
 	@echo "  metrics     http://127.0.0.1:8082/metrics"
 	@echo "  try: curl -H \"Authorization: Bearer \$$($(PY) -m ops.tsctl key inference)\" -T tests/fixtures/seven.png http://127.0.0.1:8080/predictions/mnist"

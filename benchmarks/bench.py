@@ -7,8 +7,10 @@ In one run on one machine:
 2. TorchServe ceiling: a no-op handler archive served with the same batch size, delay and workers:
    the host's (ops.host_settings, as `make serve` and the image; WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override);
 3. the service: requests/s and p50/p90/p99 at each concurrency, with MNIST test PNGs and with
-   paper-photo JPEGs; every answer must be a 200 with a digit, and a checked pass compares every
-   digit with its label;
+   paper-photo JPEGs, and the number model with 4-digit numbers (the same digits in a row); every
+   answer must be a 200 with a digit (a number), and a checked pass compares each with its label;
+   the number row's goal compares its workers' CPU per request with the MNIST PNGs' (also in
+   process, step 1);
 4. pairs (--pairs): the no-op, then the service, each started afresh, warmed and measured at
    concurrency 32 and 1 with MNIST PNGs, a minute apart at most. This VM's speed drifts over
    minutes, and steps 2 and 3 are several minutes apart: the goals' ratios are the median of
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from benchmarks.bench_report import markdown, plot, ratios, report_stem, total_cpu_us, write_report
 from benchmarks.clients import client_rounds, clients_markdown
-from benchmarks.in_process import IN_PROCESS_BATCHES, SETS, in_process, write_bodies
+from benchmarks.in_process import BODY_SETS, IN_PROCESS_BATCHES, SETS, cpu_per_request, in_process, write_bodies
 from benchmarks.load import folders, measured_wrk, serve, serve_and_load, wrk
 from benchmarks.variants import cuda_sync_markdown, cuda_sync_runs, sweep, sweep_markdown
 from handler.cuda_sync import SCHEDULES
@@ -117,7 +119,7 @@ def main(args: argparse.Namespace) -> dict:
     out, work = folders(args.out, "bench-")
     settings = host_settings()  # WORKERS=, BATCH_SIZE= and BATCH_DELAY_MS= override, as for make serve
     try:
-        sets = write_bodies(work)
+        sets = write_bodies(work, BODY_SETS)
         if args.sweep:
             report = {"stamp": stamp(args.label), "rows": sweep(sets, work, args)}
             write_report(out / "sweep", report, sweep_markdown(report))
@@ -156,12 +158,16 @@ def full_report(sets: dict, work: Path, settings: HostSettings, out: Path, args)
             gpu_min_pixels=0,
         )[1]
         report["in_process_rps"].update(on_gpu)
+    # the number row's goal, in process: a 4-digit number's CPU against an MNIST digit's
+    compared = {name: sets[name] for name in ("mnist_png", "number_png")}
+    report["in_process_cpu_us_per_request"] = cpu_per_request(compared, settings.batch_size)
     print("in-process", report["in_process_device"], report["in_process_rps"], flush=True)
 
     build_archive(work / "noop", handler=ROOT / "benchmarks" / "noop_handler.py")
     build_archive(work / "service")
+    build_archive(work / "service", "number")
     report["noop"] = serve_and_load(work / "noop", sets, ["mnist_png"], settings, args)["mnist_png"]
-    report["service"] = serve_and_load(work / "service", sets, list(SETS), settings, args)
+    report["service"] = serve_and_load(work / "service", sets, list(BODY_SETS), settings, args)
     report["pairs"] = pairs({"noop": work / "noop", "service": work / "service"}, sets, settings, args)
     if args.client_rounds:
         report["clients"] = clients(work / "service", sets, settings, args)

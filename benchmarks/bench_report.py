@@ -51,6 +51,8 @@ def ratios(report: dict) -> dict:
 
     paper = report["service"].get("paper_jpeg", {}).get("load", {})
     v2 = report["service"].get("mnist_v2", {}).get("load", {})
+    number = report["service"].get("number_png", {}).get("load", {})
+    in_process_cpu = report.get("in_process_cpu_us_per_request", {})
     in_pairs = report.get("pairs", [])
     return {
         "asyncio_client_over_threaded_c32": report.get("clients", {}).get("asyncio_over_threaded"),
@@ -66,6 +68,17 @@ def ratios(report: dict) -> dict:
         "errors_c128": sum(failures(s["load"][128]) for s in report["service"].values()) if 128 in service else None,
         "paper_jpeg_c128_rps": paper[128]["rps"] if 128 in paper else None,
         "worker_us_per_mnist_request_c128": service[128]["cpu_us_per_request"]["workers"] if 128 in service else None,
+        # a 4-digit number's worker CPU per request over an MNIST digit's, same server, same run
+        "number_worker_cpu_over_mnist_c32": (
+            round(number[32]["cpu_us_per_request"]["workers"] / service[32]["cpu_us_per_request"]["workers"], 2)
+            if 32 in number and 32 in service
+            else None
+        ),
+        "number_cpu_over_mnist_in_process": (
+            round(in_process_cpu["number_png"] / in_process_cpu["mnist_png"], 2)
+            if {"number_png", "mnist_png"} <= set(in_process_cpu)
+            else None
+        ),
     }
 
 
@@ -120,6 +133,18 @@ def markdown(report: dict) -> str:
         "by batch size): " + ", ".join(f"{k} {v:,.0f}" for k, v in report["in_process_rps"].items()),
         "",
     ]
+    if report.get("in_process_cpu_us_per_request"):
+        cpu = report["in_process_cpu_us_per_request"]
+        lines += [
+            f"In process, batches of {cfg['batchSize']}, CPU us per request: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in cpu.items())
+            + (
+                f" (a 4-digit number {report['ratios']['number_cpu_over_mnist_in_process']} x an MNIST digit)"
+                if report["ratios"].get("number_cpu_over_mnist_in_process")
+                else ""
+            ),
+            "",
+        ]
     checked = [
         f"{name}: {r['checked']['right']}/{r['checked']['requests']} right, {r['checked']['errors']} errors"
         for name, r in report["service"].items()
@@ -137,6 +162,12 @@ def markdown(report: dict) -> str:
             ratio["asyncio_client_over_threaded_c32"],
             " x",
             lambda v: v >= 1,
+        ),
+        goal_row(
+            "4-digit number: workers' CPU per request at c32 <= 3 x an MNIST digit's",
+            ratio.get("number_worker_cpu_over_mnist_c32"),
+            " x",
+            lambda v: v <= 3,
         ),
     ]
     if report.get("gpus"):  # the GPU host's goals

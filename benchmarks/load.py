@@ -14,14 +14,14 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.in_process import SETS, BodySet, listed_bodies
+from benchmarks.in_process import BODY_SETS, BodySet, listed_bodies
 from harness.clients import count_right, predict_concurrently
 from harness.local_server import LocalTorchServe
-from ops.host_settings import HostSettings, model_snapshot
+from ops.host_settings import HostSettings, model_snapshot, stored_models
 from ops.paths import ROOT
 
 
-def checked_pass(server: LocalTorchServe, listing: Path, labels: list[int], body_set: BodySet) -> dict:
+def checked_pass(server: LocalTorchServe, listing: Path, labels: list, body_set: BodySet) -> dict:
     """Every body once at concurrency 32, every answer compared with its label."""
     bodies = listed_bodies(listing)
     responses = predict_concurrently(server, bodies, body_set.content_type, concurrency=32, path=body_set.path)
@@ -87,7 +87,7 @@ def measured_wrk(server: LocalTorchServe, listing: Path, body_set: BodySet, conn
 def serve(store: Path, settings: HostSettings) -> LocalTorchServe:
     """A started server, as `make serve` and the image serve: with the host's workers and batch
     delay (ops.host_settings), which replace the archive's."""
-    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
+    return LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings, stored_models(store))}).start()
 
 
 def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSettings, args) -> dict:
@@ -96,13 +96,15 @@ def serve_and_load(store: Path, sets: dict, names: list[str], settings: HostSett
     try:
         if args.warmup:
             listing, _ = sets[names[0]]
-            wrk(server, listing, SETS[names[0]], 32, args.warmup)
+            wrk(server, listing, BODY_SETS[names[0]], 32, args.warmup)
         rows = {}
         for name in names:
             listing, labels = sets[name]
-            rows[name] = {"checked": checked_pass(server, listing, labels, SETS[name]), "load": {}}
+            rows[name] = {"checked": checked_pass(server, listing, labels, BODY_SETS[name]), "load": {}}
             for connections in args.concurrency:
-                rows[name]["load"][connections] = measured_wrk(server, listing, SETS[name], connections, args.duration)
+                rows[name]["load"][connections] = measured_wrk(
+                    server, listing, BODY_SETS[name], connections, args.duration
+                )
                 print(name, connections, rows[name]["load"][connections], flush=True)
         return rows
     finally:

@@ -1,13 +1,14 @@
-"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key,
-for a prediction (/api/predict) or an explanation (/api/explain: the view the network read and the
-attributions of its pixels).
+"""Draw-a-digit demo: serves the page and forwards each drawing to TorchServe with the inference key:
+a digit to the `mnist` model for a prediction (/api/predict) or an explanation (/api/explain: the
+view the network read and the attributions of its pixels), a number drawn on the wider pad to
+`number` (/api/number).
 
     python -m demo.server [--port 8000] [--url http://127.0.0.1:8080] [--token-file key_file.json]
 
 The key stays in this process: the browser only ever talks to this server, on 127.0.0.1.
 
 Why the standard library (http.server.ThreadingHTTPServer) and not Flask or FastAPI: the demo has
-five routes and no templates, sessions or forms; one thread per request is plenty for a person
+a handful of routes and no templates, sessions or forms; one thread per request is plenty for a person
 drawing, and nothing new has to be pinned, installed or patched. It is a local demo, not a public
 server: it binds to loopback by default and refuses bodies over TorchServe's own size limit.
 """
@@ -26,6 +27,7 @@ from mnist_digit_client import (
     DigitClient,
     DigitServiceError,
     Explanation,
+    NumberReading,
     Prediction,
     RequestRejected,
 )
@@ -33,7 +35,9 @@ from ops.paths import ROOT
 from ops.properties import max_request_size
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = {"/": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
+PAGES = {"/": "index.html", "/app.js": "app.js", "/number.js": "number.js", "/style.css": "style.css"}
+# POST path -> the DigitClient method it calls
+ENDPOINTS = {"/api/predict": "predict", "/api/explain": "explain", "/api/number": "read_number"}
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -66,7 +70,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such page: {path}"})
 
     def do_POST(self) -> None:
-        if self.path not in ("/api/predict", "/api/explain"):
+        if self.path not in ENDPOINTS:
             return self.send_json(HTTPStatus.NOT_FOUND, {"code": 404, "error": f"no such endpoint: {self.path}"})
         length = int(self.headers.get("Content-Length") or -1)
         if length < 0:
@@ -78,7 +82,7 @@ class DemoHandler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(length)
         try:
-            answer = self.client.explain(body) if self.path == "/api/explain" else self.client.predict(body)
+            answer = getattr(self.client, ENDPOINTS[self.path])(body)
         except AuthorizationFailed:
             # The demo's own key was refused (even after re-reading the key file): our fault, not the drawing's.
             return self.send_json(HTTPStatus.BAD_GATEWAY, {"code": 502, "error": "TorchServe refused the demo's key"})
@@ -104,8 +108,12 @@ class DemoHandler(BaseHTTPRequestHandler):
         print(f"{self.address_string()} {format % args}", flush=True)
 
 
-def answer_json(answer: Prediction | Explanation) -> dict:
-    """What the page reads: the service's own answer (an explanation adds "view" and "attributions")."""
+def answer_json(answer: Prediction | Explanation | NumberReading) -> dict:
+    """What the page reads: the service's own answer (an explanation adds "view" and "attributions";
+    a number is its number, confidence and digits with their boxes)."""
+    if isinstance(answer, NumberReading):
+        digits = [{"digit": d.digit, "confidence": d.confidence, "box": list(d.box)} for d in answer.digits]
+        return {"number": answer.number, "confidence": answer.confidence, "digits": digits}
     fields = {"digit": answer.digit, "confidence": answer.confidence, "probabilities": list(answer.probabilities)}
     if isinstance(answer, Explanation):
         fields |= {"view": answer.view, "attributions": answer.attributions}

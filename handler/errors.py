@@ -60,10 +60,14 @@ class NotADigit(NotOneDigit):
 
 
 class SeveralDigits(NotOneDigit):
-    """Two or more digits in one image: the service reads one digit per image."""
+    """Two or more digits in one image: this model reads one digit per image, the number model a line of them."""
 
     def __init__(
-        self, message: str = "several digits in one image: the service reads one digit per image; send each alone"
+        self,
+        message: str = (
+            "several digits in one image: this model reads one digit per image; send each alone, "
+            "or the whole number to the number model (/predictions/number)"
+        ),
     ) -> None:
         super().__init__("several_digits", message)
 
@@ -78,3 +82,9 @@ class InternalError(RequestError):
 
     def __init__(self, reason: str = "internal", message: str = "internal error") -> None:
         super().__init__(reason, message)
+
+
+class TooManyDigits(InputError):
+    """A line with more digits (or marks) than one number may have (handler/number/)."""
+
+    status = 422

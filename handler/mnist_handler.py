@@ -13,15 +13,15 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 from ts.metrics.metric_cache_errors import MetricsCacheKeyError
 
 from handler import fast_paths
-from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer
+from handler.answers import error_answer, explanation_answer, model_metadata, prediction_answer, predictions_of
 from handler.calibration import CALIBRATION_FILE, load_calibration
 from handler.cuda_sync import set_sync_schedule
 from handler.errors import REASONS, InputError, RequestError
@@ -30,6 +30,7 @@ from handler.inference import Reading, read_views
 from handler.metric_buffer import METRICS, MetricBuffer
 from handler.open_set import OpenSet
 from handler.preprocess import RequestBatch, decode_batch
+from handler.preprocess.envelopes import Envelope
 from handler.preprocess.open_inference import lowercased_headers
 from handler.request_log import (
     MODEL_VERSION_HEADER,
@@ -170,9 +171,9 @@ class DigitHandler:
         # GET /models/mnist?customized=true sends one request with this header (a batch never has more)
         if len(data) == 1 and headers[0].get("describe") == "True":
             context.set_response_header(0, MODEL_VERSION_HEADER, self.model_id[1])
-            return [json.dumps(model_metadata(self.model_id))]
+            return [json.dumps(self.metadata())]
         batch = self.preprocess(data, headers)
-        if any(envelope.explain for envelope in batch.envelopes):  # TorchServe batches both kinds together
+        if batch.explains:
             answers = self.postprocess(batch, *self.explain(batch), headers=headers)
         else:
             answers = self.postprocess(batch, self.inference(batch), headers=headers)
@@ -183,6 +184,10 @@ class DigitHandler:
             self.flush_metrics()
         return answers
 
+    def metadata(self) -> dict:
+        """The Open Inference Protocol's model metadata of this model."""
+        return model_metadata(self.model_id)
+
     def postprocess(
         self,
         batch: RequestBatch,
@@ -191,13 +196,27 @@ class DigitHandler:
         headers: list[dict[str, str]] | None = None,
     ) -> list[str]:
         """`explained`: per image, explain()'s explanation parts; None in a batch without explanation requests."""
-        predictions = self._predictions(probabilities) if probabilities is not None else []
+        predictions = predictions_of(probabilities) if probabilities is not None else []
         answered = [p for span in batch.outcomes if isinstance(span, slice) for p in predictions[span]]
         for digit, count in Counter(p["digit"] for p in answered).items():
             self._add("DigitPredictions", count, str(digit))
         unsure = sum(p["confidence"] < self.settings.low_confidence for p in answered)
         if unsure:
             self._add("LowConfidencePredictions", unsure)
+
+        def answer(span: slice, envelope: Envelope) -> str:
+            if envelope.explain:
+                parts = zip(predictions[span], explained[span])
+                return explanation_answer(envelope, [p | e for p, e in parts], self.model_id)
+            return prediction_answer(envelope, predictions[span], self.model_id)
+
+        return self._answers(batch, headers, answer)
+
+    def _answers(
+        self, batch: RequestBatch, headers: list[dict[str, str]] | None, answer: Callable[[slice, Envelope], str]
+    ) -> list[str]:
+        """Per request its answer: `answer(its images' slice, its envelope)`, or its error's, with the
+        headers, status, metrics and log line every answer gets."""
         answers, version = [], self.model_id[1]
         for idx, (span, envelope) in enumerate(zip(batch.outcomes, batch.envelopes)):
             request_headers = headers[idx] if headers else {}
@@ -212,11 +231,8 @@ class DigitHandler:
                     self._add("InternalErrors", 1)
                 self._log_refusal(idx, span, request_headers)
                 answers.append(error_answer(envelope, span, self.model_id))
-            elif envelope.explain:
-                parts = zip(predictions[span], explained[span])
-                answers.append(explanation_answer(envelope, [p | e for p, e in parts], self.model_id))
             else:
-                answers.append(prediction_answer(envelope, predictions[span], self.model_id))
+                answers.append(answer(span, envelope))
         return answers
 
     def _echo_request_id(self, idx: int, headers: dict[str, str]) -> None:
@@ -239,19 +255,6 @@ class DigitHandler:
             headers.get(REQUEST_ID_HEADER.lower()),
         )
         logger.log(logging.ERROR if error.status >= 500 else logging.INFO, line)
-
-    @staticmethod
-    def _predictions(probabilities: torch.Tensor) -> list[dict]:
-        """(N, 10) float32 probabilities on the CPU -> per row its answer: the first most probable
-        digit, and the probabilities rounded to 6 places. Rounded for the whole batch in float64,
-        where a float32 times 1e6 is exact, so each is what Python's round(p, 6) gives
-        (tests/test_handler.py) for a fraction of its cost; numpy, whose calls cost less than
-        torch's on a batch of one."""
-        p = probabilities.numpy()
-        return [
-            {"digit": digit, "confidence": row[digit], "probabilities": row}
-            for digit, row in zip(p.argmax(1).tolist(), np.round(p.astype(np.float64), 6).tolist())
-        ]
 
     # ------------------------------------------------------------ metrics
 

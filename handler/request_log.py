@@ -42,6 +42,14 @@ def served_version(archive_version: str, weights: Path, *more: Path) -> str:
     return f"{archive_version}+{digest.hexdigest()[:DIGEST_HEX]}"
 
 
+def not_per_batch_chatter(record: logging.LogRecord) -> bool:
+    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
+    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
+    worker's output and copies it to model_log.log, and under load these were the most frequent
+    lines there, timing nothing that the access log and the metrics do not."""
+    return record.msg != "Backend received inference at: %d"
+
+
 def refusal_line(status: int, reason: str, message: str, request_id: str | None, client_id: str | None) -> str:
     """`refused request: status=415 reason=not_an_image request_id=<uuid> client_request_id=<id> error="..."`
     (`failed request:` for a 5xx); `-` for an ID that is missing."""
@@ -84,11 +92,3 @@ def one_line_records(environ=os.environ, logger: logging.Logger | None = None) -
         if not isinstance(handler.formatter, OneLine):
             handler.setFormatter(OneLine(handler.formatter or logging.Formatter()))
     return True
-
-
-def not_per_batch_chatter(record: logging.LogRecord) -> bool:
-    """Drops the line TorchServe's worker logs at INFO before every batch ("Backend received
-    inference at: <epoch>", ts/protocol/otf_message_handler.py): the frontend reads each line of a
-    worker's output and copies it to model_log.log, and under load these were the most frequent
-    lines there, timing nothing that the access log and the metrics do not."""
-    return record.msg != "Backend received inference at: %d"

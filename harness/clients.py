@@ -25,17 +25,18 @@ def predict_concurrently(
         return list(pool.map(lambda job: server.predict(job[0], job[1], **kwargs), zip(bodies, types)))
 
 
-def answered_digit(response: requests.Response) -> int | None:
-    """The digit of a 200 answer, in the service's own form or the Open Inference Protocol's."""
+def answered_digit(response: requests.Response) -> int | str | None:
+    """The digit of a 200 answer, in the service's own form or the Open Inference Protocol's (the
+    number model's: its number)."""
     if response.status_code != 200:
         return None
     answer = response.json()
     if "outputs" in answer:
         digits = [o["data"] for o in answer["outputs"] if o["name"] == "digit"]
         return digits[0][0] if digits and len(digits[0]) == 1 else None
-    return answer.get("digit")
+    return answer.get("digit", answer.get("number"))
 
 
-def count_right(responses: Sequence[requests.Response], digits: Sequence[int]) -> int:
-    """How many responses are a 200 with the expected digit."""
+def count_right(responses: Sequence[requests.Response], digits: Sequence[int | str]) -> int:
+    """How many responses are a 200 with the expected digit (number)."""
     return sum(answered_digit(r) == y for r, y in zip(responses, digits))

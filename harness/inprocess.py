@@ -1,4 +1,5 @@
-"""Run DigitHandler in this process, without TorchServe: for unit tests and the in-process benchmark."""
+"""Run DigitHandler (or NumberHandler) in this process, without TorchServe: for unit tests and the
+in-process benchmark."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ class InProcessContext:
     is the archive's as ops.build_archive writes it (the release's version); TorchServe's request
     IDs are `request_ids` (index -> ID), empty unless a test sets them."""
 
-    def __init__(self, model_dir: Path, gpu_id: int | None = None, **settings):
+    def __init__(self, model_dir: Path, gpu_id: int | None = None, model_name: str = "mnist", **settings):
         from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-        self.model_name = "mnist"
+        self.model_name = model_name
         config = model_config()
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": config["batchSize"]}
         self.manifest = {"model": {"serializedFile": "mnist_cnn.pt", "modelVersion": release_version()}}
@@ -52,14 +53,16 @@ def load_handler(
     weights: Path = ROOT / "model" / "mnist_cnn.pt",
     gpu_id: int | None = None,
     model_dir: Path | None = None,
+    model_name: str = "mnist",
     calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized DigitHandler, its InProcessContext), with the weights, their calibration and
-    the open-set head laid out as in an archive; `settings` override model-config.yaml's `handler:`
-    section."""
+    """(initialized handler, its InProcessContext), with the weights, their calibration and the
+    open-set head laid out as in an archive: DigitHandler, or NumberHandler for `model_name`
+    "number"; `settings` override model-config.yaml's `handler:` section."""
     from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
+    from handler.number_handler import NumberHandler
     from model.open_set import OPEN_SET_FILE
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
@@ -67,7 +70,7 @@ def load_handler(
     for source, packed in ((calibration, CALIBRATION_FILE), (ROOT / OPEN_SET_FILE, OPEN_SET_FILE)):
         (model_dir / packed).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, model_dir / packed)
-    context = InProcessContext(model_dir, gpu_id=gpu_id, **settings)
-    handler = DigitHandler()
+    context = InProcessContext(model_dir, gpu_id=gpu_id, model_name=model_name, **settings)
+    handler = NumberHandler() if model_name == "number" else DigitHandler()
     handler.initialize(context)
     return handler, context

@@ -20,6 +20,7 @@ import psutil
 import requests
 
 from mnist_digit_client import read_keys
+from ops.host_settings import stored_models
 from ops.paths import ROOT
 from ops.properties import read_properties, write_properties
 from ops.tsctl import bearer, wait_ready
@@ -40,6 +41,8 @@ class LocalTorchServe:
     process: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
+        # the service's models whose archive the store holds: loaded, and waited for, at start
+        self.models = stored_models(self.model_store)
         self._pick_ports()
 
     def _pick_ports(self) -> None:
@@ -61,6 +64,7 @@ class LocalTorchServe:
                 "grpc_inference_port": str(self.ports["grpc"]),
                 "grpc_management_port": str(self.ports["grpc_mgmt"]),
                 "model_store": str(self.model_store),
+                "load_models": ",".join(f"{name}={name}.mar" for name in self.models),
                 "metrics_config": str(ROOT / props.get("metrics_config", "handler/metrics.yaml")),
                 # The repository's relative log4j2.xml, made absolute: this server runs elsewhere.
                 "vmargs": re.sub(
@@ -116,12 +120,14 @@ class LocalTorchServe:
                     start_new_session=True,
                 )
             try:
-                wait_ready(
-                    self.inference,
-                    self.root / "key_file.json",
-                    timeout=timeout,
-                    alive=lambda: self.process.poll() is None and not self._port_taken(),
-                )
+                for model in self.models:
+                    wait_ready(
+                        self.inference,
+                        self.root / "key_file.json",
+                        model,
+                        timeout=timeout,
+                        alive=lambda: self.process.poll() is None and not self._port_taken(),
+                    )
                 return self
             except TimeoutError as error:
                 port_taken = self._port_taken()

@@ -29,6 +29,7 @@ from ops.paths import ROOT
 from ops.polling import wait_until
 from ops.tsctl import bearer, wait_for_workers
 from synthetic.families import encode_image
+from synthetic.numbers import mnist_row
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TIMEOUT_S = 30
@@ -87,6 +88,20 @@ def check_open_inference(s: Service) -> None:
     response = requests.post(f"{s.inference}/v2/models/mnist/infer", json=body, headers=s.headers(), timeout=TIMEOUT_S)
     assert response.status_code == 200, response.text[:200]
     assert response.json()["id"] == "check" and response.json()["outputs"][0]["data"] == [7], response.text[:200]
+
+
+def check_number(s: Service) -> None:
+    """The number model beside the digit model: four MNIST test digits in a row, as a PNG."""
+    sample = np.load(FIXTURES / "mnist_test_100.npz")
+    images, labels = sample["images"][4:8], sample["labels"][4:8]
+    response = requests.post(
+        f"{s.inference}/predictions/number",
+        data=encode_image(mnist_row(images)),
+        headers={**s.headers(), "Content-Type": "image/png"},
+        timeout=TIMEOUT_S,
+    )
+    assert response.status_code == 200, f"{response.status_code} {response.text[:200]}"
+    assert response.json()["number"] == "".join(map(str, labels)), response.text[:300]
 
 
 def check_grpc(s: Service) -> None:
@@ -171,6 +186,7 @@ CHECKS: list[Callable[[Service], None]] = [
     check_ping,
     check_each_input_kind,
     check_open_inference,
+    check_number,
     check_grpc,
     check_bad_input_is_4xx_json,
     check_auth,

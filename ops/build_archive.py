@@ -1,13 +1,15 @@
-"""Build model_store/mnist.mar with torch-model-archiver.
+"""Build model_store/mnist.mar (the digit model) or number.mar (the number model) with torch-model-archiver.
 
-    python -m ops.build_archive [--export-path model_store] [--config-file model-config.yaml]
+    python -m ops.build_archive [--export-path model_store] [--model-name mnist|number]
+                                [--config-file model-config.yaml]
 
-The archive holds the handler entry point, the committed weights, the model config, the
-`handler/` and `model/` packages as packages, so that `from handler.preprocess import ...`
-works the same in the repository and inside a TorchServe worker, and, at the paths they have in
-the repository, the weights' calibration (model/calibration.json, handler/calibration.py) and the
-open-set head (model/open_set.pt, handler/open_set.py). Its version is the release's
-(the VERSION file, ops/version.py) unless --version says otherwise.
+Both archives hold the committed weights: the number model reads every digit with the digit
+model's network. An archive holds its handler entry point (HANDLERS), the weights, the model
+config, the `handler/` and `model/` packages as packages, so that `from handler.preprocess import
+...` works the same in the repository and inside a TorchServe worker, and, at the paths they have
+in the repository, the weights' calibration (model/calibration.json, handler/calibration.py) and
+the open-set head (model/open_set.pt, handler/open_set.py). Its version is the release's (the
+VERSION file, ops/version.py) unless --version says otherwise.
 """
 
 from __future__ import annotations
@@ -26,17 +28,19 @@ from ops.paths import ROOT
 from ops.version import release_version
 
 PACKAGES = ("handler", "model")
+# The models the service serves -> their handler entry points.
+HANDLERS = {"mnist": ROOT / "handler" / "mnist_handler.py", "number": ROOT / "handler" / "number_handler.py"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--export-path", default=str(ROOT / "model_store"), help="folder for the .mar")
-    p.add_argument("--model-name", default="mnist", help="archive and model name")
+    p.add_argument("--model-name", default="mnist", help=f"archive and model name: {', '.join(HANDLERS)}")
     p.add_argument("--config-file", default=str(ROOT / "model-config.yaml"), help="model-config.yaml to pack")
     p.add_argument("--weights", default=str(ROOT / "model" / "mnist_cnn.pt"), help="checkpoint to pack")
     p.add_argument("--calibration", default=str(ROOT / CALIBRATION_FILE), help="the weights' calibration to pack")
     p.add_argument("--open-set", default=str(ROOT / OPEN_SET_FILE), help="open-set head to pack (model/open_set.pt)")
-    p.add_argument("--handler", default=str(ROOT / "handler" / "mnist_handler.py"), help="handler entry file")
+    p.add_argument("--handler", default=None, help="handler entry file (default: the model's, HANDLERS)")
     p.add_argument("--version", default=None, help="model version (default: the VERSION file)")
     return p
 
@@ -52,7 +56,11 @@ def build_archive(
     open_set: str | Path | None = None,
 ) -> Path:
     args = get_args_parser().parse_args([])
-    config_file, weights, handler = (config_file or args.config_file, weights or args.weights, handler or args.handler)
+    config_file, weights, handler = (
+        config_file or args.config_file,
+        weights or args.weights,
+        handler or HANDLERS[model_name],
+    )
     calibration, open_set = calibration or args.calibration, open_set or args.open_set
     version = version or release_version()
     export_path = Path(export_path)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from ops.host_settings import HostSettings, host_settings, model_snapshot
+from ops.host_settings import MODEL_NAMES, HostSettings, host_settings, model_snapshot, stored_models
 from ops.properties import read_properties, write_properties
 
 TOKEN_AUTH_VALUES = {"on": "false", "off": "true"}  # TOKEN_AUTH -> disable_token_authorization
@@ -50,7 +50,8 @@ def effective_properties(
     base: Path, settings: HostSettings, environ: dict[str, str], management_port: int | None = None
 ) -> dict[str, str]:
     props = read_properties(base)
-    props["model_snapshot"] = model_snapshot(settings)
+    # every model whose archive the store holds (a snapshot naming a missing one stops TorchServe)
+    props["model_snapshot"] = model_snapshot(settings, stored_models(props.get("model_store", "")) or MODEL_NAMES)
     if management_port is not None:
         # Same interface, another port: in a KServe predictor pod 8081 is not ours (docs/deploy.md).
         host = props["management_address"].rsplit(":", 1)[0]

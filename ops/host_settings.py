@@ -19,6 +19,8 @@ from pathlib import Path
 from ops.version import release_version
 
 MODEL_NAME = "mnist"
+# Every model the service serves (ops/build_archive.py, HANDLERS), each with the same settings.
+MODEL_NAMES = (MODEL_NAME, "number")
 # The archive's batch size, for every host. On the GPU host, fewer workers with larger batches
 # served more paper photos and fewer MNIST PNGs (docs/deploy.md, "Settings that fit the host").
 BATCH_SIZE = 16
@@ -114,11 +116,24 @@ def _positive_int(name: str, text: str, allow_zero: bool = False) -> int:
     return value
 
 
-def model_snapshot(settings: HostSettings, mar_name: str = f"{MODEL_NAME}.mar") -> str:
-    """The `model_snapshot` property: registers the model with exactly these settings, keyed by the
-    release's version (TorchServe 0.12 registers the archive's own version whatever the key, so an
-    archive of another release still gets them: tests/test_versions.py)."""
-    settings_of_version = {
+def stored_models(store: str | os.PathLike) -> tuple[str, ...]:
+    """Those of the service's models whose archive (NAME.mar) is in the model store `store`: a
+    snapshot must name no other, or TorchServe stops at start."""
+    return tuple(name for name in MODEL_NAMES if (Path(store) / f"{name}.mar").exists())
+
+
+def model_snapshot(settings: HostSettings, models: tuple[str, ...] = MODEL_NAMES) -> str:
+    """The `model_snapshot` property: registers each of `models` (NAME.mar in the model store) with
+    exactly these settings, keyed by the release's version (TorchServe 0.12 registers the archive's
+    own version whatever the key, so an archive of another release still gets them:
+    tests/test_versions.py)."""
+    models_of = {name: {release_version(): _settings_of_version(settings, f"{name}.mar")} for name in models}
+    snapshot = {"name": "startup.cfg", "modelCount": len(models_of), "models": models_of}
+    return json.dumps(snapshot, separators=(",", ":"))
+
+
+def _settings_of_version(settings: HostSettings, mar_name: str) -> dict:
+    return {
         "defaultVersion": True,
         "marName": mar_name,
         "minWorkers": settings.workers,
@@ -128,6 +143,3 @@ def model_snapshot(settings: HostSettings, mar_name: str = f"{MODEL_NAME}.mar") 
         "responseTimeout": RESPONSE_TIMEOUT_S,
         "startupTimeout": STARTUP_TIMEOUT_S,
     }
-    models = {MODEL_NAME: {release_version(): settings_of_version}}
-    snapshot = {"name": "startup.cfg", "modelCount": 1, "models": models}
-    return json.dumps(snapshot, separators=(",", ":"))

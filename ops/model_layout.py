@@ -5,7 +5,8 @@
     <out>/config/config.properties   server settings; paths point under --mount
     <out>/config/metrics.yaml        metrics TorchServe exports (handler/metrics.yaml)
     <out>/config/log4j2.xml          logging to stdout, text or JSON lines (log4j2-console.xml)
-    <out>/model-store/mnist.mar      the archive (ops.build_archive)
+    <out>/model-store/mnist.mar      the archives (ops.build_archive): the digit model
+    <out>/model-store/number.mar     and the number model
 
 Both flavors listen on all interfaces (inside a container or pod only), REST inference on 8080,
 metrics on 8082, gRPC inference on 7070 and gRPC management on 7071, and keep the model API off.
@@ -26,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from ops.build_archive import build_archive
-from ops.host_settings import CPU_BATCH_DELAY_MS, MODEL_NAME, HostSettings, model_snapshot, workers_for
+from ops.host_settings import CPU_BATCH_DELAY_MS, MODEL_NAMES, HostSettings, model_snapshot, workers_for
 from ops.paths import ROOT
 from ops.properties import read_properties, write_properties
 
@@ -71,7 +72,8 @@ def build_layout(out: Path, flavor: str = "kserve", mount: str = "/mnt/models", 
     )
     shutil.copy(ROOT / "handler" / "metrics.yaml", config / "metrics.yaml")
     shutil.copy(ROOT / "log4j2-console.xml", config / "log4j2.xml")
-    build_archive(store, MODEL_NAME)
+    for name in MODEL_NAMES:
+        build_archive(store, name)
     return out
 
 

@@ -1,10 +1,11 @@
 """Small operator CLI for a running TorchServe started from this repository.
 
 python -m ops.tsctl key inference          # print a key from key_file.json
-python -m ops.tsctl wait                   # block until /ping is healthy and mnist answers
+python -m ops.tsctl wait                   # block until /ping is healthy and every model answers
 python -m ops.tsctl ping                   # exit 0 if /ping is Healthy (the image's HEALTHCHECK)
-python -m ops.tsctl scale 3                # PUT /models/mnist?min_worker=3&synchronous=true
-python -m ops.tsctl describe               # GET /models/mnist
+python -m ops.tsctl scale 3                # PUT /models/{mnist,number}?min_worker=3&synchronous=true
+python -m ops.tsctl scale 3 --model number # one model only
+python -m ops.tsctl describe               # GET /models/mnist (--model number: the number model)
 python -m ops.tsctl rotate inference       # new inference key (old one stops working)
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import requests
 
 from mnist_digit_client import read_keys
+from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.polling import NotYet, wait_until
 
@@ -82,7 +84,8 @@ def wait_for_workers(
     return wait_until(settled, timeout, 0.2, f"{count} READY workers of {model}")[0]
 
 
-# A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed.
+# A "1" (a 3 px vertical stroke, rows 4-24) as a JSON "instances" array: no image encoder needed;
+# every model reads it (the number model as the number "1").
 _PROBE = {"instances": [[[255 if 4 <= row <= 24 and 13 <= col <= 15 else 0 for col in range(28)] for row in range(28)]]}
 
 
@@ -121,6 +124,14 @@ def describe(management_url: str, key: str | None, model: str = "mnist") -> dict
     return response.json()[0]
 
 
+def registered(management_url: str, key: str | None) -> list[str]:
+    """The service's models (MODEL_NAMES) that the server has registered, in that order."""
+    response = requests.get(f"{management_url}/models", headers=bearer(key), timeout=30)
+    response.raise_for_status()
+    names = {model["modelName"] for model in response.json()["models"]}
+    return [name for name in MODEL_NAMES if name in names]
+
+
 def rotate(management_url: str, api_key: str, kind: str) -> None:
     """Replace the inference or management key; TorchServe rewrites key_file.json."""
     response = requests.post(f"{management_url}/token", params={"type": kind}, headers=bearer(api_key), timeout=30)
@@ -136,25 +147,30 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("key").add_argument("kind", choices=["inference", "management", "API"])
     sub.add_parser("wait").add_argument("--timeout", type=float, default=180.0)
     sub.add_parser("ping")
-    sub.add_parser("scale").add_argument("workers", type=int)
-    sub.add_parser("describe")
+    scaled = sub.add_parser("scale")
+    scaled.add_argument("workers", type=int)
+    scaled.add_argument("--model", choices=MODEL_NAMES, default=None, help="default: every model registered")
+    sub.add_parser("describe").add_argument("--model", choices=MODEL_NAMES, default="mnist")
     sub.add_parser("rotate").add_argument("kind", choices=["inference", "management"])
     args = p.parse_args(argv)
 
     if args.command == "key":
         print(read_keys(args.key_file)[args.kind])
     elif args.command == "wait":
-        wait_ready(args.inference, Path(args.key_file), timeout=args.timeout)
+        for model in MODEL_NAMES:
+            wait_ready(args.inference, Path(args.key_file), model, timeout=args.timeout)
     elif args.command == "ping":
         ping(args.inference, Path(args.key_file))
     elif args.command == "scale":
-        print(json.dumps(scale(args.management, read_keys(args.key_file)["management"], args.workers)))
-        print(json.dumps(_workers(describe(args.management, read_keys(args.key_file)["management"]))))
+        key = read_keys(args.key_file)["management"]
+        for model in [args.model] if args.model else registered(args.management, key):
+            print(json.dumps(scale(args.management, key, args.workers, model)))
+            print(json.dumps(_workers(describe(args.management, key, model))))
     elif args.command == "rotate":
         rotate(args.management, read_keys(args.key_file)["API"], args.kind)
         print(f"new {args.kind} key written to {args.key_file}")
     elif args.command == "describe":
-        print(json.dumps(describe(args.management, read_keys(args.key_file)["management"]), indent=2))
+        print(json.dumps(describe(args.management, read_keys(args.key_file)["management"], args.model), indent=2))
 
 
 def _workers(description: dict) -> list[dict]:

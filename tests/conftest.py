@@ -12,6 +12,7 @@ from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
 from model.open_set import OPEN_SET_FILE
 from ops.build_archive import build_archive
+from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.version import release_version
 from synthetic.camera import paper_photo, phone_heic, phone_jpeg, sensor_photo
@@ -37,14 +38,17 @@ def model_version() -> str:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
+    """Both archives, as `make archive` builds them: mnist.mar and number.mar."""
     store = tmp_path_factory.mktemp("model_store")
-    build_archive(store)
+    for name in MODEL_NAMES:
+        build_archive(store, name)
     return store
 
 
 @pytest.fixture(scope="session")
 def server(model_store):
-    """The real service: the built archive under TorchServe with the repository's config."""
+    """The real service: the built archives under TorchServe with the repository's config, the digit
+    model and the number model registered (and answering) when it starts."""
     ts = LocalTorchServe(model_store)
     ts.start()
     yield ts

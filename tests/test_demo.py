@@ -75,6 +75,18 @@ def test_demo_forwards_predictions_and_errors(demo):
     assert requests.get(f"{demo}/nothing-here", timeout=10).status_code == 404
 
 
+def test_demo_forwards_numbers(demo, mnist_sample):
+    from synthetic.families import encode_image
+    from synthetic.numbers import mnist_row
+
+    digits, labels = mnist_sample
+    answer = requests.post(f"{demo}/api/number", data=encode_image(mnist_row(digits[4:8])), timeout=30)
+    assert answer.status_code == 200 and answer.json()["number"] == "".join(map(str, labels[4:8]))
+    assert [len(d["box"]) for d in answer.json()["digits"]] == [4] * 4
+    blank = requests.post(f"{demo}/api/number", data=encode_image(digits[0] * 0), timeout=30)
+    assert blank.status_code == 422 and "no digit" in blank.json()["error"]
+
+
 def test_demo_forwards_explanations(demo):
     canvas = (FIXTURES / "canvas_seven.png").read_bytes()
     answer = requests.post(f"{demo}/api/explain", data=canvas, headers={"Content-Type": "image/png"}, timeout=60)
@@ -111,7 +123,7 @@ def test_a_refused_demo_key_is_our_fault_and_big_bodies_stop_at_the_demo(server)
 
 def test_the_key_never_reaches_the_browser(demo, server):
     keys = server.keys().values()
-    for path in ("/", "/app.js", "/style.css", "/api/health"):
+    for path in ("/", "/app.js", "/number.js", "/style.css", "/api/health"):
         response = requests.get(f"{demo}{path}", timeout=10)
         assert response.ok
         seen = response.text + "".join(f"{k}: {v}" for k, v in response.headers.items())
@@ -277,5 +289,48 @@ def test_what_is_not_one_digit_is_shown_as_such(demo, browser, tmp_path):
         assert page.locator("#status").inner_text() == "" and page.evaluate(
             "!('reason' in document.getElementById('status').dataset)"
         )
+    finally:
+        page.close()
+
+
+def draw_one_seven(page) -> None:
+    """A "1" and a "7" side by side on the number pad, as a person writes them: a stroke down, then a
+    bar across and a stroke down to the lower left."""
+    box = page.locator("#number-pad").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+    for stroke in ([(0.2, 0.2), (0.2, 0.8)], [(0.33, 0.22), (0.47, 0.22), (0.38, 0.82)]):
+        page.mouse.move(*at(*stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*at(*point), steps=14)
+        page.mouse.up()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 960, "height": 900}, {"width": 390, "height": 900}])
+def test_a_number_drawn_on_the_wide_pad_is_read_and_boxed(demo, browser, viewport, tmp_path):
+    page = browser.new_page(viewport=viewport)
+    try:
+        page.goto(demo)
+        page.locator("#number-pad").scroll_into_view_if_needed()
+        draw_one_seven(page)
+        page.wait_for_function("t => document.getElementById('number').textContent === t", arg="17", timeout=30_000)
+        boxes = [item.get_attribute("data-box") for item in page.locator("#number-digits li").all()]
+        assert len(boxes) == 2
+        (x1, _, w1, _), (x2, _, _, _) = ([int(v) for v in box.split(",")] for box in boxes)
+        assert x1 + w1 <= x2 and x1 < 0.3 * 840 < x2 + 5, boxes  # the 1, then the 7, in the pad's pixels
+        drawn = page.evaluate(
+            "Array.from(document.getElementById('number-boxes').getContext('2d')"
+            ".getImageData(0, 0, 840, 280).data).some((v, i) => i % 4 === 3 && v > 0)"
+        )
+        assert drawn, "no box drawn over the pad"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "wider than the screen"
+        page.screenshot(path=str(tmp_path / "number.png"), full_page=True)
+        page.locator("#number-pad").focus()
+        page.keyboard.press("Escape")
+        page.wait_for_function("t => document.getElementById('number').textContent === t", arg="-", timeout=10_000)
+        assert page.locator("#number-digits li").count() == 0
     finally:
         page.close()

@@ -40,13 +40,13 @@ def test_batch_of_real_digits(handler_and_context, mnist_sample):
 def test_answers_round_as_python_does():
     """The batch's probabilities are rounded together with numpy; each answer must be what Python's
     round(p, 6) and the first maximum give, exact halves (ties, to even) and equal maxima included."""
-    from handler.mnist_handler import DigitHandler
+    from handler.answers import predictions_of
 
     torch.manual_seed(0)
     probabilities = torch.softmax(torch.randn(2000, 10) * 4, dim=1)
     ties = torch.tensor([(k + 0.5) / 1e6 for k in range(0, 10**6, 99_991)][:10], dtype=torch.float32)
     probabilities = torch.cat([probabilities, ties[None], torch.full((1, 10), 0.1)])
-    for answer, row in zip(DigitHandler._predictions(probabilities), probabilities.tolist()):
+    for answer, row in zip(predictions_of(probabilities), probabilities.tolist()):
         digit = row.index(max(row))
         assert answer == {
             "digit": digit,

@@ -8,7 +8,15 @@ import pytest
 
 from harness.local_server import LocalTorchServe
 from ops.entrypoint import effective_properties, log_format, say
-from ops.host_settings import BATCH_SIZE, HostSettings, host_settings, model_snapshot, workers_for
+from ops.host_settings import (
+    BATCH_SIZE,
+    MODEL_NAMES,
+    HostSettings,
+    host_settings,
+    model_snapshot,
+    stored_models,
+    workers_for,
+)
 from ops.paths import ROOT
 from ops.tsctl import describe
 from ops.version import release_version
@@ -43,6 +51,18 @@ def test_effective_config_carries_the_settings_and_the_auth_choice():
     assert effective_properties(ROOT / "config.properties", settings, {})["disable_token_authorization"] == "false"
     with pytest.raises(SystemExit):
         effective_properties(ROOT / "config.properties", settings, {"TOKEN_AUTH": "maybe"})
+
+
+def test_the_snapshot_registers_each_model_whose_archive_the_store_holds(tmp_path):
+    settings = HostSettings(cpus=2, gpus=0, workers=2, batch_delay_ms=5, source="host")
+    both = json.loads(model_snapshot(settings))
+    assert sorted(both["models"]) == sorted(MODEL_NAMES) == ["mnist", "number"] and both["modelCount"] == 2
+    assert both["models"]["number"][release_version()]["marName"] == "number.mar"
+    assert stored_models(tmp_path) == ()
+    (tmp_path / "mnist.mar").write_bytes(b"")
+    assert stored_models(tmp_path) == ("mnist",)  # a store built before the number model
+    props = effective_properties(ROOT / "config.properties", settings, {})
+    assert set(json.loads(props["model_snapshot"])["models"]) == {"mnist", "number"}
 
 
 def test_log_format_is_text_or_json_and_the_entry_points_line_follows_it(capsys):

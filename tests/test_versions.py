@@ -90,7 +90,7 @@ def test_a_snapshot_keyed_by_another_version_still_applies(tmp_path):
     store = tmp_path / "store"
     build_archive(store, version="0.9.0")
     settings = HostSettings(cpus=3, gpus=0, workers=3, batch_delay_ms=1, source="override")
-    server = LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings)}).start()
+    server = LocalTorchServe(store, overrides={"model_snapshot": model_snapshot(settings, ("mnist",))}).start()
     try:
         model = describe(server.management, server.keys()["management"])
         assert model["modelVersion"] == "0.9.0" and release_version() != "0.9.0"

@@ -7,6 +7,7 @@ draws and writes them).
 
     python -m train.evaluate                    # the committed weights
     python -m train.evaluate --per-family 500   # fewer generated images per family, faster
+    python -m train.evaluate --numbers 200      # fewer numbers per number family (the Numbers section)
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from train.calibrate import (
     views_of_uploads,
 )
 from train.data import batched_logits, load_mnist, to_input
+from train.evaluate_numbers import markdown as numbers_markdown
+from train.evaluate_numbers import numbers_report
 from train.evaluate_report import markdown, plots, reliability_plots, samples
 from train.train import scores
 
@@ -83,6 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated families")
     p.add_argument("--open-set", default=str(DEFAULT_OPEN_SET), help="open-set head (model/open_set.pt)")
     p.add_argument("--non-digits", type=int, default=1000, help="evaluation uploads per kind of non-digit")
+    p.add_argument("--numbers", type=int, default=500, help="numbers per number family (0: no Numbers section)")
     return p
 
 
@@ -302,13 +306,17 @@ def main(args: argparse.Namespace) -> dict:
     report["not_one_digit"] = not_one_digit(model, open_set, digits, args.non_digits, args.seed)
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
+    if args.numbers:  # the number model (train/evaluate_numbers.py), from the same test digits
+        report["numbers"] = numbers_report(model, digits, labels, args.numbers, args.seed, calibration=calibration)
+        report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 
     report["training"] = _history(args.train_metrics)  # None: no training history
     plots(report, out)
     reliability_plots(report, out)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "evaluation.md").write_text(markdown(report))
+    numbers = ["", *numbers_markdown(report["numbers"])] if "numbers" in report else []
+    (out / "evaluation.md").write_text(markdown(report) + "\n".join(numbers))
     print(
         f"MNIST test accuracy {report['mnist_test']['test_accuracy']:.2%}, "
         f"loss {report['mnist_test']['test_loss']:.4f}; report in {out}/evaluation.md"

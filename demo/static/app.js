@@ -23,7 +23,7 @@ const DEBOUNCE_MS = 150;
 const REASONS = {
   no_digit: "No digit found: the image is blank.",
   not_a_digit: "That does not look like a digit.",
-  several_digits: "Several digits: the service reads one digit per image. Draw or upload one digit.",
+  several_digits: "Several digits: this pad reads one digit per image. Draw one digit, or use the number pad below.",
 };
 
 let drawing = false;

@@ -5,8 +5,9 @@ takes the views from here."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from handler.preprocess.decode import decode_gray, decode_pixels
 from handler.preprocess.device_jpeg import DeviceJpeg, decode_jpegs, pixels_or_device_jpeg
 from handler.preprocess.envelopes import PLAIN, Envelope, open_request, payload_grays
 from handler.preprocess.mnistify import GPU_MIN_PIXELS, candidate_views
+from handler.preprocess.open_inference import OUTPUTS
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ class RequestBatch:
             if isinstance(span, slice):
                 self.outcomes[i] = next((e for e in errors[span] if e is not None), span)
 
+    @property
+    def explains(self) -> bool:
+        """Whether a request read (not refused) asks for an explanation: TorchServe batches both kinds together."""
+        return any(e.explain for e, o in zip(self.envelopes, self.outcomes) if isinstance(o, slice))
+
 
 def decode_batch(
     requests: list[dict],
@@ -64,23 +71,7 @@ def decode_batch(
     readable image, so an exception there is a bug of ours: that request gets an InternalError
     (500), and the rest of the batch is still answered.
     """
-    decode = _decoder(device, jpeg_on_device)
-    # per request: its images' indices or why none, and how to answer it
-    decoded: list[tuple[range | InputError, Envelope]] = []
-    grays: list[np.ndarray | DeviceJpeg] = []
-    for i, request in enumerate(requests):
-        envelope = PLAIN
-        try:
-            envelope, payload = open_request(request, headers[i] if headers else {})
-            images = payload_grays(envelope, payload, decode)
-        except InputError as error:
-            decoded.append((error, envelope))
-            continue
-        except Exception as error:  # decoders can raise anything on hostile bytes
-            decoded.append((_unreadable(error), envelope))
-            continue
-        decoded.append((range(len(grays), len(grays) + len(images)), envelope))
-        grays.extend(images)
+    decoded, grays = decode_requests(requests, _decoder(device, jpeg_on_device), headers)
     pixels = _decoded_on_device(grays, device)  # per image: (H, W) pixels, or the client's error
     readable = iter(zip(*_views_isolated([p for p in pixels if not isinstance(p, InputError)], device, gpu_min_pixels)))
     views, errors = [], []
@@ -99,6 +90,37 @@ def decode_batch(
         else:
             batch.reject(error, envelope)
     return batch
+
+
+def decode_requests(
+    requests: list[dict],
+    decode: Callable[[bytes], Any],
+    headers: list[Mapping[str, str]] | None = None,
+    outputs: tuple[str, ...] = OUTPUTS,
+    explains: bool = True,
+) -> tuple[list[tuple[range | InputError, Envelope]], list]:
+    """Each request decoded on its own: per request its images' indices into the returned list of
+    `decode`'s results (or pixels sent as numbers), or the client's error; and how to answer it.
+    `outputs`: the v2 output names the model's predictions answer (the number reader's are its
+    own); `explains`: whether the model answers explanation routes (a 400 when not)."""
+    decoded: list[tuple[range | InputError, Envelope]] = []
+    images: list = []
+    for i, request in enumerate(requests):
+        envelope = PLAIN
+        try:
+            envelope, payload = open_request(request, headers[i] if headers else {}, outputs)
+            if envelope.explain and not explains:
+                raise BadRequest("no_explanation", "this model answers no explanations: ask its prediction route")
+            found = payload_grays(envelope, payload, decode, outputs)
+        except InputError as error:
+            decoded.append((error, envelope))
+            continue
+        except Exception as error:  # decoders can raise anything on hostile bytes
+            decoded.append((_unreadable(error), envelope))
+            continue
+        decoded.append((range(len(images), len(images) + len(found)), envelope))
+        images.extend(found)
+    return decoded, images
 
 
 def _decoder(device, jpeg_on_device: bool | None):

@@ -43,6 +43,7 @@ WORK_SIDE = 160  # large photos are reduced to this before the per-pixel work (a
 # A HEIF is read from its smallest embedded thumbnail whose longer side is at least this, else in
 # full: twice WORK_SIDE, so that the reduction to WORK_SIDE still averages the thumbnail's own coding
 # noise, as JPEG's reduced decoding leaves 1-2x WORK_SIDE to reduce (a 320 x 240 thumbnail qualifies).
+# At another working side (the number reader's), twice that.
 HEIF_THUMBNAIL_SIDE = 2 * WORK_SIDE
 # ISO base media files (HEIF, AVIF) start with an "ftyp" box naming these brands: one that Pillow
 # cannot open is a broken image (400), not something other than an image (415).
@@ -54,9 +55,9 @@ pillow_heif.register_heif_opener(decode_threads=1, depth_images=False, aux_image
 AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 
-def decode_image(data: bytes) -> Image.Image:
+def decode_image(data: bytes, work_side: int = WORK_SIDE) -> Image.Image:
     """Decode any format Pillow reads (first frame of animations), refusing bombs before decoding;
-    large JPEG and HEIF photos at reduced scale (reduce_on_load)."""
+    large JPEG and HEIF photos at reduced scale (reduce_on_load), down to about `work_side`."""
     if not data:
         raise BadRequest("empty", "the image is empty")
     image = _open(data)
@@ -67,12 +68,13 @@ def decode_image(data: bytes) -> Image.Image:
         raise PayloadTooLarge("too_many_pixels", f"the image is {width}x{height}: more than {MAX_PIXELS} pixels")
     if image.format == "HEIF" and not items_inside(data):  # libheif would decode what is there
         raise BadRequest("truncated", "the HEIF file is truncated: its items' data runs past its end")
-    _decoding(lambda: reduce_on_load(image))  # the thumbnail a HEIF's draft picks is decoded here
+    _decoding(lambda: reduce_on_load(image, work_side))  # the thumbnail a HEIF's draft picks is decoded here
     if image.width * image.height > (limit := full_decode_pixels(image.format)):
+        thumbnail = _heif_thumbnail_side(work_side)
         raise PayloadTooLarge(
             "too_many_pixels",
             f"the {image.format} image is {width}x{height}: more than the {limit} pixels its format may have "
-            f"decoded at full size (every format but JPEG, and HEIF without a thumbnail of {HEIF_THUMBNAIL_SIDE} px)",
+            f"decoded at full size (every format but JPEG, and HEIF without a thumbnail of {thumbnail} px)",
         )
     _decoding(image.load)
     return image
@@ -114,28 +116,34 @@ def _open(data: bytes) -> Image.Image:
         raise BadRequest("truncated", f"the image header is corrupt: {e}") from None
 
 
-def reduce_on_load(image: Image.Image) -> None:
-    """Before load: have an opened JPEG or HEIF decode at reduced scale, as far as WORK_SIDE allows.
-    JPEG: libjpeg's DCT scaling (1/2 to 1/8) to at least WORK_SIDE a side, colour ones as their
-    luma only. HEIF: its smallest embedded thumbnail with a longer side of HEIF_THUMBNAIL_SIDE or
-    more (pillow-heif's draft; HEVC has no scaled decoding), else the full image."""
+def reduce_on_load(image: Image.Image, work_side: int = WORK_SIDE) -> None:
+    """Before load: have an opened JPEG or HEIF decode at reduced scale, as far as `work_side`
+    allows. JPEG: libjpeg's DCT scaling (1/2 to 1/8) to at least `work_side` a side, colour ones as
+    their luma only. HEIF: its smallest embedded thumbnail with a longer side of HEIF_THUMBNAIL_SIDE
+    (at WORK_SIDE) or more (pillow-heif's draft; HEVC has no scaled decoding), else the full image."""
     if image.format == "JPEG":
-        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (WORK_SIDE, WORK_SIDE))
+        image.draft("L" if image.mode in ("RGB", "YCbCr") else image.mode, (work_side, work_side))
     elif image.format == "HEIF":
-        image.draft(None, (HEIF_THUMBNAIL_SIDE, 1) if image.width >= image.height else (1, HEIF_THUMBNAIL_SIDE))
+        side = _heif_thumbnail_side(work_side)
+        image.draft(None, (side, 1) if image.width >= image.height else (1, side))
 
 
-def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Any mode -> (H, W) float32 in [0, 1]; EXIF rotation applied, transparency composited. The
-    image itself is turned and reduced on the way (decode_image's, which nothing else holds): a
-    full-size copy of a large one would double what it costs."""
+def _heif_thumbnail_side(work_side: int) -> int:
+    return HEIF_THUMBNAIL_SIDE * work_side // WORK_SIDE
+
+
+def to_grayscale(image: Image.Image, work_side: int = WORK_SIDE) -> np.ndarray:
+    """Any mode -> (H, W) float32 in [0, 1]; EXIF rotation applied, transparency composited, the
+    longer side reduced to `work_side`. The image itself is turned and reduced on the way
+    (decode_image's, which nothing else holds): a full-size copy of a large one would double what
+    it costs."""
     if image.format != "PNG" or "exif" in image.info:  # PNGs rarely carry EXIF; looking costs time
         try:
             ImageOps.exif_transpose(image, in_place=True)
         except (OSError, SyntaxError, ValueError, KeyError, TypeError, ZeroDivisionError):
             pass  # a broken EXIF block only loses the rotation, not the image
-    if max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)  # antialiased; keeps strokes, saves time
+    if max(image.size) > work_side:
+        image.thumbnail((work_side, work_side), Image.BILINEAR)  # antialiased; keeps strokes, saves time
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
         if not np.isfinite(pixels).all():  # a float image (TIFF "F") can hold NaN or infinity
@@ -166,11 +174,12 @@ def decode_gray(data: bytes) -> np.ndarray:
     return in_unit_range(decode_pixels(data))
 
 
-def decode_pixels(data: bytes) -> np.ndarray:
+def decode_pixels(data: bytes, work_side: int = WORK_SIDE) -> np.ndarray:
     """decode_gray, except that plain PNGs stay (H, W) uint8 levels: a batch's are divided by 255
-    together (mnistify), which costs less than one division per small image."""
-    pixels = plain_png(data)
-    return to_grayscale(decode_image(data)) if pixels is None else pixels
+    together (mnistify), which costs less than one division per small image. `work_side`: the
+    longer side images are reduced to (the number reader's is larger, handler/number/)."""
+    pixels = plain_png(data, work_side)
+    return to_grayscale(decode_image(data, work_side), work_side) if pixels is None else pixels
 
 
 def in_unit_range(pixels: np.ndarray) -> np.ndarray:
@@ -182,7 +191,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB = 0, 2  # PNG colour types
 
 
-def plain_png(data: bytes) -> np.ndarray | None:
+def plain_png(data: bytes, max_side: int = WORK_SIDE) -> np.ndarray | None:
     """A small, plain, well-formed PNG decoded to (H, W) uint8 levels, or None for every other
     input: Pillow's path reads those or says what is wrong with them. The rows go straight to
     Pillow's PNG row decoder (`Image.frombytes(..., "zip")`: inflate and undo each row's filter),
@@ -190,7 +199,7 @@ def plain_png(data: bytes) -> np.ndarray | None:
     (tests/test_preprocess.py) without its per-image Python (opening, plugin lookup, chunk reading):
     about 15 against 40 us on an MNIST PNG, less than torchvision's libpng took.
 
-    Plain: 8-bit grey or RGB, not interlaced, at most WORK_SIDE a side, chunks IHDR, IDAT..., IEND
+    Plain: 8-bit grey or RGB, not interlaced, at most `max_side` a side, chunks IHDR, IDAT..., IEND
     and nothing else. Well-formed: every CRC right, the zlib stream complete with its checksum, of
     exactly the rows IHDR declares, each with a valid filter byte; anything else takes the path
     that reports it.
@@ -204,7 +213,7 @@ def plain_png(data: bytes) -> np.ndarray | None:
     width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", header)
     if (depth, compression, filtering, interlace) != (8, 0, 0, 0) or colour not in (_GREY, _RGB):
         return None
-    if not (0 < width <= WORK_SIDE and 0 < height <= WORK_SIDE):
+    if not (0 < width <= max_side and 0 < height <= max_side):
         return None
     row = 1 + width * (3 if colour == _RGB else 1)  # filter byte + samples
     stream = zlib.decompressobj()

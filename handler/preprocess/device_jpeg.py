@@ -80,13 +80,13 @@ def decode_jpegs(jpegs: list[bytes], device: torch.device | str) -> list[torch.T
     return out
 
 
-def reduced(grays: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> the same, the longer side at most WORK_SIDE: antialiased bilinear, rounded to 8
+def reduced(grays: torch.Tensor, side: int = WORK_SIDE) -> torch.Tensor:
+    """(N, H, W) -> the same, the longer side at most `side`: antialiased bilinear, rounded to 8
     bits, as Pillow's thumbnail gives it."""
     h, w = grays.shape[1:]
-    if max(h, w) <= WORK_SIDE:
+    if max(h, w) <= side:
         return grays
-    scale = WORK_SIDE / max(h, w)
+    scale = side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     small = F.interpolate(grays[:, None], size=size, mode="bilinear", align_corners=False, antialias=True)
     return from_levels(torch.round(small[:, 0].clamp(0, 1) * 255))

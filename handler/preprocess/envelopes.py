@@ -19,6 +19,8 @@ from handler.errors import BadRequest, UnsupportedMediaType
 from handler.preprocess.arrays import MAX_INSTANCES, pixel_image
 from handler.preprocess.decode import decode_gray
 from handler.preprocess.open_inference import (
+    EXPLANATION_OUTPUTS,
+    OUTPUTS,
     InferRequest,
     is_binary,
     is_explanation,
@@ -60,42 +62,52 @@ def request_grays(
     return payload_grays(envelope, payload, decode), envelope
 
 
-def open_request(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, Any]:
+def open_request(request: dict, headers: Mapping[str, str], outputs: tuple[str, ...] = OUTPUTS) -> tuple[Envelope, Any]:
     """Which protocol the request speaks, whether it asks for an explanation, and its payload: the
     image bytes (most requests), or its parsed JSON; for v2, (the JSON, the binary-data
     extension's tensors).
 
     TorchServe gives each request as {parameter name: value}: "body" for a raw body, the field
     name for multipart uploads; JSON bodies arrive already parsed when sent as application/json.
+    `outputs`: the v2 output names of the model's predictions.
     """
-    envelope, payload = _protocol_and_payload(request, headers)
-    if is_explanation(headers):
+    explain = is_explanation(headers)
+    envelope, payload = _protocol_and_payload(request, headers, _known_outputs(outputs, explain))
+    if explain:
         envelope = dataclasses.replace(envelope, explain=True)
     return envelope, payload
 
 
-def _protocol_and_payload(request: dict, headers: Mapping[str, str]) -> tuple[Envelope, Any]:
+def _known_outputs(outputs: tuple[str, ...], explain: bool) -> tuple[str, ...]:
+    """The v2 outputs a request may name: the model's predictions', or on an explanation route an
+    explanation's (only the digit model explains; batch.decode_requests refuses the others')."""
+    return EXPLANATION_OUTPUTS if explain else outputs
+
+
+def _protocol_and_payload(request: dict, headers: Mapping[str, str], outputs: tuple[str, ...]) -> tuple[Envelope, Any]:
     payload = _pick_payload(request)
     if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):  # most requests
         return PLAIN, payload
     if isinstance(payload, (bytes, bytearray)) and is_binary(headers):
         document, binary = split_binary(bytes(payload), headers)
-        return Envelope("v2", parse_infer_request(document, headers)), (document, binary)
+        return Envelope("v2", parse_infer_request(document, headers, outputs)), (document, binary)
     if isinstance(payload, str):
         payload = payload.encode()
     if isinstance(payload, (bytes, bytearray)) and payload.lstrip()[:1] in (b"{", b"["):
         payload = _parse_json(payload)
     if isinstance(payload, dict) and "inputs" in payload:
-        return Envelope("v2", parse_infer_request(payload, headers)), (payload, b"")
+        return Envelope("v2", parse_infer_request(payload, headers, outputs)), (payload, b"")
     if isinstance(payload, dict) and "instances" in payload:
         return V1, payload
     return PLAIN, payload
 
 
-def payload_grays(envelope: Envelope, payload: Any, decode: Callable[[bytes], Any] = decode_gray) -> list:
+def payload_grays(
+    envelope: Envelope, payload: Any, decode: Callable[[bytes], Any] = decode_gray, outputs: tuple[str, ...] = OUTPUTS
+) -> list:
     """The images of a request that open_request read."""
     if envelope.protocol == "v2":
-        return v2_images(*payload, decode, envelope.explain)
+        return v2_images(*payload, decode, _known_outputs(outputs, envelope.explain))
     if envelope.protocol == "v1":
         return _instances(payload["instances"], decode)
     if isinstance(payload, (bytes, bytearray)) and _binary_image(payload):

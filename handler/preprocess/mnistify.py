@@ -116,12 +116,7 @@ def _stack(grays: list[np.ndarray | torch.Tensor], device) -> torch.Tensor:
 @torch.inference_mode()
 def _views_of_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tuple[list[Views], torch.Tensor]:
     """(N, H, W) -> per image a list of (28, 28) candidate views, and a (N,) mask of images with no digit."""
-    if on_black(x):  # MNIST's own form, the usual upload: nothing to flip, no background to remove
-        dark = ambiguous = None
-        first, blank, unfiltered = cleaned(x, denoise_noisy, on_black=True)
-    else:
-        x, dark, ambiguous = ground_and_ink(x)
-        first, blank, unfiltered = cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy)
+    x, first, blank, unfiltered, dark, ambiguous = light_ink(x, denoise_noisy)
     out = frame_views(first, blank, multiple)
     if not multiple:  # (the evaluation measures what the other views buy)
         return [r[:1] for r in out], blank
@@ -138,6 +133,17 @@ def _views_of_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tup
             out[i] += extra
         blank[other] &= blank2
     return out, blank
+
+
+def light_ink(x: torch.Tensor, denoise_noisy: bool = True):
+    """(N, H, W) of either polarity -> what every candidate view starts from, and the number reader
+    (handler/number/) reads lines from: the stack on its ground (ground_and_ink; as it was when
+    on_black), cleaned's (N, H, W) light ink on black, (N,) blank images and unfiltered versions,
+    with ground_and_ink's (N,) dark ink and unclear polarity (both None when on_black)."""
+    if on_black(x):  # MNIST's own form, the usual upload: nothing to flip, no background to remove
+        return (x, *cleaned(x, denoise_noisy, on_black=True), None, None)
+    x, dark, ambiguous = ground_and_ink(x)
+    return (x, *cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy), dark, ambiguous)
 
 
 def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -59,7 +59,7 @@ def is_explanation(headers: Mapping[str, str]) -> bool:
     return headers.get(EXPLAIN_HEADER) == "True"
 
 
-def lowercased_headers(headers: dict[str, str]) -> dict[str, str]:
+def lowercased_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """A request's headers with lowercased names. The frontend's own `explain` header
     (EXPLAIN_HEADER, spelled so) wins over a client's `Explain` in another case, which TorchServe
     passes on beside it: a client cannot turn a prediction into an explanation or back."""
@@ -69,17 +69,18 @@ def lowercased_headers(headers: dict[str, str]) -> dict[str, str]:
     return lowered
 
 
-def parse_infer_request(document: dict, headers: Mapping[str, str]) -> InferRequest:
+def parse_infer_request(document: dict, headers: Mapping[str, str], known: tuple[str, ...] = OUTPUTS) -> InferRequest:
     """The answer's side of a v2 request; read, never refused, before its tensors, so that any error
     of the request is answered in the protocol's form (v2_images checks "outputs"). `headers`
-    are lowercased."""
+    are lowercased; `known`: the outputs the request may name (the digit model's OUTPUTS, on an
+    explanation route EXPLANATION_OUTPUTS)."""
     grpc, explain = EXPLAIN_HEADER not in headers, is_explanation(headers)
     request_id = document.get("id")
     request_id = request_id if isinstance(request_id, str) else ("" if grpc else None)
     try:
-        outputs = _requested_outputs(document.get("outputs"), explain)
+        outputs = _requested_outputs(document.get("outputs"), known)
     except BadRequest:
-        outputs = OUTPUTS
+        outputs = known
     return InferRequest(request_id, outputs, grpc, explain)
 
 
@@ -100,11 +101,11 @@ def split_binary(body: bytes, headers: Mapping[str, str]) -> tuple[dict, bytes]:
     return document, body[length:]
 
 
-def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any], explain: bool = False) -> list:
+def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any], known: tuple[str, ...] = OUTPUTS) -> list:
     """The request's one input tensor -> its images: decoded files (BYTES) or (H, W) pixels in [0, 1].
-    `explain`: the request came to an explanation route, whose answer has more outputs to name."""
+    `known`: the outputs the request may name (as parse_infer_request's)."""
     if "outputs" in document:
-        _requested_outputs(document["outputs"], explain)
+        _requested_outputs(document["outputs"], known)
     tensor = _the_input(document.get("inputs"))
     data = tensor.get("data")
     if tensor.get("shape") == [1] and tensor.get("datatype") == "BYTES" and "parameters" not in tensor:
@@ -121,8 +122,7 @@ def v2_images(document: dict, binary: bytes, decode: Callable[[bytes], Any], exp
     return _pixel_images(tensor, binary[:size] if size is not None else None, DATATYPES[datatype], shape)
 
 
-def _requested_outputs(requested: Any, explain: bool = False) -> tuple[str, ...]:
-    known = EXPLANATION_OUTPUTS if explain else OUTPUTS
+def _requested_outputs(requested: Any, known: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
     if requested is None:
         return known
     if not isinstance(requested, list):

@@ -3,6 +3,8 @@
     from mnist_digit_client import DigitClient        # threads, over requests
     from mnist_digit_client import AsyncDigitClient   # asyncio, over aiohttp (the `asyncio` extra)
 
+    DigitClient().read_number("meter.jpg")             # a number: NumberReading
+
 Command line: `mnist-digit` or `python -m mnist_digit_client`.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mnist_digit_client.calls import MODEL_VERSION_HEADER, REQUEST_ID_HEADER, RetryPolicy
-from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL
+from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL, NUMBER_MODEL
 from mnist_digit_client.errors import (
     AuthorizationFailed,
     DeadlineExceeded,
@@ -28,7 +30,16 @@ from mnist_digit_client.errors import (
 )
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key, read_keys
-from mnist_digit_client.routes import ROUTES, Explanation, KServeV1, OpenInferenceV2, Prediction, Route
+from mnist_digit_client.routes import (
+    ROUTES,
+    DigitRead,
+    Explanation,
+    KServeV1,
+    NumberReading,
+    OpenInferenceV2,
+    Prediction,
+    Route,
+)
 from mnist_digit_client.threaded import DigitClient
 
 if TYPE_CHECKING:
@@ -39,12 +50,15 @@ __version__ = "1.0.0"
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_URL",
+    "NUMBER_MODEL",
     "REQUEST_ID_HEADER",
     "MODEL_VERSION_HEADER",
     "DigitClient",
     "AsyncDigitClient",
     "Prediction",
     "Explanation",
+    "NumberReading",
+    "DigitRead",
     "RetryPolicy",
     "Route",
     "KServeV1",

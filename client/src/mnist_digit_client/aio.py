@@ -16,10 +16,10 @@ except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("AsyncDigitClient needs aiohttp: pip install 'mnist-digit-client[asyncio]'") from error
 
 from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, no_answer
-from mnist_digit_client.core import ClientBase, Result, as_result, in_order
+from mnist_digit_client.core import NUMBER_MODEL, ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import Explanation, Prediction
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction
 
 
 class AsyncDigitClient(ClientBase):
@@ -27,6 +27,7 @@ class AsyncDigitClient(ClientBase):
 
         async with AsyncDigitClient(token_file="key_file.json") as client:
             (await client.predict("seven.png")).digit                  # 7
+            (await client.read_number("meter.jpg")).number             # "4096"
             await client.predict_many(paths, concurrency=16)           # [Prediction | DigitServiceError, ...]
             (await client.explain("seven.png")).attributions           # 28 rows of 28 floats
             async for i, result in client.as_completed(paths):         # as each is answered
@@ -45,6 +46,10 @@ class AsyncDigitClient(ClientBase):
 
     async def predict(self, image: Image) -> Prediction:
         return await self._call(self._predict_request(image))
+
+    async def read_number(self, image: Image, model: str = NUMBER_MODEL) -> NumberReading:
+        """The number in the image, from the service's number model (DigitClient.read_number)."""
+        return await self._call(self._number_request(image, model))
 
     async def explain(self, image: Image) -> Explanation:
         """DigitClient.explain: the prediction, the view the network read and its attributions."""

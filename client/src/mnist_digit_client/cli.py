@@ -1,12 +1,13 @@
 """Command line for the digit service.
 
     mnist-digit predict digit.png photo.jpg        # one JSON line per file, as each is answered
+    mnist-digit number meter.jpg postcode.png      # the number in each file, one JSON line each
     mnist-digit explain digit.png                  # the same, with the view read and its attributions
     mnist-digit health                             # {"status": "Healthy"}, exit 0 when healthy
 
 The key is read from key_file.json (TorchServe writes it in the folder it was started from) and
 re-read when the server refuses it; --no-token for a server with token authorization off.
-Exit status: 0 when every file got a digit, 1 when any did not, 2 for a usage error.
+Exit status: 0 when every file got a digit (a number), 1 when any did not, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from mnist_digit_client.calls import RetryPolicy
-from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL, as_result
+from mnist_digit_client.core import DEFAULT_MODEL, DEFAULT_URL, NUMBER_MODEL, as_result
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.routes import ROUTES, Prediction
 from mnist_digit_client.threaded import DigitClient
@@ -57,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     predict = commands.add_parser("predict", parents=[common], help="the digit in each image file")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--concurrency", type=int, default=8, help="files in flight at once")
+    number = commands.add_parser("number", parents=[common], help="the number (1 to 12 digits) in each image file")
+    number.add_argument("files", nargs="+", metavar="FILE")
+    number.add_argument("--number-model", default=NUMBER_MODEL, help="the number model's name (default: %(default)s)")
+    number.add_argument("--concurrency", type=int, default=8, help="files in flight at once")
     explain = commands.add_parser(
         "explain", parents=[common], help="the digit in each image file, the view read and its attributions"
     )
@@ -77,6 +83,25 @@ def predict(client: DigitClient, files: list[str], concurrency: int) -> int:
         else:
             failed += 1
             print_line({"file": files[i], **result.body()})
+    return 1 if failed else 0
+
+
+def numbers(client: DigitClient, files: list[str], model: str, concurrency: int) -> int:
+    """One JSON line per file: its number, confidence and digits (with boxes), or its error."""
+    failed = 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = {pool.submit(client.read_number, path, model): path for path in files}
+        for future in as_completed(futures):
+            try:
+                reading = future.result()
+            except (DigitServiceError, OSError) as error:
+                failed += 1
+                print_line({"file": futures[future], **as_result(error).body()})
+                continue
+            digits = [{"digit": d.digit, "confidence": d.confidence, "box": list(d.box)} for d in reading.digits]
+            print_line(
+                {"file": futures[future], "number": reading.number, "confidence": reading.confidence, "digits": digits}
+            )
     return 1 if failed else 0
 
 
@@ -137,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     with client:
         if args.command == "health":
             return health(client)
+        if args.command == "number":
+            return numbers(client, args.files, args.number_model, args.concurrency)
         if args.command == "explain":
             return explain(client, args.files)
         return predict(client, args.files, args.concurrency)

@@ -14,10 +14,11 @@ from mnist_digit_client.calls import JSON, REQUEST_ID_HEADER, Request, RetryPoli
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image, encode_image
 from mnist_digit_client.keys import read_inference_key
-from mnist_digit_client.routes import Explanation, Prediction, Route, route_for
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction, Route, route_for
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "mnist"
+NUMBER_MODEL = "number"  # the service's model that reads a number (read_number)
 
 Result = Prediction | DigitServiceError
 
@@ -111,6 +112,12 @@ class ClientBase:
             partial(route.body, encode_image(image)),
             route.content_type,
         )
+
+    def _number_request(self, image: Image, model: str) -> Request[NumberReading]:
+        """As a prediction's, to the number model's URL."""
+        route, data = self.route, encode_image(image)
+        url = route.url(self.url, model)
+        return Request("POST", url, route.read_number, partial(route.body, data), route.body_type(data))
 
     def _health_request(self) -> Request[JSON]:
         """TorchServe's /ping, whatever the route: TorchServe answers no v1/v2 health paths."""

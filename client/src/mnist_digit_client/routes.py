@@ -1,6 +1,6 @@
 """The protocols a prediction or an explanation can be asked over. Each route is a small object:
-its URLs, how it encodes one image file, and how it reads the answer into a Prediction or an
-Explanation.
+its URLs, how it encodes one image file, and how it reads the answer into a Prediction (the digit
+model's), an Explanation (the digit model's) or a NumberReading (the number model's).
 
     torchserve  POST {url}/predictions/{model}     the file's bytes             {"digit", "confidence", "probabilities"}
     v1          POST {url}/v1/models/{model}:predict  {"instances": [{"b64"}]}  {"predictions": [{...}]}
@@ -40,6 +40,37 @@ class Prediction:
                 tuple(float(p) for p in answer["probabilities"]),
                 model_version,
             )
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise not_a_prediction(answer) from None
+
+
+@dataclass(frozen=True)
+class DigitRead:
+    """One digit of a number: its value, its probability, and its box [x, y, width, height] in the
+    image's pixels (after its EXIF rotation)."""
+
+    digit: int
+    confidence: float
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    """The number model's answer: its digits left to right, and the probability that all are right."""
+
+    number: str
+    confidence: float
+    digits: tuple[DigitRead, ...]
+    model_version: str | None = field(default=None, compare=False)  # as Prediction's
+
+    @classmethod
+    def from_answer(cls, answer: Any, model_version: str | None = None) -> NumberReading:
+        try:
+            digits = tuple(
+                DigitRead(int(d["digit"]), float(d["confidence"]), tuple(int(v) for v in d["box"]))
+                for d in answer["digits"]
+            )
+            return cls(str(answer["number"]), float(answer["confidence"]), digits, model_version)
         except (KeyError, TypeError, ValueError, IndexError):
             raise not_a_prediction(answer) from None
 
@@ -114,6 +145,9 @@ class Route:
     def read_explanation(self, answer: JSON, request_id: str) -> Explanation:
         return Explanation.from_answer(answer)
 
+    def read_number(self, answer: JSON, request_id: str) -> NumberReading:
+        return NumberReading.from_answer(answer)
+
     def __repr__(self) -> str:
         return f"<route {self.name}>"
 
@@ -145,6 +179,9 @@ class KServeV1(Route):
 
     def read_explanation(self, answer: JSON, request_id: str) -> Explanation:
         return Explanation.from_answer(_only(answer, "explanations"))
+
+    def read_number(self, answer: JSON, request_id: str) -> NumberReading:
+        return NumberReading.from_answer(_only(answer, "predictions"))
 
 
 def _only(answer: JSON, key: str) -> Any:
@@ -182,20 +219,46 @@ class OpenInferenceV2(Route):
     def read_explanation(self, answer: JSON, request_id: str) -> Explanation:
         return Explanation.from_answer(*self._fields(answer, request_id))
 
-    @staticmethod
-    def _fields(answer: JSON, request_id: str) -> tuple[JSON, str | None]:
+    def _fields(self, answer: JSON, request_id: str) -> tuple[JSON, str | None]:
         """The answer's one image as the service's own answer reads it (each output by name, a
         digit's first element), and its model_version."""
-        if answer.get("id", request_id) != request_id:
-            raise another_request(f"v2 id {answer['id']!r}")
-        outputs = answer["outputs"] if isinstance(answer.get("outputs"), list) else []
-        data: dict[Any, Any] = {o.get("name"): o.get("data") for o in outputs if isinstance(o, dict)}
+        data = self._outputs(answer, request_id)
         try:
             fields = {"digit": data.pop("digit")[0], "confidence": data.pop("confidence")[0], **data}
         except (KeyError, TypeError, IndexError):
             raise not_a_prediction(answer) from None
-        version = answer.get("model_version")
-        return fields, version if isinstance(version, str) else None
+        return fields, _model_version(answer)
+
+    def read_number(self, answer: JSON, request_id: str) -> NumberReading:
+        """One image's number: outputs "number", "confidence", and per digit "digit",
+        "digit_confidence" and "box" (4 values each)."""
+        data = self._outputs(answer, request_id)
+        try:
+            digits, confidences, boxes = data["digit"], data["digit_confidence"], data["box"]
+            reading = {
+                "number": data["number"][0],
+                "confidence": data["confidence"][0],
+                "digits": [
+                    {"digit": d, "confidence": c, "box": boxes[4 * i : 4 * i + 4]}
+                    for i, (d, c) in enumerate(zip(digits, confidences))
+                ],
+            }
+        except (KeyError, TypeError, IndexError):
+            raise not_a_prediction(answer) from None
+        return NumberReading.from_answer(reading, _model_version(answer))
+
+    @staticmethod
+    def _outputs(answer: JSON, request_id: str) -> dict[Any, Any]:
+        """The answer's output tensors' data by name; another request's answer is refused."""
+        if answer.get("id", request_id) != request_id:
+            raise another_request(f"v2 id {answer['id']!r}")
+        outputs = answer["outputs"] if isinstance(answer.get("outputs"), list) else []
+        return {o.get("name"): o.get("data") for o in outputs if isinstance(o, dict)}
+
+
+def _model_version(answer: JSON) -> str | None:
+    version = answer.get("model_version")
+    return version if isinstance(version, str) else None
 
 
 ROUTES: dict[str, Route] = {route.name: route for route in (Route(), KServeV1(), OpenInferenceV2())}

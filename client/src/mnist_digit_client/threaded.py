@@ -11,10 +11,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from mnist_digit_client.calls import JSON, Attempt, Call, Outcome, Request, T, no_answer
-from mnist_digit_client.core import ClientBase, Result, as_result, in_order
+from mnist_digit_client.core import NUMBER_MODEL, ClientBase, Result, as_result, in_order
 from mnist_digit_client.errors import DigitServiceError
 from mnist_digit_client.images import Image
-from mnist_digit_client.routes import Explanation, Prediction
+from mnist_digit_client.routes import Explanation, NumberReading, Prediction
 
 
 class DigitClient(ClientBase):
@@ -23,6 +23,7 @@ class DigitClient(ClientBase):
         client = DigitClient(token_file="key_file.json")
         client.predict("seven.png").digit                      # 7
         client.predict_many(paths, concurrency=16)             # [Prediction | DigitServiceError, ...]
+        client.read_number("meter.jpg").number                 # "4096"
         client.explain("seven.png").attributions               # 28 rows of 28 floats
 
     Retried (predictions are idempotent): attempts without an answer (refused or reset connections,
@@ -40,6 +41,11 @@ class DigitClient(ClientBase):
 
     def predict(self, image: Image) -> Prediction:
         return self._call(self._predict_request(image))
+
+    def read_number(self, image: Image, model: str = NUMBER_MODEL) -> NumberReading:
+        """The number in the image (one line of 1 to 12 digits), from the service's number model;
+        the same retries and errors as predict (no digit, or more than 12: RequestRejected, 422)."""
+        return self._call(self._number_request(image, model))
 
     def explain(self, image: Image) -> Explanation:
         """The prediction and what it was read from: the view the network read and each of its

@@ -1,0 +1,203 @@
+"""A TorchServe batch of number requests -> per image its reading: the number, its digits, their boxes.
+
+    requests --batch.decode_requests, lines.decode_line--> lines --lines.cleaned_lines--> light ink
+    --components, segments.lattice--> candidate segments --framing.fit_and_centre--> (28, 28) views
+    --ONE forward pass for every candidate of every image--> probabilities --path.best_path--> digits
+
+Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
+same network in one batched pass; test-time augmentation (handler/inference.py) re-reads the
+chosen digits it is unsure of, and their probabilities are calibrated as the digit model's are
+(handler/calibration.py: each candidate is one view, so the "one_view" temperature). A bad request
+never spoils the others: decoding errors are the client's 4xx, anything raised past decoding that
+request's 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from handler.calibration import Calibration
+from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
+from handler.inference import tta
+from handler.number.components import components_of
+from handler.number.lines import Line, as_line, cleaned_lines, decode_line
+from handler.number.path import best_path, segment_scores
+from handler.number.segments import Lattice, lattice, segment_ink
+from handler.preprocess.batch import RequestBatch, decode_requests
+from handler.preprocess.framing import INK, fit_and_centre
+
+logger = logging.getLogger(__name__)
+
+MAX_DIGITS = 12
+NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
+
+
+@dataclass
+class Candidates:
+    """One line's candidate segments and where they are in the upload."""
+
+    lattice: Lattice
+    scale: tuple[float, float]  # upload pixels per working pixel, across and down
+
+
+@dataclass
+class NumberBatch(RequestBatch):
+    """RequestBatch whose `views` hold, per image, its candidate segments' views: (n, 28, 28), one each."""
+
+    candidates: list[Candidates] = field(default_factory=list)  # per image, as `views`
+
+
+@dataclass
+class Reading:
+    """A line read: its digits left to right, each with its (calibrated) probability and its box in the upload."""
+
+    digits: list[int]
+    confidences: list[float]
+    boxes: list[list[int]]  # [x, y, width, height] each
+
+    @property
+    def number(self) -> str:
+        return "".join(map(str, self.digits))
+
+    @property
+    def confidence(self) -> float:
+        """The probability that every digit is right, as the product of the digits' probabilities."""
+        return math.prod(self.confidences)
+
+
+def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None = None) -> NumberBatch:
+    """Decode each request on its own, then segment each of its lines and frame the candidates."""
+    decoded, items = decode_requests(requests, decode_line, headers, NUMBER_OUTPUTS, explains=False)
+    lines = [as_line(item) for item in items]
+    found = _candidates_isolated(lines)
+    batch = NumberBatch()
+    for indices, envelope in decoded:
+        if not isinstance(indices, range):
+            batch.reject(indices, envelope)
+            continue
+        error = next((found[i] for i in indices if isinstance(found[i], RequestError)), None)
+        if error is not None:
+            batch.reject(error, envelope)
+            continue
+        batch.add([found[i][0] for i in indices], envelope)
+        batch.candidates.extend(found[i][1] for i in indices)
+    return batch
+
+
+def _candidates_isolated(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
+    """Per line its candidates' (n, 28, 28) views and lattice, or why it has none: NoDigitFound, TooManyDigits,
+    or an InternalError when our code raises on it. The batch's lines are worked on together
+    (cleaned per size, labelled and framed in one call each); should that raise, line by line,
+    so that only the lines that raise alone fail."""
+    try:
+        return _candidates(lines)
+    except Exception:
+        logger.exception("segmenting a batch of lines failed; segmenting them one by one")
+    out = []
+    for line in lines:
+        try:
+            out.append(_candidates([line])[0])
+        except Exception:
+            logger.exception("segmenting a decoded %s line failed", "x".join(map(str, line.gray.shape)))
+            out.append(InternalError())
+    return out
+
+
+def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
+    inks = cleaned_lines(lines)
+    found: list[tuple[np.ndarray, Lattice] | RequestError] = []
+    readable = [ink for ink in inks if ink is not None]
+    comps = iter(components_of([ink > INK for ink in readable]) if readable else [])  # ink as framing sees it
+    for ink in inks:
+        lat = lattice(next(comps)) if ink is not None else None
+        if ink is None:
+            found.append(NoDigitFound("no_digit", "no digit found: the image is blank or has no contrast"))
+        elif lat is None:
+            found.append(NoDigitFound("no_digit", "no digit found: the image has no mark the size of a digit"))
+        elif not lat.spans:
+            found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
+        else:
+            found.append((ink, lat))
+    crops = [
+        segment_ink(f[0], f[1], s) for f in found if not isinstance(f, RequestError) for s in range(len(f[1].spans))
+    ]
+    views, at = _views(crops) if crops else None, 0
+    out: list[tuple[torch.Tensor, Candidates] | RequestError] = []
+    for f, line in zip(found, lines):
+        if isinstance(f, RequestError):
+            out.append(f)
+        else:
+            out.append((views[at : at + len(f[1].spans)], Candidates(f[1], line.scale)))
+            at += len(f[1].spans)
+    return out
+
+
+def _views(crops: list[np.ndarray]) -> torch.Tensor:
+    """Candidates' (h, w) ink -> their (N, 28, 28) views: each stretched to 1 at its brightest (as
+    the digit model stretches an image), then framed as MNIST frames a digit
+    (framing.fit_and_centre), all in one stack."""
+    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
+    stack = np.zeros((len(crops), height, width), np.float32)
+    for canvas, crop in zip(stack, crops):
+        canvas[: crop.shape[0], : crop.shape[1]] = crop
+    with torch.inference_mode():
+        x = torch.from_numpy(stack)
+        x /= x.amax((1, 2), keepdim=True).clamp_(min=1e-6)
+        return fit_and_centre(x)
+
+
+def read_lines(
+    model: torch.nn.Module,
+    batch: NumberBatch,
+    device,
+    tta_below: float | None,
+    calibration: Calibration | None = None,
+) -> list[Reading]:
+    """Per image of the batch, its reading: one forward pass over every candidate, the best path of
+    each line (on the network's own probabilities), then test-time augmentation of the chosen
+    digits under `tta_below` (None: none) and their calibration (None: the network's own
+    probabilities)."""
+    counts = [len(v) for v in batch.views]
+    with torch.inference_mode():
+        inputs = torch.cat(batch.views)[:, None].to(device)
+        probabilities = torch.softmax(model(inputs), dim=1)
+        log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
+        lattices = [cand.lattice for cand in batch.candidates]
+        widths, heights = (np.concatenate([getattr(lat, name) for lat in lattices]) for name in ("widths", "heights"))
+        scores = segment_scores(widths, heights, log_p)  # every candidate of the batch at once
+        firsts = np.cumsum([0, *counts]).tolist()
+        chosen = [
+            [first + s for s in best_path(lat, scores[first : first + len(lat.spans)])]
+            for lat, first in zip(lattices, firsts)
+        ]
+        rows = [s for path in chosen for s in path]
+        picked = probabilities[rows]
+        if tta_below is not None and rows:
+            picked = tta(model, inputs[rows], picked, tta_below)
+        if calibration is not None:
+            picked = calibration(picked, None)  # one view per candidate
+        picked = picked.cpu().numpy().astype(np.float64)
+    digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
+    readings, at = [], 0
+    for path, cand, first in zip(chosen, batch.candidates, firsts):
+        if len(path) > MAX_DIGITS:
+            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(path)}"))
+        else:
+            boxes = _upload_boxes(cand.lattice.boxes[[s - first for s in path]], cand.scale)
+            readings.append(Reading(digits[at : at + len(path)], confidences[at : at + len(path)], boxes))
+        at += len(path)
+    return readings
+
+
+def _upload_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[int]]:
+    """(n, 4) working (top, left, bottom, right) boxes -> [x, y, width, height] each, in the
+    upload's pixels."""
+    sx, sy = scale
+    corners = np.rint(boxes[:, [1, 0, 3, 2]] * np.array([sx, sy, sx, sy])).astype(int)  # x0, y0, x1, y1
+    return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], 1).tolist()

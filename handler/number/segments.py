@@ -1,0 +1,269 @@
+"""A line of cleaned ink -> its candidate segments: the over-segmentation the best path is chosen from.
+
+    ink components --(noise dropped, wide ones cut at projection minima)--> atoms, left to right
+    --(runs of 1..MAX_ATOMS neighbouring atoms, as wide as a digit)--> candidate segments
+
+Every digit is meant to be one candidate segment (or a run of atoms that is one): a component
+that is one digit, pieces of a broken digit together, a digit cut out of touching ones. Which
+candidates are the digits is not decided here: the network scores every one, and the best path
+through them (path.py) decides, as in LeCun, Bottou, Bengio and Haffner (1998).
+Sizes are in units of the line's height (the median height of its components), so the same
+rules hold for a 28 px line and a 300 px photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+import numpy as np
+
+from handler.number.components import Components
+
+SPECK = 0.1  # components under this share of the largest one's area do not set the line's height
+STACKED = 0.5  # components whose columns overlap by this share of the narrower are one digit's pieces
+NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE both ways) are noise
+NOISE_SIDE = 0.2
+THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule or an edge, not a digit
+SPLIT_FROM = 1.2  # components wider than this are cut along the paths that cross the least ink
+MIN_PIECE = 0.2  # no cut closer than this to the component's ends
+APART = 0.2  # no cut closer than this to another, on average
+MAX_CUT = 3.0  # no cut crossing more ink than this many strokes
+SIDEWAYS = 0.1  # a cut's price for each column it moves sideways, in ink pixels
+CUT_ROWS = (1 / 3, 1 / 2, 2 / 3)  # cuts go through these heights (of the component) at their cheapest
+MAX_ATOMS = 4  # atoms in one candidate segment
+MAX_WIDTH = 1.3  # no candidate segment wider than this
+MAX_GAP = 0.2  # atoms further apart than this (the gap, horizontally) are never one digit
+MAX_ATOMS_PER_LINE = 60  # more marks than this are not one number of at most 12 digits
+
+
+@dataclass
+class Atom:
+    """A component, or a piece of one between two cuts."""
+
+    box: tuple[int, int, int, int]  # top, left, bottom, right (exclusive) of its ink
+    ink: np.ndarray  # (bottom - top, right - left) bool: its pixels
+    component: int  # which group of components (lattice: a component, or a broken digit's) it is part of
+    area: int  # its pixels' count
+
+
+@dataclass
+class Lattice:
+    """The candidate segments of one line. Nodes 0..A are the places between atoms (0: before the
+    first); candidate segment s covers atoms spans[s][0] .. spans[s][1] - 1."""
+
+    atoms: list[Atom]
+    spans: list[tuple[int, int]]
+    boxes: np.ndarray  # (S, 4) top, left, bottom, right (exclusive) of each candidate's ink
+    widths: np.ndarray  # (S,) each candidate's width / the line's height
+    heights: np.ndarray  # (S,) its height / the line's height
+    cuts: np.ndarray  # (A + 1,) per node, the ink cut through there / the stroke width (0: a gap)
+    skips: np.ndarray  # (A,) per atom, its area / the median atom's: what leaving it out loses
+    line_height: float
+
+
+def lattice(comps: Components) -> Lattice | None:
+    """The candidate segments of a line's ink components; None when nothing in it can be a digit."""
+    boxes = comps.boxes
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    if len(comps) == 0:
+        return None
+    # the line's height: the median height of the components that are not specks beside the largest
+    line = float(median(heights[comps.areas >= SPECK * comps.areas.max()].tolist()))  # (statistics': few values)
+    noise = (comps.areas < NOISE_AREA * line**2) | ((heights < NOISE_SIDE * line) & (widths < NOISE_SIDE * line))
+    longer = np.maximum(heights, widths)
+    rule = (longer > LONG * line) & (comps.areas < THIN * line * longer)  # a rule, a sheet's edge
+    kept = np.flatnonzero(~noise & ~rule)
+    if len(kept) == 0:
+        return None
+    groups = _stacked(kept.tolist(), boxes.tolist(), comps.areas.tolist())
+    if len(groups) > MAX_ATOMS_PER_LINE:  # before any is cut: a page of noise is not worked through
+        return _too_many(line)
+    largest = max(area for _, _, area in groups)
+    heights = [box[2] - box[0] for _, box, area in groups if area >= SPECK * largest]
+    line = float(median(heights))  # again, with a broken digit's pieces as one
+    atoms, cuts = [], [0.0]
+    for number, (members, box, area) in enumerate(groups):
+        pieces, costs = _pieces(comps, number, members, box, area, line)
+        atoms += pieces
+        cuts += costs + [0.0]
+    if len(atoms) > MAX_ATOMS_PER_LINE:
+        return _too_many(line)
+    spans, span_boxes = _candidates(atoms, line)
+    span_boxes = np.array(span_boxes, int).reshape(-1, 4)
+    areas = [a.area for a in atoms]
+    return Lattice(
+        atoms,
+        spans,
+        span_boxes,
+        (span_boxes[:, 3] - span_boxes[:, 1]) / line,
+        (span_boxes[:, 2] - span_boxes[:, 0]) / line,
+        np.array(cuts),
+        np.array(areas) / median(areas),
+        line,
+    )
+
+
+def _too_many(line: float) -> Lattice:
+    """A lattice without candidates: more marks than a number of MAX_DIGITS digits makes."""
+    return Lattice([], [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(1), np.zeros(0), line)
+
+
+def _stacked(kept: list[int], boxes: list[list[int]], areas: list[int]) -> list[tuple[list[int], tuple, int]]:
+    """Components (0-based indices) grouped where their columns overlap by STACKED of the narrower:
+    the pieces of a broken digit, one above the other. Per group, left to right: its components'
+    labels (1-based), its box and its area."""
+    groups: list[tuple[list[int], tuple, int]] = []
+    for k in sorted(kept, key=lambda k: boxes[k][1]):
+        top, left, bottom, right = boxes[k]
+        if groups:
+            members, (g_top, g_left, g_bottom, g_right), g_area = groups[-1]
+            overlap = min(right, g_right) - max(left, g_left)
+            if overlap >= STACKED * min(right - left, g_right - g_left):
+                box = (min(top, g_top), min(left, g_left), max(bottom, g_bottom), max(right, g_right))
+                groups[-1] = (members + [k + 1], box, g_area + areas[k])
+                continue
+        groups.append(([k + 1], (top, left, bottom, right), areas[k]))
+    return sorted(groups, key=lambda g: g[1][1] + g[1][3])  # by their boxes' centres
+
+
+def _pieces(
+    comps: Components, number: int, members: list[int], box: tuple, area: int, line: float
+) -> tuple[list[Atom], list[float]]:
+    """Group `number` (components `members`, its box and area) as atoms: itself, or, when wider than
+    SPLIT_FROM lines, its pieces between the cuts _cuts finds; and between each two atoms the ink
+    the cut there goes through, in stroke widths."""
+    top, left, bottom, right = box
+    mine = comps.mask(members, *box)  # (h, w)
+    if right - left <= SPLIT_FROM * line:
+        return [Atom(box, mine, number, area)], []
+    stroke = max(comps.stroke, 1.0)
+    cuts = _cuts(mine, line, stroke)
+    columns = np.arange(right - left)[None, :]
+    bounds = [np.full(len(mine), -1), *(path for path, _ in cuts), np.full(len(mine), right - left)]
+    atoms: list[Atom] = []
+    costs: list[float] = []
+    crossed = 0.0  # the ink of the cuts since the last atom
+    for before, after, cost in zip(bounds, bounds[1:], [0.0] + [c for _, c in cuts]):
+        crossed = max(crossed, cost / stroke)
+        piece = mine & (columns > before[:, None]) & (columns <= after[:, None])
+        rows, cols = np.flatnonzero(piece.any(1)), np.flatnonzero(piece.any(0))
+        if len(rows) == 0:  # nothing between two cuts
+            continue
+        if atoms:
+            costs.append(crossed)
+        crossed = 0.0
+        box = (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
+        atoms.append(Atom(box, piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], number, int(piece.sum())))
+    return atoms, costs
+
+
+def _cuts(mine: np.ndarray, line: float, stroke: float) -> list[tuple[np.ndarray, float]]:
+    """Where to cut a wide component: paths from its top row to its bottom row, one column per row
+    moving at most one column a row, that cross the least ink (dynamic programming down the rows
+    and up them, a small price on each sideways step so that they stay upright where nothing is
+    in the way). Two touching digits meet at a few pixels, and a path around each one's curves
+    crosses only those; a path through a digit crosses its strokes. For each column of each row
+    of CUT_ROWS the best path through it is known; the cuts are those whose cost is a local
+    minimum along such a row, crossing at most MAX_CUT strokes of ink, the cheapest first, each
+    APART lines from the others (on average) and MIN_PIECE from the ends. Per cut, left to right:
+    its column in each row (the pixels up to it go left) and the ink pixels it crosses."""
+    h, w = mine.shape
+    margin = max(1, round(MIN_PIECE * line))
+    if w <= 2 * margin or h < 3:
+        return []
+    cost = mine.astype(np.float32)
+    cost[:, :margin] = cost[:, w - margin :] = np.inf
+    down, down_steps = _descend(cost)
+    up, up_steps = _descend(cost[::-1])
+    inner = np.arange(margin, w - margin)
+    chosen: list[tuple[float, int, int]] = []  # (ink crossed, row, column) of each cut's point
+    for row in sorted({round(h * f) for f in CUT_ROWS}):
+        through = np.full(w, np.inf, np.float32)  # the best path through each column of the row
+        through[inner] = down[row, inner] + up[h - 1 - row, inner] - cost[row, inner]
+        low = inner[(through[inner] <= through[inner - 1]) & (through[inner] <= through[inner + 1])]
+        chosen += [(float(through[x]), row, int(x)) for x in low if through[x] <= MAX_CUT * stroke]
+    cuts: list[tuple[np.ndarray, float]] = []
+    for _, row, x in sorted(chosen):  # the cheapest first
+        path = np.concatenate([_traced(down_steps[: row + 1], x), _traced(up_steps[: h - row], x)[::-1][1:]])
+        if all(np.abs(path - other).mean() >= APART * line for other, _ in cuts):
+            cuts.append((path, float(mine[np.arange(h), path].sum())))
+    return sorted(cuts, key=lambda cut: cut[0].mean())
+
+
+def _descend(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) costs -> per pixel the least cost of a path from the top row to it (moving at most a
+    column a row, SIDEWAYS per step aside), and where that path came from (-1, 0, +1; the first
+    of equals)."""
+    h, w = cost.shape
+    total = np.full((h, w + 2), np.inf, np.float32)  # a column of inf either side: no way out
+    steps = np.zeros((h, w), np.int8)
+    total[0, 1:-1] = cost[0]
+    for y in range(1, h):
+        above = total[y - 1]
+        left, straight, right = above[:-2] + SIDEWAYS, above[1:-1], above[2:] + SIDEWAYS
+        best = np.minimum(np.minimum(left, straight), right)
+        steps[y] = np.where(left == best, -1, np.where(straight == best, 0, 1))
+        total[y, 1:-1] = best + cost[y]
+    return total[:, 1:-1], steps
+
+
+def _traced(steps: np.ndarray, end: int) -> np.ndarray:
+    """The best path's column in each row of `steps`, from its column `end` in the last row back up."""
+    path = np.empty(len(steps), int)
+    x = end
+    for y in range(len(steps) - 1, 0, -1):
+        path[y] = x
+        x += int(steps[y, x])
+    path[0] = x
+    return path
+
+
+def _candidates(atoms: list[Atom], line: float) -> tuple[list[tuple[int, int]], list[tuple[int, ...]]]:
+    """Runs of neighbouring atoms that may be one digit: every atom alone, every whole component,
+    and runs of at most MAX_ATOMS atoms, MAX_WIDTH lines wide, with no gap in them wider than
+    MAX_GAP lines."""
+    spans, boxes = [], []
+    for i, first in enumerate(atoms):
+        top, left, bottom, right = first.box
+        for j in range(i + 1, len(atoms) + 1):
+            if j > i + 1:
+                atom = atoms[j - 1]
+                if atom.box[1] - right > MAX_GAP * line:
+                    break
+                top, left = min(top, atom.box[0]), min(left, atom.box[1])
+                bottom, right = max(bottom, atom.box[2]), max(right, atom.box[3])
+            whole = _whole(atoms, i, j)
+            if j > i + MAX_ATOMS or right - left > MAX_WIDTH * line:
+                if whole:
+                    spans.append((i, j))
+                    boxes.append((top, left, bottom, right))
+                if not all(a.component == first.component for a in atoms[i:j]):
+                    break
+                continue
+            spans.append((i, j))
+            boxes.append((top, left, bottom, right))
+    return spans, boxes
+
+
+def _whole(atoms: list[Atom], i: int, j: int) -> bool:
+    """Whether atoms i..j-1 are all the pieces of one component."""
+    label = atoms[i].component
+    return (
+        all(a.component == label for a in atoms[i:j])
+        and (i == 0 or atoms[i - 1].component != label)
+        and (j == len(atoms) or atoms[j].component != label)
+    )
+
+
+def segment_ink(cleaned: np.ndarray, lat: Lattice, span: int) -> np.ndarray:
+    """Candidate `span`'s ink: `cleaned` within its box where its atoms' pixels are, (h, w)."""
+    top, left, bottom, right = lat.boxes[span]
+    first, end = lat.spans[span]
+    if end == first + 1:  # one atom: its box is the candidate's
+        return cleaned[top:bottom, left:right] * lat.atoms[first].ink
+    mask = np.zeros((bottom - top, right - left), bool)
+    for atom in lat.atoms[first:end]:
+        a_top, a_left, a_bottom, a_right = atom.box
+        mask[a_top - top : a_bottom - top, a_left - left : a_right - left] |= atom.ink
+    return cleaned[top:bottom, left:right] * mask

@@ -1,0 +1,60 @@
+"""TorchServe handler of the `number` model: a batch of images of numbers -> per image its digits.
+
+The digit model's handler (handler/mnist_handler.py, DigitHandler) with its own three steps: its
+settings, network, metrics, request decoding, typed errors, answers per protocol and logs are the
+digit model's; preprocess segments each line into candidate digits, inference reads every
+candidate of the batch in one forward pass and finds each line's best path, postprocess answers
+`{"number", "confidence", "digits": [{"digit", "confidence", "box"}, ...]}` (handler/number/).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from handler.answers import model_metadata
+from handler.errors import RequestError
+from handler.mnist_handler import DigitHandler
+from handler.number.answers import NUMBER_METADATA, number_answer
+from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
+
+
+class NumberHandler(DigitHandler):
+    """What TorchServe calls for the `number` model (DigitHandler explains the entry points)."""
+
+    def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
+        """`headers`: each request's, lowercased."""
+        start = time.perf_counter()
+        batch = read_requests(data, headers)
+        self._observe("PreprocessTime", (time.perf_counter() - start) * 1000)
+        return batch
+
+    def inference(self, batch: NumberBatch) -> list[Reading | RequestError] | None:
+        """Per image of the batch its Reading, or why it has none; None if every request failed."""
+        if len(batch.views) == 0:
+            return None
+        self._observe("DigitBatchSize", sum(map(len, batch.views)))  # candidates read in the one pass
+        return read_lines(self.model, batch, self.device, self.settings.tta_below, self.calibration)
+
+    def postprocess(
+        self,
+        batch: NumberBatch,
+        readings: list[Reading | RequestError] | None,
+        headers: list[dict[str, str]] | None = None,
+    ) -> list[str]:
+        readings = readings or []
+        read = [r for r in readings if isinstance(r, Reading)]
+        for digit, count in Counter(d for r in read for d in r.digits).items():
+            self._add("DigitPredictions", count, str(digit))
+        unsure = sum(r.confidence < self.settings.low_confidence for r in read)
+        if unsure:
+            self._add("LowConfidencePredictions", unsure)
+        for i, span in enumerate(batch.outcomes):  # a line read as too many digits fails its request
+            if isinstance(span, slice):
+                batch.outcomes[i] = next((r for r in readings[span] if isinstance(r, RequestError)), span)
+        return self._answers(
+            batch, headers, lambda span, envelope: number_answer(envelope, readings[span], self.model_id)
+        )
+
+    def metadata(self) -> dict:
+        return model_metadata(self.model_id, NUMBER_METADATA)

@@ -1,0 +1,50 @@
+"""The number families (synthetic/numbers.py) and the evaluation's Numbers section (train/evaluate_numbers.py)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthetic.fonts import fonts_available
+from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
+from train.evaluate_numbers import edit_distance, markdown, numbers_report
+
+
+@pytest.mark.parametrize("family", list(NUMBER_FAMILIES))
+def test_each_family_uploads_images_of_3_to_7_digit_numbers_reproducibly(family, mnist_sample):
+    if family == "printed" and not fonts_available():
+        pytest.skip("no fonts under /usr/share/fonts (make fonts)")
+    digits, labels = mnist_sample
+    samples = number_family(family, digits, labels, 4, seed=1)
+    assert samples == number_family(family, digits, labels, 4, seed=1)
+    for data, text in samples:
+        assert text.isdigit() and LENGTHS[0] <= len(text) <= LENGTHS[1]
+        image = Image.open(io.BytesIO(data))
+        assert image.width > image.height  # a line of digits
+        written = image.getchannel("A") if image.mode == "RGBA" else image.convert("L")  # a canvas: in alpha
+        assert np.asarray(written).std() > 10
+
+
+def test_edit_distance_counts_digits_replaced_missing_or_extra():
+    assert [edit_distance(a, b) for a, b in (("4096", "4096"), ("4096", "4056"), ("4096", "406"), ("4096", ""))] == [
+        0,
+        1,
+        1,
+        4,
+    ]
+
+
+def test_the_numbers_section_scores_and_sets_the_goals(mnist_sample):
+    from handler.served_model import served_network
+    from model import DEFAULT_WEIGHTS, load_checkpoint
+
+    digits, labels = mnist_sample
+    section = numbers_report(served_network(load_checkpoint(DEFAULT_WEIGHTS)), digits, labels, 6, names=["gaps"])
+    row = section["families"]["gaps"]
+    assert row["numbers"] == 6 and 0 <= row["whole_number_accuracy"] <= row["per_digit_accuracy"] <= 1
+    assert set(section["goals"]) == {"numbers, gaps: whole number", "numbers, gaps: per digit"}
+    assert section["goals"]["numbers, gaps: whole number"]["goal"] == 0.98
+    assert any(line.startswith("| gaps | 6 |") for line in markdown(section))

@@ -1,0 +1,269 @@
+"""The number reader without a server: components, segmentation, the best path, the reader and the
+handler's answers in each protocol (tests/test_number_server.py: the same through TorchServe)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from handler.number.components import components, components_of
+from handler.number.path import best_path, segment_scores
+from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
+from handler.number.segments import Atom, Lattice, lattice
+from harness.inprocess import load_handler
+from synthetic.camera import ORIENTATION, phone_heic
+from synthetic.families import encode_image
+from synthetic.numbers import mnist_row, write_line
+
+# Sample digits (tests/fixtures/mnist_test_100.npz) that the network reads right, as a number.
+NUMBER = slice(4, 9)
+
+
+@pytest.fixture(scope="module")
+def number_handler():
+    return load_handler(model_name="number", metrics_flush_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def served():
+    handler, _ = load_handler(model_name="number", metrics_flush_seconds=0)
+    return handler.model
+
+
+def test_components_match_scipys_labelling():
+    rng = np.random.default_rng(0)
+    masks = [rng.random(tuple(rng.integers(1, 40, 2))) < rng.uniform(0.05, 0.7) for _ in range(120)]
+    for mask, found in zip(masks, [components(m) for m in masks[:60]] + components_of(masks[60:])):
+        reference, count = ndimage.label(mask, np.ones((3, 3)))
+        assert len(found) == count
+        labels = found.labels - found.base * (found.labels > 0)
+        assert len(set(zip(reference[mask].tolist(), labels[mask].tolist()))) == count  # the same partition
+        for k in range(1, count + 1):
+            rows, cols = np.nonzero(labels == k)
+            assert found.boxes[k - 1].tolist() == [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
+            assert found.areas[k - 1] == len(rows)
+        assert (np.diff(found.boxes[:, 1]) >= 0).all()  # numbered left to right
+
+
+def _line(digits: np.ndarray, **how) -> np.ndarray:
+    """Digits written as synthetic.numbers writes them, light on black, as cleaned ink in [0, 1]."""
+    return write_line(digits, np.random.default_rng(3), 40, **how)
+
+
+def test_digits_with_gaps_are_one_atom_each_and_noise_and_rules_are_dropped(mnist_sample):
+    digits, _ = mnist_sample
+    ink = np.pad(_line(digits[NUMBER], gap=(0.3, 0.5)), ((4, 20), (30, 4)))
+    ink[2, 2] = ink[3, 3] = 1.0  # a speck
+    ink[-6:-4, 5:-5] = 1.0  # a rule under the number
+    lat = lattice(components(ink > 0.25))
+    assert len(lat.atoms) == 5 and abs(lat.line_height - 40) <= 2
+    assert all(atom.box[1] < later.box[1] for atom, later in zip(lat.atoms, lat.atoms[1:]))
+    assert (0, 1) in lat.spans and (4, 5) in lat.spans and (0, 2) not in lat.spans  # no merges across gaps
+
+
+def test_touching_digits_are_cut_where_they_meet():
+    """Two rings joined by a short bridge: one component, over-segmented; its cheapest cut goes
+    through the bridge (a stroke of ink), not through a ring (two strokes), and each ring whole is a
+    candidate."""
+    yy, xx = np.mgrid[0:40, 0:70]
+    ring = lambda cx: np.abs(np.hypot(yy - 20, (xx - cx) * 1.3) - 14) < 2.5  # noqa: E731
+    ink = ring(17) | ring(52)
+    ink[18:22, 30:40] = True
+    lat = lattice(components(ink))
+    count = len(lat.atoms)
+    assert count >= 2 and len({atom.component for atom in lat.atoms}) == 1
+    bridge = 1 + int(np.argmin(lat.cuts[1:count]))  # the node of the cheapest cut
+    assert all(atom.box[3] <= 41 for atom in lat.atoms[:bridge])
+    assert all(atom.box[1] >= 29 for atom in lat.atoms[bridge:])
+    assert (0, bridge) in lat.spans and (bridge, count) in lat.spans and (0, count) in lat.spans
+
+
+def _lattice(widths: list[float], spans: list[tuple[int, int]], skips: list[float]) -> Lattice:
+    atoms = [Atom((0, i, 10, i + 1), np.ones((10, 1), bool), i, 10) for i in range(len(skips))]
+    boxes = np.zeros((len(spans), 4), int)
+    return Lattice(
+        atoms,
+        spans,
+        boxes,
+        np.array(widths),
+        np.ones(len(spans)),
+        np.zeros(len(atoms) + 1),
+        np.array(skips),
+        10.0,
+    )
+
+
+def test_the_best_path_reads_plausible_segments_and_leaves_out_specks():
+    # atoms: a digit in two pieces (0, 1), a speck (2), a digit (3)
+    lat = _lattice([0.4, 0.4, 0.7, 0.1, 0.6], [(0, 1), (1, 2), (0, 2), (2, 3), (3, 4)], [1.0, 1.0, 0.02, 1.0])
+    log_p = np.log([0.9, 0.9, 0.95, 0.6, 0.95])
+    assert best_path(lat, segment_scores(lat.widths, lat.heights, log_p)) == [
+        2,
+        4,
+    ]  # the pieces together; the speck left out
+    # a "digit" twice as wide as the line is two digits: its pieces win
+    wide = _lattice([0.6, 0.6, 2.0], [(0, 1), (1, 2), (0, 2)], [1.0, 1.0])
+    assert best_path(wide, segment_scores(wide.widths, wide.heights, np.log([0.9, 0.9, 0.95]))) == [0, 1]
+
+
+def _read(served, bodies: list[bytes]) -> list:
+    batch = read_requests([{"body": body} for body in bodies])
+    readings = iter(read_lines(served, batch, "cpu", 0.6) if batch.views else [])
+    return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
+
+
+def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, served):
+    digits, labels = mnist_sample
+    row = mnist_row(digits[NUMBER])  # (28, 140): each digit in its own 28 px cell
+    text = "".join(map(str, labels[NUMBER]))
+    big = Image.fromarray(255 - row).resize((row.shape[1] * 8, row.shape[0] * 8), Image.BICUBIC)  # 224 x 1120
+    turned = big.transpose(Image.Transpose.ROTATE_90)  # stored turned, EXIF says turn it back
+    exif = Image.Exif()
+    exif[0x0112] = ORIENTATION  # 6, as phones write it
+    jpeg = encode_image(turned, "JPEG", quality=95, exif=exif.tobytes())
+    # a phone's HEIC, turned the same way, read from its 1,100 px thumbnail (decode.reduce_on_load)
+    heic = phone_heic(turned.convert("RGB"), quality=90, thumbnails=(320, 1100))
+    plain, upright, thumbnail = _read(served, [encode_image(row), jpeg, heic])
+    for reading, scale in ((plain, 1), (upright, 8), (thumbnail, 8)):
+        assert isinstance(reading, Reading) and reading.number == text
+        assert 0 < reading.confidence <= min(reading.confidences) <= 1
+        for i, (x, y, w, h) in enumerate(reading.boxes):  # each box within its digit's cell
+            assert 28 * i * scale <= x and x + w <= 28 * (i + 1) * scale + scale
+            assert 0 <= y and y + h <= 28 * scale and w > 2 * scale and h > 10 * scale
+
+
+def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
+    digits, _ = mnist_sample
+    blank, thirteen, one = _read(
+        served,
+        [encode_image(np.zeros((40, 200), np.uint8)), encode_image(mnist_row(digits[:13])), encode_image(digits[5])],
+    )
+    assert (blank.status, blank.reason) == (422, "no_digit")
+    assert (thirteen.status, thirteen.reason) == (422, "too_many_digits") and str(MAX_DIGITS) in thirteen.message
+    assert isinstance(one, Reading) and len(one.digits) == 1
+
+
+def test_odd_images_get_a_reading_or_a_4xx_never_a_500(served):
+    """Lines, columns, stripes, checkerboards and noise of many shapes: each is read or refused as
+    the client's (4xx), none fails as ours."""
+    rng = np.random.default_rng(5)
+    images = [
+        np.zeros((1, 600), np.uint8) + 255,
+        np.full((700, 2), 255, np.uint8),
+        np.eye(40, 300, dtype=np.uint8) * 255,
+    ]
+    for _ in range(40):
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        kind = rng.integers(4)
+        if kind == 0:
+            image = rng.integers(0, 256, (h, w))
+        elif kind == 1:
+            image = (np.indices((h, w)).sum(0) % int(rng.integers(2, 9)) == 0) * 255
+        elif kind == 2:
+            image = np.repeat((rng.random(w) < 0.3)[None] * 255, h, 0)
+        else:
+            image = (rng.random((h, w)) < 0.02) * 255
+        images.append(image.astype(np.uint8))
+    for image, answer in zip(images, _read(served, [encode_image(image) for image in images])):
+        assert isinstance(answer, Reading) or 400 <= answer.status < 500, (image.shape, answer)
+
+
+def test_the_handler_answers_each_protocol_and_isolates_bad_requests(number_handler, mnist_sample):
+    handler, context = number_handler
+    digits, labels = mnist_sample
+    png = encode_image(mnist_row(digits[NUMBER]))
+    text = "".join(map(str, labels[NUMBER]))
+    b64 = base64.b64encode(png).decode()
+    v2 = {"id": "n1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64, b64]}]}
+    requests = [
+        {"body": png},
+        {"body": b"not an image at all"},
+        {"body": json.dumps({"instances": [{"b64": b64}]}).encode()},
+        {"body": json.dumps(v2).encode()},
+        {"body": json.dumps({**v2, "outputs": [{"name": "number"}, {"name": "box"}]}).encode()},
+        {"body": json.dumps({**v2, "outputs": [{"name": "digit_probabilities"}]}).encode()},
+    ]
+    context.statuses.clear()
+    context.request_headers = dict.fromkeys(range(len(requests)), {"explain": "False"})  # as the REST frontend
+    try:
+        answers = [json.loads(a) for a in handler.handle(requests, context)]
+    finally:
+        context.request_headers = {}
+    plain, refused, v1, whole, some, bad_outputs = answers
+    assert plain["number"] == text and [d["digit"] for d in plain["digits"]] == list(labels[NUMBER])
+    assert set(plain["digits"][0]) == {"digit", "confidence", "box"} and len(plain["digits"][0]["box"]) == 4
+    assert context.statuses[1][0] == 415 and refused["code"] == 415
+    assert v1 == {"predictions": [plain]}
+    outputs = {o["name"]: o for o in whole["outputs"]}
+    assert whole["id"] == "n1" and outputs["number"]["data"] == [text, text] and outputs["length"]["data"] == [5, 5]
+    assert outputs["box"]["shape"] == [10, 4] and outputs["digit"]["data"] == list(labels[NUMBER]) * 2
+    assert [o["name"] for o in some["outputs"]] == ["number", "box"]
+    assert context.statuses[5][0] == 400 and "number" in bad_outputs["error"]
+    assert set(context.statuses) == {1, 5}
+
+
+def test_the_digits_confidences_are_calibrated_as_the_digit_models(number_handler, mnist_sample):
+    """Each digit's probability is calibrated with the digit model's "one_view" temperature after the
+    path is chosen: the same digits and boxes as the network's own probabilities give, each at a
+    confidence no lower (a temperature under 1 sharpens), and the handler answers them."""
+    handler, context = number_handler
+    digits, _ = mnist_sample
+    bodies = [encode_image(mnist_row(digits[NUMBER])), encode_image(mnist_row(digits[10:17]))]
+    batch = read_requests([{"body": body} for body in bodies])
+    raw = read_lines(handler.model, batch, "cpu", 0.6)
+    calibrated = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration)
+    assert handler.calibration.as_dict()["one_view"] < 1
+    for own, answered in zip(raw, calibrated):
+        assert own.digits == answered.digits and own.boxes == answered.boxes
+        assert all(c >= o for o, c in zip(own.confidences, answered.confidences))
+        assert answered.confidences != own.confidences
+    answers = [json.loads(a) for a in handler.handle([{"body": body} for body in bodies], context)]
+    for answer, reading in zip(answers, calibrated):
+        assert [d["confidence"] for d in answer["digits"]] == reading.confidences
+        assert answer["confidence"] == round(reading.confidence, 6)
+
+
+def test_explanation_requests_are_refused_and_the_rest_of_the_batch_is_answered(number_handler, mnist_sample):
+    """Only the digit model explains: a request to one of the number model's explanation routes (the
+    frontend's explain header) is a 400 in its protocol's form; the predictions beside it are read."""
+    handler, context = number_handler
+    digits, labels = mnist_sample
+    png = encode_image(mnist_row(digits[NUMBER]))
+    b64 = base64.b64encode(png).decode()
+    v2 = {"id": "e1", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+    requests = [{"body": png}, {"body": png}, {"body": json.dumps(v2).encode()}, {"body": png}]
+    context.statuses.clear()
+    explain = [False, True, True, False]
+    context.request_headers = {i: {"explain": str(e)} for i, e in enumerate(explain)}
+    try:
+        answers = [json.loads(a) for a in handler.handle(requests, context)]
+    finally:
+        context.request_headers = {}
+    text = "".join(map(str, labels[NUMBER]))
+    assert answers[0]["number"] == answers[3]["number"] == text
+    assert set(context.statuses) == {1, 2} and {s for s, _ in context.statuses.values()} == {400}
+    assert answers[1]["code"] == 400 and "no explanations" in answers[1]["error"]
+    assert set(answers[2]) == {"error"} and "no explanations" in answers[2]["error"]  # v2's error form
+
+
+def test_the_model_metadata_names_the_number_outputs(number_handler):
+    handler, context = number_handler
+    context.request_headers = {0: {"describe": "True"}}
+    try:
+        metadata = json.loads(handler.handle([{"body": b""}], context)[0])
+    finally:
+        context.request_headers = {}
+    assert metadata["name"] == "number"
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "number",
+        "confidence",
+        "length",
+        "digit",
+        "digit_confidence",
+        "box",
+    ]

@@ -1,0 +1,155 @@
+"""The evaluation's Numbers section: each number family (synthetic/numbers.py) read as the `number`
+model reads it (handler/number/), its whole-number and per-digit accuracy, and the goals.
+
+    python -m train.evaluate_numbers --per-family 200     # this section alone, printed
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from handler.calibration import Calibration
+from handler.inference import TTA_BELOW
+from handler.number.reader import Reading, read_lines, read_requests
+from synthetic.fonts import fonts_available
+from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
+
+# family -> minimum whole-number accuracy (every digit right, none missing or extra)
+NUMBER_GOALS = {"gaps": 0.98, "paper_photo": 0.95, "printed": 0.99, "touching": 0.90}
+DIGIT_GOALS = {"gaps": 0.99}  # family -> minimum per-digit accuracy
+BATCH = 16  # uploads per handler batch, as TorchServe's batchSize
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: digits replaced, missing or extra."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def read_numbers(
+    model, uploads: list[bytes], calibration: Calibration | None = None
+) -> tuple[list[Reading | None], float]:
+    """Each upload read as the handler reads it, BATCH at a time (None: refused), its digits'
+    probabilities calibrated with `calibration` (None: the network's own), and the ms per upload."""
+    out: list[Reading | None] = []
+    start = time.perf_counter()
+    for i in range(0, len(uploads), BATCH):
+        batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
+        readings = iter(read_lines(model, batch, "cpu", TTA_BELOW, calibration) if batch.views else [])
+        for outcome in batch.outcomes:
+            reading = next(readings) if isinstance(outcome, slice) else None
+            out.append(reading if isinstance(reading, Reading) else None)
+    return out, (time.perf_counter() - start) * 1000 / max(1, len(uploads))
+
+
+def family_scores(
+    model, family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int, calibration: Calibration | None
+) -> dict:
+    samples = number_family(family, digits, labels, count, seed)
+    readings, ms = read_numbers(model, [data for data, _ in samples], calibration)
+    texts = [text for _, text in samples]
+    answers = [r.number if r else "" for r in readings]
+    edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
+    confidences = [r.confidence for r in readings if r]
+    return {
+        "numbers": len(samples),
+        "whole_number_accuracy": float(np.mean([a == t for a, t in zip(answers, texts)])),
+        "per_digit_accuracy": max(0.0, 1 - edits / sum(map(len, texts))),
+        "refused": sum(r is None for r in readings),
+        "mean_confidence": float(np.mean(confidences)) if confidences else 0.0,
+        "candidates_per_number": round(float(np.mean([len(r.digits) for r in readings if r] or [0])), 2),
+        "ms_per_number": round(ms, 2),
+        "description": NUMBER_FAMILIES[family],
+    }
+
+
+def numbers_report(
+    model,
+    digits: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    seed: int = 0,
+    names: list[str] | None = None,
+    calibration: Calibration | None = None,
+) -> dict:
+    """{"families": per family (`names`, default all) its scores, "goals": the goals' rows}, written
+    with `digits` (the evaluation's: MNIST test); confidences calibrated with `calibration`, as the
+    service answers them (None: the network's own)."""
+    families = {}
+    for family in names or NUMBER_FAMILIES:
+        if family == "printed" and not fonts_available():
+            print("numbers, printed: skipped, no fonts under /usr/share/fonts", flush=True)
+            continue
+        families[family] = row = family_scores(model, family, digits, labels, count, seed, calibration)
+        print(
+            f"numbers {family:18s} whole {row['whole_number_accuracy']:.2%}, per digit "
+            f"{row['per_digit_accuracy']:.2%}, refused {row['refused']}, {row['ms_per_number']} ms",
+            flush=True,
+        )
+    goals = {}
+    for family, goal in NUMBER_GOALS.items():
+        if family in families:
+            goals[f"numbers, {family}: whole number"] = (goal, families[family]["whole_number_accuracy"])
+    for family, goal in DIGIT_GOALS.items():
+        if family in families:
+            goals[f"numbers, {family}: per digit"] = (goal, families[family]["per_digit_accuracy"])
+    return {
+        "families": families,
+        "goals": {name: {"goal": g, "measured": m, "met": m >= g} for name, (g, m) in goals.items()},
+    }
+
+
+def markdown(section: dict) -> list[str]:
+    """The report's Numbers section."""
+    lines = [
+        "## Numbers",
+        "",
+        f"The `number` model (`handler/number/`) on numbers of {LENGTHS[0]} to {LENGTHS[1]} digits "
+        "(`synthetic/numbers.py`): handwritten ones written with MNIST **test** digits drawn at random from "
+        "the whole test set, printed ones in the held-out fonts. *Whole number*: every digit right, none "
+        "missing or extra; *per digit*: 1 - (digits replaced, missing or extra) / digits written; refusals "
+        "count as wrong. *Mean confidence*: the answers' `confidence`, the product of the digits' calibrated "
+        "probabilities, as the service answers them (compare it with the whole-number accuracy).",
+        "",
+        "| family | numbers | whole number | per digit | refused | mean confidence | ms/number | what it is |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in section["families"].items():
+        lines.append(
+            f"| {name} | {row['numbers']:,} | {row['whole_number_accuracy']:.2%} | {row['per_digit_accuracy']:.2%} | "
+            f"{row['refused']} | {row['mean_confidence']:.3f} | {row['ms_per_number']} | {row['description']} |"
+        )
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    from handler.calibration import CALIBRATION_FILE, load_calibration
+    from handler.served_model import served_network
+    from model import DEFAULT_WEIGHTS, load_checkpoint
+    from ops.paths import ROOT
+    from train.data import load_mnist
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-family", type=int, default=200, help="numbers per family")
+    p.add_argument("--families", nargs="+", default=None, help="only these families")
+    p.add_argument("--train-digits", action="store_true", help="write with MNIST training digits (for tuning)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    net = served_network(load_checkpoint(DEFAULT_WEIGHTS))
+    x, y = load_mnist(train=a.train_digits)
+    calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
+    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated)
+    print("\n".join(markdown(report)))
+    for name, goal in report["goals"].items():
+        print(
+            f"{name}: goal {goal['goal']:.0%}, measured {goal['measured']:.2%}, {'met' if goal['met'] else 'NOT met'}"
+        )
