@@ -117,9 +117,9 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
     for ink in inks:
         lat = lattice(next(comps)) if ink is not None else None
         if ink is None:
-            found.append(NoDigitFound("no_digit", "no digit found: the image is blank or has no contrast"))
+            found.append(NoDigitFound())
         elif lat is None:
-            found.append(NoDigitFound("no_digit", "no digit found: the image has no mark the size of a digit"))
+            found.append(NoDigitFound("no digit found: the image has no mark the size of a digit"))
         elif not lat.spans:
             found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
         else:
