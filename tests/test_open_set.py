@@ -180,6 +180,15 @@ def test_the_head_reads_a_batch_as_it_reads_each_image(network, open_set, mnist_
 # -- training
 
 
+def test_the_served_head_gives_the_trained_heads_probabilities(network, open_set, mnist_sample):
+    """The worker folds the inputs' standardization into the first layer: the same probabilities."""
+    uploads = [png_bytes(d) for d in mnist_sample[0][:8]] + [data for data, _ in not_one_digit_samples().values()]
+    reading = read_views(network, [views_of_bytes(d) for d in uploads])
+    with torch.inference_mode():
+        trained = open_set.head(head_inputs(reading)).exp()
+    assert torch.allclose(open_set.probabilities(reading), trained, atol=1e-5)
+
+
 def test_the_training_command_writes_a_head_the_handler_loads(tmp_path):
     """A small run (a few hundred uploads) of `python -m train.open_set`, from the uploads to the file."""
     out = tmp_path / "open_set.pt"
