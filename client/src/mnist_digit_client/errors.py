@@ -54,7 +54,7 @@ class NotADigit(NotOneDigit):
 
 
 class SeveralDigits(NotOneDigit):
-    """Two or more digits in one image: the service reads one digit per image."""
+    """Two or more digits in one image: the digit model reads one; read_number reads a line of them."""
 
     reason: Reason = "several_digits"
 
