@@ -52,8 +52,8 @@ def head_inputs(reading: Reading) -> torch.Tensor:
     p = reading.probabilities.cpu().numpy()  # (N, 10)
     top2 = -np.partition(-p, 1, axis=1)[:, :2]  # (N, 2), largest first
     candidates = np.minimum(np.asarray(reading.candidates, dtype=np.float32), MAX_CANDIDATES)
-    shape = (np.log(p.clip(min=1e-6)), top2[:, :1], top2[:, :1] - top2[:, 1:])
-    facts = np.concatenate((*shape, geometry(reading.views), candidates[:, None]), 1, dtype=np.float32)
+    answer = (np.log(p.clip(min=1e-6)), top2[:, :1], top2[:, :1] - top2[:, 1:])  # its log-probabilities, top, margin
+    facts = np.concatenate((*answer, geometry(reading.views), candidates[:, None]), 1, dtype=np.float32)
     features = reading.features
     return torch.cat((features, torch.from_numpy(facts).to(features.device, non_blocking=True)), 1)
 
