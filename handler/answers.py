@@ -36,11 +36,17 @@ _OUTPUT_TYPES = {
 
 def prediction_answer(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
     """The JSON answer to a request whose images were read; `model` is (name, version)."""
+    return _in_protocol(envelope, predictions, model, "predictions", _v2_prediction)
+
+
+def _in_protocol(envelope: Envelope, rows: list[dict], model: tuple[str, str], v1_key: str, v2) -> str:
+    """`rows` (one per image) as the request's protocol answers them: v2 through `v2`, v1 under
+    `v1_key`, TorchServe's own route the one image's row."""
     if envelope.protocol == "v2":
-        return _v2_prediction(envelope, predictions, model)
+        return v2(envelope, rows, model)
     if envelope.protocol == "v1":
-        return json.dumps({"predictions": predictions})
-    return json.dumps(predictions[0])
+        return json.dumps({v1_key: rows})
+    return json.dumps(rows[0])
 
 
 def _v2_prediction(envelope: Envelope, predictions: list[dict], model: tuple[str, str]) -> str:
@@ -78,11 +84,7 @@ def v2_answer(envelope: Envelope, model: tuple[str, str], tensors: dict[str, tup
 def explanation_answer(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:
     """The JSON answer to an explanation request; each explanation is a prediction with "view" and
     "attributions", 28 rows of 28 floats each."""
-    if envelope.protocol == "v2":
-        return _v2_explanation(envelope, explanations, model)
-    if envelope.protocol == "v1":
-        return json.dumps({"explanations": explanations})
-    return json.dumps(explanations[0])
+    return _in_protocol(envelope, explanations, model, "explanations", _v2_explanation)
 
 
 def _v2_explanation(envelope: Envelope, explanations: list[dict], model: tuple[str, str]) -> str:

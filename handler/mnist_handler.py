@@ -61,6 +61,8 @@ class DigitHandler:
     Inference Protocol's model metadata, in handle); TorchServe needs only these two methods.
     """
 
+    one_digit_per_image = True  # refuse what is not one digit (the number model reads several)
+
     def __init__(self) -> None:
         self.initialized = False
         self.context = None
@@ -85,7 +87,7 @@ class DigitHandler:
         self.calibration = load_calibration(calibration, weights)
         # Uploads that are not one digit get a 422 (handler/open_set.py); the head reads this network's features.
         head = Path(properties["model_dir"]) / OPEN_SET_FILE
-        self.open_set = OpenSet(head, weights, self.device) if settings.open_set else None
+        self.open_set = OpenSet(head, weights, self.device) if settings.open_set and self.one_digit_per_image else None
         self.model_name = context.model_name
         # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them: the
         # archive's version and a digest of the weights, calibration and head it serves (handler/request_log.py)

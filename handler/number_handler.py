@@ -22,6 +22,8 @@ from handler.number.reader import NumberBatch, Reading, read_lines, read_request
 class NumberHandler(DigitHandler):
     """What TorchServe calls for the `number` model (DigitHandler explains the entry points)."""
 
+    one_digit_per_image = False  # its candidates are cut pieces of a line: no open-set head
+
     def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
         """`headers`: each request's, lowercased."""
         start = time.perf_counter()

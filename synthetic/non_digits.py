@@ -81,19 +81,6 @@ MARGIN = 0.04
 PHOTO_WORK = 160  # px: photos are drawn at this longer side, then enlarged to theirs
 
 
-def generate(
-    kind: str,
-    count: int,
-    split: str,
-    seed: int = 0,
-    mnist: np.ndarray | None = None,
-    glyphs: str = GLYPH_SET,
-) -> list[bytes]:
-    """`count` uploads of `kind` from `split` ("train" or "eval"), reproducibly. several_digits needs
-    `mnist`, (N, 28, 28) uint8 digits of the matching MNIST split; `glyphs`: the letter kinds' glyphs."""
-    return [data for data, _ in described(kind, count, split, seed, mnist, glyphs)]
-
-
 def described(
     kind: str,
     count: int,
@@ -102,7 +89,9 @@ def described(
     mnist: np.ndarray | None = None,
     glyphs: str = GLYPH_SET,
 ) -> list[tuple[bytes, str]]:
-    """generate()'s uploads, each with what it shows: "<glyph or drawing or digits> <form>"."""
+    """`count` uploads of `kind` from `split` ("train" or "eval"), reproducibly, each with what it
+    shows: "<glyph or drawing or digits> <form>". several_digits needs `mnist`, (N, 28, 28) uint8
+    digits of the matching MNIST split; `glyphs`: the letter kinds' glyphs."""
     rng = np.random.default_rng([SPLITS[split], list(KINDS).index(kind), seed])
     forms, shares = zip(*FORMS[kind])
     out = []

@@ -205,7 +205,8 @@ def not_one_digit(model, open_set, test_digits: np.ndarray, per_kind: int, seed:
     out of the kinds) the share answered with a digit and with the digit it is written like."""
     kinds = {}
     for kind, (reason, description) in non_digits.KINDS.items():
-        outcomes, _ = upload_outcomes(model, open_set, non_digits.generate(kind, per_kind, "eval", seed, test_digits))
+        uploads = [data for data, _ in non_digits.described(kind, per_kind, "eval", seed, test_digits)]
+        outcomes, _ = upload_outcomes(model, open_set, uploads)
         kinds[kind] = {
             "images": len(outcomes),
             "reason": reason,

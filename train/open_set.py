@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from handler.calibration import file_digest
 from handler.errors import InputError
 from handler.inference import Reading, read_views
 from handler.open_set import head_inputs
@@ -331,7 +331,7 @@ def main(args: argparse.Namespace) -> dict:
     fit, held = split_held_out({group: rows_of(model, part) for group, part in read.items()}, args.seed)
     head = fit_head(fit, args.hidden, args.members, args.seed)
     head.config.digit_below = threshold = choose_threshold(head, held)
-    head.config.network = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
+    head.config.network = file_digest(args.weights)
     measured = rates(head, held, threshold)
     for group, row in measured.items():
         print(
