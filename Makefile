@@ -30,7 +30,7 @@ SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model/number_calibration.json model-config.yaml VERSION
 
 .PHONY: help setup train calibrate open-set evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
@@ -38,7 +38,7 @@ SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) mod
 help:
 	@echo "setup     .venv with pinned requirements (and a Java runtime if none >= 17 is found)"
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
-	@echo "calibrate fit the served confidence's temperatures on training digits -> model/calibration.json (after train)"
+	@echo "calibrate fit the served confidences on training digits -> model/calibration.json, model/number_calibration.json (after train)"
 	@echo "open-set  train the open-set head (not a digit / several digits) on the committed weights -> model/open_set.pt"
 	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
@@ -88,6 +88,7 @@ train: setup fonts
 
 calibrate: setup fonts
 	$(PY) -m train.calibrate
+	$(PY) -m train.calibrate_numbers
 
 open-set: setup fonts
 	$(PY) -m train.open_set $(OPEN_SET_ARGS)

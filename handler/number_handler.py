@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from handler.answers import model_metadata
+from handler.calibration import CALIBRATION_FILE
 from handler.errors import RequestError
 from handler.mnist_handler import DigitHandler
 from handler.number.answers import NUMBER_METADATA, number_answer
+from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
+from handler.request_log import served_version
 
 
 class NumberHandler(DigitHandler):
     """What TorchServe calls for the `number` model (DigitHandler explains the entry points)."""
 
     one_digit_per_image = False  # its candidates are cut pieces of a line: no open-set head
+
+    def initialize(self, context) -> None:
+        super().initialize(context)
+        model_dir = Path(context.system_properties["model_dir"])
+        weights = model_dir / context.manifest["model"]["serializedFile"]
+        # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
+        calibration = model_dir / NUMBER_CALIBRATION_FILE
+        self.number_calibration = load_number_calibration(calibration, weights)
+        # The version's digest: the weights and both calibrations it serves (not the open-set head: it uses none).
+        archive_version = str(context.manifest["model"].get("modelVersion", "1.0"))
+        digits = model_dir / CALIBRATION_FILE
+        self.model_id = self.model_name, served_version(archive_version, weights, digits, calibration)
 
     def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
         """`headers`: each request's, lowercased."""
@@ -36,7 +52,9 @@ class NumberHandler(DigitHandler):
         if len(batch.views) == 0:
             return None
         self._observe("DigitBatchSize", sum(map(len, batch.views)))  # candidates read in the one pass
-        return read_lines(self.model, batch, self.device, self.settings.tta_below, self.calibration)
+        return read_lines(
+            self.model, batch, self.device, self.settings.tta_below, self.calibration, self.number_calibration
+        )
 
     def postprocess(
         self,

@@ -57,17 +57,20 @@ def load_handler(
     calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized handler, its InProcessContext), with the weights, their calibration and the
-    open-set head laid out as in an archive: DigitHandler, or NumberHandler for `model_name`
-    "number"; `settings` override model-config.yaml's `handler:` section."""
+    """(initialized handler, its InProcessContext), with the weights, their calibration, the
+    open-set head and the number's confidence model laid out as in an archive: DigitHandler, or
+    NumberHandler for `model_name` "number"; `settings` override model-config.yaml's `handler:`
+    section."""
     from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
+    from handler.number.confidence import NUMBER_CALIBRATION_FILE
     from handler.number_handler import NumberHandler
     from model.open_set import OPEN_SET_FILE
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
-    for source, packed in ((calibration, CALIBRATION_FILE), (ROOT / OPEN_SET_FILE, OPEN_SET_FILE)):
+    packed_files = ((calibration, CALIBRATION_FILE), (ROOT / OPEN_SET_FILE, OPEN_SET_FILE))
+    for source, packed in (*packed_files, (ROOT / NUMBER_CALIBRATION_FILE, NUMBER_CALIBRATION_FILE)):
         (model_dir / packed).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, model_dir / packed)
     context = InProcessContext(model_dir, gpu_id=gpu_id, model_name=model_name, **settings)

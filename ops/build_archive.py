@@ -8,7 +8,8 @@ model's network. An archive holds its handler entry point (HANDLERS), the weight
 config, the `handler/` and `model/` packages as packages, so that `from handler.preprocess import
 ...` works the same in the repository and inside a TorchServe worker, and, at the paths they have
 in the repository, the weights' calibration (model/calibration.json, handler/calibration.py) and
-the open-set head (model/open_set.pt, handler/open_set.py). Its version is the release's (the
+the open-set head (model/open_set.pt, handler/open_set.py) and the number's confidence
+(model/number_calibration.json, handler/number/confidence.py). Its version is the release's (the
 VERSION file, ops/version.py) unless --version says otherwise.
 """
 
@@ -23,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from handler.calibration import CALIBRATION_FILE
+from handler.number.confidence import NUMBER_CALIBRATION_FILE
 from model.open_set import OPEN_SET_FILE
 from ops.paths import ROOT
 from ops.version import release_version
@@ -40,6 +42,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=str(ROOT / "model" / "mnist_cnn.pt"), help="checkpoint to pack")
     p.add_argument("--calibration", default=str(ROOT / CALIBRATION_FILE), help="the weights' calibration to pack")
     p.add_argument("--open-set", default=str(ROOT / OPEN_SET_FILE), help="open-set head to pack (model/open_set.pt)")
+    p.add_argument(
+        "--number-calibration",
+        default=str(ROOT / NUMBER_CALIBRATION_FILE),
+        help="the number's confidence model to pack (model/number_calibration.json)",
+    )
     p.add_argument("--handler", default=None, help="handler entry file (default: the model's, HANDLERS)")
     p.add_argument("--version", default=None, help="model version (default: the VERSION file)")
     return p
@@ -54,6 +61,7 @@ def build_archive(
     version: str | None = None,
     calibration: str | Path | None = None,
     open_set: str | Path | None = None,
+    number_calibration: str | Path | None = None,
 ) -> Path:
     args = get_args_parser().parse_args([])
     config_file, weights, handler = (
@@ -62,19 +70,21 @@ def build_archive(
         handler or HANDLERS[model_name],
     )
     calibration, open_set = calibration or args.calibration, open_set or args.open_set
+    number_calibration = number_calibration or args.number_calibration
     version = version or release_version()
     export_path = Path(export_path)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-build-") as tmp:
         # The archiver copies a directory's children into the archive root: stage the packages
         # one level down so they keep their names. Only source files: the network's weights go in
-        # once (--serialized-file); the calibration and the open-set head are not source, so staged
+        # once (--serialized-file); the calibrations and the open-set head are not source, so staged
         # by name where the handler reads them.
         stage = Path(tmp) / "src"
         for package in PACKAGES:
             shutil.copytree(ROOT / package, stage / package, ignore=_not_source)
         shutil.copy(calibration, stage / CALIBRATION_FILE)
         shutil.copy(open_set, stage / OPEN_SET_FILE)
+        shutil.copy(number_calibration, stage / NUMBER_CALIBRATION_FILE)
         # It also scratches in $TMPDIR/<model-name> and deletes it: give it a private TMPDIR.
         env = dict(os.environ, TMPDIR=tmp)
         archiver = Path(sys.executable).with_name("torch-model-archiver")
@@ -111,6 +121,14 @@ if __name__ == "__main__":
     a = get_args_parser().parse_args()
     print(
         build_archive(
-            a.export_path, a.model_name, a.config_file, a.weights, a.handler, a.version, a.calibration, a.open_set
+            a.export_path,
+            a.model_name,
+            a.config_file,
+            a.weights,
+            a.handler,
+            a.version,
+            a.calibration,
+            a.open_set,
+            a.number_calibration,
         )
     )

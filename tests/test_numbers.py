@@ -11,14 +11,18 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from handler.calibration import CalibrationError
 from handler.number.components import components, components_of
+from handler.number.confidence import FEATURES, NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.path import best_path, segment_scores
 from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice
 from harness.inprocess import load_handler
+from model import DEFAULT_WEIGHTS
+from ops.paths import ROOT
 from synthetic.camera import ORIENTATION, phone_heic
 from synthetic.families import encode_image
-from synthetic.numbers import mnist_row, write_line
+from synthetic.numbers import mnist_row, number_family, write_line
 
 # Sample digits (tests/fixtures/mnist_test_100.npz) that the network reads right, as a number.
 NUMBER = slice(4, 9)
@@ -131,7 +135,7 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
     plain, upright, thumbnail = _read(served, [encode_image(row), jpeg, heic])
     for reading, scale in ((plain, 1), (upright, 8), (thumbnail, 8)):
         assert isinstance(reading, Reading) and reading.number == text
-        assert 0 < reading.confidence <= min(reading.confidences) <= 1
+        assert 0 < reading.confidence <= min(reading.confidences) <= 1  # without a number calibration: their product
         for i, (x, y, w, h) in enumerate(reading.boxes):  # each box within its digit's cell
             assert 28 * i * scale <= x and x + w <= 28 * (i + 1) * scale + scale
             assert 0 <= y and y + h <= 28 * scale and w > 2 * scale and h > 10 * scale
@@ -222,10 +226,44 @@ def test_the_digits_confidences_are_calibrated_as_the_digit_models(number_handle
         assert own.digits == answered.digits and own.boxes == answered.boxes
         assert all(c >= o for o, c in zip(own.confidences, answered.confidences))
         assert answered.confidences != own.confidences
+    whole = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration)
     answers = [json.loads(a) for a in handler.handle([{"body": body} for body in bodies], context)]
-    for answer, reading in zip(answers, calibrated):
-        assert [d["confidence"] for d in answer["digits"]] == reading.confidences
-        assert answer["confidence"] == round(reading.confidence, 6)
+    for answer, reading, product in zip(answers, whole, calibrated):
+        assert [d["confidence"] for d in answer["digits"]] == reading.confidences == product.confidences
+        assert answer["confidence"] == round(reading.confidence, 6) != round(product.confidence, 6)
+
+
+def test_the_numbers_confidence_says_how_often_it_is_right(number_handler, mnist_sample):
+    """The number's confidence (handler/number/confidence.py) on numbers written with test digits:
+    high where they stand apart and are read right, low where touching digits were cut apart and
+    mostly misread, each family's mean within 0.1 of how often it is right; the product of the
+    digits' probabilities overstates the touching ones."""
+    handler, _ = number_handler
+    digits, labels = mnist_sample
+    for family, least, most in (("gaps", 0.85, 1.0), ("touching", 0.0, 0.6)):
+        samples = number_family(family, digits, labels, 60, seed=11)
+        batch = read_requests([{"body": body} for body, _ in samples])
+        readings = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration)
+        right = np.mean([r.number == text for r, (_, text) in zip(readings, samples)])
+        confidence = np.mean([r.confidence for r in readings])
+        assert least <= confidence <= most and abs(confidence - right) < 0.1, (family, confidence, right)
+        product = np.mean([np.prod(r.confidences) for r in readings])
+        assert family == "gaps" or product > right + 0.3, (family, product, right)
+
+
+def test_a_number_calibration_of_other_weights_or_features_is_refused(tmp_path):
+    stored = json.loads((ROOT / NUMBER_CALIBRATION_FILE).read_text())
+    assert load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)(
+        np.zeros((2, len(FEATURES)))
+    ).shape == (2,)
+    other = tmp_path / "weights.pt"
+    other.write_bytes(DEFAULT_WEIGHTS.read_bytes() + b"x")
+    with pytest.raises(CalibrationError, match="other weights"):
+        load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, other)
+    stored["model"]["features"] = stored["model"]["features"][:-1]
+    (tmp_path / "fewer.json").write_text(json.dumps(stored))
+    with pytest.raises(CalibrationError, match="features"):
+        load_number_calibration(tmp_path / "fewer.json", DEFAULT_WEIGHTS)
 
 
 def test_explanation_requests_are_refused_and_the_rest_of_the_batch_is_answered(number_handler, mnist_sample):

@@ -24,6 +24,7 @@ from PIL import Image
 
 from handler.calibration import CALIBRATION_FILE, Calibration, load_calibration
 from handler.inference import TTA_BELOW, TTA_DEGREES
+from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.open_set import OpenSet
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
@@ -308,7 +309,10 @@ def main(args: argparse.Namespace) -> dict:
     report["held_out_fonts"] = [path.name for path in split_fonts(font_files())[1]]  # the printed family's
     report["goals"] = _goals(report)
     if args.numbers:  # the number model (train/evaluate_numbers.py), from the same test digits
-        report["numbers"] = numbers_report(model, digits, labels, args.numbers, args.seed, calibration=calibration)
+        whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, Path(args.weights))
+        report["numbers"] = numbers_report(
+            model, digits, labels, args.numbers, args.seed, calibration=calibration, number_calibration=whole
+        )
         report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)
 

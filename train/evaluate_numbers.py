@@ -14,9 +14,11 @@ import torch
 
 from handler.calibration import Calibration
 from handler.inference import TTA_BELOW
+from handler.number.confidence import NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
 from synthetic.fonts import fonts_available
 from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
+from train.calibrate import ECE_BINS, expected_calibration_error
 
 # family -> minimum whole-number accuracy (every digit right, none missing or extra)
 NUMBER_GOALS = {"gaps": 0.98, "paper_photo": 0.95, "printed": 0.99, "touching": 0.90}
@@ -35,15 +37,21 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def read_numbers(
-    model, uploads: list[bytes], calibration: Calibration | None = None
+    model,
+    uploads: list[bytes],
+    calibration: Calibration | None = None,
+    number_calibration: NumberCalibration | None = None,
 ) -> tuple[list[Reading | None], float]:
     """Each upload read as the handler reads it, BATCH at a time (None: refused), its digits'
-    probabilities calibrated with `calibration` (None: the network's own), and the ms per upload."""
+    probabilities calibrated with `calibration` (None: the network's own) and the number's
+    confidence with `number_calibration` (None: the product of the digits'), and the ms per upload."""
     out: list[Reading | None] = []
     start = time.perf_counter()
     for i in range(0, len(uploads), BATCH):
         batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
-        readings = iter(read_lines(model, batch, "cpu", TTA_BELOW, calibration) if batch.views else [])
+        readings = iter(
+            read_lines(model, batch, "cpu", TTA_BELOW, calibration, number_calibration) if batch.views else []
+        )
         for outcome in batch.outcomes:
             reading = next(readings) if isinstance(outcome, slice) else None
             out.append(reading if isinstance(reading, Reading) else None)
@@ -51,20 +59,29 @@ def read_numbers(
 
 
 def family_scores(
-    model, family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int, calibration: Calibration | None
+    model,
+    family: str,
+    digits: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    seed: int,
+    calibration: Calibration | None,
+    number_calibration: NumberCalibration | None = None,
 ) -> dict:
     samples = number_family(family, digits, labels, count, seed)
-    readings, ms = read_numbers(model, [data for data, _ in samples], calibration)
+    readings, ms = read_numbers(model, [data for data, _ in samples], calibration, number_calibration)
     texts = [text for _, text in samples]
     answers = [r.number if r else "" for r in readings]
     edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
     confidences = [r.confidence for r in readings if r]
+    right = [r.number == text for r, text in zip(readings, texts) if r]
     return {
         "numbers": len(samples),
         "whole_number_accuracy": float(np.mean([a == t for a, t in zip(answers, texts)])),
         "per_digit_accuracy": max(0.0, 1 - edits / sum(map(len, texts))),
         "refused": sum(r is None for r in readings),
         "mean_confidence": float(np.mean(confidences)) if confidences else 0.0,
+        "ece": expected_calibration_error(np.array(confidences), np.array(right, float)) if confidences else 0.0,
         "candidates_per_number": round(float(np.mean([len(r.digits) for r in readings if r] or [0])), 2),
         "ms_per_number": round(ms, 2),
         "description": NUMBER_FAMILIES[family],
@@ -79,16 +96,20 @@ def numbers_report(
     seed: int = 0,
     names: list[str] | None = None,
     calibration: Calibration | None = None,
+    number_calibration: NumberCalibration | None = None,
 ) -> dict:
     """{"families": per family (`names`, default all) its scores, "goals": the goals' rows}, written
-    with `digits` (the evaluation's: MNIST test); confidences calibrated with `calibration`, as the
-    service answers them (None: the network's own)."""
+    with `digits` (the evaluation's: MNIST test); the digits' confidences calibrated with
+    `calibration` and the number's with `number_calibration`, as the service answers them (None:
+    the network's own, and their product)."""
     families = {}
     for family in names or NUMBER_FAMILIES:
         if family == "printed" and not fonts_available():
             print("numbers, printed: skipped, no fonts under /usr/share/fonts", flush=True)
             continue
-        families[family] = row = family_scores(model, family, digits, labels, count, seed, calibration)
+        families[family] = row = family_scores(
+            model, family, digits, labels, count, seed, calibration, number_calibration
+        )
         print(
             f"numbers {family:18s} whole {row['whole_number_accuracy']:.2%}, per digit "
             f"{row['per_digit_accuracy']:.2%}, refused {row['refused']}, {row['ms_per_number']} ms",
@@ -116,22 +137,26 @@ def markdown(section: dict) -> list[str]:
         "(`synthetic/numbers.py`): handwritten ones written with MNIST **test** digits drawn at random from "
         "the whole test set, printed ones in the held-out fonts. *Whole number*: every digit right, none "
         "missing or extra; *per digit*: 1 - (digits replaced, missing or extra) / digits written; refusals "
-        "count as wrong. *Mean confidence*: the answers' `confidence`, the product of the digits' calibrated "
-        "probabilities, as the service answers them (compare it with the whole-number accuracy).",
+        "count as wrong. *Mean confidence*: the answers' `confidence`, the probability that the whole number "
+        "is right (`handler/number/confidence.py`), as the service answers them: compare it with the "
+        "whole-number accuracy; *ECE*: its expected calibration error over the family's answered numbers "
+        f"({ECE_BINS} bins).",
         "",
-        "| family | numbers | whole number | per digit | refused | mean confidence | ms/number | what it is |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | numbers | whole number | per digit | refused | mean confidence | ECE | ms/number | what it is |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in section["families"].items():
         lines.append(
             f"| {name} | {row['numbers']:,} | {row['whole_number_accuracy']:.2%} | {row['per_digit_accuracy']:.2%} | "
-            f"{row['refused']} | {row['mean_confidence']:.3f} | {row['ms_per_number']} | {row['description']} |"
+            f"{row['refused']} | {row['mean_confidence']:.3f} | {row.get('ece', 0.0):.3f} | {row['ms_per_number']} | "
+            f"{row['description']} |"
         )
     return lines + [""]
 
 
 if __name__ == "__main__":
     from handler.calibration import CALIBRATION_FILE, load_calibration
+    from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
     from handler.served_model import served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
     from ops.paths import ROOT
@@ -147,7 +172,8 @@ if __name__ == "__main__":
     net = served_network(load_checkpoint(DEFAULT_WEIGHTS))
     x, y = load_mnist(train=a.train_digits)
     calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
-    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated)
+    whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)
+    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated, whole)
     print("\n".join(markdown(report)))
     for name, goal in report["goals"].items():
         print(

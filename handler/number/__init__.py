@@ -6,6 +6,7 @@
                    cut) -> candidate segments
     path.py        the best path through the candidates: which are the digits
     reader.py      a batch of requests -> per image its Reading (one forward pass for all candidates)
+    confidence.py  a reading -> the probability that the whole number is right
     answers.py     readings -> answers in each protocol
 
 handler/number_handler.py is the archive's entry point.

@@ -26,6 +26,8 @@ from handler.calibration import Calibration
 from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
 from handler.inference import tta
 from handler.number.components import components_of
+from handler.number.confidence import NumberCalibration, number_features
+from handler.number.line_reader import read_whole_lines, was_cut
 from handler.number.lines import Line, as_line, cleaned_lines, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice, lattice, segment_ink
@@ -44,6 +46,7 @@ class Candidates:
 
     lattice: Lattice
     scale: tuple[float, float]  # upload pixels per working pixel, across and down
+    ink: np.ndarray  # (H, W) the line's cleaned ink, light on black, in working pixels
 
 
 @dataclass
@@ -55,20 +58,18 @@ class NumberBatch(RequestBatch):
 
 @dataclass
 class Reading:
-    """A line read: its digits left to right, each with its (calibrated) probability and its box in the upload."""
+    """A line read: its digits left to right, each with its (calibrated) probability and its box in
+    the upload, and the probability that the whole number is right (handler/number/confidence.py;
+    without a number calibration, the product of the digits')."""
 
     digits: list[int]
     confidences: list[float]
     boxes: list[list[int]]  # [x, y, width, height] each
+    confidence: float
 
     @property
     def number(self) -> str:
         return "".join(map(str, self.digits))
-
-    @property
-    def confidence(self) -> float:
-        """The probability that every digit is right, as the product of the digits' probabilities."""
-        return math.prod(self.confidences)
 
 
 def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None = None) -> NumberBatch:
@@ -133,7 +134,7 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
         if isinstance(f, RequestError):
             out.append(f)
         else:
-            out.append((views[at : at + len(f[1].spans)], Candidates(f[1], line.scale)))
+            out.append((views[at : at + len(f[1].spans)], Candidates(f[1], line.scale, f[0])))
             at += len(f[1].spans)
     return out
 
@@ -158,11 +159,15 @@ def read_lines(
     device,
     tta_below: float | None,
     calibration: Calibration | None = None,
-) -> list[Reading]:
+    number_calibration: NumberCalibration | None = None,
+    line_model: torch.nn.Module | None = None,
+) -> list[Reading | RequestError]:
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
     each line (on the network's own probabilities), then test-time augmentation of the chosen
-    digits under `tta_below` (None: none) and their calibration (None: the network's own
-    probabilities)."""
+    digits under `tta_below` (None: none), their calibration (None: the network's own
+    probabilities) and the number's confidence (None: the product of the digits'). Lines whose
+    marks had to be cut are read whole by `line_model` (line_reader.py; None: not), whose
+    reading stands for them."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
         inputs = torch.cat(batch.views)[:, None].to(device)
@@ -184,14 +189,28 @@ def read_lines(
             picked = calibration(picked, None)  # one view per candidate
         picked = picked.cpu().numpy().astype(np.float64)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
-    readings, at = [], 0
-    for path, cand, first in zip(chosen, batch.candidates, firsts):
-        if len(path) > MAX_DIGITS:
-            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(path)}"))
-        else:
-            boxes = _upload_boxes(cand.lattice.boxes[[s - first for s in path]], cand.scale)
-            readings.append(Reading(digits[at : at + len(path)], confidences[at : at + len(path)], boxes))
+    touching = [k for k, lat in enumerate(lattices) if line_model is not None and was_cut(lat)]
+    cands = batch.candidates
+    whole = dict(zip(touching, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in touching], device)))
+    readings: list[Reading | RequestError] = []
+    at = 0
+    for k, (path, cand, first) in enumerate(zip(chosen, batch.candidates, firsts)):
+        mine, local = slice(at, at + len(path)), [s - first for s in path]
         at += len(path)
+        read = (digits[mine], confidences[mine], cand.lattice.boxes[local])  # the segmentation's
+        if k in whole:
+            read = whole[k]
+        if len(read[0]) > MAX_DIGITS:
+            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(read[0])}"))
+        elif not read[0]:  # every mark left out as noise
+            readings.append(NoDigitFound("no digit found: no mark in the image reads as a digit"))
+        else:
+            probability = math.prod(read[1])
+            if number_calibration is not None:
+                agree = read[0] == digits[mine]
+                features = number_features(cand.lattice, local, read[1], k in whole, agree)
+                probability = float(number_calibration(features[None])[0])
+            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), probability))
     return readings
 
 

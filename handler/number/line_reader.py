@@ -1,0 +1,125 @@
+"""A line read whole by the line reader (model/line_network.py), for lines whose digits touch.
+
+    the line's atoms' ink --line_input--> (28, W) --LineCNN, one pass for the batch's lines-->
+    (W / 4, 11) per column --greedy CTC decoding--> digits, each with its columns --> boxes
+
+The segmentation (segments.py) reads digits that stand apart as well as the digit network reads a
+digit; where digits touch, it must cut them apart, and no cut separates interlocked strokes. Lines
+where it had to cut are read by this network as well (reader.py decides which answer stands).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from handler.number.segments import Lattice
+from model.line_network import BLANK, HEIGHT, STRIDE
+
+MARGIN = 2  # rows above and below the ink in the (28, W) input; columns: 2 x MARGIN each side
+MAX_WIDTH = 40 * HEIGHT  # no line wider than this (in input columns): 12 digits at well over 3 digit heights each
+
+
+def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, float, int, int]:
+    """(H, W) cleaned ink and its lattice -> (HEIGHT, w) float32 the line reader's input: only the
+    atoms' pixels (specks and rules left out), cropped to them, scaled to HEIGHT - 2 MARGIN rows,
+    stretched to 1 at the brightest, w a multiple of STRIDE; and the scale (input px per ink px) and
+    the crop's top and left, to map columns back."""
+    top = min(a.box[0] for a in lat.atoms)
+    left = min(a.box[1] for a in lat.atoms)
+    bottom = max(a.box[2] for a in lat.atoms)
+    right = max(a.box[3] for a in lat.atoms)
+    mask = np.zeros((bottom - top, right - left), bool)
+    for atom in lat.atoms:
+        t, lft, b, r = atom.box
+        mask[t - top : b - top, lft - left : r - left] |= atom.ink
+    crop = ink[top:bottom, left:right] * mask
+    scale = (HEIGHT - 2 * MARGIN) / crop.shape[0]
+    width = min(max(1, round(crop.shape[1] * scale)), MAX_WIDTH)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(crop, np.float32))[None, None]
+        x = F.interpolate(x, (HEIGHT - 2 * MARGIN, width), mode="bilinear", antialias=True, align_corners=False)
+        x = x / x.amax().clamp(min=1e-6)
+    padded_width = -(-(width + 4 * MARGIN) // STRIDE) * STRIDE
+    out = np.zeros((HEIGHT, padded_width), np.float32)
+    out[MARGIN:-MARGIN, 2 * MARGIN : 2 * MARGIN + width] = x[0, 0].numpy()
+    return out, scale, top, left
+
+
+def read_columns(model: torch.nn.Module, inputs: list[np.ndarray], device) -> list[np.ndarray]:
+    """Lines' (HEIGHT, w) inputs -> each one's (w / STRIDE, 11) probabilities, in one forward pass
+    (the lines padded with black to the widest)."""
+    widest = max(x.shape[1] for x in inputs)
+    stack = np.zeros((len(inputs), 1, HEIGHT, widest), np.float32)
+    for canvas, x in zip(stack, inputs):
+        canvas[0, :, : x.shape[1]] = x
+    with torch.inference_mode():
+        p = model(torch.from_numpy(stack).to(device)).exp().cpu().numpy()  # (N, widest / STRIDE, 11)
+    return [p[i, : x.shape[1] // STRIDE] for i, x in enumerate(inputs)]
+
+
+def greedy_decode(p: np.ndarray) -> list[tuple[int, float, int, int]]:
+    """(T, 11) per-column probabilities -> the digits of the best path (the most probable class per
+    column, repeats merged, blanks dropped): per digit its class, its probability (the highest of
+    its columns') and its first and last column."""
+    best = p.argmax(1)
+    out: list[tuple[int, float, int, int]] = []
+    start = 0
+    for t in range(1, len(best) + 1):
+        if t == len(best) or best[t] != best[start]:
+            if best[start] != BLANK:
+                out.append((int(best[start]), float(p[start:t, best[start]].max()), start, t - 1))
+            start = t
+    return out
+
+
+def digit_boxes(
+    digits: list[tuple[int, float, int, int]], lat: Lattice, scale: float, top: int, left: int
+) -> np.ndarray:
+    """Each decoded digit's (top, left, bottom, right) box in the ink's pixels: the atoms' ink
+    between the midpoints of its columns and its neighbours' (each digit's columns are where the
+    network saw its middle)."""
+    centres = [((first + last) / 2 + 0.5) * STRIDE for _, _, first, last in digits]  # input px
+    cuts = [-np.inf, *((a + b) / 2 for a, b in zip(centres, centres[1:])), np.inf]
+    boxes = []
+    for lo, hi in zip(cuts, cuts[1:]):
+        x0, x1 = (lo - 2 * MARGIN) / scale + left, (hi - 2 * MARGIN) / scale + left  # ink columns
+        rows, cols = [], []
+        for atom in lat.atoms:
+            r, c = np.nonzero(atom.ink)
+            c = c + atom.box[1]
+            inside = (c >= x0) & (c < x1)
+            rows.append(r[inside] + atom.box[0])
+            cols.append(c[inside])
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        if len(r):
+            boxes.append((int(r.min()), int(c.min()), int(r.max()) + 1, int(c.max()) + 1))
+        else:  # no ink there: the columns, the line's rows
+            boxes.append((top, int(max(x0, left)), top + round((HEIGHT - 2 * MARGIN) / scale), int(x1)))
+    return np.array(boxes, int).reshape(-1, 4)
+
+
+def was_cut(lat: Lattice) -> bool:
+    """Whether the segmentation had to cut a mark into pieces: digits that touch."""
+    components = [a.component for a in lat.atoms]
+    return len(set(components)) < len(components)
+
+
+def read_whole_lines(
+    model: torch.nn.Module, lines: list[tuple[np.ndarray, Lattice]], device
+) -> list[tuple[list[int], list[float], np.ndarray]]:
+    """Lines' (cleaned ink, lattice) -> per line its digits, their probabilities and their (top,
+    left, bottom, right) boxes in the ink's pixels, read by the line reader in one forward pass."""
+    if not lines:
+        return []
+    prepared = [line_input(ink, lat) for ink, lat in lines]
+    out = []
+    for p, (_, lat), (_, scale, top, left) in zip(
+        read_columns(model, [x for x, *_ in prepared], device), lines, prepared
+    ):
+        digits = greedy_decode(p)
+        out.append(
+            ([d for d, *_ in digits], [round(c, 6) for _, c, *_ in digits], digit_boxes(digits, lat, scale, top, left))
+        )
+    return out

@@ -1,0 +1,167 @@
+"""Fit the number model's confidence (handler/number/confidence.py) and write model/number_calibration.json.
+
+    python -m train.calibrate_numbers                   # the committed weights, 400 numbers per family
+    python -m train.calibrate_numbers --per-family 100  # a quicker, coarser fit
+
+The fit set: every number family (synthetic/numbers.py) but the printed one (its fonts are the
+evaluation's), written with MNIST *training* digits with seeds of its own (the evaluation writes
+them with test digits). Each number is read exactly as served (handler/number/reader.py, with the
+digits' calibration of model/calibration.json); a logistic regression on the reading's features
+then fits P(every digit right) by the negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handler.calibration import CALIBRATION_FILE, file_digest, load_calibration
+from handler.inference import TTA_BELOW
+from handler.number.confidence import NUMBER_CALIBRATION_FILE, NumberCalibration
+from handler.number.reader import Reading, read_lines, read_requests
+from handler.served_model import served_network
+from model import DEFAULT_WEIGHTS, load_checkpoint
+from ops.paths import ROOT
+from ops.stamp import stamp
+from synthetic.numbers import NUMBER_FAMILIES, number_family
+from train.calibrate import expected_calibration_error
+from train.data import load_mnist
+from train.evaluate_numbers import BATCH
+
+FIT_FAMILIES = tuple(f for f in NUMBER_FAMILIES if f != "printed")
+L2 = 1e-3  # on the standardized features' weights
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint the calibration is for")
+    p.add_argument("--per-family", type=int, default=400, help="numbers per family")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data-root", default=None, help="MNIST root (default: MNIST_ROOT or ./data)")
+    p.add_argument("--out", default=str(ROOT / NUMBER_CALIBRATION_FILE))
+    return p
+
+
+class _Recorder:
+    """Stands in for a NumberCalibration while the fit set is read: keeps each reading's features."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        self.rows.append(features[0])
+        return np.zeros(1)
+
+
+def read_fit_set(model, calibration, per_family: int, seed: int, data_root) -> tuple[np.ndarray, ...]:
+    """(features (N, F), right (N,), product of the digits' probabilities (N,), family index (N,))."""
+    x, y = load_mnist(data_root, train=True)
+    digits, labels = x.numpy(), y.numpy()
+    features, right, product, family_of = [], [], [], []
+    for k, family in enumerate(FIT_FAMILIES):
+        samples = number_family(family, digits, labels, per_family, seed * 1000 + k)
+        for i in range(0, len(samples), BATCH):
+            chunk = samples[i : i + BATCH]
+            batch = read_requests([{"body": data} for data, _ in chunk])
+            recorder = _Recorder()
+            readings = iter(read_lines(model, batch, "cpu", TTA_BELOW, calibration, recorder) if batch.views else [])
+            rows = iter(recorder.rows)
+            for (_, text), outcome in zip(chunk, batch.outcomes):
+                reading = next(readings) if isinstance(outcome, slice) else None
+                if isinstance(reading, Reading):
+                    features.append(next(rows))
+                    right.append(reading.number == text)
+                    product.append(float(np.prod(reading.confidences)))
+                    family_of.append(k)
+        print(f"{family:16s} {np.mean(right[-per_family:]):.1%} right", flush=True)
+    return np.array(features), np.array(right, float), np.array(product), np.array(family_of)
+
+
+def fit(features: np.ndarray, right: np.ndarray) -> NumberCalibration:
+    """Logistic regression of `right` on the standardized `features` (L2 on the weights)."""
+    mean, scale = features.mean(0), features.std(0) + 1e-6
+    z = torch.from_numpy((features - mean) / scale).float()
+    target = torch.from_numpy(right).float()
+    weights = torch.zeros(z.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss():
+        optimizer.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(z @ weights + bias, target)
+        value = value + L2 * weights.square().sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return NumberCalibration(
+        tuple(round(float(w), 6) for w in weights.detach()),
+        round(float(bias.detach()), 6),
+        tuple(round(float(m), 6) for m in mean),
+        tuple(round(float(s), 6) for s in scale),
+    )
+
+
+def nll(p: np.ndarray, right: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-(right * np.log(p) + (1 - right) * np.log(1 - p)).mean())
+
+
+def main(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    weights = Path(args.weights).resolve()
+    model = served_network(load_checkpoint(weights)).eval()
+    calibration = load_calibration(ROOT / CALIBRATION_FILE, weights)
+    features, right, product, family_of = read_fit_set(model, calibration, args.per_family, args.seed, args.data_root)
+    fitted = fit(features, right)
+    after = fitted(features)
+    per_family = {
+        family: {
+            "numbers": int((family_of == k).sum()),
+            "right": round(float(right[family_of == k].mean()), 4),
+            "mean_product": round(float(product[family_of == k].mean()), 4),
+            "mean_confidence": round(float(after[family_of == k].mean()), 4),
+        }
+        for k, family in enumerate(FIT_FAMILIES)
+    }
+    result = {
+        "stamp": stamp(),
+        "method": "logistic regression of P(every digit right) on the reading's features "
+        "(handler/number/confidence.py)",
+        "model": fitted.as_dict(),
+        "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
+        "weights_sha256": file_digest(weights),
+        "fit_set": {
+            "digits": "MNIST training split, drawn at random per number; the network was trained on all 60,000",
+            "families": list(FIT_FAMILIES),
+            "numbers_per_family": args.per_family,
+            "seed": args.seed,
+            "family_seed": "seed * 1000 + the family's index in FIT_FAMILIES",
+            "numbers": len(right),
+        },
+        "fit": {
+            "right": round(float(right.mean()), 4),
+            "nll_before": round(nll(product, right), 4),
+            "nll_after": round(nll(after, right), 4),
+            "ece_before": round(expected_calibration_error(product, right), 4),
+            "ece_after": round(expected_calibration_error(after, right), 4),
+            "per_family": per_family,
+        },
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    fit_ = result["fit"]
+    print(
+        f"NLL {fit_['nll_before']} -> {fit_['nll_after']}, ECE {fit_['ece_before']} -> {fit_['ece_after']}; "
+        f"{time.perf_counter() - start:.0f} s; written to {args.out}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
