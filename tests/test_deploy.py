@@ -2,8 +2,8 @@
 as harness/container.py starts it for each model's InferenceService, the ports and tags the pieces
 must agree on, and deploy/check.py.
 
-`make deploy-check` runs the containers themselves; these run in seconds, but for the KServe routes
-its run checks, asked of the tests' TorchServe. The rendering tests need kustomize (`make
+`make deploy-check` runs the containers themselves; these run in seconds, but for the one that asks
+the tests' TorchServe the KServe routes deploy-run calls. The rendering tests need kustomize (`make
 deploy-tools`), deploy/check.py its own environment (.venv-deploy): each is skipped, saying why,
 where it is missing.
 """
