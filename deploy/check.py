@@ -27,13 +27,12 @@ from monitoring import rules as monitoring  # deploy/monitoring/rules.py
 DEPLOY = Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
 sys.path.insert(0, str(ROOT))
-from ops.manifests import VARIANTS, kustomize_version, render  # noqa: E402
+from ops.manifests import INFERENCE_SERVICES, KSERVE_RUNTIME, VARIANTS, kustomize_version, render  # noqa: E402
 from ops.version import release_version  # noqa: E402
 
 KUBERNETES_VERSION = "1.33.0"  # schemas bundled with kubernetes-validate; a current, supported release
 INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT, GRPC_PORT = 8080, 8081, 8082, 7070
 VERSION = release_version()
-MODEL_NAME = "mnist"  # TorchServe's model: the InferenceService's name is the one in KServe's routes
 # Taken in a KServe predictor pod: Knative's queue-proxy (8012, 8022, 9090, 9091), KServe's agent
 # (9081) and KServe's own gRPC port (8081). The runtime's container serves on 8080, the routed port.
 KSERVE_TAKEN_PORTS = {8012, 8022, 9090, 9091, 9081, 8081}
@@ -113,10 +112,11 @@ def validate_serving_runtime(path: Path) -> dict:
     return doc
 
 
-def validate_inference_service(path: Path, runtime: dict) -> dict:
+def validate_inference_service(path: Path, runtime: dict, model_name: str) -> dict:
+    """`model_name`: TorchServe's model, which the InferenceService is named after."""
     doc, isvc = sdk_round_trip(path, "V1beta1InferenceService")
     model = isvc.spec.predictor.model
-    assert doc["metadata"]["name"] == MODEL_NAME, "KServe's routes name the InferenceService; TorchServe's the model"
+    assert doc["metadata"]["name"] == model_name, "KServe's routes name the InferenceService; TorchServe's the model"
     assert model.runtime == runtime["metadata"]["name"], f"runtime {model.runtime!r} is not servingruntime.yaml's"
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model.model_format.name in formats, f"model format {model.model_format.name} not in {formats}"
@@ -199,10 +199,11 @@ def main() -> int:
     image = check_variants(rendered)
     print(f"ok  cpu variant asks for no GPU, gpu variant for one per pod; image {image} (VERSION {VERSION})")
     print(f"ok  {check_kubectl_agrees(rendered)}")
-    runtime = validate_serving_runtime(DEPLOY / "kserve" / "servingruntime.yaml")
-    print("ok  deploy/kserve/servingruntime.yaml: ServingRuntime (KServe SDK model classes), ports off KServe's")
-    validate_inference_service(DEPLOY / "kserve" / "inferenceservice.yaml", runtime)
-    print("ok  deploy/kserve/inferenceservice.yaml: InferenceService (KServe SDK model classes) on that runtime")
+    runtime = validate_serving_runtime(KSERVE_RUNTIME)
+    print(f"ok  deploy/kserve/{KSERVE_RUNTIME.name}: ServingRuntime (KServe SDK model classes), ports off KServe's")
+    for model_name, path in INFERENCE_SERVICES.items():
+        validate_inference_service(path, runtime, model_name)
+        print(f"ok  deploy/kserve/{path.name}: InferenceService {model_name} (KServe SDK classes) on that runtime")
     (container,) = runtime["spec"]["containers"]
     assert container["image"] == image, f"the ServingRuntime runs {container['image']}, the Deployments {image}"
     print(f"ok  the ServingRuntime runs the Deployments' image, {image}")

