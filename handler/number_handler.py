@@ -21,6 +21,7 @@ from handler.number.answers import NUMBER_METADATA, number_answer
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
 from handler.request_log import served_version
+from model.line_network import LINE_READER_FILE, load_line_checkpoint
 
 
 class NumberHandler(DigitHandler):
@@ -35,10 +36,13 @@ class NumberHandler(DigitHandler):
         # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
         calibration = model_dir / NUMBER_CALIBRATION_FILE
         self.number_calibration = load_number_calibration(calibration, weights)
-        # The version's digest: the weights and both calibrations it serves (not the open-set head: it uses none).
+        # Lines whose digits touch are read whole (handler/number/line_reader.py).
+        line_reader = model_dir / LINE_READER_FILE
+        self.line_model = load_line_checkpoint(line_reader).to(self.device)
+        # The version's digest: the weights, both calibrations and the line reader (not the open-set head: unused).
         archive_version = str(context.manifest["model"].get("modelVersion", "1.0"))
         digits = model_dir / CALIBRATION_FILE
-        self.model_id = self.model_name, served_version(archive_version, weights, digits, calibration)
+        self.model_id = self.model_name, served_version(archive_version, weights, digits, calibration, line_reader)
 
     def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
         """`headers`: each request's, lowercased."""
@@ -53,7 +57,13 @@ class NumberHandler(DigitHandler):
             return None
         self._observe("DigitBatchSize", sum(map(len, batch.views)))  # candidates read in the one pass
         return read_lines(
-            self.model, batch, self.device, self.settings.tta_below, self.calibration, self.number_calibration
+            self.model,
+            batch,
+            self.device,
+            self.settings.tta_below,
+            self.calibration,
+            self.number_calibration,
+            self.line_model,
         )
 
     def postprocess(

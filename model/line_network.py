@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-LINE_WEIGHTS = Path(__file__).with_name("line_reader.pt")
+# Where the weights lie, relative to the repository root and to an archive's model_dir alike.
+LINE_READER_FILE = Path("model") / "line_reader.pt"
+LINE_WEIGHTS = Path(__file__).with_name(LINE_READER_FILE.name)
 HEIGHT = 28  # the line's height as the network reads it
 STRIDE = 4  # input columns per output column
 BLANK = 10  # the CTC blank's class; digits are 0..9

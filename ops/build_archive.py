@@ -3,14 +3,16 @@
     python -m ops.build_archive [--export-path model_store] [--model-name mnist|number]
                                 [--config-file model-config.yaml]
 
-Both archives hold the committed weights: the number model reads every digit with the digit
-model's network. An archive holds its handler entry point (HANDLERS), the weights, the model
-config, the `handler/` and `model/` packages as packages, so that `from handler.preprocess import
-...` works the same in the repository and inside a TorchServe worker, and, at the paths they have
-in the repository, the weights' calibration (model/calibration.json, handler/calibration.py) and
-the open-set head (model/open_set.pt, handler/open_set.py) and the number's confidence
-(model/number_calibration.json, handler/number/confidence.py). Its version is the release's (the
-VERSION file, ops/version.py) unless --version says otherwise.
+Both archives hold the committed weights: the number model reads digits that stand apart with the
+digit model's network (and touching ones with its line reader). An archive holds its handler entry
+point (HANDLERS), the weights, the model config, the `handler/` and `model/` packages as packages,
+so that `from handler.preprocess import ...` works the same in the repository and inside a
+TorchServe worker, and, at the paths they have in the repository, the weights' calibration
+(model/calibration.json, handler/calibration.py), the open-set head (model/open_set.pt,
+handler/open_set.py), the number's confidence (model/number_calibration.json,
+handler/number/confidence.py) and the line reader's weights (model/line_reader.pt,
+model/line_network.py). Its version is the release's (the VERSION file, ops/version.py) unless
+--version says otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from handler.calibration import CALIBRATION_FILE
 from handler.number.confidence import NUMBER_CALIBRATION_FILE
+from model.line_network import LINE_READER_FILE
 from model.open_set import OPEN_SET_FILE
 from ops.paths import ROOT
 from ops.version import release_version
@@ -47,6 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=str(ROOT / NUMBER_CALIBRATION_FILE),
         help="the number's confidence model to pack (model/number_calibration.json)",
     )
+    p.add_argument("--line-reader", default=str(ROOT / LINE_READER_FILE), help="line reader weights to pack")
     p.add_argument("--handler", default=None, help="handler entry file (default: the model's, HANDLERS)")
     p.add_argument("--version", default=None, help="model version (default: the VERSION file)")
     return p
@@ -62,6 +66,7 @@ def build_archive(
     calibration: str | Path | None = None,
     open_set: str | Path | None = None,
     number_calibration: str | Path | None = None,
+    line_reader: str | Path | None = None,
 ) -> Path:
     args = get_args_parser().parse_args([])
     config_file, weights, handler = (
@@ -71,13 +76,14 @@ def build_archive(
     )
     calibration, open_set = calibration or args.calibration, open_set or args.open_set
     number_calibration = number_calibration or args.number_calibration
+    line_reader = line_reader or args.line_reader
     version = version or release_version()
     export_path = Path(export_path)
     export_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mar-build-") as tmp:
         # The archiver copies a directory's children into the archive root: stage the packages
         # one level down so they keep their names. Only source files: the network's weights go in
-        # once (--serialized-file); the calibrations and the open-set head are not source, so staged
+        # once (--serialized-file); the calibrations, the open-set head and the line reader are not source, so staged
         # by name where the handler reads them.
         stage = Path(tmp) / "src"
         for package in PACKAGES:
@@ -85,6 +91,7 @@ def build_archive(
         shutil.copy(calibration, stage / CALIBRATION_FILE)
         shutil.copy(open_set, stage / OPEN_SET_FILE)
         shutil.copy(number_calibration, stage / NUMBER_CALIBRATION_FILE)
+        shutil.copy(line_reader, stage / LINE_READER_FILE)
         # It also scratches in $TMPDIR/<model-name> and deletes it: give it a private TMPDIR.
         env = dict(os.environ, TMPDIR=tmp)
         archiver = Path(sys.executable).with_name("torch-model-archiver")
@@ -130,5 +137,6 @@ if __name__ == "__main__":
             a.calibration,
             a.open_set,
             a.number_calibration,
+            a.line_reader,
         )
     )

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from handler.calibration import CALIBRATION_FILE
+from handler.number.confidence import NUMBER_CALIBRATION_FILE
 from handler.request_log import served_version
 from harness.inprocess import load_handler
 from harness.local_server import LocalTorchServe
 from harness.samples import sample_digits
+from model.line_network import LINE_READER_FILE
 from model.open_set import OPEN_SET_FILE
 from ops.build_archive import build_archive
 from ops.host_settings import MODEL_NAMES
@@ -34,6 +36,14 @@ def model_version() -> str:
     a digest of the committed weights, their calibration and the open-set head (handler/request_log.py)."""
     served = ROOT / "model" / "mnist_cnn.pt", ROOT / CALIBRATION_FILE, ROOT / OPEN_SET_FILE
     return served_version(release_version(), *served)
+
+
+@pytest.fixture(scope="session")
+def number_model_version() -> str:
+    """The number model's: the release's version and a digest of the weights, both calibrations and
+    the line reader (handler/number_handler.py)."""
+    served = ROOT / "model" / "mnist_cnn.pt", ROOT / CALIBRATION_FILE, ROOT / NUMBER_CALIBRATION_FILE
+    return served_version(release_version(), *served, ROOT / LINE_READER_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ def number_png(mnist_sample) -> tuple[bytes, str]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
-def test_both_clients_read_a_number_over_each_route(server, number_png, route, model_version):
+def test_both_clients_read_a_number_over_each_route(server, number_png, route, number_model_version):
     png, text = number_png
     key_file = server.root / "key_file.json"
     with DigitClient(server.inference, token_file=key_file, route=route) as client:
@@ -69,7 +69,7 @@ def test_both_clients_read_a_number_over_each_route(server, number_png, route, m
         with pytest.raises(RequestRejected) as refused:
             client.read_number(encode_image(np.zeros((30, 100), np.uint8)))  # no digit
     assert reading.number == text and [d.digit for d in reading.digits] == [int(c) for c in text]
-    assert reading.model_version == model_version and all(len(d.box) == 4 for d in reading.digits)
+    assert reading.model_version == number_model_version and all(len(d.box) == 4 for d in reading.digits)
     assert refused.value.status == 422 and "no digit" in refused.value.error
 
     async def main():

@@ -41,7 +41,7 @@ def printed(text: str) -> bytes:
 
 def assert_read(answer: dict, text: str, width: int, height: int) -> None:
     assert answer["number"] == text and [d["digit"] for d in answer["digits"]] == [int(c) for c in text]
-    assert 0 < answer["confidence"] <= min(d["confidence"] for d in answer["digits"]) <= 1
+    assert 0 < answer["confidence"] <= 1 and all(0 < d["confidence"] <= 1 for d in answer["digits"])
     boxes = [d["box"] for d in answer["digits"]]
     assert all(0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= width and y + h <= height for x, y, w, h in boxes)
     assert all(a[0] + a[2] / 2 < b[0] + b[2] / 2 for a, b in zip(boxes, boxes[1:])), "left to right"

@@ -14,11 +14,13 @@ from scipy import ndimage
 from handler.calibration import CalibrationError
 from handler.number.components import components, components_of
 from handler.number.confidence import FEATURES, NUMBER_CALIBRATION_FILE, load_number_calibration
+from handler.number.line_reader import greedy_decode, line_input
 from handler.number.path import best_path, segment_scores
 from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice
 from harness.inprocess import load_handler
 from model import DEFAULT_WEIGHTS
+from model.line_network import BLANK, HEIGHT, STRIDE
 from ops.paths import ROOT
 from synthetic.camera import ORIENTATION, phone_heic
 from synthetic.families import encode_image
@@ -235,20 +237,24 @@ def test_the_digits_confidences_are_calibrated_as_the_digit_models(number_handle
 
 def test_the_numbers_confidence_says_how_often_it_is_right(number_handler, mnist_sample):
     """The number's confidence (handler/number/confidence.py) on numbers written with test digits:
-    high where they stand apart and are read right, low where touching digits were cut apart and
-    mostly misread, each family's mean within 0.1 of how often it is right; the product of the
-    digits' probabilities overstates the touching ones."""
+    the numbers read right far surer than the misread ones, and each family's mean within 0.1 of
+    how often it is right (but noisy lines': their digits are fitted on training digits, which the
+    network reads better than unseen ones, and it overstates there, docs/numbers.md)."""
     handler, _ = number_handler
     digits, labels = mnist_sample
-    for family, least, most in (("gaps", 0.85, 1.0), ("touching", 0.0, 0.6)):
+    right_ones, wrong_ones = [], []
+    for family in ("gaps", "touching", "overlapping", "gaussian_noise"):
         samples = number_family(family, digits, labels, 60, seed=11)
         batch = read_requests([{"body": body} for body, _ in samples])
-        readings = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration)
-        right = np.mean([r.number == text for r, (_, text) in zip(readings, samples)])
+        readings = read_lines(
+            handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration, handler.line_model
+        )
+        right = [r.number == text for r, (_, text) in zip(readings, samples)]
         confidence = np.mean([r.confidence for r in readings])
-        assert least <= confidence <= most and abs(confidence - right) < 0.1, (family, confidence, right)
-        product = np.mean([np.prod(r.confidences) for r in readings])
-        assert family == "gaps" or product > right + 0.3, (family, product, right)
+        assert family == "gaussian_noise" or abs(confidence - np.mean(right)) < 0.1, (family, confidence, right)
+        right_ones += [r.confidence for r, ok in zip(readings, right) if ok]
+        wrong_ones += [r.confidence for r, ok in zip(readings, right) if not ok]
+    assert np.mean(right_ones) > np.mean(wrong_ones) + 0.2, (np.mean(right_ones), np.mean(wrong_ones))
 
 
 def test_a_number_calibration_of_other_weights_or_features_is_refused(tmp_path):
@@ -305,3 +311,47 @@ def test_the_model_metadata_names_the_number_outputs(number_handler):
         "digit_confidence",
         "box",
     ]
+
+
+def test_greedy_ctc_decoding_merges_repeats_and_drops_blanks():
+    columns = [BLANK, 3, 3, BLANK, 3, 5, 5, BLANK, BLANK, 0]
+    p = np.full((len(columns), 11), 0.01)
+    p[np.arange(len(columns)), columns] = 0.9
+    p[2, 3] = 0.7
+    assert greedy_decode(p) == [(3, 0.9, 1, 2), (3, 0.9, 4, 4), (5, 0.9, 5, 6), (0, 0.9, 9, 9)]
+
+
+def test_the_line_readers_input_is_the_atoms_ink_at_its_height(mnist_sample):
+    digits, _ = mnist_sample
+    ink = np.pad(write_line(digits[NUMBER], np.random.default_rng(2), 40, touch=True), 10)
+    ink[2:4, 2:4] = 1.0  # a speck the lattice drops
+    lat = lattice(components_of([ink > 0.25])[0])
+    x, scale, top, left = line_input(ink, lat)
+    assert x.shape[0] == HEIGHT and x.shape[1] % STRIDE == 0 and x.max() == pytest.approx(1.0)
+    assert (top, left) > (4, 4) and 0.4 < scale < 0.7  # cropped to the digits (40 px) without the speck
+    assert x[:2].max() == 0 and x[-2:].max() == 0  # a margin above and below
+
+
+def test_touching_digits_are_read_whole_by_the_line_reader(number_handler, mnist_sample):
+    """Numbers whose digits touch: the segmentation must cut them and mostly misreads them; the
+    line reader reads most right, its boxes one per digit, left to right. Lines with no cut are
+    read by the segmentation alone."""
+    handler, _ = number_handler
+    digits, labels = mnist_sample
+    samples = number_family("touching", digits, labels, 40, seed=3)
+    batch = read_requests([{"body": body} for body, _ in samples])
+    assert np.mean([c.lattice.was_cut() for c in batch.candidates]) > 0.9  # the segmentation cut nearly all
+    alone = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration)
+    whole = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, None, handler.line_model)
+    right_alone = np.mean([r.number == text for r, (_, text) in zip(alone, samples)])
+    right = np.mean([r.number == text for r, (_, text) in zip(whole, samples)])
+    assert right >= 0.7 and right > right_alone + 0.3, (right, right_alone)
+    for reading in whole:
+        centres = [x + w / 2 for x, _, w, _ in reading.boxes]
+        assert len(reading.boxes) == len(reading.digits) and centres == sorted(centres)
+    apart = [encode_image(mnist_row(digits[NUMBER])), encode_image(mnist_row(digits[10:17]))]
+    batch = read_requests([{"body": body} for body in apart])
+    assert not any(c.lattice.was_cut() for c in batch.candidates)
+    assert read_lines(handler.model, batch, "cpu", 0.6, handler.calibration) == read_lines(
+        handler.model, batch, "cpu", 0.6, handler.calibration, None, handler.line_model
+    )

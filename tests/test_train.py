@@ -95,3 +95,17 @@ def test_dry_run_trains_and_writes_checkpoint_and_metrics(tmp_path):
     assert set(saved["stamp"]) >= {"commit", "command", "machine", "date"}  # ops/stamp.py
     model = load_checkpoint(tmp_path / "w.pt")
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@needs_mnist
+def test_the_line_reader_trains_with_ctc_and_writes_its_checkpoint(tmp_path):
+    from model.line_network import HEIGHT, STRIDE, load_line_checkpoint
+    from train import line_reader
+
+    out = tmp_path / "line.pt"
+    line_reader.main(line_reader.get_args_parser().parse_args(["--lines", "64", "--epochs", "1", "--out", str(out)]))
+    model = load_line_checkpoint(out)
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["training_lines"] > 0 and set(checkpoint["stamp"]) >= {"commit", "command", "machine"}
+    p = model(torch.zeros(2, 1, HEIGHT, 10 * STRIDE)).exp()
+    assert p.shape == (2, 10, 11) and torch.allclose(p.sum(-1), torch.ones(2, 10))

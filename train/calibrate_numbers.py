@@ -5,9 +5,11 @@
 
 The fit set: every number family (synthetic/numbers.py) but the printed one (its fonts are the
 evaluation's), written with MNIST *training* digits with seeds of its own (the evaluation writes
-them with test digits). Each number is read exactly as served (handler/number/reader.py, with the
-digits' calibration of model/calibration.json); a logistic regression on the reading's features
-then fits P(every digit right) by the negative log-likelihood.
+them with test digits): the last VALIDATION_DIGITS training digits, which the line reader was not
+trained on (the digit network was trained on all of them). Each number is read exactly as served
+(handler/number/reader.py: the digits' calibration of model/calibration.json, the line reader of
+model/line_reader.pt); a logistic regression on the reading's features then fits P(every digit
+right) by the negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from handler.number.confidence import NUMBER_CALIBRATION_FILE, NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
+from model.line_network import LINE_WEIGHTS, load_line_checkpoint
 from ops.paths import ROOT
 from ops.stamp import stamp
 from synthetic.numbers import NUMBER_FAMILIES, number_family
 from train.calibrate import expected_calibration_error
 from train.data import load_mnist
 from train.evaluate_numbers import BATCH
+from train.line_reader import VALIDATION_DIGITS
 
 FIT_FAMILIES = tuple(f for f in NUMBER_FAMILIES if f != "printed")
 L2 = 1e-3  # on the standardized features' weights
@@ -40,6 +44,7 @@ L2 = 1e-3  # on the standardized features' weights
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="checkpoint the calibration is for")
+    p.add_argument("--line-reader", default=str(LINE_WEIGHTS), help="the line reader's weights")
     p.add_argument("--per-family", type=int, default=400, help="numbers per family")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--data-root", default=None, help="MNIST root (default: MNIST_ROOT or ./data)")
@@ -51,17 +56,17 @@ class _Recorder:
     """Stands in for a NumberCalibration while the fit set is read: keeps each reading's features."""
 
     def __init__(self) -> None:
-        self.rows: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []  # (len(FEATURES),) each
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        self.rows.append(features[0])
-        return np.zeros(1)
+        self.rows.extend(features)  # (N, len(FEATURES)): the batch's readings, in order
+        return np.zeros(len(features))
 
 
-def read_fit_set(model, calibration, per_family: int, seed: int, data_root) -> tuple[np.ndarray, ...]:
+def read_fit_set(model, calibration, line_model, per_family: int, seed: int, data_root) -> tuple[np.ndarray, ...]:
     """(features (N, F), right (N,), product of the digits' probabilities (N,), family index (N,))."""
     x, y = load_mnist(data_root, train=True)
-    digits, labels = x.numpy(), y.numpy()
+    digits, labels = x[-VALIDATION_DIGITS:].numpy(), y[-VALIDATION_DIGITS:].numpy()  # unseen by the line reader
     features, right, product, family_of = [], [], [], []
     for k, family in enumerate(FIT_FAMILIES):
         samples = number_family(family, digits, labels, per_family, seed * 1000 + k)
@@ -69,7 +74,9 @@ def read_fit_set(model, calibration, per_family: int, seed: int, data_root) -> t
             chunk = samples[i : i + BATCH]
             batch = read_requests([{"body": data} for data, _ in chunk])
             recorder = _Recorder()
-            readings = iter(read_lines(model, batch, "cpu", TTA_BELOW, calibration, recorder) if batch.views else [])
+            readings = iter(
+                read_lines(model, batch, "cpu", TTA_BELOW, calibration, recorder, line_model) if batch.views else []
+            )
             rows = iter(recorder.rows)
             for (_, text), outcome in zip(chunk, batch.outcomes):
                 reading = next(readings) if isinstance(outcome, slice) else None
@@ -118,7 +125,10 @@ def main(args: argparse.Namespace) -> dict:
     weights = Path(args.weights).resolve()
     model = served_network(load_checkpoint(weights)).eval()
     calibration = load_calibration(ROOT / CALIBRATION_FILE, weights)
-    features, right, product, family_of = read_fit_set(model, calibration, args.per_family, args.seed, args.data_root)
+    line_model = load_line_checkpoint(args.line_reader)
+    features, right, product, family_of = read_fit_set(
+        model, calibration, line_model, args.per_family, args.seed, args.data_root
+    )
     fitted = fit(features, right)
     after = fitted(features)
     per_family = {
@@ -138,7 +148,8 @@ def main(args: argparse.Namespace) -> dict:
         "weights": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
         "weights_sha256": file_digest(weights),
         "fit_set": {
-            "digits": "MNIST training split, drawn at random per number; the network was trained on all 60,000",
+            "digits": f"the last {VALIDATION_DIGITS:,} of the MNIST training split, drawn at random per number: "
+            "the line reader was not trained on them, the digit network on all 60,000",
             "families": list(FIT_FAMILIES),
             "numbers_per_family": args.per_family,
             "seed": args.seed,

@@ -28,6 +28,7 @@ from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calib
 from handler.open_set import OpenSet
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
+from model.line_network import load_line_checkpoint
 from model.open_set import DEFAULT_OPEN_SET
 from ops.paths import ROOT, repository_path
 from ops.stamp import stamp
@@ -311,7 +312,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.numbers:  # the number model (train/evaluate_numbers.py), from the same test digits
         whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, Path(args.weights))
         report["numbers"] = numbers_report(
-            model, digits, labels, args.numbers, args.seed, calibration=calibration, number_calibration=whole
+            model,
+            digits,
+            labels,
+            args.numbers,
+            args.seed,
+            calibration=calibration,
+            number_calibration=whole,
+            line_model=load_line_checkpoint(),
         )
         report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)

@@ -41,16 +41,20 @@ def read_numbers(
     uploads: list[bytes],
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
+    line_model: torch.nn.Module | None = None,
 ) -> tuple[list[Reading | None], float]:
     """Each upload read as the handler reads it, BATCH at a time (None: refused), its digits'
-    probabilities calibrated with `calibration` (None: the network's own) and the number's
-    confidence with `number_calibration` (None: the product of the digits'), and the ms per upload."""
+    probabilities calibrated with `calibration` (None: the network's own), the number's
+    confidence with `number_calibration` (None: the product of the digits') and lines whose
+    marks were cut read by `line_model` (None: by the segmentation), and the ms per upload."""
     out: list[Reading | None] = []
     start = time.perf_counter()
     for i in range(0, len(uploads), BATCH):
         batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
         readings = iter(
-            read_lines(model, batch, "cpu", TTA_BELOW, calibration, number_calibration) if batch.views else []
+            read_lines(model, batch, "cpu", TTA_BELOW, calibration, number_calibration, line_model)
+            if batch.views
+            else []
         )
         for outcome in batch.outcomes:
             reading = next(readings) if isinstance(outcome, slice) else None
@@ -67,9 +71,10 @@ def family_scores(
     seed: int,
     calibration: Calibration | None,
     number_calibration: NumberCalibration | None = None,
+    line_model: torch.nn.Module | None = None,
 ) -> dict:
     samples = number_family(family, digits, labels, count, seed)
-    readings, ms = read_numbers(model, [data for data, _ in samples], calibration, number_calibration)
+    readings, ms = read_numbers(model, [data for data, _ in samples], calibration, number_calibration, line_model)
     texts = [text for _, text in samples]
     answers = [r.number if r else "" for r in readings]
     edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
@@ -97,18 +102,20 @@ def numbers_report(
     names: list[str] | None = None,
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
+    line_model: torch.nn.Module | None = None,
 ) -> dict:
     """{"families": per family (`names`, default all) its scores, "goals": the goals' rows}, written
     with `digits` (the evaluation's: MNIST test); the digits' confidences calibrated with
-    `calibration` and the number's with `number_calibration`, as the service answers them (None:
-    the network's own, and their product)."""
+    `calibration` and the number's with `number_calibration`, and touching digits read by
+    `line_model`, as the service answers them (None: the network's own, their product, and the
+    segmentation alone)."""
     families = {}
     for family in names or NUMBER_FAMILIES:
         if family == "printed" and not fonts_available():
             print("numbers, printed: skipped, no fonts under /usr/share/fonts", flush=True)
             continue
         families[family] = row = family_scores(
-            model, family, digits, labels, count, seed, calibration, number_calibration
+            model, family, digits, labels, count, seed, calibration, number_calibration, line_model
         )
         print(
             f"numbers {family:18s} whole {row['whole_number_accuracy']:.2%}, per digit "
@@ -159,6 +166,7 @@ if __name__ == "__main__":
     from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
     from handler.served_model import served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
+    from model.line_network import load_line_checkpoint
     from ops.paths import ROOT
     from train.data import load_mnist
 
@@ -173,7 +181,8 @@ if __name__ == "__main__":
     x, y = load_mnist(train=a.train_digits)
     calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
     whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)
-    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated, whole)
+    line = load_line_checkpoint()
+    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated, whole, line)
     print("\n".join(markdown(report)))
     for name, goal in report["goals"].items():
         print(

@@ -32,7 +32,7 @@ MIX = {
     "touching": 4,
     "overlapping": 4,
     "gaps": 1,
-    "sizes_baseline": 1,
+    "sizes_baseline": 2,
     "paper_photo": 1,
     "canvas": 1,
     "scanned": 1,
@@ -45,7 +45,7 @@ VALIDATION_DIGITS = 5000
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lines", type=int, default=48000, help="training lines, all families together")
+    p.add_argument("--lines", type=int, default=80000, help="training lines, all families together")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> None:
     digits, labels = x.numpy(), y.numpy()
     cut = len(digits) - VALIDATION_DIGITS
     train = make_lines(digits[:cut], labels[:cut], args.lines, args.seed, args.workers)
-    valid = make_lines(digits[cut:], labels[cut:], max(1000, args.lines // 20), args.seed + 1, args.workers)
+    valid = make_lines(digits[cut:], labels[cut:], max(100, args.lines // 20), args.seed + 1, args.workers)
     print(f"{len(train)} training and {len(valid)} validation lines in {time.perf_counter() - start:.0f} s", flush=True)
     torch.set_num_threads(args.workers)
     model = LineCNN(LineConfig())
@@ -134,7 +134,11 @@ def main(args: argparse.Namespace) -> None:
             log_p = model(x).transpose(0, 1)  # (T, N, 11), as ctc_loss takes it
             targets = torch.tensor([int(c) for t in texts for c in t])
             loss = F.ctc_loss(
-                log_p, targets, torch.tensor(widths), torch.tensor([len(t) for t in texts]), blank=BLANK,
+                log_p,
+                targets,
+                torch.tensor(widths),
+                torch.tensor([len(t) for t in texts]),
+                blank=BLANK,
                 zero_infinity=True,
             )
             optimizer.zero_grad()
@@ -143,12 +147,19 @@ def main(args: argparse.Namespace) -> None:
             schedule.step()
             total, count = total + loss.item() * len(texts), count + len(texts)
         accuracy = sequence_accuracy(model, valid)
-        print(f"epoch {epoch + 1}: loss {total / count:.4f}, validation numbers right {accuracy:.2%}, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}: loss {total / count:.4f}, validation numbers right {accuracy:.2%}, "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     model.eval()
     save_line_checkpoint(
-        model, args.out, stamp=stamp(), recipe=vars(args) | {"mix": MIX},
-        validation_numbers_right=round(accuracy, 4), training_lines=len(train),
+        model,
+        args.out,
+        stamp=stamp(),
+        recipe=vars(args) | {"mix": MIX},
+        validation_numbers_right=round(accuracy, 4),
+        training_lines=len(train),
     )
     print(f"written to {args.out}")
 

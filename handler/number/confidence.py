@@ -30,7 +30,7 @@ FEATURES = (
     "log_product",  # sum of the digits' log-probabilities (calibrated): the product's log
     "product_log_odds",  # log(product / (1 - product)): the product on the regression's own scale
     "least_log_p",  # the least sure digit's log-probability
-    "cut_share",  # share of the digits read from pieces of a mark that was cut
+    "cut_share",  # share of the segmentation's digits read from pieces of a mark that was cut
     "most_ink_cut",  # the most ink a cut on the path goes through, in stroke widths
     "left_out",  # the area of the marks left out as noise, in median marks
     "pieces_per_digit",  # log(atoms / digits): how far the line was over-segmented
@@ -42,32 +42,30 @@ FEATURES = (
 
 def number_features(
     lat: Lattice, path: list[int], confidences: list[float], line_reader: bool, agree: bool
-) -> np.ndarray:
-    """One reading's (len(FEATURES),) features: its lattice, the candidates on the segmentation's
+) -> list[float]:
+    """One reading's len(FEATURES) features: its lattice, the candidates on the segmentation's
     best path (indices into lat.spans), the answered digits' probabilities, whether the line
-    reader's reading stands and whether the two readers agree."""
-    logs = np.log(np.clip(confidences, 1e-12, 1.0))
-    pieces = np.bincount([a.component for a in lat.atoms])  # atoms per mark: > 1 where it was cut
-    cut = [any(pieces[a.component] > 1 for a in lat.atoms[i:j]) for i, j in (lat.spans[s] for s in path)]
-    nodes = [lat.spans[s][0] for s in path[1:]]  # the places between two digits of the path
-    used = np.zeros(len(lat.atoms), bool)
-    for i, j in (lat.spans[s] for s in path):
-        used[i:j] = True
-    widths = lat.widths[path] if path else np.ones(1)
-    return np.array(
-        [
-            logs.sum(),
-            math.log(max(math.exp(logs.sum()), 1e-6) / max(1 - math.exp(logs.sum()), 1e-6)),
-            logs.min(),
-            np.mean(cut) if cut else 0.0,
-            max((lat.cuts[n] for n in nodes), default=0.0),
-            lat.skips[~used].sum(),
-            math.log(len(lat.atoms) / len(path)),
-            math.log(widths.max() / max(widths.min(), 1e-3)),
-            float(line_reader),
-            float(agree),
-        ]
-    )
+    reader's reading stands and whether the two readers agree. (Plain Python: a few values a line.)"""
+    logs = [math.log(max(c, 1e-12)) for c in confidences]
+    total = sum(logs)
+    product = min(max(math.exp(total), 1e-6), 1 - 1e-6)
+    cuts = [lat.cut_piece(s) for s in path]
+    spans = [lat.spans[s] for s in path]
+    skips, ink_cut, widths = lat.skips.tolist(), lat.cuts.tolist(), lat.widths.tolist()
+    left_out = sum(skips) - sum(sum(skips[i:j]) for i, j in spans)  # the atoms off the path
+    on_path = [widths[s] for s in path] or [1.0]
+    return [
+        total,
+        math.log(product / (1 - product)),
+        min(logs),
+        sum(cuts) / len(cuts) if cuts else 0.0,
+        max((ink_cut[i] for i, _ in spans[1:]), default=0.0),  # the places between two digits
+        max(left_out, 0.0),
+        math.log(len(lat.atoms) / max(len(path), 1)),
+        math.log(max(on_path) / max(min(on_path), 1e-3)),
+        float(line_reader),
+        float(agree),
+    ]
 
 
 @dataclass(frozen=True)

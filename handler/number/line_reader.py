@@ -79,12 +79,12 @@ def digit_boxes(
 ) -> np.ndarray:
     """Each decoded digit's (top, left, bottom, right) box in the ink's pixels: the atoms' ink
     between the midpoints of its columns and its neighbours' (each digit's columns are where the
-    network saw its middle)."""
+    network saw its middle), or where it has none, those columns over the line's rows."""
     centres = [((first + last) / 2 + 0.5) * STRIDE for _, _, first, last in digits]  # input px
-    cuts = [-np.inf, *((a + b) / 2 for a, b in zip(centres, centres[1:])), np.inf]
+    end = max(a.box[3] for a in lat.atoms)
+    cuts = [(c - 2 * MARGIN) / scale + left for c in ((a + b) / 2 for a, b in zip(centres, centres[1:]))]
     boxes = []
-    for lo, hi in zip(cuts, cuts[1:]):
-        x0, x1 = (lo - 2 * MARGIN) / scale + left, (hi - 2 * MARGIN) / scale + left  # ink columns
+    for x0, x1 in zip([left, *cuts], [*cuts, end]):  # ink columns
         rows, cols = [], []
         for atom in lat.atoms:
             r, c = np.nonzero(atom.ink)
@@ -96,14 +96,8 @@ def digit_boxes(
         if len(r):
             boxes.append((int(r.min()), int(c.min()), int(r.max()) + 1, int(c.max()) + 1))
         else:  # no ink there: the columns, the line's rows
-            boxes.append((top, int(max(x0, left)), top + round((HEIGHT - 2 * MARGIN) / scale), int(x1)))
+            boxes.append((top, int(x0), top + round((HEIGHT - 2 * MARGIN) / scale), max(int(x0) + 1, int(x1))))
     return np.array(boxes, int).reshape(-1, 4)
-
-
-def was_cut(lat: Lattice) -> bool:
-    """Whether the segmentation had to cut a mark into pieces: digits that touch."""
-    components = [a.component for a in lat.atoms]
-    return len(set(components)) < len(components)
 
 
 def read_whole_lines(

@@ -3,6 +3,8 @@
     requests --batch.decode_requests, lines.decode_line--> lines --lines.cleaned_lines--> light ink
     --components, segments.lattice--> candidate segments --framing.fit_and_centre--> (28, 28) views
     --ONE forward pass for every candidate of every image--> probabilities --path.best_path--> digits
+    lines where a mark was cut --line_reader.read_whole_lines--> digits read whole, where they stand
+    --confidence.py--> the number's probability of being right
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
 same network in one batched pass; test-time augmentation (handler/inference.py) re-reads the
@@ -27,7 +29,7 @@ from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDig
 from handler.inference import tta
 from handler.number.components import components_of
 from handler.number.confidence import NumberCalibration, number_features
-from handler.number.line_reader import read_whole_lines, was_cut
+from handler.number.line_reader import read_whole_lines
 from handler.number.lines import Line, as_line, cleaned_lines, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice, lattice, segment_ink
@@ -189,29 +191,51 @@ def read_lines(
             picked = calibration(picked, None)  # one view per candidate
         picked = picked.cpu().numpy().astype(np.float64)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
-    touching = [k for k, lat in enumerate(lattices) if line_model is not None and was_cut(lat)]
+    touching = [k for k, lat in enumerate(lattices) if line_model is not None and lat.was_cut()]
     cands = batch.candidates
     whole = dict(zip(touching, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in touching], device)))
+    readings, features = _readings(chosen, firsts, cands, digits, confidences, whole, number_calibration is not None)
+    if features:  # the numbers' confidences, all of the batch's in one call
+        answered = [r for r in readings if isinstance(r, Reading)]
+        for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
+            reading.confidence = probability
+    return readings
+
+
+def _readings(
+    chosen: list[list[int]],
+    firsts: list[int],
+    cands: list[Candidates],
+    digits: list[int],
+    confidences: list[float],
+    whole: dict[int, tuple[list[int], list[float], np.ndarray]],
+    with_features: bool,
+) -> tuple[list[Reading | RequestError], list[list[float]]]:
+    """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
+    has none, from the batch's best paths (`chosen`, rows of `digits`, `confidences`) and the line
+    reader's readings (`whole`, by line); and, `with_features`, each Reading's number_features."""
     readings: list[Reading | RequestError] = []
+    features = []
     at = 0
-    for k, (path, cand, first) in enumerate(zip(chosen, batch.candidates, firsts)):
+    for k, (path, cand, first) in enumerate(zip(chosen, cands, firsts)):
         mine, local = slice(at, at + len(path)), [s - first for s in path]
         at += len(path)
         read = (digits[mine], confidences[mine], cand.lattice.boxes[local])  # the segmentation's
-        if k in whole:
+        # The line reader's stands where the segmentation read a piece cut out of a mark, or counts
+        # other digits; where it read every mark whole, its digit network reads them better.
+        line_read = k in whole and (any(cand.lattice.cut_piece(s) for s in local) or len(whole[k][0]) != len(path))
+        if line_read:
             read = whole[k]
         if len(read[0]) > MAX_DIGITS:
             readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(read[0])}"))
         elif not read[0]:  # every mark left out as noise
             readings.append(NoDigitFound("no digit found: no mark in the image reads as a digit"))
         else:
-            probability = math.prod(read[1])
-            if number_calibration is not None:
-                agree = read[0] == digits[mine]
-                features = number_features(cand.lattice, local, read[1], k in whole, agree)
-                probability = float(number_calibration(features[None])[0])
-            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), probability))
-    return readings
+            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), math.prod(read[1])))
+            if with_features:
+                agree = k not in whole or whole[k][0] == digits[mine]
+                features.append(number_features(cand.lattice, local, read[1], line_read, agree))
+    return readings, features
 
 
 def _upload_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[int]]:

@@ -61,6 +61,19 @@ class Lattice:
     skips: np.ndarray  # (A,) per atom, its area / the median atom's: what leaving it out loses
     line_height: float
 
+    def was_cut(self) -> bool:
+        """Whether a mark of the line was cut into pieces (digits that touch)."""
+        return any(a.component == b.component for a, b in zip(self.atoms, self.atoms[1:]))
+
+    def cut_piece(self, span: int) -> bool:
+        """Whether candidate `span` holds part, not all, of a mark that was cut (its atoms of one
+        group are neighbours: a group's pieces lie side by side)."""
+        first, end = self.spans[span]
+        atoms = self.atoms
+        return (first > 0 and atoms[first - 1].component == atoms[first].component) or (
+            end < len(atoms) and atoms[end].component == atoms[end - 1].component
+        )
+
 
 def lattice(comps: Components) -> Lattice | None:
     """The candidate segments of a line's ink components; None when nothing in it can be a digit."""
