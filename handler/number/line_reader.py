@@ -5,7 +5,8 @@
 
 The segmentation (segments.py) reads digits that stand apart as well as the digit network reads a
 digit; where digits touch, it must cut them apart, and no cut separates interlocked strokes. Lines
-where it had to cut are read by this network as well (reader.py decides which answer stands).
+where it had to cut, and lines it is unsure of, are read by this network as well (reader.py
+decides which reading stands).
 """
 
 from __future__ import annotations
