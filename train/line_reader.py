@@ -1,13 +1,13 @@
 """Train the line reader (model/line_network.py) with CTC and write model/line_reader.pt.
 
-    python -m train.line_reader                      # about 15 minutes on two CPU cores
+    python -m train.line_reader                           # about 27 minutes on two CPU cores
     python -m train.line_reader --lines 2000 --epochs 1   # a quick try
 
 Its lines are the number families (synthetic/numbers.py) but the printed one, written with MNIST
 *training* digits (the evaluation writes them with test digits) and brought to the reader's input
 exactly as served: decoded, cleaned and segmented into atoms (handler/number/), then line_input.
-Touching and overlapping digits, which only this reader reads, are the largest share. The last
-5,000 training digits write the lines it is validated on.
+Touching and overlapping digits, which the segmentation reads worst, are the largest share. The
+last 5,000 training digits write the lines it is validated on (and train.calibrate_numbers' fit set).
 """
 
 from __future__ import annotations
