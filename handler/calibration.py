@@ -85,17 +85,24 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_calibration(path: Path, weights: Path) -> Calibration:
-    """model/calibration.json's temperatures, checked against the weights the worker serves."""
+def fitted_for(path: Path, weights: Path, command: str) -> dict:
+    """A JSON file fitted for the network's weights (its "weights_sha256"), read and checked against
+    the weights the worker serves; `command` writes it."""
     try:
         stored = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
-        raise CalibrationError(f"cannot read the calibration {path}: {error} (make calibrate writes it)") from error
+        raise CalibrationError(f"cannot read the calibration {path}: {error} ({command} writes it)") from error
     if stored.get("weights_sha256") != file_digest(weights):
         raise CalibrationError(
-            f"{path} was fitted for weights with SHA-256 {stored.get('weights_sha256')}, not {weights}: "
-            "run `make calibrate` after training"
+            f"{path} was fitted for other weights (SHA-256 {stored.get('weights_sha256')}), not {weights}: "
+            f"run `{command}` after training"
         )
+    return stored
+
+
+def load_calibration(path: Path, weights: Path) -> Calibration:
+    """model/calibration.json's temperatures, checked against the weights the worker serves."""
+    stored = fitted_for(path, weights, "make calibrate")
     temperatures = stored.get("temperatures", {})
     missing = [p for p in PATHS if not isinstance(temperatures.get(p), (int, float))]
     if missing:

@@ -62,6 +62,7 @@ class DigitHandler:
     """
 
     one_digit_per_image = True  # refuse what is not one digit (the number model reads several)
+    served_files = (CALIBRATION_FILE, OPEN_SET_FILE)  # what it serves besides the weights: its version's digest
 
     def __init__(self) -> None:
         self.initialized = False
@@ -79,19 +80,19 @@ class DigitHandler:
         if settings.buffered_socket and fast_paths.in_torchserve_worker():
             fast_paths.install_buffered_socket()
         self.device = self._device(properties.get("gpu_id"), settings.cuda_sync)
-        weights = Path(properties["model_dir"]) / context.manifest["model"]["serializedFile"]
+        model_dir = Path(properties["model_dir"])
+        weights = model_dir / context.manifest["model"]["serializedFile"]
         # Read on the CPU (the network is rebuilt there from its config), then moved once.
         self.model = served_network(load_checkpoint(weights), settings.native_small_batches).to(self.device)
         # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
-        calibration = Path(properties["model_dir"]) / CALIBRATION_FILE
-        self.calibration = load_calibration(calibration, weights)
+        self.calibration = load_calibration(model_dir / CALIBRATION_FILE, weights)
         # Uploads that are not one digit get a 422 (handler/open_set.py); the head reads this network's features.
-        head = Path(properties["model_dir"]) / OPEN_SET_FILE
+        head = model_dir / OPEN_SET_FILE
         self.open_set = OpenSet(head, weights, self.device) if settings.open_set and self.one_digit_per_image else None
         self.model_name = context.model_name
-        # (name, version) as the Open Inference Protocol's answers and X-Model-Version give them: the
-        # archive's version and a digest of the weights, calibration and head it serves (handler/request_log.py)
-        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, calibration, head)
+        # (name, version) as v2 answers and X-Model-Version give them, with a digest (handler/request_log.py)
+        served = (model_dir / name for name in self.served_files)
+        version = served_version(str(context.manifest["model"].get("modelVersion", "1.0")), weights, *served)
         self.model_id = self.model_name, version
         self._declare_metrics(context.metrics)
         if settings.route_prediction_time:

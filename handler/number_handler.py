@@ -20,7 +20,6 @@ from handler.mnist_handler import DigitHandler
 from handler.number.answers import NUMBER_METADATA, number_answer
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
-from handler.request_log import served_version
 from model.line_network import LINE_READER_FILE, load_line_checkpoint
 
 
@@ -28,21 +27,16 @@ class NumberHandler(DigitHandler):
     """What TorchServe calls for the `number` model (DigitHandler explains the entry points)."""
 
     one_digit_per_image = False  # its candidates are cut pieces of a line: no open-set head
+    served_files = (CALIBRATION_FILE, NUMBER_CALIBRATION_FILE, LINE_READER_FILE)
 
     def initialize(self, context) -> None:
         super().initialize(context)
         model_dir = Path(context.system_properties["model_dir"])
         weights = model_dir / context.manifest["model"]["serializedFile"]
         # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
-        calibration = model_dir / NUMBER_CALIBRATION_FILE
-        self.number_calibration = load_number_calibration(calibration, weights)
+        self.number_calibration = load_number_calibration(model_dir / NUMBER_CALIBRATION_FILE, weights)
         # Lines whose digits touch are read whole (handler/number/line_reader.py).
-        line_reader = model_dir / LINE_READER_FILE
-        self.line_model = load_line_checkpoint(line_reader).to(self.device)
-        # The version's digest: the weights, both calibrations and the line reader (not the open-set head: unused).
-        archive_version = str(context.manifest["model"].get("modelVersion", "1.0"))
-        digits = model_dir / CALIBRATION_FILE
-        self.model_id = self.model_name, served_version(archive_version, weights, digits, calibration, line_reader)
+        self.line_model = load_line_checkpoint(model_dir / LINE_READER_FILE).to(self.device)
 
     def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
         """`headers`: each request's, lowercased."""

@@ -14,14 +14,13 @@ refuses to start with a calibration of other weights.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from handler.calibration import CalibrationError, file_digest
+from handler.calibration import CalibrationError, fitted_for
 from handler.number.segments import Lattice
 
 # Where it lies, relative to the repository root and to an archive's model_dir alike.
@@ -99,13 +98,7 @@ class NumberCalibration:
 
 def load_number_calibration(path: Path, weights: Path) -> NumberCalibration:
     """model/number_calibration.json's model, checked against the weights the worker serves."""
-    try:
-        stored = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise CalibrationError(f"cannot read {path}: {error} (python -m train.calibrate_numbers writes it)") from error
-    if stored.get("weights_sha256") != file_digest(weights):
-        raise CalibrationError(f"{path} was fitted for other weights than {weights}: run train.calibrate_numbers")
-    model = stored.get("model", {})
+    model = fitted_for(path, weights, "make calibrate").get("model", {})
     if model.get("features") != list(FEATURES):
         raise CalibrationError(f"{path} has features {model.get('features')}, not {list(FEATURES)}")
     return NumberCalibration(tuple(model["weights"]), float(model["bias"]), tuple(model["mean"]), tuple(model["scale"]))

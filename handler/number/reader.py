@@ -173,8 +173,8 @@ def read_lines(
     each line (on the network's own probabilities), then test-time augmentation of the chosen
     digits under `tta_below` (None: none), their calibration (None: the network's own
     probabilities) and the number's confidence (None: the product of the digits'). Lines whose
-    marks had to be cut are read whole by `line_model` (line_reader.py; None: not), whose
-    reading stands for them."""
+    marks had to be cut, and lines under SECOND_OPINION, are read whole by `line_model`
+    (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
         inputs = torch.cat(batch.views)[:, None].to(device)
@@ -202,11 +202,14 @@ def read_lines(
     for path in chosen:
         sure.append(math.prod(confidences[at : at + len(path)]))
         at += len(path)
-    second = [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
-    second = second if line_model is not None else []
+    second = [
+        k for k, lat in enumerate(lattices) if line_model is not None and (lat.was_cut() or sure[k] < SECOND_OPINION)
+    ]
     cands = batch.candidates
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(chosen, firsts, cands, digits, confidences, whole, number_calibration is not None)
+    readings, features = _readings(
+        chosen, firsts, cands, (digits, confidences, sure), whole, number_calibration is not None
+    )
     if features:  # the numbers' confidences, all of the batch's in one call
         answered = [r for r in readings if isinstance(r, Reading)]
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
@@ -218,14 +221,15 @@ def _readings(
     chosen: list[list[int]],
     firsts: list[int],
     cands: list[Candidates],
-    digits: list[int],
-    confidences: list[float],
+    read_paths: tuple[list[int], list[float], list[float]],
     whole: dict[int, tuple[list[int], list[float], np.ndarray]],
     with_features: bool,
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
-    has none, from the batch's best paths (`chosen`, rows of `digits`, `confidences`) and the line
-    reader's readings (`whole`, by line); and, `with_features`, each Reading's number_features."""
+    has none, from the batch's best paths (`chosen`; `read_paths`: their digits and probabilities,
+    rows in path order, and per line their product) and the line reader's readings (`whole`, by
+    line); and, `with_features`, each Reading's number_features."""
+    digits, confidences, sure = read_paths
     readings: list[Reading | RequestError] = []
     features = []
     at = 0
@@ -233,7 +237,7 @@ def _readings(
         mine, local = slice(at, at + len(path)), [s - first for s in path]
         at += len(path)
         read = (digits[mine], confidences[mine], cand.lattice.boxes[local])  # the segmentation's
-        line_read = k in whole and _line_reader_stands(cand.lattice, local, confidences[mine], *whole[k][:2])
+        line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], *whole[k][:2])
         if line_read:
             read = whole[k]
         if len(read[0]) > MAX_DIGITS:
@@ -241,7 +245,8 @@ def _readings(
         elif not read[0]:  # every mark left out as noise
             readings.append(NoDigitFound("no digit found: no mark in the image reads as a digit"))
         else:
-            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), math.prod(read[1])))
+            product = math.prod(read[1]) if line_read else sure[k]
+            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), product))
             if with_features:
                 agree = k not in whole or whole[k][0] == digits[mine]
                 features.append(number_features(cand.lattice, local, read[1], line_read, agree))
@@ -249,17 +254,17 @@ def _readings(
 
 
 def _line_reader_stands(
-    lat: Lattice, path: list[int], confidences: list[float], line_digits: list[int], line_confidences: list[float]
+    lat: Lattice, path: list[int], sure: float, line_digits: list[int], line_confidences: list[float]
 ) -> bool:
     """Whether the line reader's reading stands rather than the segmentation's (its best path
-    `path` and its digits' calibrated probabilities): where the segmentation read a piece cut out of
-    a mark or counts other digits in a line it cut; else, where the segmentation is unsure (the
-    product of its probabilities under SECOND_OPINION), where the line reader is surer. Where the
-    segmentation read every mark whole and is sure, its digit network reads them better."""
+    `path` and the product of its digits' calibrated probabilities, `sure`): where the
+    segmentation read a piece cut out of a mark or counts other digits in a line it cut; else,
+    where the segmentation is unsure (`sure` under SECOND_OPINION), where the line reader is
+    surer. Where the segmentation read every mark whole and is sure, its digit network reads them
+    better."""
     if lat.was_cut() and (any(lat.cut_piece(s) for s in path) or len(line_digits) != len(path)):
         return True
-    unsure = math.prod(confidences)
-    return unsure < SECOND_OPINION and math.prod(line_confidences) > unsure
+    return sure < SECOND_OPINION and math.prod(line_confidences) > sure
 
 
 def _upload_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[int]]:
