@@ -20,6 +20,7 @@ from handler.mnist_handler import DigitHandler
 from handler.number.answers import NUMBER_METADATA, number_answer
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
+from handler.served_model import served_line_network
 from model.line_network import LINE_READER_FILE, load_line_checkpoint
 
 
@@ -36,7 +37,7 @@ class NumberHandler(DigitHandler):
         # Raises CalibrationError when missing or fitted for other weights: the worker does not start.
         self.number_calibration = load_number_calibration(model_dir / NUMBER_CALIBRATION_FILE, weights)
         # Lines whose digits touch are read whole (handler/number/line_reader.py).
-        self.line_model = load_line_checkpoint(model_dir / LINE_READER_FILE).to(self.device)
+        self.line_model = served_line_network(load_line_checkpoint(model_dir / LINE_READER_FILE)).to(self.device)
 
     def preprocess(self, data: list[dict], headers: list[dict[str, str]] | None = None) -> NumberBatch:
         """`headers`: each request's, lowercased."""

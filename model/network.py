@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -89,9 +90,13 @@ class DigitCNN(nn.Module):
         return pooled, self.classifier(pooled)
 
 
-def fuse_batchnorm(model: DigitCNN) -> DigitCNN:
-    """An eval-mode copy with each BatchNorm folded into its convolution: same outputs, one op
-    fewer per layer."""
+M = TypeVar("M", bound=nn.Module)
+
+
+def fuse_batchnorm(model: M) -> M:
+    """An eval-mode copy of a network whose `features` are a Sequential (the digit network, the
+    line reader) with each BatchNorm folded into its convolution: same outputs, one op fewer per
+    layer."""
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval

@@ -81,9 +81,10 @@ def test_a_batch_is_preprocessed_as_each_image_alone(mnist_sample):
 
 
 def test_light_ink_on_black_skips_polarity_and_background_with_the_same_views(mnist_sample):
-    """Stacks of MNIST-like images (light ink, at least half of each black) skip the polarity and
-    background steps (mnistify.on_black); each image reads the same as in a stack that takes them
-    (beside a grey-ground image), at the edges of the rule too."""
+    """Stacks of MNIST-like images (light ink, at least half of each black; if large, each cell of the
+    background map black enough and no light border line) skip the polarity, margin and background
+    steps (mnistify.on_black); each image reads the same as in a stack that takes them (beside a
+    grey-ground image), at the edges of the rule too."""
     from handler.preprocess import mnistify
 
     digits = [p / np.float32(255) for p in mnist_sample[0][:12]]
@@ -100,7 +101,12 @@ def test_light_ink_on_black_skips_polarity_and_background_with_the_same_views(mn
         flat[order[:count]], flat[order[count:]] = 0, np.maximum(flat[order[count:]], 0.2)
         return flat.reshape(image.shape)
 
-    large = np.pad(digits[2], 36)  # 100 px: a background map, never the shortcut
+    large = np.pad(digits[2], 36)  # 100 px: a background map, every cell of it black enough
+    line = np.concatenate(digits[4:8], 1)  # 28 x 112: a line of digits, also mapped
+    margined = large.copy()
+    margined[:, :3] = 0.8  # a light border column: it may be a margin
+    grey_cell = large.copy()
+    grey_cell[:50, :50] = np.maximum(grey_cell[:50, :50], 0.3)  # a cell (of 50 x 50) whose background level is not 0
     noisy = [P.decode_gray(b) for b in generate("gaussian_noise", mnist_sample[0][:2], seed=3)]
     cases = (
         [(d, True) for d in digits]
@@ -112,7 +118,10 @@ def test_light_ink_on_black_skips_polarity_and_background_with_the_same_views(mn
             (lit(3), False),
             (lit(0), False),
             (np.pad(digits[3], 16), True),
-            (large, False),
+            (large, True),
+            (line, True),
+            (margined, False),
+            (grey_cell, False),
         ]
         + [(n, False) for n in noisy]
     )

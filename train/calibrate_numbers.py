@@ -26,7 +26,7 @@ from handler.calibration import CALIBRATION_FILE, file_digest, load_calibration
 from handler.inference import TTA_BELOW
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
-from handler.served_model import served_network
+from handler.served_model import served_line_network, served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
 from model.line_network import LINE_WEIGHTS, load_line_checkpoint
 from ops.paths import ROOT
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> dict:
     weights = Path(args.weights).resolve()
     model = served_network(load_checkpoint(weights)).eval()
     calibration = load_calibration(ROOT / CALIBRATION_FILE, weights)
-    line_model = load_line_checkpoint(args.line_reader)
+    line_model = served_line_network(load_line_checkpoint(args.line_reader))
     features, right, product, family_of = read_fit_set(
         model, calibration, line_model, args.per_family, args.seed, args.data_root
     )

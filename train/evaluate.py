@@ -26,7 +26,7 @@ from handler.calibration import CALIBRATION_FILE, Calibration, load_calibration
 from handler.inference import TTA_BELOW, TTA_DEGREES
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.open_set import OpenSet
-from handler.served_model import served_network
+from handler.served_model import served_line_network, served_network
 from model import DEFAULT_WEIGHTS, model_from_checkpoint
 from model.line_network import load_line_checkpoint
 from model.open_set import DEFAULT_OPEN_SET
@@ -319,7 +319,7 @@ def main(args: argparse.Namespace) -> dict:
             args.seed,
             calibration=calibration,
             number_calibration=whole,
-            line_model=load_line_checkpoint(),
+            line_model=served_line_network(load_line_checkpoint()),
         )
         report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)

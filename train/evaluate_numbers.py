@@ -164,7 +164,7 @@ def markdown(section: dict) -> list[str]:
 if __name__ == "__main__":
     from handler.calibration import CALIBRATION_FILE, load_calibration
     from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calibration
-    from handler.served_model import served_network
+    from handler.served_model import served_line_network, served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
     from model.line_network import load_line_checkpoint
     from ops.paths import ROOT
@@ -181,7 +181,7 @@ if __name__ == "__main__":
     x, y = load_mnist(train=a.train_digits)
     calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
     whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)
-    line = load_line_checkpoint()
+    line = served_line_network(load_line_checkpoint())
     report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated, whole, line)
     print("\n".join(markdown(report)))
     for name, goal in report["goals"].items():

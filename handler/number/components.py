@@ -50,10 +50,10 @@ def runs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = ink.shape
     edges = np.zeros((h, w + 2), np.int8)
     edges[:, 1:-1] = ink
-    steps = np.diff(edges, axis=1)  # (H, W + 1): +1 where a run starts, -1 where one has ended
-    rows, starts = np.nonzero(steps == 1)
-    _, ends = np.nonzero(steps == -1)  # row-major, as the starts: they pair up
-    return rows, starts, ends
+    steps = np.diff(edges, axis=1).ravel()  # (H * (W + 1)): +1 where a run starts, -1 where one has ended
+    at = np.flatnonzero(steps)  # row-major: in each row a run's start, then its end, then the next's
+    rows, starts = np.divmod(at[0::2], w + 1)
+    return rows, starts, at[1::2] - rows * (w + 1)
 
 
 def _touching_pairs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:

@@ -56,7 +56,8 @@ def read_columns(model: torch.nn.Module, inputs: list[np.ndarray], device) -> li
     for canvas, x in zip(stack, inputs):
         canvas[0, :, : x.shape[1]] = x
     with torch.inference_mode():
-        p = model(torch.from_numpy(stack).to(device)).exp().cpu().numpy()  # (N, widest / STRIDE, 11)
+        x = torch.from_numpy(stack).to(device, memory_format=torch.channels_last)  # as served_line_network's weights
+        p = model(x).exp().cpu().numpy()  # (N, widest / STRIDE, 11)
     return [p[i, : x.shape[1] // STRIDE] for i, x in enumerate(inputs)]
 
 

@@ -246,9 +246,8 @@ def _candidates(atoms: list[Atom], line: float) -> tuple[list[tuple[int, int]], 
                     break
                 top, left = min(top, atom.box[0]), min(left, atom.box[1])
                 bottom, right = max(bottom, atom.box[2]), max(right, atom.box[3])
-            whole = _whole(atoms, i, j)
             if j > i + MAX_ATOMS or right - left > MAX_WIDTH * line:
-                if whole:
+                if _whole(atoms, i, j):
                     spans.append((i, j))
                     boxes.append((top, left, bottom, right))
                 if not all(a.component == first.component for a in atoms[i:j]):

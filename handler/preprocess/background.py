@@ -21,6 +21,7 @@ from handler.preprocess.kernels import (
 )
 
 BACKGROUND_CELL = WORK_SIDE // 4  # background_map's cell: 40 px
+BACKGROUND_PERCENTILE = 0.1  # background_map's level of a cell
 # Noise is judged on the background (pixels over 2 px away from any stroke): a share above
 # NOISE_SHARE of it off the background level by over NOISE_DELTA. Clean MNIST scores exactly 0.
 NOISE_DELTA, NOISE_SHARE = 0.15, 0.02
@@ -60,12 +61,17 @@ def mapped_background(h: int, w: int) -> bool:
 def background_map(x: torch.Tensor, cell: int = BACKGROUND_CELL) -> torch.Tensor:
     """(N, H, W) -> smooth background estimates: the 10th percentile of each 40 px cell, bilinearly
     upsampled. Strokes cover far less than 90% of a cell, so the percentile sees paper, not ink."""
+    levels = percentile(map_cells(x, cell), BACKGROUND_PERCENTILE)  # (N, ny, nx)
+    return F.interpolate(levels[:, None], size=x.shape[1:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def map_cells(x: torch.Tensor, cell: int = BACKGROUND_CELL) -> torch.Tensor:
+    """(N, H, W) -> (N, ny, nx, ch * cw) the pixels of background_map's cells: equal cells of about
+    `cell` px; the few leftover edge pixels are covered by its upsampling."""
     n, h, w = x.shape
     ny, nx = max(1, h // cell), max(1, w // cell)
-    ch, cw = h // ny, w // nx  # equal cells; the few leftover edge pixels are covered by upsampling
-    cells = x[:, : ny * ch, : nx * cw].reshape(n, ny, ch, nx, cw).transpose(2, 3).reshape(n, ny, nx, -1)
-    levels = percentile(cells, 0.1)  # (N, ny, nx)
-    return F.interpolate(levels[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    ch, cw = h // ny, w // nx
+    return x[:, : ny * ch, : nx * cw].reshape(n, ny, ch, nx, cw).transpose(2, 3).reshape(n, ny, nx, -1)
 
 
 def percentile(x: torch.Tensor, q: float) -> torch.Tensor:

@@ -19,15 +19,24 @@ taken in float64 where a threshold meets a quantile, so that both devices take t
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from handler.errors import InputError, NoDigitFound
-from handler.preprocess.background import backgrounds, denoise, mapped_background, noisy
+from handler.preprocess.background import (
+    BACKGROUND_PERCENTILE,
+    backgrounds,
+    denoise,
+    map_cells,
+    mapped_background,
+    noisy,
+)
 from handler.preprocess.decode import decode_gray, in_unit_range
 from handler.preprocess.framing import Views, frame_views
-from handler.preprocess.kernels import black_counts, by_shape, from_levels, quantiles
-from handler.preprocess.margins import margins_filled
+from handler.preprocess.kernels import LEAST_NOT_BLACK, below, by_shape, from_levels, quantiles
+from handler.preprocess.margins import MARGIN_SHARE, margins_filled
 
 # Polarity: the ink is the side of the median whose POLARITY_QUANTILE strays further; when the two
 # sides are within AMBIGUOUS of each other, both polarities are read.
@@ -163,17 +172,32 @@ def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def on_black(x: torch.Tensor) -> bool:
-    """Whether every image of the (N, H, W) stack is light ink on a black ground, as MNIST's are:
-    small enough for one background level, at least half of it at level 0 (as quantiles reads it)
-    and more than POLARITY_QUANTILE of it not. ground_and_ink would find light ink, unambiguous
-    (its low quantile and median 0, its high one above), and backgrounds a level of 0, so their
-    calls (a third of a batch's) can be skipped with the same views (tests/test_preprocess.py).
-    Light margins around a black band are not filled on this road: framing reads them as bars."""
+    """Whether every image of the (N, H, W) stack is light ink on a black ground, as MNIST's are: at
+    least half of it at level 0 (as quantiles reads it) and more than POLARITY_QUANTILE of it not;
+    if it is large enough for a background map (a line of digits, a large canvas), also enough of
+    each of the map's cells at level 0 for the cell's level to be 0, and no border row or column
+    light along MARGIN_SHARE of it (only such lines can be margins; light is never level 0).
+    ground_and_ink would find light ink, unambiguous (its low quantile and median 0, its high one
+    above), no margins, and backgrounds a level of 0, so their calls (a third of a batch's, half of
+    a line's) can be skipped with the same views (tests/test_batches.py). Small images' light
+    margins around a black band are not filled on this road: framing reads them as bars."""
     h, w = x.shape[1:]
-    if mapped_background(h, w):
-        return False
     size = h * w
-    return all(size * 0.5 <= black < size * (1 - POLARITY_QUANTILE) for black in black_counts(x).tolist())
+    black = below(x, LEAST_NOT_BLACK)  # (N, H, W) 0/1: level 0
+    counts = black.sum((1, 2))
+    if not mapped_background(h, w):
+        return all(size * 0.5 <= count < size * (1 - POLARITY_QUANTILE) for count in counts.tolist())
+    cells = map_cells(black)  # (N, ny, nx, pixels of a cell)
+    # background_map's percentile interpolates between two order statistics: both at level 0
+    least = math.floor(BACKGROUND_PERCENTILE * (cells.shape[-1] - 1)) + 2
+    margin = ((w - black[:, [0, -1], :].sum(2)) >= MARGIN_SHARE * w).any(1) | (
+        (h - black[:, :, [0, -1]].sum(1)) >= MARGIN_SHARE * h
+    ).any(1)
+    read = torch.stack((counts, cells.sum(3).flatten(1).amin(1), margin.float())).tolist()  # one read of the device
+    return all(
+        size * 0.5 <= count < size * (1 - POLARITY_QUANTILE) and cell >= least and not lit
+        for count, cell, lit in zip(*read)
+    )
 
 
 def cleaned(
