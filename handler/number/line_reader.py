@@ -11,6 +11,8 @@ decides which reading stands).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -85,16 +87,13 @@ def digit_boxes(
     centres = [((first + last) / 2 + 0.5) * STRIDE for _, _, first, last in digits]  # input px
     end = max(a.box[3] for a in lat.atoms)
     cuts = [(c - 2 * MARGIN) / scale + left for c in ((a + b) / 2 for a, b in zip(centres, centres[1:]))]
+    pixels = [np.nonzero(atom.ink) for atom in lat.atoms]
+    rows = np.concatenate([r + atom.box[0] for (r, _), atom in zip(pixels, lat.atoms)])  # the atoms' ink pixels
+    cols = np.concatenate([c + atom.box[1] for (_, c), atom in zip(pixels, lat.atoms)])
     boxes = []
     for x0, x1 in zip([left, *cuts], [*cuts, end]):  # ink columns
-        rows, cols = [], []
-        for atom in lat.atoms:
-            r, c = np.nonzero(atom.ink)
-            c = c + atom.box[1]
-            inside = (c >= x0) & (c < x1)
-            rows.append(r[inside] + atom.box[0])
-            cols.append(c[inside])
-        r, c = np.concatenate(rows), np.concatenate(cols)
+        inside = (cols >= x0) & (cols < x1)
+        r, c = rows[inside], cols[inside]
         if len(r):
             boxes.append((int(r.min()), int(c.min()), int(r.max()) + 1, int(c.max()) + 1))
         else:  # no ink there: the columns, the line's rows
@@ -102,20 +101,29 @@ def digit_boxes(
     return np.array(boxes, int).reshape(-1, 4)
 
 
-def read_whole_lines(
-    model: torch.nn.Module, lines: list[tuple[np.ndarray, Lattice]], device
-) -> list[tuple[list[int], list[float], np.ndarray]]:
-    """Lines' (cleaned ink, lattice) -> per line its digits, their probabilities and their (top,
-    left, bottom, right) boxes in the ink's pixels, read by the line reader in one forward pass."""
+@dataclass
+class WholeLine:
+    """A line as the line reader read it: its digits and their probabilities; their boxes are
+    found only for the lines whose reading stands (reader.py), from what is kept here."""
+
+    digits: list[int]
+    confidences: list[float]
+    decoded: list[tuple[int, float, int, int]]  # greedy_decode's
+    lattice: Lattice
+    placed: tuple[float, int, int]  # line_input's scale, top and left
+
+    def boxes(self) -> np.ndarray:
+        """(n, 4) each digit's (top, left, bottom, right) box in the ink's pixels (digit_boxes)."""
+        return digit_boxes(self.decoded, self.lattice, *self.placed)
+
+
+def read_whole_lines(model: torch.nn.Module, lines: list[tuple[np.ndarray, Lattice]], device) -> list[WholeLine]:
+    """Lines' (cleaned ink, lattice) -> each one read by the line reader, in one forward pass."""
     if not lines:
         return []
     prepared = [line_input(ink, lat) for ink, lat in lines]
     out = []
-    for p, (_, lat), (_, scale, top, left) in zip(
-        read_columns(model, [x for x, *_ in prepared], device), lines, prepared
-    ):
+    for p, (_, lat), (_, *placed) in zip(read_columns(model, [x for x, *_ in prepared], device), lines, prepared):
         digits = greedy_decode(p)
-        out.append(
-            ([d for d, *_ in digits], [round(c, 6) for _, c, *_ in digits], digit_boxes(digits, lat, scale, top, left))
-        )
+        out.append(WholeLine([d for d, *_ in digits], [round(c, 6) for _, c, *_ in digits], digits, lat, tuple(placed)))
     return out

@@ -30,7 +30,7 @@ from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDig
 from handler.inference import tta
 from handler.number.components import components_of
 from handler.number.confidence import NumberCalibration, number_features
-from handler.number.line_reader import read_whole_lines
+from handler.number.line_reader import WholeLine, read_whole_lines
 from handler.number.lines import Line, as_line, cleaned_lines, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice, lattice, segment_ink
@@ -222,7 +222,7 @@ def _readings(
     firsts: list[int],
     cands: list[Candidates],
     read_paths: tuple[list[int], list[float], list[float]],
-    whole: dict[int, tuple[list[int], list[float], np.ndarray]],
+    whole: dict[int, WholeLine],
     with_features: bool,
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
@@ -237,9 +237,9 @@ def _readings(
         mine, local = slice(at, at + len(path)), [s - first for s in path]
         at += len(path)
         read = (digits[mine], confidences[mine], cand.lattice.boxes[local])  # the segmentation's
-        line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], *whole[k][:2])
+        line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], whole[k])
         if line_read:
-            read = whole[k]
+            read = (whole[k].digits, whole[k].confidences, whole[k].boxes())
         if len(read[0]) > MAX_DIGITS:
             readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(read[0])}"))
         elif not read[0]:  # every mark left out as noise
@@ -248,23 +248,21 @@ def _readings(
             product = math.prod(read[1]) if line_read else sure[k]
             readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), product))
             if with_features:
-                agree = k not in whole or whole[k][0] == digits[mine]
+                agree = k not in whole or whole[k].digits == digits[mine]
                 features.append(number_features(cand.lattice, local, read[1], line_read, agree))
     return readings, features
 
 
-def _line_reader_stands(
-    lat: Lattice, path: list[int], sure: float, line_digits: list[int], line_confidences: list[float]
-) -> bool:
-    """Whether the line reader's reading stands rather than the segmentation's (its best path
+def _line_reader_stands(lat: Lattice, path: list[int], sure: float, line: WholeLine) -> bool:
+    """Whether the line reader's reading `line` stands rather than the segmentation's (its best path
     `path` and the product of its digits' calibrated probabilities, `sure`): where the
     segmentation read a piece cut out of a mark or counts other digits in a line it cut; else,
     where the segmentation is unsure (`sure` under SECOND_OPINION), where the line reader is
     surer. Where the segmentation read every mark whole and is sure, its digit network reads them
     better."""
-    if lat.was_cut() and (any(lat.cut_piece(s) for s in path) or len(line_digits) != len(path)):
+    if lat.was_cut() and (any(lat.cut_piece(s) for s in path) or len(line.digits) != len(path)):
         return True
-    return sure < SECOND_OPINION and math.prod(line_confidences) > sure
+    return sure < SECOND_OPINION and math.prod(line.confidences) > sure
 
 
 def _upload_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> list[list[int]]:
