@@ -164,13 +164,13 @@ def fit_and_centre(x: torch.Tensor) -> torch.Tensor:
     # MNIST's (as far as it fits), by one gather for the whole stack.
     corner = _cropped(x, first, last - first + 1)
     sizes = []
-    for i, (image, (top, left, bottom, right)) in enumerate(zip(x.unbind(0), boxes)):
+    for i, (top, left, bottom, right) in enumerate(boxes):
         size = (bottom + 1 - top, right + 1 - left)
         scale = BOX / max(size)
         # Within 10% of the target size resampling would only blur (clean MNIST is already 20 px).
         if not 0.9 <= scale <= 1.1 or max(size) > SIDE:
             size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-            digit = image[top : bottom + 1, left : right + 1][None, None]
+            digit = x[i, top : bottom + 1, left : right + 1][None, None]
             digit = F.interpolate(digit, size=size, mode="bilinear", align_corners=False, antialias=True)
             corner[i] = F.pad(digit[0, 0].clamp(0, 1), (0, SIDE - size[1], 0, SIDE - size[0]))
         sizes.append(size)
