@@ -14,7 +14,7 @@ from scipy import ndimage
 from handler.calibration import CalibrationError
 from handler.number.components import components, components_of
 from handler.number.confidence import FEATURES, NUMBER_CALIBRATION_FILE, load_number_calibration
-from handler.number.line_reader import greedy_decode, line_input
+from handler.number.line_reader import MARGIN, MAX_WIDTH, digit_boxes, greedy_decode, line_input
 from handler.number.path import best_path, segment_scores
 from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice
@@ -327,10 +327,27 @@ def test_the_line_readers_input_is_the_atoms_ink_at_its_height(mnist_sample):
     ink = np.pad(write_line(digits[NUMBER], np.random.default_rng(2), 40, touch=True), 10)
     ink[2:4, 2:4] = 1.0  # a speck the lattice drops
     lat = lattice(components_of([ink > 0.25])[0])
-    x, scale, top, left = line_input(ink, lat)
+    x, (across, down), top, left = line_input(ink, lat)
     assert x.shape[0] == HEIGHT and x.shape[1] % STRIDE == 0 and x.max() == pytest.approx(1.0)
-    assert (top, left) > (4, 4) and 0.4 < scale < 0.7  # cropped to the digits (40 px) without the speck
+    assert (top, left) > (4, 4) and 0.4 < down < 0.7  # cropped to the digits (40 px) without the speck
+    assert across == pytest.approx(down, rel=0.02)  # the same scale both ways, to a rounded width
     assert x[:2].max() == 0 and x[-2:].max() == 0  # a margin above and below
+
+
+def test_the_line_readers_boxes_map_back_a_line_narrowed_to_its_widest_input(mnist_sample):
+    """A line wider than MAX_WIDTH input columns at its height is narrowed to fit: each digit read
+    at the columns of an atom is boxed on that atom, across the narrowing."""
+    digits, _ = mnist_sample
+    ink = np.zeros((28, 1900), np.float32)
+    starts = (0, 900, 1850)  # three digits far apart: 1,878 px at 24 / 20 scale is over 40 line heights
+    for start, digit in zip(starts, digits[:3]):
+        ink[:, start : start + 28] = digit / 255
+    lat = lattice(components_of([ink > 0.25])[0])
+    x, (across, down), top, left = line_input(ink, lat)
+    assert x.shape[1] <= MAX_WIDTH + 4 * MARGIN + STRIDE and across < 0.7 * down
+    columns = [round((2 * MARGIN + ((a.box[1] + a.box[3]) / 2 - left) * across) / STRIDE - 0.5) for a in lat.atoms]
+    decoded = [(7, 0.9, c, c) for c in columns]
+    assert digit_boxes(decoded, lat, (across, down), top, left).tolist() == [list(a.box) for a in lat.atoms]
 
 
 def test_touching_digits_are_read_whole_by_the_line_reader(number_handler, mnist_sample):

@@ -24,11 +24,12 @@ MARGIN = 2  # rows above and below the ink in the (28, W) input; columns: 2 x MA
 MAX_WIDTH = 40 * HEIGHT  # no line wider than this (in input columns): 12 digits at well over 3 digit heights each
 
 
-def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, float, int, int]:
+def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, tuple[float, float], int, int]:
     """(H, W) cleaned ink and its lattice -> (HEIGHT, w) float32 the line reader's input: only the
-    atoms' pixels (specks and rules left out), cropped to them, scaled to HEIGHT - 2 MARGIN rows,
-    stretched to 1 at the brightest, w a multiple of STRIDE; and the scale (input px per ink px) and
-    the crop's top and left, to map columns back."""
+    atoms' pixels (specks and rules left out), cropped to them, scaled to HEIGHT - 2 MARGIN rows
+    (and as much across, up to MAX_WIDTH), stretched to 1 at the brightest, w a multiple of STRIDE;
+    and the scales across and down (input px per ink px) and the crop's top and left, to map
+    columns back."""
     top = min(a.box[0] for a in lat.atoms)
     left = min(a.box[1] for a in lat.atoms)
     bottom = max(a.box[2] for a in lat.atoms)
@@ -38,8 +39,8 @@ def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, float, int, i
         t, lft, b, r = atom.box
         mask[t - top : b - top, lft - left : r - left] |= atom.ink
     crop = ink[top:bottom, left:right] * mask
-    scale = (HEIGHT - 2 * MARGIN) / crop.shape[0]
-    width = min(max(1, round(crop.shape[1] * scale)), MAX_WIDTH)
+    down = (HEIGHT - 2 * MARGIN) / crop.shape[0]
+    width = min(max(1, round(crop.shape[1] * down)), MAX_WIDTH)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(crop, np.float32))[None, None]
         x = F.interpolate(x, (HEIGHT - 2 * MARGIN, width), mode="bilinear", antialias=True, align_corners=False)
@@ -47,7 +48,7 @@ def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, float, int, i
     padded_width = -(-(width + 4 * MARGIN) // STRIDE) * STRIDE
     out = np.zeros((HEIGHT, padded_width), np.float32)
     out[MARGIN:-MARGIN, 2 * MARGIN : 2 * MARGIN + width] = x[0, 0].numpy()
-    return out, scale, top, left
+    return out, (width / crop.shape[1], down), top, left
 
 
 def read_columns(model: torch.nn.Module, inputs: list[np.ndarray], device) -> list[np.ndarray]:
@@ -79,14 +80,16 @@ def greedy_decode(p: np.ndarray) -> list[tuple[int, float, int, int]]:
 
 
 def digit_boxes(
-    digits: list[tuple[int, float, int, int]], lat: Lattice, scale: float, top: int, left: int
+    digits: list[tuple[int, float, int, int]], lat: Lattice, scale: tuple[float, float], top: int, left: int
 ) -> np.ndarray:
     """Each decoded digit's (top, left, bottom, right) box in the ink's pixels: the atoms' ink
     between the midpoints of its columns and its neighbours' (each digit's columns are where the
-    network saw its middle), or where it has none, those columns over the line's rows."""
+    network saw its middle), or where it has none, those columns over the line's rows. `scale`:
+    line_input's, across and down."""
+    across, down = scale
     centres = [((first + last) / 2 + 0.5) * STRIDE for _, _, first, last in digits]  # input px
     end = max(a.box[3] for a in lat.atoms)
-    cuts = [(c - 2 * MARGIN) / scale + left for c in ((a + b) / 2 for a, b in zip(centres, centres[1:]))]
+    cuts = [(c - 2 * MARGIN) / across + left for c in ((a + b) / 2 for a, b in zip(centres, centres[1:]))]
     pixels = [np.nonzero(atom.ink) for atom in lat.atoms]
     rows = np.concatenate([r + atom.box[0] for (r, _), atom in zip(pixels, lat.atoms)])  # the atoms' ink pixels
     cols = np.concatenate([c + atom.box[1] for (_, c), atom in zip(pixels, lat.atoms)])
@@ -97,7 +100,7 @@ def digit_boxes(
         if len(r):
             boxes.append((int(r.min()), int(c.min()), int(r.max()) + 1, int(c.max()) + 1))
         else:  # no ink there: the columns, the line's rows
-            boxes.append((top, int(x0), top + round((HEIGHT - 2 * MARGIN) / scale), max(int(x0) + 1, int(x1))))
+            boxes.append((top, int(x0), top + round((HEIGHT - 2 * MARGIN) / down), max(int(x0) + 1, int(x1))))
     return np.array(boxes, int).reshape(-1, 4)
 
 
@@ -110,7 +113,7 @@ class WholeLine:
     confidences: list[float]
     decoded: list[tuple[int, float, int, int]]  # greedy_decode's
     lattice: Lattice
-    placed: tuple[float, int, int]  # line_input's scale, top and left
+    placed: tuple[tuple[float, float], int, int]  # line_input's scales, top and left
 
     def boxes(self) -> np.ndarray:
         """(n, 4) each digit's (top, left, bottom, right) box in the ink's pixels (digit_boxes)."""
