@@ -1,6 +1,6 @@
 """A line read whole by the line reader (model/line_network.py), for lines whose digits touch.
 
-    the line's atoms' ink --line_input--> (28, W) --LineCNN, one pass for the batch's lines-->
+    the line's atoms' ink --line_input--> (28, W) --LineCNN, one pass a line-->
     (W / 4, 11) per column --greedy CTC decoding--> digits, each with its columns --> boxes
 
 The segmentation (segments.py) reads digits that stand apart as well as the digit network reads a
@@ -52,16 +52,11 @@ def line_input(ink: np.ndarray, lat: Lattice) -> tuple[np.ndarray, tuple[float, 
 
 
 def read_columns(model: torch.nn.Module, inputs: list[np.ndarray], device) -> list[np.ndarray]:
-    """Lines' (HEIGHT, w) inputs -> each one's (w / STRIDE, 11) probabilities, in one forward pass
-    (the lines padded with black to the widest)."""
-    widest = max(x.shape[1] for x in inputs)
-    stack = np.zeros((len(inputs), 1, HEIGHT, widest), np.float32)
-    for canvas, x in zip(stack, inputs):
-        canvas[0, :, : x.shape[1]] = x
+    """Lines' (HEIGHT, w) inputs -> each one's (w / STRIDE, 11) probabilities, a forward pass each:
+    padded to a batch's widest, a line's last columns would see the padding's features, so its
+    reading would depend on the lines it was batched with (a stack of two costs about 1.7 passes)."""
     with torch.inference_mode():
-        x = torch.from_numpy(stack).to(device, memory_format=torch.channels_last)  # as served_line_network's weights
-        p = model(x).exp().cpu().numpy()  # (N, widest / STRIDE, 11)
-    return [p[i, : x.shape[1] // STRIDE] for i, x in enumerate(inputs)]
+        return [model(torch.from_numpy(x)[None, None].to(device)).exp()[0].cpu().numpy() for x in inputs]
 
 
 def greedy_decode(p: np.ndarray) -> list[tuple[int, float, int, int]]:
@@ -121,7 +116,7 @@ class WholeLine:
 
 
 def read_whole_lines(model: torch.nn.Module, lines: list[tuple[np.ndarray, Lattice]], device) -> list[WholeLine]:
-    """Lines' (cleaned ink, lattice) -> each one read by the line reader, in one forward pass."""
+    """Lines' (cleaned ink, lattice) -> each one read by the line reader (read_columns)."""
     if not lines:
         return []
     prepared = [line_input(ink, lat) for ink, lat in lines]
