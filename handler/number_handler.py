@@ -55,7 +55,6 @@ class NumberHandler(DigitHandler):
             self.model,
             batch,
             self.device,
-            self.settings.tta_below,
             self.calibration,
             self.number_calibration,
             self.line_model,

@@ -119,7 +119,7 @@ def test_the_best_path_reads_plausible_segments_and_leaves_out_specks():
 
 def _read(served, bodies: list[bytes]) -> list:
     batch = read_requests([{"body": body} for body in bodies])
-    readings = iter(read_lines(served, batch, "cpu", 0.6) if batch.views else [])
+    readings = iter(read_lines(served, batch, "cpu") if batch.views else [])
     return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
 
 
@@ -221,14 +221,14 @@ def test_the_digits_confidences_are_calibrated_as_the_digit_models(number_handle
     digits, _ = mnist_sample
     bodies = [encode_image(mnist_row(digits[NUMBER])), encode_image(mnist_row(digits[10:17]))]
     batch = read_requests([{"body": body} for body in bodies])
-    raw = read_lines(handler.model, batch, "cpu", 0.6)
-    calibrated = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration)
+    raw = read_lines(handler.model, batch, "cpu")
+    calibrated = read_lines(handler.model, batch, "cpu", handler.calibration)
     assert handler.calibration.as_dict()["one_view"] < 1
     for own, answered in zip(raw, calibrated):
         assert own.digits == answered.digits and own.boxes == answered.boxes
         assert all(c >= o for o, c in zip(own.confidences, answered.confidences))
         assert answered.confidences != own.confidences
-    whole = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration)
+    whole = read_lines(handler.model, batch, "cpu", handler.calibration, handler.number_calibration)
     answers = [json.loads(a) for a in handler.handle([{"body": body} for body in bodies], context)]
     for answer, reading, product in zip(answers, whole, calibrated):
         assert [d["confidence"] for d in answer["digits"]] == reading.confidences == product.confidences
@@ -247,7 +247,7 @@ def test_the_numbers_confidence_says_how_often_it_is_right(number_handler, mnist
         samples = number_family(family, digits, labels, 60, seed=11)
         batch = read_requests([{"body": body} for body, _ in samples])
         readings = read_lines(
-            handler.model, batch, "cpu", 0.6, handler.calibration, handler.number_calibration, handler.line_model
+            handler.model, batch, "cpu", handler.calibration, handler.number_calibration, handler.line_model
         )
         right = [r.number == text for r, (_, text) in zip(readings, samples)]
         confidence = np.mean([r.confidence for r in readings])
@@ -359,8 +359,8 @@ def test_touching_digits_are_read_whole_by_the_line_reader(number_handler, mnist
     samples = number_family("touching", digits, labels, 40, seed=3)
     batch = read_requests([{"body": body} for body, _ in samples])
     assert np.mean([c.lattice.was_cut() for c in batch.candidates]) > 0.9  # the segmentation cut nearly all
-    alone = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration)
-    whole = read_lines(handler.model, batch, "cpu", 0.6, handler.calibration, None, handler.line_model)
+    alone = read_lines(handler.model, batch, "cpu", handler.calibration)
+    whole = read_lines(handler.model, batch, "cpu", handler.calibration, None, handler.line_model)
     right_alone = np.mean([r.number == text for r, (_, text) in zip(alone, samples)])
     right = np.mean([r.number == text for r, (_, text) in zip(whole, samples)])
     assert right >= 0.7 and right > right_alone + 0.3, (right, right_alone)
@@ -370,6 +370,6 @@ def test_touching_digits_are_read_whole_by_the_line_reader(number_handler, mnist
     apart = [encode_image(mnist_row(digits[NUMBER])), encode_image(mnist_row(digits[10:17]))]
     batch = read_requests([{"body": body} for body in apart])
     assert not any(c.lattice.was_cut() for c in batch.candidates)
-    assert read_lines(handler.model, batch, "cpu", 0.6, handler.calibration) == read_lines(
-        handler.model, batch, "cpu", 0.6, handler.calibration, None, handler.line_model
+    assert read_lines(handler.model, batch, "cpu", handler.calibration) == read_lines(
+        handler.model, batch, "cpu", handler.calibration, None, handler.line_model
     )

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from handler.calibration import CALIBRATION_FILE, file_digest, load_calibration
-from handler.inference import TTA_BELOW
 from handler.number.confidence import NUMBER_CALIBRATION_FILE, NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
 from handler.served_model import served_line_network, served_network
@@ -74,9 +73,7 @@ def read_fit_set(model, calibration, line_model, per_family: int, seed: int, dat
             chunk = samples[i : i + BATCH]
             batch = read_requests([{"body": data} for data, _ in chunk])
             recorder = _Recorder()
-            readings = iter(
-                read_lines(model, batch, "cpu", TTA_BELOW, calibration, recorder, line_model) if batch.views else []
-            )
+            readings = iter(read_lines(model, batch, "cpu", calibration, recorder, line_model) if batch.views else [])
             rows = iter(recorder.rows)
             for (_, text), outcome in zip(chunk, batch.outcomes):
                 reading = next(readings) if isinstance(outcome, slice) else None

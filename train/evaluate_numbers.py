@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from handler.calibration import Calibration
-from handler.inference import TTA_BELOW
 from handler.number.confidence import NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
 from synthetic.fonts import fonts_available
@@ -52,9 +51,7 @@ def read_numbers(
     for i in range(0, len(uploads), BATCH):
         batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
         readings = iter(
-            read_lines(model, batch, "cpu", TTA_BELOW, calibration, number_calibration, line_model)
-            if batch.views
-            else []
+            read_lines(model, batch, "cpu", calibration, number_calibration, line_model) if batch.views else []
         )
         for outcome in batch.outcomes:
             reading = next(readings) if isinstance(outcome, slice) else None

@@ -8,9 +8,10 @@
     --confidence.py--> the number's probability of being right
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
-same network in one batched pass; test-time augmentation (handler/inference.py) re-reads the
-chosen digits it is unsure of, and their probabilities are calibrated as the digit model's are
-(handler/calibration.py: each candidate is one view, so the "one_view" temperature). A bad request
+same network in one batched pass, and their probabilities are calibrated as the digit model's are
+(handler/calibration.py: each candidate is one view, so the "one_view" temperature). No test-time
+augmentation: the line reader's second opinion on unsure lines reads as many numbers right without
+it, at less CPU (docs/decisions.md). A bad request
 never spoils the others: decoding errors are the client's 4xx, anything raised past decoding that
 request's 500.
 """
@@ -27,7 +28,6 @@ import torch
 
 from handler.calibration import Calibration
 from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
-from handler.inference import tta
 from handler.number.components import components_of
 from handler.number.confidence import NumberCalibration, number_features
 from handler.number.line_reader import WholeLine, read_whole_lines
@@ -164,15 +164,13 @@ def read_lines(
     model: torch.nn.Module,
     batch: NumberBatch,
     device,
-    tta_below: float | None,
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
     line_model: torch.nn.Module | None = None,
 ) -> list[Reading | RequestError]:
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
-    each line (on the network's own probabilities), then test-time augmentation of the chosen
-    digits under `tta_below` (None: none), their calibration (None: the network's own
-    probabilities) and the number's confidence (None: the product of the digits'). Lines whose
+    each line (on the network's own probabilities), then the chosen digits' calibration (None:
+    the network's own probabilities) and the number's confidence (None: the product of the digits'). Lines whose
     marks had to be cut, and lines under SECOND_OPINION, are read whole by `line_model`
     (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
     counts = [len(v) for v in batch.views]
@@ -190,8 +188,6 @@ def read_lines(
         ]
         rows = [s for path in chosen for s in path]
         picked = probabilities[rows]
-        if tta_below is not None and rows:
-            picked = tta(model, inputs[rows], picked, tta_below)
         if calibration is not None:
             picked = calibration(picked, None)  # one view per candidate
         picked = picked.cpu().numpy().astype(np.float64)
