@@ -1,7 +1,7 @@
-"""The network as the handler runs it: BatchNorm folded, weights channels-last, the convolutions
-called as functions (their module calls cost about 0.1 ms a forward pass, a quarter of a
-one-image pass on the CPU), and on the CPU small batches on the native kernel
-(handler/fast_paths.py)."""
+"""The networks as the handler runs them. The digit network: BatchNorm folded, weights
+channels-last, the convolutions called as functions (their module calls cost about 0.1 ms a
+forward pass, a quarter of a one-image pass on the CPU), and on the CPU small batches on the
+native kernel (handler/fast_paths.py). The number model's line reader: served_line_network."""
 
 from __future__ import annotations
 

@@ -11,9 +11,8 @@ Every candidate is brought to MNIST form the way the digit model frames a digit 
 same network in one batched pass, and their probabilities are calibrated as the digit model's are
 (handler/calibration.py: each candidate is one view, so the "one_view" temperature). No test-time
 augmentation: the line reader's second opinion on unsure lines reads as many numbers right without
-it, at less CPU (docs/decisions.md). A bad request
-never spoils the others: decoding errors are the client's 4xx, anything raised past decoding that
-request's 500.
+it, at less CPU (docs/decisions.md). A bad request never spoils the others: decoding errors are
+the client's 4xx, anything raised past decoding that request's 500.
 """
 
 from __future__ import annotations
@@ -170,9 +169,9 @@ def read_lines(
 ) -> list[Reading | RequestError]:
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
     each line (on the network's own probabilities), then the chosen digits' calibration (None:
-    the network's own probabilities) and the number's confidence (None: the product of the digits'). Lines whose
-    marks had to be cut, and lines under SECOND_OPINION, are read whole by `line_model`
-    (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
+    the network's own probabilities) and the number's confidence (None: the product of the
+    digits'). Lines whose marks had to be cut, and lines under SECOND_OPINION, are read whole by
+    `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
         inputs = torch.cat(batch.views)[:, None].to(device)

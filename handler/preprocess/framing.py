@@ -161,7 +161,7 @@ def fit_and_centre(x: torch.Tensor) -> torch.Tensor:
     first, last = _extents(x)
     boxes = torch.cat((first, last), 1).tolist()  # (N, 4): top, left, bottom, right
     # (N, 28, 28): each digit in the top left corner, then moved so that its centre of mass is
-    # MNIST's (as far as it fits), by one gather for the whole stack.
+    # MNIST's (as far as it fits), by one take for the whole stack (_picked).
     corner = _cropped(x, first, last - first + 1)
     sizes = []
     for i, (top, left, bottom, right) in enumerate(boxes):
