@@ -39,9 +39,9 @@ from handler.preprocess.framing import INK, fit_and_centre
 logger = logging.getLogger(__name__)
 
 MAX_DIGITS = 12
-# The line reader also reads lines whose segmentation is surer than this of none (the product of the
-# digits' probabilities): numbers written with the training digits it was not trained on read
-# 97.46% alone and 97.88% with its second opinion, 2.5% of them read twice (docs/decisions.md).
+# The line reader also reads lines whose segmentation is less sure than this (the product of the
+# digits' probabilities), chosen on numbers written with the training digits it was not trained on
+# (docs/decisions.md, "Touching digits read whole").
 SECOND_OPINION = 0.8
 NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
 
@@ -197,9 +197,9 @@ def read_lines(
     for path in chosen:
         sure.append(math.prod(confidences[at : at + len(path)]))
         at += len(path)
-    second = [
-        k for k, lat in enumerate(lattices) if line_model is not None and (lat.was_cut() or sure[k] < SECOND_OPINION)
-    ]
+    second = (
+        [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
+    )
     cands = batch.candidates
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
     readings, features = _readings(
