@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import ndimage
 
@@ -16,7 +17,7 @@ from handler.number.components import components, components_of
 from handler.number.confidence import FEATURES, NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.line_reader import MARGIN, MAX_WIDTH, digit_boxes, greedy_decode, line_input
 from handler.number.path import best_path, segment_scores
-from handler.number.reader import MAX_DIGITS, Reading, read_lines, read_requests
+from handler.number.reader import MAX_DIGITS, Reading, candidate_probabilities, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice
 from harness.inprocess import load_handler
 from model import DEFAULT_WEIGHTS
@@ -373,3 +374,35 @@ def test_touching_digits_are_read_whole_by_the_line_reader(number_handler, mnist
     assert read_lines(handler.model, batch, "cpu", handler.calibration) == read_lines(
         handler.model, batch, "cpu", handler.calibration, None, handler.line_model
     )
+
+
+def test_noisy_lines_candidates_are_also_read_unfiltered(number_handler, mnist_sample):
+    """Lines whose noise the cleaning filters out keep each candidate's box of the unfiltered line as
+    a second view, and each candidate answers with the more confident of its two, as the digit
+    model answers an image; the network, trained on noisy digits, reads more noisy numbers right
+    that way. Clean lines keep one view per candidate."""
+    handler, _ = number_handler
+    digits, labels = mnist_sample
+    right = {"both views": 0, "filtered only": 0}
+    for family in ("gaussian_noise", "salt_and_pepper"):
+        samples = number_family(family, digits, labels, 40, seed=3)
+        batch = read_requests([{"body": body} for body, _ in samples])
+        assert all(
+            c.unfiltered is not None and c.unfiltered.shape == v.shape for v, c in zip(batch.views, batch.candidates)
+        )
+        probabilities, paths = candidate_probabilities(handler.model, batch.views, batch.candidates, "cpu")
+        with torch.inference_mode():
+            own = torch.softmax(handler.model(torch.cat(batch.views)[:, None]), 1)
+            unfiltered = torch.softmax(handler.model(torch.cat([c.unfiltered for c in batch.candidates])[:, None]), 1)
+        surer = torch.where((unfiltered.amax(1) > own.amax(1))[:, None], unfiltered, own)
+        assert torch.allclose(probabilities, surer, atol=1e-5) and paths is not None and len(paths) == len(own)
+        read = read_lines(handler.model, batch, "cpu", handler.calibration)
+        for c in batch.candidates:
+            c.unfiltered = None
+        filtered_only = read_lines(handler.model, batch, "cpu", handler.calibration)
+        right["both views"] += sum(r.number == text for r, (_, text) in zip(read, samples))
+        right["filtered only"] += sum(r.number == text for r, (_, text) in zip(filtered_only, samples))
+    assert right["both views"] > right["filtered only"], right
+    clean = read_requests([{"body": encode_image(mnist_row(digits[NUMBER]))}])
+    assert clean.candidates[0].unfiltered is None
+    assert candidate_probabilities(handler.model, clean.views, clean.candidates, "cpu")[1] is None

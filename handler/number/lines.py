@@ -68,11 +68,21 @@ def as_line(item: Line | np.ndarray) -> Line:
     return Line(small.numpy(), (w / small.shape[1], h / small.shape[0]))
 
 
-def cleaned_lines(lines: list[Line]) -> list[np.ndarray | None]:
-    """Per line, its (H, W) float32 light ink on black, cleaned as the digit model cleans images
-    (mnistify.light_ink: polarity, background, contrast, noise), None where it is blank. Lines of
-    one size are cleaned as one stack."""
-    out: list[np.ndarray | None] = [None] * len(lines)
+@dataclass
+class LineInk:
+    """A line cleaned: its (H, W) float32 light ink on black and, where noise was filtered out of
+    it, the same before that filtering, as the digit model keeps an unfiltered candidate view
+    (mnistify): the network, trained on noisy digits, often reads a noisy digit better as it came."""
+
+    cleaned: np.ndarray
+    unfiltered: np.ndarray | None = None
+
+
+def cleaned_lines(lines: list[Line]) -> list[LineInk | None]:
+    """Per line, its ink cleaned as the digit model cleans images (mnistify.light_ink: polarity,
+    background, contrast, noise), None where it is blank. Lines of one size are cleaned as one
+    stack."""
+    out: list[LineInk | None] = [None] * len(lines)
     for indices in by_shape([line.gray for line in lines]):
         grays = [lines[i].gray for i in indices]
         if all(g.dtype == np.uint8 for g in grays):  # plain PNGs' levels, divided as the digit model does
@@ -80,7 +90,8 @@ def cleaned_lines(lines: list[Line]) -> list[np.ndarray | None]:
         else:
             stack = torch.from_numpy(np.stack([in_unit_range(g) for g in grays]).astype(np.float32))
         with torch.inference_mode():
-            ink, blank = light_ink(stack)[1:3]
-        for i, image, is_blank in zip(indices, ink.numpy(), blank.tolist()):
-            out[i] = None if is_blank else image
+            ink, blank, unfiltered = light_ink(stack)[1:4]
+        noisy = {} if unfiltered is None else dict(zip(unfiltered[0].tolist(), unfiltered[1].numpy()))
+        for k, (i, image, is_blank) in enumerate(zip(indices, ink.numpy(), blank.tolist())):
+            out[i] = None if is_blank else LineInk(image, noisy.get(k))
     return out

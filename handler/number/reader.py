@@ -9,7 +9,8 @@
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
 same network in one batched pass, and their probabilities are calibrated as the digit model's are
-(handler/calibration.py: each candidate is one view, so the "one_view" temperature). No test-time
+(handler/calibration.py: a candidate of a line whose noise was filtered has two views, one from
+the unfiltered line, and answers with the more confident, as the digit model does). No test-time
 augmentation: the line reader's second opinion on unsure lines reads as many numbers right without
 it, at less CPU (docs/decisions.md). A bad request never spoils the others: decoding errors are
 the client's 4xx, anything raised past decoding that request's 500.
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from handler.calibration import Calibration
+from handler.calibration import Calibration, view_paths
 from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
+from handler.inference import most_confident
 from handler.number.components import components_of
 from handler.number.confidence import NumberCalibration, number_features
 from handler.number.line_reader import WholeLine, read_whole_lines
-from handler.number.lines import Line, as_line, cleaned_lines, decode_line
+from handler.number.lines import Line, LineInk, as_line, cleaned_lines, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice, lattice, segment_ink
 from handler.preprocess.batch import RequestBatch, decode_requests
@@ -53,6 +55,9 @@ class Candidates:
     lattice: Lattice
     scale: tuple[float, float]  # upload pixels per working pixel, across and down
     ink: np.ndarray  # (H, W) the line's cleaned ink, light on black, in working pixels
+    # (n, 28, 28) each candidate's box of the line's unfiltered ink framed, where noise was filtered
+    # out of the line (lines.LineInk); None where it was not
+    unfiltered: torch.Tensor | None = None
 
 
 @dataclass
@@ -118,8 +123,8 @@ def _candidates_isolated(lines: list[Line]) -> list[tuple[torch.Tensor, Candidat
 
 def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
     inks = cleaned_lines(lines)
-    found: list[tuple[np.ndarray, Lattice] | RequestError] = []
-    readable = [ink for ink in inks if ink is not None]
+    found: list[tuple[LineInk, Lattice] | RequestError] = []
+    readable = [ink.cleaned for ink in inks if ink is not None]
     comps = iter(components_of([ink > INK for ink in readable]) if readable else [])  # ink as framing sees it
     for ink in inks:
         lat = lattice(next(comps)) if ink is not None else None
@@ -131,17 +136,23 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
             found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
         else:
             found.append((ink, lat))
-    crops = [
-        segment_ink(f[0], f[1], s) for f in found if not isinstance(f, RequestError) for s in range(len(f[1].spans))
-    ]
-    views, at = _views(crops) if crops else None, 0
+    kept = [f for f in found if not isinstance(f, RequestError)]
+    crops = [segment_ink(ink.cleaned, lat, s) for ink, lat in kept for s in range(len(lat.spans))]
+    # where noise was filtered, each candidate's box of the unfiltered ink too, framed after them
+    crops += [ink.unfiltered[t:b, x:r] for ink, lat in kept if ink.unfiltered is not None for t, x, b, r in lat.boxes]
+    views = _views(crops) if crops else None
+    at, after = 0, sum(len(lat.spans) for _, lat in kept)
     out: list[tuple[torch.Tensor, Candidates] | RequestError] = []
     for f, line in zip(found, lines):
         if isinstance(f, RequestError):
             out.append(f)
-        else:
-            out.append((views[at : at + len(f[1].spans)], Candidates(f[1], line.scale, f[0])))
-            at += len(f[1].spans)
+            continue
+        ink, lat = f
+        n, unfiltered = len(lat.spans), None
+        if ink.unfiltered is not None:
+            unfiltered, after = views[after : after + n], after + n
+        out.append((views[at : at + n], Candidates(lat, line.scale, ink.cleaned, unfiltered)))
+        at += n
     return out
 
 
@@ -174,8 +185,7 @@ def read_lines(
     `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
     counts = [len(v) for v in batch.views]
     with torch.inference_mode():
-        inputs = torch.cat(batch.views)[:, None].to(device)
-        probabilities = torch.softmax(model(inputs), dim=1)
+        probabilities, paths = candidate_probabilities(model, batch.views, batch.candidates, device)
         log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
         lattices = [cand.lattice for cand in batch.candidates]
         widths, heights = (np.concatenate([getattr(lat, name) for lat in lattices]) for name in ("widths", "heights"))
@@ -188,7 +198,7 @@ def read_lines(
         rows = [s for path in chosen for s in path]
         picked = probabilities[rows]
         if calibration is not None:
-            picked = calibration(picked, None)  # one view per candidate
+            picked = calibration(picked, None if paths is None else paths[rows])
         picked = picked.cpu().numpy().astype(np.float64)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
@@ -210,6 +220,26 @@ def read_lines(
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
             reading.confidence = probability
     return readings
+
+
+def candidate_probabilities(
+    model: torch.nn.Module, views: list[torch.Tensor], candidates: list[Candidates], device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Lines' candidates, (n, 28, 28) views per line -> per candidate (N, 10) probabilities from one
+    forward pass: of its view or, where the line had noise filtered out, of the more confident of
+    its two views (inference.most_confident), as the digit model answers an image with several;
+    and each candidate's calibration path (calibration.view_paths; None: one view each)."""
+    stacks, counts = [], []
+    for v, cand in zip(views, candidates):
+        if cand.unfiltered is None:
+            stacks.append(v)
+            counts += [1] * len(v)
+        else:  # each candidate's two views side by side: (2n, 28, 28)
+            stacks.append(torch.stack((v, cand.unfiltered), 1).flatten(0, 1))
+            counts += [2] * len(v)
+    probabilities = torch.softmax(model(torch.cat(stacks)[:, None].to(device)), dim=1)
+    best = most_confident(probabilities, counts)
+    return probabilities[best], view_paths(probabilities, counts, best)
 
 
 def _readings(
