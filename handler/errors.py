@@ -88,3 +88,9 @@ class TooManyDigits(InputError):
     """A line with more digits (or marks) than one number may have (handler/number/)."""
 
     status = 422
+
+
+class SeveralLines(InputError):
+    """Digits on more than one line, one above the other: the number model reads one line (handler/number/)."""
+
+    status = 422

@@ -67,6 +67,7 @@ def test_bad_inputs_get_clear_4xx_answers_and_spare_the_rest_of_the_batch(server
     bad += [
         (encode_image(np.full((60, 300), 255, np.uint8)), 422, "image/png"),  # no digit on a white page
         (encode_image(mnist_row(digits[:13])), 422, "image/png"),  # more than 12 digits
+        (encode_image(np.concatenate([mnist_row(digits[:4]), mnist_row(digits[4:8])])), 422, "image/png"),  # 2 rows
         (png_header(5000, 5000), 413, "image/png"),  # a huge image, refused from its header
     ]
     bodies = [good] * 8 + [body for body, _, _ in bad] + [good] * 8
@@ -78,7 +79,8 @@ def test_bad_inputs_get_clear_4xx_answers_and_spare_the_rest_of_the_batch(server
         assert response.status_code == status, response.text[:200]
         body = response.json()
         assert body.get("error") and body.get("code", status) == status
-    assert "12 digits" in responses[-10].json()["error"] and "no digit" in responses[-11].json()["error"]
+    assert "no digit" in responses[-12].json()["error"] and "12 digits" in responses[-11].json()["error"]
+    assert "2 lines" in responses[-10].json()["error"]
 
 
 def test_v1_and_v2_forms(server, mnist_sample):

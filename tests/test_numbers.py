@@ -155,6 +155,23 @@ def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
     assert isinstance(one, Reading) and len(one.digits) == 1
 
 
+def test_two_lines_of_digits_are_refused_and_a_wobbly_line_is_read(mnist_sample, served):
+    """Two rows of digits one above the other, touching or apart, get 422 several_lines instead of an
+    interleaved guess; one row of digits of varied sizes on a wobbly baseline is one line."""
+    digits, labels = mnist_sample
+    top, bottom = mnist_row(digits[:4]), mnist_row(digits[10:15])
+    blank = np.zeros((10, bottom.shape[1] - top.shape[1]), np.uint8)
+    stacked = np.concatenate([np.pad(top, ((0, 0), (0, blank.shape[1]))), bottom])
+    apart = np.concatenate(
+        [np.pad(top, ((0, 0), (0, blank.shape[1]))), np.zeros((10, bottom.shape[1]), np.uint8), bottom]
+    )
+    wobbly = number_family("sizes_baseline", digits, labels, 8, seed=1)
+    readings = _read(served, [encode_image(stacked), encode_image(apart), *(body for body, _ in wobbly)])
+    for refused in readings[:2]:
+        assert (refused.status, refused.reason) == (422, "several_lines") and "2 lines" in refused.message
+    assert all(isinstance(r, Reading) for r in readings[2:])
+
+
 def test_odd_images_get_a_reading_or_a_4xx_never_a_500(served):
     """Lines, columns, stripes, checkerboards and noise of many shapes: each is read or refused as
     the client's (4xx), none fails as ours."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from handler.calibration import Calibration, view_paths
-from handler.errors import InternalError, NoDigitFound, RequestError, TooManyDigits
+from handler.errors import InternalError, NoDigitFound, RequestError, SeveralLines, TooManyDigits
 from handler.inference import most_confident
 from handler.number.components import components_of
 from handler.number.confidence import NumberCalibration, number_features
@@ -103,10 +103,10 @@ def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None 
 
 
 def _candidates_isolated(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
-    """Per line its candidates' (n, 28, 28) views and lattice, or why it has none: NoDigitFound, TooManyDigits,
-    or an InternalError when our code raises on it. The batch's lines are worked on together
-    (cleaned per size, labelled and framed in one call each); should that raise, line by line,
-    so that only the lines that raise alone fail."""
+    """Per line its candidates' (n, 28, 28) views and lattice, or why it has none: NoDigitFound,
+    SeveralLines, TooManyDigits, or an InternalError when our code raises on it. The batch's lines
+    are worked on together (cleaned per size, labelled and framed in one call each); should that
+    raise, line by line, so that only the lines that raise alone fail."""
     try:
         return _candidates(lines)
     except Exception:
@@ -132,6 +132,10 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
             found.append(NoDigitFound())
         elif lat is None:
             found.append(NoDigitFound("no digit found: the image has no mark the size of a digit"))
+        elif lat.rows > 1:
+            found.append(
+                SeveralLines("several_lines", f"{lat.rows} lines of digits, one above the other: send one line")
+            )
         elif not lat.spans:
             found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
         else:

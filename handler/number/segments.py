@@ -35,6 +35,10 @@ MAX_ATOMS = 4  # atoms in one candidate segment
 MAX_WIDTH = 1.3  # no candidate segment wider than this
 MAX_GAP = 0.2  # atoms further apart than this (the gap, horizontally) are never one digit
 MAX_ATOMS_PER_LINE = 60  # more marks than this are not one number of at most 12 digits
+# Lines of digits one above the other: bands of marks at least ROW_MARK line heights tall with
+# rows of no such mark between them, ROW_GAP line heights or more, each band with ROW_MARKS of
+# them. A broken digit's pieces, a stray blot or a scratch across a line make no such second band.
+ROW_MARK, ROW_GAP, ROW_MARKS = 0.5, 0.2, 2
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Lattice:
     cuts: np.ndarray  # (A + 1,) per node, the ink cut through there / the stroke width (0: a gap)
     skips: np.ndarray  # (A,) per atom, its area / the median atom's: what leaving it out loses
     line_height: float
+    rows: int = 1  # lines of digits found one above the other; over 1, no candidates
 
     def was_cut(self) -> bool:
         """Whether a mark of the line was cut into pieces (digits that touch)."""
@@ -89,9 +94,12 @@ def lattice(comps: Components) -> Lattice | None:
     kept = np.flatnonzero(~noise & ~rule)
     if len(kept) == 0:
         return None
+    rows = _rows(boxes[kept[heights[kept] >= ROW_MARK * line]], line)
+    if rows > 1:  # several lines: which is the number is not for the reader to guess
+        return _without_candidates(line, rows)
     groups = _stacked(kept.tolist(), boxes.tolist(), comps.areas.tolist())
     if len(groups) > MAX_ATOMS_PER_LINE:  # before any is cut: a page of noise is not worked through
-        return _too_many(line)
+        return _without_candidates(line)
     largest = max(area for _, _, area in groups)
     heights = [box[2] - box[0] for _, box, area in groups if area >= SPECK * largest]
     line = float(median(heights))  # again, with a broken digit's pieces as one
@@ -101,7 +109,7 @@ def lattice(comps: Components) -> Lattice | None:
         atoms += pieces
         cuts += costs + [0.0]
     if len(atoms) > MAX_ATOMS_PER_LINE:
-        return _too_many(line)
+        return _without_candidates(line)
     spans, span_boxes = _candidates(atoms, line)
     span_boxes = np.array(span_boxes, int).reshape(-1, 4)
     areas = [a.area for a in atoms]
@@ -117,9 +125,23 @@ def lattice(comps: Components) -> Lattice | None:
     )
 
 
-def _too_many(line: float) -> Lattice:
-    """A lattice without candidates: more marks than a number of MAX_DIGITS digits makes."""
-    return Lattice([], [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(1), np.zeros(0), line)
+def _rows(boxes: np.ndarray, line: float) -> int:
+    """(M, 4) boxes of the line's digit-sized marks -> how many bands of at least ROW_MARKS of them
+    lie one above the other, ROW_GAP line heights or more apart (1 when fewer than two such)."""
+    bands: list[list[int]] = []  # per band: its top, bottom and how many marks it holds
+    for top, bottom in sorted(boxes[:, [0, 2]].tolist()):
+        if bands and top < bands[-1][1] + ROW_GAP * line:
+            bands[-1][1] = max(bands[-1][1], bottom)
+            bands[-1][2] += 1
+        else:
+            bands.append([top, bottom, 1])
+    return max(1, sum(count >= ROW_MARKS for _, _, count in bands))
+
+
+def _without_candidates(line: float, rows: int = 1) -> Lattice:
+    """A lattice without candidates: several lines (`rows`), or more marks than a number of
+    MAX_DIGITS digits makes."""
+    return Lattice([], [], np.zeros((0, 4), int), np.zeros(0), np.zeros(0), np.zeros(1), np.zeros(0), line, rows)
 
 
 def _stacked(kept: list[int], boxes: list[list[int]], areas: list[int]) -> list[tuple[list[int], tuple, int]]:
