@@ -143,7 +143,9 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
     kept = [f for f in found if not isinstance(f, RequestError)]
     crops = [segment_ink(ink.cleaned, lat, s) for ink, lat in kept for s in range(len(lat.spans))]
     # where noise was filtered, each candidate's box of the unfiltered ink too, framed after them
-    crops += [ink.unfiltered[t:b, x:r] for ink, lat in kept if ink.unfiltered is not None for t, x, b, r in lat.boxes]
+    for ink, lat in kept:
+        if ink.unfiltered is not None:
+            crops += [ink.unfiltered[top:bottom, left:right] for top, left, bottom, right in lat.boxes]
     views = _views(crops) if crops else None
     at, after = 0, sum(len(lat.spans) for _, lat in kept)
     out: list[tuple[torch.Tensor, Candidates] | RequestError] = []
