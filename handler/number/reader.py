@@ -1,8 +1,9 @@
 """A TorchServe batch of number requests -> per image its reading: the number, its digits, their boxes.
 
-    requests --batch.decode_requests, lines.decode_line--> lines --lines.cleaned_lines--> light ink
-    --components, segments.lattice--> candidate segments --framing.fit_and_centre--> (28, 28) views
+    requests --batch.decode_requests, lines.decode_line--> lines
+    --candidates.line_candidates--> candidate segments and their (28, 28) views
     --ONE forward pass for every candidate of every image--> probabilities --path.best_path--> digits
+    (a noisy line: the segmentation of its filtered or of its unfiltered ink, BROKEN)
     lines where a mark was cut or the digits are unsure --line_reader.read_whole_lines--> digits
     read whole, where they stand
     --confidence.py--> the number's probability of being right
@@ -18,7 +19,6 @@ the client's 4xx, anything raised past decoding that request's 500.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,37 +27,24 @@ import numpy as np
 import torch
 
 from handler.calibration import Calibration, view_paths
-from handler.errors import InternalError, NoDigitFound, RequestError, SeveralLines, TooManyDigits
+from handler.errors import NoDigitFound, RequestError, TooManyDigits
 from handler.inference import most_confident
-from handler.number.components import components_of
+from handler.number.candidates import MAX_DIGITS, Candidates, line_candidates
 from handler.number.confidence import NumberCalibration, number_features
 from handler.number.line_reader import WholeLine, read_whole_lines
-from handler.number.lines import Line, LineInk, as_line, cleaned_lines, decode_line
+from handler.number.lines import as_line, decode_line
 from handler.number.path import best_path, segment_scores
-from handler.number.segments import Lattice, lattice, segment_ink
+from handler.number.segments import Lattice
 from handler.preprocess.batch import RequestBatch, decode_requests
-from handler.preprocess.framing import INK, fit_and_centre
 
-logger = logging.getLogger(__name__)
-
-MAX_DIGITS = 12
 # The line reader also reads lines whose segmentation is less sure than this (the product of the
 # digits' probabilities), chosen on numbers written with the training digits it was not trained on
 # (docs/decisions.md, "Touching digits read whole").
 SECOND_OPINION = 0.8
+# A noisy line's unfiltered ink is read instead where the filtered one fell into this many times
+# as many pieces and reads less surely: the filtering broke its strokes (candidates.py).
+BROKEN = 2.0
 NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
-
-
-@dataclass
-class Candidates:
-    """One line's candidate segments and where they are in the upload."""
-
-    lattice: Lattice
-    scale: tuple[float, float]  # upload pixels per working pixel, across and down
-    ink: np.ndarray  # (H, W) the line's cleaned ink, light on black, in working pixels
-    # (n, 28, 28) each candidate's box of the line's unfiltered ink framed, where noise was filtered
-    # out of the line (lines.LineInk); None where it was not
-    unfiltered: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,7 +74,7 @@ def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None 
     """Decode each request on its own, then segment each of its lines and frame the candidates."""
     decoded, items = decode_requests(requests, decode_line, headers, NUMBER_OUTPUTS, explains=False)
     lines = [as_line(item) for item in items]
-    found = _candidates_isolated(lines)
+    found = line_candidates(lines)
     batch = NumberBatch()
     for indices, envelope in decoded:
         if not isinstance(indices, range):
@@ -100,80 +87,6 @@ def read_requests(requests: list[dict], headers: list[Mapping[str, str]] | None 
         batch.add([found[i][0] for i in indices], envelope)
         batch.candidates.extend(found[i][1] for i in indices)
     return batch
-
-
-def _candidates_isolated(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
-    """Per line its candidates' (n, 28, 28) views and lattice, or why it has none: NoDigitFound,
-    SeveralLines, TooManyDigits, or an InternalError when our code raises on it. The batch's lines
-    are worked on together (cleaned per size, labelled and framed in one call each); should that
-    raise, line by line, so that only the lines that raise alone fail."""
-    try:
-        return _candidates(lines)
-    except Exception:
-        logger.exception("segmenting a batch of lines failed; segmenting them one by one")
-    out = []
-    for line in lines:
-        try:
-            out.append(_candidates([line])[0])
-        except Exception:
-            logger.exception("segmenting a decoded %s line failed", "x".join(map(str, line.gray.shape)))
-            out.append(InternalError())
-    return out
-
-
-def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | RequestError]:
-    inks = cleaned_lines(lines)
-    found: list[tuple[LineInk, Lattice] | RequestError] = []
-    readable = [ink.cleaned for ink in inks if ink is not None]
-    comps = iter(components_of([ink > INK for ink in readable]) if readable else [])  # ink as framing sees it
-    for ink in inks:
-        lat = lattice(next(comps)) if ink is not None else None
-        if ink is None:
-            found.append(NoDigitFound())
-        elif lat is None:
-            found.append(NoDigitFound("no digit found: the image has no mark the size of a digit"))
-        elif lat.rows > 1:
-            found.append(
-                SeveralLines("several_lines", f"{lat.rows} lines of digits, one above the other: send one line")
-            )
-        elif not lat.spans:
-            found.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: too many marks"))
-        else:
-            found.append((ink, lat))
-    kept = [f for f in found if not isinstance(f, RequestError)]
-    crops = [segment_ink(ink.cleaned, lat, s) for ink, lat in kept for s in range(len(lat.spans))]
-    # where noise was filtered, each candidate's box of the unfiltered ink too, framed after them
-    for ink, lat in kept:
-        if ink.unfiltered is not None:
-            crops += [ink.unfiltered[top:bottom, left:right] for top, left, bottom, right in lat.boxes]
-    views = _views(crops) if crops else None
-    at, after = 0, sum(len(lat.spans) for _, lat in kept)
-    out: list[tuple[torch.Tensor, Candidates] | RequestError] = []
-    for f, line in zip(found, lines):
-        if isinstance(f, RequestError):
-            out.append(f)
-            continue
-        ink, lat = f
-        n, unfiltered = len(lat.spans), None
-        if ink.unfiltered is not None:
-            unfiltered, after = views[after : after + n], after + n
-        out.append((views[at : at + n], Candidates(lat, line.scale, ink.cleaned, unfiltered)))
-        at += n
-    return out
-
-
-def _views(crops: list[np.ndarray]) -> torch.Tensor:
-    """Candidates' (h, w) ink -> their (N, 28, 28) views: each stretched to 1 at its brightest (as
-    the digit model stretches an image), then framed as MNIST frames a digit
-    (framing.fit_and_centre), all in one stack."""
-    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
-    stack = np.zeros((len(crops), height, width), np.float32)
-    for canvas, crop in zip(stack, crops):
-        canvas[: crop.shape[0], : crop.shape[1]] = crop
-    with torch.inference_mode():
-        x = torch.from_numpy(stack)
-        x /= x.amax((1, 2), keepdim=True).clamp_(min=1e-6)
-        return fit_and_centre(x)
 
 
 def read_lines(
@@ -189,14 +102,50 @@ def read_lines(
     the network's own probabilities) and the number's confidence (None: the product of the
     digits'). Lines whose marks had to be cut, and lines under SECOND_OPINION, are read whole by
     `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
-    counts = [len(v) for v in batch.views]
+    cands, views, n = list(batch.candidates), list(batch.views), len(batch.candidates)
+    others = [k for k, cand in enumerate(cands) if cand.alternative is not None]
+    for k in others:  # noisy lines' unfiltered segmentations, read with the rest, after them
+        views.append(cands[k].alternative[0])
+        cands.append(cands[k].alternative[1])
+    chosen, firsts, read = _best_paths(model, views, cands, device, calibration)
+    sure = [math.prod(confidences) for _, confidences in read]  # the product of each path's digits'
+    for k, j in zip(others, range(n, len(cands))):  # which segmentation of a noisy line stands
+        if len(cands[k].lattice.atoms) >= BROKEN * len(cands[j].lattice.atoms) and sure[j] > sure[k]:
+            for seq in (chosen, firsts, cands, read, sure):
+                seq[k] = seq[j]
+    del chosen[n:], cands[n:], sure[n:]
+    lattices = [cand.lattice for cand in cands]
+    digits = [d for line_digits, _ in read[:n] for d in line_digits]
+    confidences = [c for _, line_confidences in read[:n] for c in line_confidences]
+    # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
+    # segmentation is unsure of (the product of their digits' probabilities under SECOND_OPINION).
+    second = (
+        [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
+    )
+    whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
+    readings, features = _readings(
+        chosen, firsts, cands, (digits, confidences, sure), whole, number_calibration is not None
+    )
+    if features:  # the numbers' confidences, all of the batch's in one call
+        answered = [r for r in readings if isinstance(r, Reading)]
+        for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
+            reading.confidence = probability
+    return readings
+
+
+def _best_paths(
+    model: torch.nn.Module, views: list[torch.Tensor], cands: list[Candidates], device, calibration
+) -> tuple[list[list[int]], list[int], list[tuple[list[int], list[float]]]]:
+    """One forward pass over every candidate of every line, the best path of each line (on the
+    network's own probabilities): per line its path (candidate rows of the batch), its first row,
+    and its digits with their probabilities (calibrated, given a `calibration`)."""
     with torch.inference_mode():
-        probabilities, paths = candidate_probabilities(model, batch.views, batch.candidates, device)
+        probabilities, paths = candidate_probabilities(model, views, cands, device)
         log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
-        lattices = [cand.lattice for cand in batch.candidates]
+        lattices = [cand.lattice for cand in cands]
         widths, heights = (np.concatenate([getattr(lat, name) for lat in lattices]) for name in ("widths", "heights"))
         scores = segment_scores(widths, heights, log_p)  # every candidate of the batch at once
-        firsts = np.cumsum([0, *counts]).tolist()
+        firsts = np.cumsum([0, *(len(v) for v in views)]).tolist()
         chosen = [
             [first + s for s in best_path(lat, scores[first : first + len(lat.spans)])]
             for lat, first in zip(lattices, firsts)
@@ -207,25 +156,9 @@ def read_lines(
             picked = calibration(picked, None if paths is None else paths[rows])
         picked = picked.cpu().numpy().astype(np.float64)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
-    # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
-    # segmentation is unsure of (the product of their digits' probabilities under SECOND_OPINION).
-    sure, at = [], 0
-    for path in chosen:
-        sure.append(math.prod(confidences[at : at + len(path)]))
-        at += len(path)
-    second = (
-        [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
-    )
-    cands = batch.candidates
-    whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(
-        chosen, firsts, cands, (digits, confidences, sure), whole, number_calibration is not None
-    )
-    if features:  # the numbers' confidences, all of the batch's in one call
-        answered = [r for r in readings if isinstance(r, Reading)]
-        for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
-            reading.confidence = probability
-    return readings
+    ends = np.cumsum([len(path) for path in chosen]).tolist()
+    read = [(digits[end - len(path) : end], confidences[end - len(path) : end]) for path, end in zip(chosen, ends)]
+    return chosen, firsts, read
 
 
 def candidate_probabilities(
