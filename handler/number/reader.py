@@ -100,8 +100,10 @@ def read_lines(
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
     each line (on the network's own probabilities), then the chosen digits' calibration (None:
     the network's own probabilities) and the number's confidence (None: the product of the
-    digits'). Lines whose marks had to be cut, and lines under SECOND_OPINION, are read whole by
-    `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
+    digits'). A noisy line's second segmentation, of its unfiltered ink (candidates.py), is read
+    in the same pass and stands where the filtered ink fell into BROKEN times as many atoms and
+    reads less surely. Lines whose marks had to be cut, and lines under SECOND_OPINION, are read
+    whole by `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
     cands, views, n = list(batch.candidates), list(batch.views), len(batch.candidates)
     others = [k for k, cand in enumerate(cands) if cand.alternative is not None]
     for k in others:  # noisy lines' unfiltered segmentations, read with the rest, after them
