@@ -154,6 +154,8 @@ def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
     assert (blank.status, blank.reason) == (422, "no_digit")
     assert (thirteen.status, thirteen.reason) == (422, "too_many_digits") and str(MAX_DIGITS) in thirteen.message
     assert isinstance(one, Reading) and len(one.digits) == 1
+    (alone,) = _read(served, [encode_image(np.zeros((40, 200), np.uint8))])  # a batch of blanks only
+    assert (alone.status, alone.reason) == (422, "no_digit")
 
 
 def test_two_lines_of_digits_are_refused_and_a_wobbly_line_is_read(mnist_sample, served):

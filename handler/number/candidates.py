@@ -68,7 +68,8 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
     readable = [ink for ink in inks if ink is not None]
     noisy = [ink.unfiltered for ink in readable if ink.unfiltered is not None]
     # the ink as framing sees it, of every line and then of every noisy line's unfiltered ink
-    comps = components_of([ink.cleaned > INK for ink in readable] + [raw > INK for raw in noisy])
+    masks = [ink.cleaned > INK for ink in readable] + [raw > INK for raw in noisy]
+    comps = components_of(masks) if masks else []
     lattices, alternatives = iter(comps[: len(readable)]), iter(comps[len(readable) :])
     found: list[tuple[LineInk, Lattice, Lattice | None] | RequestError] = []
     for ink in inks:
