@@ -78,16 +78,12 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
             continue
         lat = lattice(next(lattices))
         alt = lattice(next(alternatives)) if ink.unfiltered is not None else None
-        if not _readable(alt):
+        if alt is not None and _refused(alt):
             alt = None
-        elif not _readable(lat):  # the filtered ink has no reading: the unfiltered one's
+        if alt is not None and _refused(lat):  # the filtered ink has no reading: the unfiltered one's
             lat, ink, alt = alt, LineInk(ink.unfiltered), None
         found.append(_refused(lat) or (ink, lat, alt))
     return _framed(found, lines)
-
-
-def _readable(lat: Lattice | None) -> bool:
-    return lat is not None and lat.rows == 1 and bool(lat.spans)
 
 
 def _refused(lat: Lattice | None) -> RequestError | None:

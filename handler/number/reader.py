@@ -115,19 +115,15 @@ def read_lines(
         if len(cands[k].lattice.atoms) >= BROKEN * len(cands[j].lattice.atoms) and sure[j] > sure[k]:
             for seq in (chosen, firsts, cands, read, sure):
                 seq[k] = seq[j]
-    del chosen[n:], cands[n:], sure[n:]
+    del chosen[n:], cands[n:], read[n:], sure[n:]
     lattices = [cand.lattice for cand in cands]
-    digits = [d for line_digits, _ in read[:n] for d in line_digits]
-    confidences = [c for _, line_confidences in read[:n] for c in line_confidences]
     # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
     # segmentation is unsure of (the product of their digits' probabilities under SECOND_OPINION).
     second = (
         [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
     )
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(
-        chosen, firsts, cands, (digits, confidences, sure), whole, number_calibration is not None
-    )
+    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration is not None)
     if features:  # the numbers' confidences, all of the batch's in one call
         answered = [r for r in readings if isinstance(r, Reading)]
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
@@ -187,35 +183,33 @@ def _readings(
     chosen: list[list[int]],
     firsts: list[int],
     cands: list[Candidates],
-    read_paths: tuple[list[int], list[float], list[float]],
+    read: list[tuple[list[int], list[float]]],
+    sure: list[float],
     whole: dict[int, WholeLine],
     with_features: bool,
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
-    has none, from the batch's best paths (`chosen`; `read_paths`: their digits and probabilities,
-    rows in path order, and per line their product) and the line reader's readings (`whole`, by
-    line); and, `with_features`, each Reading's number_features."""
-    digits, confidences, sure = read_paths
+    has none, from the batch's best paths (`chosen`; `read`: per line their digits and
+    probabilities, `sure`: their product) and the line reader's readings (`whole`, by line); and,
+    `with_features`, each Reading's number_features."""
     readings: list[Reading | RequestError] = []
     features = []
-    at = 0
-    for k, (path, cand, first) in enumerate(zip(chosen, cands, firsts)):
-        mine, local = slice(at, at + len(path)), [s - first for s in path]
-        at += len(path)
-        read = (digits[mine], confidences[mine], cand.lattice.boxes[local])  # the segmentation's
+    for k, (path, cand, first, (digits, confidences)) in enumerate(zip(chosen, cands, firsts, read)):
+        local = [s - first for s in path]
+        answer = (digits, confidences, cand.lattice.boxes[local])  # the segmentation's
         line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], whole[k])
         if line_read:
-            read = (whole[k].digits, whole[k].confidences, whole[k].boxes())
-        if len(read[0]) > MAX_DIGITS:
-            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(read[0])}"))
-        elif not read[0]:  # every mark left out as noise
+            answer = (whole[k].digits, whole[k].confidences, whole[k].boxes())
+        if len(answer[0]) > MAX_DIGITS:
+            readings.append(TooManyDigits("too_many_digits", f"more than {MAX_DIGITS} digits: read {len(answer[0])}"))
+        elif not answer[0]:  # every mark left out as noise
             readings.append(NoDigitFound("no digit found: no mark in the image reads as a digit"))
         else:
-            product = math.prod(read[1]) if line_read else sure[k]
-            readings.append(Reading(read[0], read[1], _upload_boxes(read[2], cand.scale), product))
+            product = math.prod(answer[1]) if line_read else sure[k]
+            readings.append(Reading(answer[0], answer[1], _upload_boxes(answer[2], cand.scale), product))
             if with_features:
-                agree = k not in whole or whole[k].digits == digits[mine]
-                features.append(number_features(cand.lattice, local, read[1], line_read, agree))
+                agree = k not in whole or whole[k].digits == digits
+                features.append(number_features(cand.lattice, local, answer[1], line_read, agree))
     return readings, features
 
 
