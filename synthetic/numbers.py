@@ -5,7 +5,7 @@ the line's height), printed ones are strings in the held-out fonts (synthetic/fo
 split_fonts), so that the evaluation reads handwriting and type the network never saw when it is
 given MNIST **test** digits. How the digits stand (gaps, touching, overlapping, sizes and a wobbly
 baseline) and how the line is delivered (a PNG of the line, a phone photo of paper, a wide canvas
-export, a scan, the digit families' noise, grey grounds and outlines) make the families. Nothing here comes
+export, a scan, the digit families' noise, grey grounds, outlines and edge bars) make the families. Nothing here comes
 from a published benchmark.
 
     samples = number_family("gaps", digits, labels, count=500, seed=0)   # [(upload bytes, "40961"), ...]
@@ -36,9 +36,16 @@ NUMBER_FAMILIES = {
     "salt_and_pepper": "a 28 px high line, light on black, 10% of pixels set to black or white",
     "grey_background": "a 28 px high line, white on a grey ground (level up to 0.65)",
     "outline": "a 28 px high line of outlined digits: their strokes' contours only, as a stencil draws them",
+    "edge_bars": "a 28 px high line, one or two solid bars along its edges up to 4 px thick (a box, a crop's edge)",
 }
-# The digit families' corruptions (synthetic/corruptions.py) and strengths the last four apply.
-_CORRUPTED = {"gaussian_noise": 0.8, "salt_and_pepper": 7 / 12, "grey_background": 1.0, "outline": 0.7}
+# The digit families' corruptions (synthetic/corruptions.py) and strengths the last five apply.
+_CORRUPTED = {
+    "gaussian_noise": 0.8,
+    "salt_and_pepper": 7 / 12,
+    "grey_background": 1.0,
+    "outline": 0.7,
+    "edge_bars": 0.5,
+}
 
 
 def number_family(

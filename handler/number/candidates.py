@@ -22,6 +22,7 @@ import torch
 from handler.errors import InternalError, NoDigitFound, RequestError, SeveralLines, TooManyDigits
 from handler.number.components import components_of
 from handler.number.lines import Line, LineInk, cleaned_lines
+from handler.number.rules import without_rules
 from handler.number.segments import Lattice, lattice, segment_ink
 from handler.preprocess.framing import INK, fit_and_centre
 
@@ -69,7 +70,7 @@ def _candidates(lines: list[Line]) -> list[tuple[torch.Tensor, Candidates] | Req
     noisy = [ink.unfiltered for ink in readable if ink.unfiltered is not None]
     # the ink as framing sees it, of every line and then of every noisy line's unfiltered ink
     masks = [ink.cleaned > INK for ink in readable] + [raw > INK for raw in noisy]
-    comps = components_of(masks) if masks else []
+    comps = without_rules(masks, components_of(masks)) if masks else []
     lattices, alternatives = iter(comps[: len(readable)]), iter(comps[len(readable) :])
     found: list[tuple[LineInk, Lattice, Lattice | None] | RequestError] = []
     for ink in inks:

@@ -1,0 +1,106 @@
+"""Rules and edges: straight marks beside or through a number that are not digits.
+
+A number is often written on a ruled line, underlined, or in a form's box; a crop catches a
+scanner's edge or a table's border. A rule clear of the digits is a mark of its own, long and thin,
+and is dropped (`rules`). A rule the digits touch joins them into one mark that no cut separates
+(it runs under all of them), and a bar along the image's side that a digit touches is cut out of
+it as a `1`. So before a line is segmented, its runs of ink along rows longer than any digit's
+stroke, and the columns of a bar flush against its left or right side, are taken out of its ink
+(`without_rules`). Sizes are in line heights, as in segments.py.
+"""
+
+from __future__ import annotations
+
+from statistics import median
+
+import numpy as np
+
+from handler.number.components import Components, components_of, runs
+
+SPECK = 0.1  # components under this share of the largest one's area do not set the line's height
+THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule, not a digit
+RULE_RUN = 2.5  # a run of ink along a row longer than this: a rule through the digits
+# The image's left or right side is an edge where its ink runs down EDGE_RUN line heights or more
+# (a box's side, a scanner's edge), unless the ink between both sides touches the top and the bottom
+# row: a number cropped tight to its ink, whose first or last digit (a `1`) is flush with the side.
+# Its top or bottom is an edge where its ink runs along LONG line heights (no digit is so wide).
+# The edge is the columns (rows) next to that run, up to EDGE_WIDTH line heights, inked in FLUSH of it.
+EDGE_RUN, EDGE_WIDTH, FLUSH = 0.4, 0.4, 0.9
+
+
+def line_height(heights: np.ndarray, areas: np.ndarray) -> float:
+    """The median height of the components that are not specks beside the largest."""
+    return float(median(heights[areas >= SPECK * areas.max()].tolist()))  # (statistics': few values)
+
+
+def without_rules(masks: list[np.ndarray], comps: list[Components]) -> list[Components]:
+    """Each mask's components, relabelled without its rules and edges where it has any (runs of
+    ink along a row longer than RULE_RUN line heights; a side inked down EDGE_RUN of them), all
+    such masks in one components_of call."""
+    cleared: dict[int, np.ndarray] = {}
+    for i, (mask, c) in enumerate(zip(masks, comps)):
+        if len(c):
+            line = line_height(c.boxes[:, 2] - c.boxes[:, 0], c.areas)
+            if _longest(c) > RULE_RUN * line or any(_edge(*side, line) for side in _sides(mask)):
+                cleared[i] = _cleared(mask, line)
+    if not cleared:
+        return comps
+    out = list(comps)
+    for i, relabelled in zip(cleared, components_of(list(cleared.values()))):
+        out[i] = relabelled
+    return out
+
+
+def rules(comps: Components, line: float) -> np.ndarray:
+    """(K,) bool: the components that are rules, longer than LONG lines and thinner than THIN on
+    average (a rule under the number, a sheet's edge)."""
+    heights, widths = comps.boxes[:, 2] - comps.boxes[:, 0], comps.boxes[:, 3] - comps.boxes[:, 1]
+    longer = np.maximum(heights, widths)
+    return (longer > LONG * line) & (comps.areas < THIN * line * longer)
+
+
+def _longest(comps: Components) -> int:
+    """The longest run of ink along a row in the components' mask (0 without ink)."""
+    starts, lengths, first, end = comps.runs
+    mine = lengths[(starts >= first) & (starts < end)]
+    return int(mine.max()) if len(mine) else 0
+
+
+def _sides(mask: np.ndarray) -> list[tuple[np.ndarray, float, bool]]:
+    """The (H, W) mask seen from each side, as views whose first column is that side (top, bottom,
+    left, right), each with the run along it, in line heights, that makes it an edge and whether
+    a number cropped tight to its ink has no edge on that side."""
+    return [(mask.T, LONG, False), (mask[::-1].T, LONG, False), (mask, EDGE_RUN, True), (mask[:, ::-1], EDGE_RUN, True)]
+
+
+def _edge(side: np.ndarray, least: float, unless_tight: bool, line: float) -> tuple[int, int] | None:
+    """The rows (first, end) of the longest run of ink down a side's first column, where it is
+    `least` line heights or longer and, `unless_tight`, the ink between the two sides' EDGE_WIDTH
+    does not touch both ends of the side; else None."""
+    column = side[:, 0]
+    if not column.any():
+        return None
+    _, starts, ends = runs(column[None, :])
+    k = int(np.argmax(ends - starts))
+    first, end = int(starts[k]), int(ends[k])
+    if end - first < least * line:
+        return None
+    width = max(1, round(EDGE_WIDTH * line))
+    if unless_tight and side[0, width:-width].any() and side[-1, width:-width].any():
+        return None
+    return first, end
+
+
+def _cleared(mask: np.ndarray, line: float) -> np.ndarray:
+    """The mask without its runs of ink along rows longer than RULE_RUN lines, nor its edges: along
+    a side's longest run of ink, the columns (rows) next to it inked in FLUSH of that run."""
+    rows, starts, ends = runs(mask)
+    out = mask.copy()
+    for row, start, end in zip(*(a[ends - starts > RULE_RUN * line] for a in (rows, starts, ends))):
+        out[row, start:end] = False
+    for side, least, unless_tight in _sides(out):  # views: cleared in place
+        run = _edge(side, least, unless_tight, line)
+        if run is not None:
+            bar = side[run[0] : run[1], : max(1, round(EDGE_WIDTH * line))]
+            bar[:, : int(np.argmin(np.r_[bar.mean(0) >= FLUSH, False]))] = False
+    return out

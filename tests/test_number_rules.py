@@ -1,0 +1,96 @@
+"""Rules and edges beside or through a number (handler/number/rules.py): a rule the digits touch, a
+form box's sides, a bar along the crop's edge that a digit touches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handler.number.components import components_of
+from handler.number.reader import Reading, read_lines, read_requests
+from handler.number.rules import without_rules
+from harness.inprocess import load_handler
+from synthetic.families import encode_image
+from synthetic.numbers import mnist_row
+
+# Sample digits (tests/fixtures/mnist_test_100.npz) that the network reads right, as a number.
+NUMBER = slice(4, 9)
+
+
+@pytest.fixture(scope="module")
+def served():
+    handler, _ = load_handler(model_name="number", metrics_flush_seconds=0)
+    return handler.model
+
+
+def _row(mnist_sample) -> tuple[np.ndarray, str]:
+    digits, labels = mnist_sample
+    return mnist_row(digits[NUMBER]), "".join(map(str, labels[NUMBER]))  # (28, 140), light on black
+
+
+def _underlined(row: np.ndarray) -> np.ndarray:
+    """A 3 px rule through the digits' feet, under most of the number (as on ruled paper)."""
+    out = row.copy()
+    feet = int(np.flatnonzero((row > 64).any(1))[-1])  # the lowest row of ink
+    out[feet - 2 : feet + 1, 4:-10] = 255
+    return out
+
+
+def _boxed(row: np.ndarray, first_touched: bool) -> np.ndarray:
+    """The number between a form box's sides, 3 px bars flush with the image's edges; where
+    `first_touched`, the left bar is widened until it meets the first digit's ink."""
+    out = row.copy()
+    out[:, :3] = out[:, -3:] = 200
+    if first_touched:
+        first = int(np.flatnonzero((row > 64).any(0))[0])  # the first column of ink
+        out[:, : first + 1] = 200
+    return out
+
+
+def _tight(row: np.ndarray) -> np.ndarray:
+    """The row cropped to its ink: its digits touch every side."""
+    rows, columns = np.flatnonzero((row > 64).any(1)), np.flatnonzero((row > 64).any(0))
+    return row[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+def _read(served, images: list[np.ndarray]) -> list:
+    batch = read_requests([{"body": encode_image(image)} for image in images])
+    readings = iter(read_lines(served, batch, "cpu") if batch.views else [])
+    return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
+
+
+def test_a_rule_through_the_digits_and_a_boxs_sides_are_not_read(mnist_sample, served):
+    row, text = _row(mnist_sample)
+    images = [_tight(row), _underlined(row), _boxed(row, False), _boxed(row, True), _boxed(_underlined(row), True)]
+    readings = _read(served, images)
+    assert [r.number if isinstance(r, Reading) else r for r in readings] == [text] * len(images)
+
+
+def test_a_digit_flush_with_the_side_of_a_number_cropped_tight_is_no_edge(mnist_sample):
+    """Cropped tight to its ink, a number's last digit, an upright 1 as a sans-serif font prints it,
+    is flush with the image's side along its height, as a box's side is; the digits between touch
+    the top and the bottom row, so it is kept. With a margin above and below, the same bar is an edge."""
+    row, _ = _row(mnist_sample)
+    ink_rows = np.flatnonzero((row > 64).any(1))
+    bar = np.zeros((row.shape[0], 10), np.uint8)
+    bar[ink_rows[0] : ink_rows[-1] + 1, -4:] = 255
+    tight = _tight(np.concatenate([row, bar], 1)) > 64
+    margins = np.pad(tight, ((3, 3), (0, 0)))
+    masks = [tight, margins]
+    before = components_of(masks)
+    kept, cleared = without_rules(masks, before)
+    assert kept is before[0]
+    assert len(cleared) == len(before[1]) - 1 and cleared.boxes[:, 3].max() < margins.shape[1] - 4
+
+
+def test_the_rule_is_taken_out_of_the_ink_before_it_is_labelled(mnist_sample):
+    row, _ = _row(mnist_sample)
+    digits = row > 64
+    masks = [digits, _underlined(row) > 64, _boxed(row, True) > 64]
+    before = components_of(masks)
+    plain, underlined, boxed = without_rules(masks, before)
+    assert plain is before[0]  # nothing to take out: the same components
+    assert len(before[1]) < 5 <= len(underlined)  # the rule had joined the digits
+    assert np.all(digits[underlined.labels > 0])  # what is left of the ink is the digits'
+    assert len(before[2]) == len(before[0]) + 1 and len(boxed) == len(before[0])  # a bar touched the first digit
+    assert boxed.boxes[:, 1].min() > 3 and boxed.boxes[:, 3].max() < row.shape[1] - 3  # no bar left
