@@ -23,7 +23,7 @@ class Components:
     areas: np.ndarray  # (K,) int: pixels of each
     base: int = 0
     # the runs of ink along rows that the labels were found from: (first columns, lengths), and
-    # the columns (from, to) that are this mask's; read only when a stroke width is asked for
+    # the columns (from, to) that are this mask's; read for its stroke width and its longest run (rules.py)
     runs: tuple[np.ndarray, np.ndarray, int, int] = (np.zeros(0, int), np.zeros(0, int), 0, 0)
 
     def __len__(self) -> int:

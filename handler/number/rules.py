@@ -34,15 +34,17 @@ def line_height(heights: np.ndarray, areas: np.ndarray) -> float:
 
 
 def without_rules(masks: list[np.ndarray], comps: list[Components]) -> list[Components]:
-    """Each mask's components, relabelled without its rules and edges where it has any (runs of
-    ink along a row longer than RULE_RUN line heights; a side inked down EDGE_RUN of them), all
-    such masks in one components_of call."""
+    """Each mask's components (all from one components_of call), relabelled without its rules and
+    edges where it has any (runs of ink along a row longer than RULE_RUN line heights; a side inked
+    down EDGE_RUN of them), all such masks in one components_of call."""
     cleared: dict[int, np.ndarray] = {}
-    for i, (mask, c) in enumerate(zip(masks, comps)):
-        if len(c):
-            line = line_height(c.boxes[:, 2] - c.boxes[:, 0], c.areas)
-            if _longest(c) > RULE_RUN * line or any(_edge(*side, line) for side in _sides(mask)):
-                cleared[i] = _cleared(mask, line)
+    for i, (mask, c, longest) in enumerate(zip(masks, comps, _longest_runs(comps))):
+        if not len(c):
+            continue
+        line = line_height(c.boxes[:, 2] - c.boxes[:, 0], c.areas)
+        sides = mask[:, 0].any() or mask[:, -1].any() or mask[0].any() or mask[-1].any()
+        if longest > RULE_RUN * line or (sides and any(_edge(*side, line) for side in _sides(mask))):
+            cleared[i] = _cleared(mask, line)
     if not cleared:
         return comps
     out = list(comps)
@@ -59,11 +61,15 @@ def rules(comps: Components, line: float) -> np.ndarray:
     return (longer > LONG * line) & (comps.areas < THIN * line * longer)
 
 
-def _longest(comps: Components) -> int:
-    """The longest run of ink along a row in the components' mask (0 without ink)."""
-    starts, lengths, first, end = comps.runs
-    mine = lengths[(starts >= first) & (starts < end)]
-    return int(mine.max()) if len(mine) else 0
+def _longest_runs(comps: list[Components]) -> np.ndarray:
+    """(M,) the longest run of ink along a row in each mask (0 without ink), from the runs that
+    components_of found in the masks side by side."""
+    out = np.zeros(len(comps), int)
+    if comps:
+        starts, lengths, _, _ = comps[0].runs
+        firsts = np.array([c.runs[2] for c in comps])  # each mask's first column
+        np.maximum.at(out, np.searchsorted(firsts, starts, "right") - 1, lengths)
+    return out
 
 
 def _sides(mask: np.ndarray) -> list[tuple[np.ndarray, float, bool]]:
