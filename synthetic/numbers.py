@@ -31,6 +31,7 @@ NUMBER_FAMILIES = {
     "paper_photo": "dark ink on paper photographed by a phone: 640x480, uneven light, +-4 deg, perspective, JPEG",
     "canvas": "a wide browser canvas (840x280 RGBA): transparent ground, strokes in alpha, mostly dark pens",
     "scanned": "a scanned form: 1-3 deg skew, scanner blur and noise, sometimes a rule under the number",
+    "boxed": "a form's row of boxes, a digit in each (cells 1.3-1.8 digit heights, lines 1-3 px), scanned",
     "printed": "held-out fonts on receipts, labels and meters: dark on light or light on dark, noise, JPEG",
     "gaussian_noise": "a 28 px high line, light on black, additive Gaussian noise (sigma 0.3)",
     "salt_and_pepper": "a 28 px high line, light on black, 10% of pixels set to black or white",
@@ -248,6 +249,27 @@ def _blur(sigma: float):
 _FONTS: list | None = None
 
 
+def boxed(digits, text, rng) -> bytes:
+    """Each digit written in its own box of a form's row of boxes (a comb): cells 1.3-1.8 digit
+    heights, lines 1-3 px of a lighter print, the digit anywhere in its cell clear of the lines;
+    dark on white paper with the scanner's blur and noise."""
+    height = int(rng.integers(24, 41))
+    cell, line = round(height * rng.uniform(1.3, 1.8)), int(rng.integers(1, 4))
+    comb = np.zeros((cell + line, len(digits) * cell + line), np.float32)
+    level = rng.uniform(0.5, 1.0)
+    comb[:line] = comb[-line:] = level
+    for i, digit in enumerate(digits):
+        comb[:, i * cell : i * cell + line] = level
+        g = _scaled(glyph(digit), height)[:, : cell - line - 2]
+        y = line + 1 + int(rng.integers(0, cell - line - 1 - g.shape[0]))
+        x = i * cell + line + 1 + int(rng.integers(0, cell - line - 1 - g.shape[1]))
+        np.maximum(comb[y : y + g.shape[0], x : x + g.shape[1]], g, out=comb[y : y + g.shape[0], x : x + g.shape[1]])
+    comb[:, -line:] = level
+    page = Image.fromarray(_uint8(0.97 - 0.9 * np.pad(comb, int(rng.integers(8, 25)))))
+    blurred = np.asarray(page.filter(_blur(rng.uniform(0.3, 0.8))), np.float32) / 255
+    return encode_image(_uint8(blurred + rng.normal(0, rng.uniform(0.01, 0.04), blurred.shape)))
+
+
 def held_out_fonts() -> list:
     """The held-out fonts' files that Pillow opens (synthetic/fonts.py, split_fonts)."""
     global _FONTS
@@ -301,6 +323,7 @@ _RENDER = {
     "paper_photo": paper_photo,
     "canvas": canvas,
     "scanned": scanned,
+    "boxed": boxed,
     "printed": printed,
     **{name: _corrupted(name) for name in _CORRUPTED},
 }

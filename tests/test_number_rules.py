@@ -1,5 +1,5 @@
-"""Rules and edges beside or through a number (handler/number/rules.py): a rule the digits touch, a
-form box's sides, a bar along the crop's edge that a digit touches."""
+"""Rules, edges and boxes beside or through a number (handler/number/rules.py): a rule the digits
+touch, a form box's sides, a bar along the crop's edge that a digit touches, a row of boxes."""
 
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ def _boxed(row: np.ndarray, first_touched: bool) -> np.ndarray:
     return out
 
 
+def _comb(row: np.ndarray, cell: int = 36, line: int = 2, touching: bool = False) -> np.ndarray:
+    """The row's 28 px cells each centred in a box of a form's row of boxes, `cell` px a side, lines
+    `line` px wide; `touching`, the first digit moved left until its ink meets its box's side."""
+    n, off = row.shape[1] // 28, (cell - 28) // 2
+    comb = np.zeros((cell + line, n * cell + line), np.uint8)
+    for i in range(n):
+        comb[off : off + 28, i * cell + off : i * cell + off + 28] = row[:, 28 * i : 28 * (i + 1)]
+        comb[:, i * cell : i * cell + line] = 255
+    comb[:, -line:] = comb[:line] = comb[-line:] = 255
+    if touching:
+        first = row[:, :28]
+        ink = int(np.flatnonzero((first > 64).any(0))[0])  # the digit's first column of ink
+        comb[off : off + 28, line : off + 28] = 0
+        comb[off : off + 28, line : line + 28 - ink] = first[:, ink:]
+    return 255 - np.pad(comb, 6)  # dark lines and ink on white paper
+
+
 def _tight(row: np.ndarray) -> np.ndarray:
     """The row cropped to its ink: its digits touch every side."""
     rows, columns = np.flatnonzero((row > 64).any(1)), np.flatnonzero((row > 64).any(0))
@@ -64,6 +81,24 @@ def test_a_rule_through_the_digits_and_a_boxs_sides_are_not_read(mnist_sample, s
     images = [_tight(row), _underlined(row), _boxed(row, False), _boxed(row, True), _boxed(_underlined(row), True)]
     readings = _read(served, images)
     assert [r.number if isinstance(r, Reading) else r for r in readings] == [text] * len(images)
+
+
+def test_digits_in_a_row_of_boxes_are_read_without_the_boxes_sides(mnist_sample, served):
+    row, text = _row(mnist_sample)
+    images = [_comb(row), _comb(row, 44, 3), _comb(row, touching=True)]
+    readings = _read(served, images)
+    assert [r.number if isinstance(r, Reading) else r for r in readings] == [text] * len(images)
+
+
+def test_only_bars_taller_than_the_digits_and_side_by_side_are_boxes_sides(mnist_sample):
+    row, _ = _row(mnist_sample)
+    one_bar = np.pad(row > 64, ((6, 6), (4, 8)))
+    one_bar[:, -6:-4] = True  # one bar taller than the digits, clear of the image's sides: maybe a 1
+    masks = [one_bar, _comb(row) < 128]
+    before = components_of(masks)
+    kept, boxed = without_rules(masks, before)
+    assert kept is before[0]
+    assert len(before[1]) == 1 + 5 and len(boxed) == 5  # the comb and the digits; the digits alone
 
 
 def test_a_digit_flush_with_the_side_of_a_number_cropped_tight_is_no_edge(mnist_sample):

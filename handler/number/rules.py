@@ -1,12 +1,14 @@
-"""Rules and edges: straight marks beside or through a number that are not digits.
+"""Rules, edges and boxes: straight marks beside or through a number that are not digits.
 
-A number is often written on a ruled line, underlined, or in a form's box; a crop catches a
+A number is often written on a ruled line, underlined, or in a form's boxes; a crop catches a
 scanner's edge or a table's border. A rule clear of the digits is a mark of its own, long and thin,
 and is dropped (`rules`). A rule the digits touch joins them into one mark that no cut separates
-(it runs under all of them), and a bar along the image's side that a digit touches is cut out of
-it as a `1`. So before a line is segmented, its runs of ink along rows longer than any digit's
-stroke, and the columns of a bar flush against its left or right side, are taken out of its ink
-(`without_rules`). Sizes are in line heights, as in segments.py.
+(it runs under all of them), and a bar along the image's side or a box's side between two digits
+reads as a `1`. So before a line is segmented (`without_rules`), its runs of ink along rows longer
+than any digit's stroke and the bars flush with its sides are taken out of its ink; then, where
+two or more upright bars taller than the digits stand side by side with one top and one bottom (a
+row of boxes, a box around the number), the columns of ink that run down all of their span. Sizes
+are in line heights, as in segments.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from handler.number.components import Components, components_of, runs
 SPECK = 0.1  # components under this share of the largest one's area do not set the line's height
 THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule, not a digit
 RULE_RUN = 2.5  # a run of ink along a row longer than this: a rule through the digits
+# A box's side: an upright bar (no wider than BAR of its height, a column inked in SOLID of its rows)
+# TALL times the digits' height or more (a 1 is as tall as the digits), beside another whose top and
+# bottom are within ALIGN line heights of its own.
+BAR, SOLID, TALL, ALIGN = 0.25, 0.9, 1.15, 0.1
 # The image's left or right side is an edge where its ink runs down EDGE_RUN line heights or more
 # (a box's side, a scanner's edge), unless the ink between both sides touches the top and the bottom
 # row: a number cropped tight to its ink, whose first or last digit (a `1`) is flush with the side.
@@ -28,29 +34,32 @@ RULE_RUN = 2.5  # a run of ink along a row longer than this: a rule through the 
 EDGE_RUN, EDGE_WIDTH, FLUSH = 0.4, 0.4, 0.9
 
 
-def line_height(heights: np.ndarray, areas: np.ndarray) -> float:
+def line_height(comps: Components) -> float:
     """The median height of the components that are not specks beside the largest."""
-    return float(median(heights[areas >= SPECK * areas.max()].tolist()))  # (statistics': few values)
+    heights = comps.boxes[:, 2] - comps.boxes[:, 0]
+    return float(median(heights[comps.areas >= SPECK * comps.areas.max()].tolist()))  # (statistics': few values)
 
 
 def without_rules(masks: list[np.ndarray], comps: list[Components]) -> list[Components]:
     """Each mask's components (all from one components_of call), relabelled without its rules and
     edges where it has any (runs of ink along a row longer than RULE_RUN line heights; a side inked
-    down EDGE_RUN of them), all such masks in one components_of call."""
+    down EDGE_RUN of them), then without its boxes' sides; each pass's masks in one components_of
+    call."""
     cleared: dict[int, np.ndarray] = {}
     for i, (mask, c, longest) in enumerate(zip(masks, comps, _longest_runs(comps))):
         if not len(c):
             continue
-        line = line_height(c.boxes[:, 2] - c.boxes[:, 0], c.areas)
+        line = line_height(c)
         sides = mask[:, 0].any() or mask[:, -1].any() or mask[0].any() or mask[-1].any()
         if longest > RULE_RUN * line or (sides and any(_edge(*side, line) for side in _sides(mask))):
             cleared[i] = _cleared(mask, line)
-    if not cleared:
-        return comps
-    out = list(comps)
-    for i, relabelled in zip(cleared, components_of(list(cleared.values()))):
-        out[i] = relabelled
-    return out
+    comps = _relabelled(comps, cleared)
+    boxed: dict[int, np.ndarray] = {}
+    for i, c in enumerate(comps):
+        span = _box_sides(c) if len(c) else None
+        if span is not None:
+            boxed[i] = _without_columns(cleared.get(i, masks[i]), *span)
+    return _relabelled(comps, boxed)
 
 
 def rules(comps: Components, line: float) -> np.ndarray:
@@ -59,6 +68,53 @@ def rules(comps: Components, line: float) -> np.ndarray:
     heights, widths = comps.boxes[:, 2] - comps.boxes[:, 0], comps.boxes[:, 3] - comps.boxes[:, 1]
     longer = np.maximum(heights, widths)
     return (longer > LONG * line) & (comps.areas < THIN * line * longer)
+
+
+def _relabelled(comps: list[Components], masks: dict[int, np.ndarray]) -> list[Components]:
+    """`comps` with those of the masks given (by index) labelled again, in one call."""
+    if not masks:
+        return comps
+    out = list(comps)
+    for i, relabelled in zip(masks, components_of(list(masks.values()))):
+        out[i] = relabelled
+    return out
+
+
+def _box_sides(comps: Components) -> tuple[int, int] | None:
+    """The rows (top, bottom) that two or more boxes' sides all span, None without such: upright
+    bars TALL times as tall as the line's other marks, their tops and bottoms ALIGN line heights
+    from the median bar's."""
+    boxes, areas = comps.boxes, comps.areas
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    thin = widths <= BAR * heights
+    if thin.sum() < 2:
+        return None
+    marks = ~thin & (areas >= SPECK * areas.max())
+    if not marks.any():
+        return None
+    line = float(median(heights[marks].tolist()))  # the digits' height, not the boxes'
+    tall = [k for k in np.flatnonzero(thin & (heights >= TALL * line)) if _upright(comps, k)]
+    if len(tall) < 2:
+        return None
+    tops, bottoms = boxes[tall, 0], boxes[tall, 2]
+    near = ALIGN * line
+    aligned = (np.abs(tops - np.median(tops)) <= near) & (np.abs(bottoms - np.median(bottoms)) <= near)
+    return (int(tops[aligned].max()), int(bottoms[aligned].min())) if aligned.sum() >= 2 else None
+
+
+def _upright(comps: Components, k: int) -> bool:
+    """Whether component k (0-based) has a column inked in SOLID of its rows: a slanted stroke's
+    columns each cover a part of them."""
+    return bool(comps.mask([k + 1], *comps.boxes[k]).mean(0).max() >= SOLID)
+
+
+def _without_columns(mask: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """The mask without its runs of ink down a column that span rows top..bottom - 1."""
+    columns, starts, ends = runs(mask.T)
+    out = mask.copy()
+    for column, start, end in zip(*(a[(starts <= top) & (ends >= bottom)] for a in (columns, starts, ends))):
+        out[start:end, column] = False
+    return out
 
 
 def _longest_runs(comps: list[Components]) -> np.ndarray:

@@ -81,7 +81,7 @@ def lattice(comps: Components) -> Lattice | None:
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     if len(comps) == 0:
         return None
-    line = line_height(heights, comps.areas)
+    line = line_height(comps)
     noise = (comps.areas < NOISE_AREA * line**2) | ((heights < NOISE_SIDE * line) & (widths < NOISE_SIDE * line))
     kept = np.flatnonzero(~noise & ~rules(comps, line))
     if len(kept) == 0:
