@@ -6,9 +6,9 @@ and is dropped (`rules`). A rule the digits touch joins them into one mark that 
 (it runs under all of them), and a bar along the image's side or a box's side between two digits
 reads as a `1`. So before a line is segmented (`without_rules`), its runs of ink along rows longer
 than any digit's stroke and the bars flush with its sides are taken out of its ink; then, where
-two or more upright bars taller than the digits stand side by side with one top and one bottom (a
-row of boxes, a box around the number), the columns of ink that run down all of their span. Sizes
-are in line heights, as in segments.py.
+two or more upright bars taller than the digits stand with one top and one bottom (a row of boxes,
+a box around the number), so are the runs of ink down a column that span them all. Sizes are in
+line heights, as in segments.py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ SPECK = 0.1  # components under this share of the largest one's area do not set 
 THIN, LONG = 0.15, 1.5  # thinner on average and longer than these: a rule, not a digit
 RULE_RUN = 2.5  # a run of ink along a row longer than this: a rule through the digits
 # A box's side: an upright bar (no wider than BAR of its height, a column inked in SOLID of its rows)
-# TALL times the digits' height or more (a 1 is as tall as the digits), beside another whose top and
-# bottom are within ALIGN line heights of its own.
+# TALL times the digits' height or more (a 1 is as tall as the digits), one of two or more whose
+# tops and bottoms are within ALIGN line heights of the median such bar's.
 BAR, SOLID, TALL, ALIGN = 0.25, 0.9, 1.15, 0.1
 # The image's left or right side is an edge where its ink runs down EDGE_RUN line heights or more
 # (a box's side, a scanner's edge), unless the ink between both sides touches the top and the bottom

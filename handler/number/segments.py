@@ -1,6 +1,6 @@
 """A line of cleaned ink -> its candidate segments: the over-segmentation the best path is chosen from.
 
-    ink components --(noise dropped, wide ones cut at projection minima)--> atoms, left to right
+    ink components --(noise and rules dropped, wide ones cut along least-ink paths: cuts.py)--> atoms, left to right
     --(runs of 1..MAX_ATOMS neighbouring atoms, as wide as a digit)--> candidate segments
 
 Every digit is meant to be one candidate segment (or a run of atoms that is one): a component
