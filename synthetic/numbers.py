@@ -5,8 +5,8 @@ the line's height), printed ones are strings in the held-out fonts (synthetic/fo
 split_fonts), so that the evaluation reads handwriting and type the network never saw when it is
 given MNIST **test** digits. How the digits stand (gaps, touching, overlapping, sizes and a wobbly
 baseline) and how the line is delivered (a PNG of the line, a phone photo of paper, a wide canvas
-export, a scan, the digit families' noise, grey grounds, outlines and edge bars) make the families. Nothing here comes
-from a published benchmark.
+export, a scan, a form's row of boxes, the digit families' noise, grey grounds, outlines and edge
+bars) make the families. Nothing here comes from a published benchmark.
 
     samples = number_family("gaps", digits, labels, count=500, seed=0)   # [(upload bytes, "40961"), ...]
 """
