@@ -263,7 +263,8 @@ def boxed(digits, text, rng) -> bytes:
         g = _scaled(glyph(digit), height)[:, : cell - line - 2]
         y = line + 1 + int(rng.integers(0, cell - line - 1 - g.shape[0]))
         x = i * cell + line + 1 + int(rng.integers(0, cell - line - 1 - g.shape[1]))
-        np.maximum(comb[y : y + g.shape[0], x : x + g.shape[1]], g, out=comb[y : y + g.shape[0], x : x + g.shape[1]])
+        region = comb[y : y + g.shape[0], x : x + g.shape[1]]
+        np.maximum(region, g, out=region)
     comb[:, -line:] = level
     page = Image.fromarray(_uint8(0.97 - 0.9 * np.pad(comb, int(rng.integers(8, 25)))))
     blurred = np.asarray(page.filter(_blur(rng.uniform(0.3, 0.8))), np.float32) / 255

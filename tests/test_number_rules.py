@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 
 from handler.number.components import components_of
-from handler.number.reader import Reading, read_lines, read_requests
+from handler.number.reader import Reading
 from handler.number.rules import without_rules
 from harness.inprocess import load_handler
 from synthetic.families import encode_image
 from synthetic.numbers import mnist_row
-
-# Sample digits (tests/fixtures/mnist_test_100.npz) that the network reads right, as a number.
-NUMBER = slice(4, 9)
+from tests.number_helpers import NUMBER, read_bodies
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +69,7 @@ def _tight(row: np.ndarray) -> np.ndarray:
 
 
 def _read(served, images: list[np.ndarray]) -> list:
-    batch = read_requests([{"body": encode_image(image)} for image in images])
-    readings = iter(read_lines(served, batch, "cpu") if batch.views else [])
-    return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
+    return read_bodies(served, [encode_image(image) for image in images])
 
 
 def test_a_rule_through_the_digits_and_a_boxs_sides_are_not_read(mnist_sample, served):

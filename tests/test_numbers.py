@@ -27,9 +27,7 @@ from synthetic.camera import ORIENTATION, phone_heic
 from synthetic.corruptions import CORRUPTIONS
 from synthetic.families import encode_image
 from synthetic.numbers import mnist_row, number_family, write_line
-
-# Sample digits (tests/fixtures/mnist_test_100.npz) that the network reads right, as a number.
-NUMBER = slice(4, 9)
+from tests.number_helpers import NUMBER, read_bodies
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +117,6 @@ def test_the_best_path_reads_plausible_segments_and_leaves_out_specks():
     assert best_path(wide, segment_scores(wide.widths, wide.heights, np.log([0.9, 0.9, 0.95]))) == [0, 1]
 
 
-def _read(served, bodies: list[bytes]) -> list:
-    batch = read_requests([{"body": body} for body in bodies])
-    readings = iter(read_lines(served, batch, "cpu") if batch.views else [])
-    return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
-
-
 def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, served):
     digits, labels = mnist_sample
     row = mnist_row(digits[NUMBER])  # (28, 140): each digit in its own 28 px cell
@@ -136,7 +128,7 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
     jpeg = encode_image(turned, "JPEG", quality=95, exif=exif.tobytes())
     # a phone's HEIC, turned the same way, read from its 1,100 px thumbnail (decode.reduce_on_load)
     heic = phone_heic(turned.convert("RGB"), quality=90, thumbnails=(320, 1100))
-    plain, upright, thumbnail = _read(served, [encode_image(row), jpeg, heic])
+    plain, upright, thumbnail = read_bodies(served, [encode_image(row), jpeg, heic])
     for reading, scale in ((plain, 1), (upright, 8), (thumbnail, 8)):
         assert isinstance(reading, Reading) and reading.number == text
         assert 0 < reading.confidence <= min(reading.confidences) <= 1  # without a number calibration: their product
@@ -147,14 +139,14 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
 
 def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
     digits, _ = mnist_sample
-    blank, thirteen, one = _read(
+    blank, thirteen, one = read_bodies(
         served,
         [encode_image(np.zeros((40, 200), np.uint8)), encode_image(mnist_row(digits[:13])), encode_image(digits[5])],
     )
     assert (blank.status, blank.reason) == (422, "no_digit")
     assert (thirteen.status, thirteen.reason) == (422, "too_many_digits") and str(MAX_DIGITS) in thirteen.message
     assert isinstance(one, Reading) and len(one.digits) == 1
-    (alone,) = _read(served, [encode_image(np.zeros((40, 200), np.uint8))])  # a batch of blanks only
+    (alone,) = read_bodies(served, [encode_image(np.zeros((40, 200), np.uint8))])  # a batch of blanks only
     assert (alone.status, alone.reason) == (422, "no_digit")
 
 
@@ -169,7 +161,7 @@ def test_two_lines_of_digits_are_refused_and_a_wobbly_line_is_read(mnist_sample,
         [np.pad(top, ((0, 0), (0, blank.shape[1]))), np.zeros((10, bottom.shape[1]), np.uint8), bottom]
     )
     wobbly = number_family("sizes_baseline", digits, labels, 8, seed=1)
-    readings = _read(served, [encode_image(stacked), encode_image(apart), *(body for body, _ in wobbly)])
+    readings = read_bodies(served, [encode_image(stacked), encode_image(apart), *(body for body, _ in wobbly)])
     for refused in readings[:2]:
         assert (refused.status, refused.reason) == (422, "several_lines") and "2 lines" in refused.message
     assert all(isinstance(r, Reading) for r in readings[2:])
@@ -196,7 +188,7 @@ def test_odd_images_get_a_reading_or_a_4xx_never_a_500(served):
         else:
             image = (rng.random((h, w)) < 0.02) * 255
         images.append(image.astype(np.uint8))
-    for image, answer in zip(images, _read(served, [encode_image(image) for image in images])):
+    for image, answer in zip(images, read_bodies(served, [encode_image(image) for image in images])):
         assert isinstance(answer, Reading) or 400 <= answer.status < 500, (image.shape, answer)
 
 

@@ -13,6 +13,8 @@ line heights, as in segments.py.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from statistics import median
 
 import numpy as np
@@ -34,10 +36,14 @@ BAR, SOLID, TALL, ALIGN = 0.25, 0.9, 1.15, 0.1
 EDGE_RUN, EDGE_WIDTH, FLUSH = 0.4, 0.4, 0.9
 
 
-def line_height(comps: Components) -> float:
-    """The median height of the components that are not specks beside the largest."""
+def line_height(comps: Components, leaving_out: np.ndarray | None = None) -> float:
+    """The median height of the components that are not specks beside the largest (nor those
+    `leaving_out` marks, a (K,) bool); nan when none is left."""
     heights = comps.boxes[:, 2] - comps.boxes[:, 0]
-    return float(median(heights[comps.areas >= SPECK * comps.areas.max()].tolist()))  # (statistics': few values)
+    counted = comps.areas >= SPECK * comps.areas.max()
+    if leaving_out is not None:
+        counted &= ~leaving_out
+    return float(median(heights[counted].tolist())) if counted.any() else math.nan  # (statistics': few values)
 
 
 def without_rules(masks: list[np.ndarray], comps: list[Components]) -> list[Components]:
@@ -84,15 +90,14 @@ def _box_sides(comps: Components) -> tuple[int, int] | None:
     """The rows (top, bottom) that two or more boxes' sides all span, None without such: upright
     bars TALL times as tall as the line's other marks, their tops and bottoms ALIGN line heights
     from the median bar's."""
-    boxes, areas = comps.boxes, comps.areas
+    boxes = comps.boxes
     heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     thin = widths <= BAR * heights
     if thin.sum() < 2:
         return None
-    marks = ~thin & (areas >= SPECK * areas.max())
-    if not marks.any():
+    line = line_height(comps, leaving_out=thin)  # the digits' height, not the boxes'
+    if math.isnan(line):
         return None
-    line = float(median(heights[marks].tolist()))  # the digits' height, not the boxes'
     tall = [k for k in np.flatnonzero(thin & (heights >= TALL * line)) if _upright(comps, k)]
     if len(tall) < 2:
         return None
@@ -110,11 +115,17 @@ def _upright(comps: Components, k: int) -> bool:
 
 def _without_columns(mask: np.ndarray, top: int, bottom: int) -> np.ndarray:
     """The mask without its runs of ink down a column that span rows top..bottom - 1."""
-    columns, starts, ends = runs(mask.T)
     out = mask.copy()
-    for column, start, end in zip(*(a[(starts <= top) & (ends >= bottom)] for a in (columns, starts, ends))):
-        out[start:end, column] = False
+    _clear_runs(out.T, lambda starts, ends: (starts <= top) & (ends >= bottom))
     return out
+
+
+def _clear_runs(lines: np.ndarray, picked: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Clears, in place, the runs of ink along the rows of `lines` (a mask, or a transposed view of
+    one for its columns) that `picked(starts, ends)` marks."""
+    rows, starts, ends = runs(lines)
+    for row, start, end in zip(*(a[picked(starts, ends)] for a in (rows, starts, ends))):
+        lines[row, start:end] = False
 
 
 def _longest_runs(comps: list[Components]) -> np.ndarray:
@@ -156,10 +167,8 @@ def _edge(side: np.ndarray, least: float, unless_tight: bool, line: float) -> tu
 def _cleared(mask: np.ndarray, line: float) -> np.ndarray:
     """The mask without its runs of ink along rows longer than RULE_RUN lines, nor its edges: along
     a side's longest run of ink, the columns (rows) next to it inked in FLUSH of that run."""
-    rows, starts, ends = runs(mask)
     out = mask.copy()
-    for row, start, end in zip(*(a[ends - starts > RULE_RUN * line] for a in (rows, starts, ends))):
-        out[row, start:end] = False
+    _clear_runs(out, lambda starts, ends: ends - starts > RULE_RUN * line)
     for side, least, unless_tight in _sides(out):  # views: cleared in place
         run = _edge(side, least, unless_tight, line)
         if run is not None:
