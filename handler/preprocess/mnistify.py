@@ -34,9 +34,10 @@ from handler.preprocess.background import (
     noisy,
 )
 from handler.preprocess.decode import decode_gray, in_unit_range
-from handler.preprocess.framing import Views, frame_views
+from handler.preprocess.framing import Views, fit_and_centre, frame_views
 from handler.preprocess.kernels import LEAST_NOT_BLACK, below, by_shape, from_levels, quantiles
 from handler.preprocess.margins import MARGIN_SHARE, margins_filled
+from handler.preprocess.tones import without_second_tone
 
 # Polarity: the ink is the side of the median whose POLARITY_QUANTILE strays further; when the two
 # sides are within AMBIGUOUS of each other, both polarities are read.
@@ -129,6 +130,11 @@ def _views_of_stack(x: torch.Tensor, denoise_noisy: bool, multiple: bool) -> tup
     out = frame_views(first, blank, multiple)
     if not multiple:  # (the evaluation measures what the other views buy)
         return [r[:1] for r in out], blank
+    # marks of a dimmer tone of their own over the digit (tones.py): the strokes alone, read too
+    toned, strokes = without_second_tone(first)
+    for i, view in zip(toned, fit_and_centre(strokes).unbind(0) if toned else ()):
+        if out[i]:
+            out[i].append(view)
     if unfiltered is not None:
         noisy, raw = unfiltered
         for i, extra in zip(noisy.tolist(), frame_views(raw, torch.zeros_like(noisy, dtype=torch.bool), multiple)):
