@@ -6,7 +6,8 @@ Where a decision is uncertain, the image gets more than one *candidate view* (28
 polarities when neither side of the median clearly holds the ink, the image as it is and
 re-cropped when a 28x28 upload is not already MNIST-shaped, the crop without the structures that
 touch the border (scanner edges, rulers) instead of the crop with them, the unfiltered image
-beside the denoised one (thin outlines look like noise to the detector). The network reads them
+beside the denoised one (thin outlines look like noise to the detector), the strokes without marks
+of a dimmer tone of their own (tones.py: rules, strike-throughs, blots). The network reads them
 all (one forward pass each) and the handler answers with the view it is most confident of
 (handler/inference.py). Clean MNIST-shaped uploads get one view. reports/evaluation.md shows what
 each step buys, per input family.
