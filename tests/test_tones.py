@@ -37,6 +37,16 @@ def test_clean_digits_and_a_line_as_bright_as_the_strokes_have_no_second_tone(mn
     assert without_second_tone(bright)[0] == []
 
 
+def test_an_image_of_several_mid_tones_has_no_second_tone(mnist_sample):
+    """A few levels each holding many pixels (a quantized image: an outline's area-averaged
+    contours, a rescan's blocks) are not one mark of its own tone."""
+    digits = mnist_sample[0][:20]
+    one = np.stack([_with_line(d, 0.6) for d in digits])
+    two = np.maximum(one, np.flip(np.stack([_with_line(np.zeros_like(d), 0.3) for d in digits]), 2))
+    assert len(without_second_tone(torch.from_numpy(one))[0]) >= 18
+    assert without_second_tone(torch.from_numpy(np.ascontiguousarray(two)))[0] == []
+
+
 def test_the_strokes_alone_are_one_more_candidate_view(mnist_sample):
     """The upload keeps its own views; the last one is the digit without the line."""
     digit = mnist_sample[0][3]

@@ -3,11 +3,12 @@ stamp) over the digit's strokes -> a candidate view of the strokes alone.
 
 Marks made apart from the digit often have a tone of their own: a form's printed lines are grey
 where the pen is black, a blot is as dark as it is thick. Where a light-ink image (N, H, W) has
-many pixels of one mid tone, distinctly dimmer than its brightest strokes and lying away from
-them, the pixels of that tone and dimmer are dropped, except those next to the brighter strokes
-(their own antialiased edges). The image keeps its first views: the network reads both, and the
-handler answers with the view it is most confident of (handler/inference.py). Thresholds chosen
-on MNIST *training* digits under the evaluation's corruptions (docs/decisions.md).
+many pixels of one mid tone (one: an image of a few levels, quantized, has several), distinctly
+dimmer than its brightest strokes and lying away from them, the pixels of that tone and dimmer
+are dropped, except those next to the brighter strokes (their own antialiased edges). The image
+keeps its first views: the network reads them all, and the handler answers with the view it is
+most confident of (handler/inference.py). Thresholds chosen on MNIST *training* digits under the
+evaluation's corruptions (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MID = 0.25  # tones above this count (fainter pixels are grain or antialiasing)
 SEPARATION = 0.06  # the strokes are brighter than the top of the tone's bin by this much
 LEAST = 10  # pixels of the tone, and pixels of it away from the strokes, at least
 SHARE = 0.3  # the tone holds at least this share of the mid tones (not one of many: a rescan's blocks)
+SECOND = 0.5  # ... and no tone 2 or more bins away holds this share of its pixels (a few levels: quantized)
 PEAK = 6.0  # ... and this many times the mean of the bins 2-4 away (a tone, not a gradient: fog, blur)
 STROKES = 15  # pixels brighter than the tone, at least
 NEAR = 1  # px: the tone's pixels this close to the strokes are the strokes' edges, kept
@@ -36,7 +38,10 @@ def without_second_tone(x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     mid = (v > MID) & (v < 1 - SEPARATION)
     counts = torch.zeros(n, BINS + 8, device=x.device)  # 4 empty bins each side, for AROUND
     counts.scatter_add_(1, (bins + 4).flatten(1).long(), mid.flatten(1).float())
-    peak, tone = counts[:, 4 : BINS + 4].max(1)  # (N,) the most common mid tone and its count
+    tones = counts[:, 4 : BINS + 4]  # (N, BINS)
+    peak, tone = tones.max(1)  # (N,) the most common mid tone and its count
+    apart_bins = (constant(tuple(range(BINS)), torch.int64, x.device)[None] - tone[:, None]).abs() >= 2
+    second = (tones * apart_bins).amax(1)  # (N,) the most common tone 2 or more bins from it
     others = tone[:, None] + constant(AROUND, torch.int64, x.device)  # (N, 6) the bins around it
     real = ((others >= 0) & (others < BINS)).sum(1).clamp(min=1)  # those within [0, 1]
     around = counts.gather(1, others + 4).sum(1) / real  # (N,) their mean count
@@ -48,6 +53,7 @@ def without_second_tone(x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     found = (
         (peak >= LEAST)
         & (peak >= SHARE * mid.flatten(1).sum(1))
+        & (second < SECOND * peak)
         & (peak >= PEAK * around.clamp(min=1))
         & (strokes.flatten(1).sum(1) >= STROKES)
         & (apart >= LEAST)
