@@ -75,8 +75,7 @@ def _one_tone(counts: np.ndarray) -> tuple[list[int], list[int]]:
     an image exactly on a bound (27 of 90 mid tones at SHARE) goes the way the evaluated views did."""
     f32 = np.float32
     peak, tone = counts.max(1), counts.argmax(1)  # the first of equal tones
-    share = f32(SHARE) * counts.sum(1).astype(f32)
-    maybe = np.flatnonzero((peak >= LEAST) & (peak.astype(f32) >= share))
+    maybe = np.flatnonzero((peak >= LEAST) & (peak.astype(f32) >= f32(SHARE) * counts.sum(1).astype(f32)))
     if len(maybe) == 0:  # most stacks: no tone holds enough of the mid tones
         return [], []
     counts, peak, tone = counts[maybe], peak[maybe], tone[maybe]
@@ -85,5 +84,5 @@ def _one_tone(counts: np.ndarray) -> tuple[list[int], list[int]]:
     real = (others >= 0) & (others < BINS)
     around = np.where(real, np.take_along_axis(counts, others.clip(0, BINS - 1), 1), 0).sum(1).astype(f32)
     around = np.maximum(around / real.sum(1).clip(min=1).astype(f32), f32(1))  # their mean, at least 1
-    picked = np.flatnonzero((second < SECOND * peak) & (peak.astype(f32) >= f32(PEAK) * around))
+    picked = np.flatnonzero((second < SECOND * peak) & (peak >= f32(PEAK) * around))
     return maybe[picked].tolist(), tone[picked].tolist()
