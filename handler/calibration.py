@@ -9,7 +9,9 @@ temperature of the image's path:
 - "one_view": the image has one candidate view (clean MNIST-shaped uploads, photos, canvases);
 - "views_agree": several candidate views, all read as the same digit;
 - "views_disagree": several candidate views read as different digits (the answer is the most
-  confident one's, which is more often wrong than its probability says).
+  confident one's, which is more often wrong than its probability says);
+- "turned": the answer is the chosen view's turned by test-time augmentation (handler/inference.py,
+  tta: an unsure view that reads sure once turned), whatever the views.
 
 A temperature is positive, so each row keeps its order and its argmax: the digits answered are
 those of the network. The temperatures are fitted by `python -m train.calibrate` on training digits
@@ -29,8 +31,8 @@ import torch
 # Where the calibration lies, relative to the repository root and to an archive's model_dir alike
 # (ops/build_archive.py stages it there).
 CALIBRATION_FILE = Path("model") / "calibration.json"
-PATHS = ("one_view", "views_agree", "views_disagree")
-ONE_VIEW, VIEWS_AGREE, VIEWS_DISAGREE = range(len(PATHS))
+PATHS = ("one_view", "views_agree", "views_disagree", "turned")
+ONE_VIEW, VIEWS_AGREE, VIEWS_DISAGREE, TURNED = range(len(PATHS))
 
 
 class CalibrationError(ValueError):
@@ -78,6 +80,15 @@ def view_paths(probabilities: torch.Tensor, counts: list[int], best: list[int] |
             paths.append(VIEWS_AGREE if agree else VIEWS_DISAGREE)
         start += count
     return torch.tensor(paths)
+
+
+def turned_paths(paths: torch.Tensor | None, n: int, turned: list[int]) -> torch.Tensor | None:
+    """view_paths' (N,) paths (None: every image one view) with the `turned` rows on TURNED."""
+    if not turned:
+        return paths
+    paths = torch.full((n,), ONE_VIEW) if paths is None else paths.clone()
+    paths[turned] = TURNED
+    return paths
 
 
 def file_digest(path: Path) -> str:

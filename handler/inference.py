@@ -14,15 +14,19 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from handler.calibration import Calibration, view_paths
+from handler.calibration import Calibration, turned_paths, view_paths
 from handler.preprocess.kernels import divide
 
 # Test-time augmentation: an answer under TTA_BELOW is re-read with its view turned by
 # +-TTA_DEGREES, the rotation training drew from (the model card's "small rotations"), and the
-# three probability vectors averaged. Decided on the network's own probability, before calibration,
-# so that calibrating changes no answer. Independent of the LowConfidencePredictions metric's
-# threshold (HandlerSettings.low_confidence), which counts the calibrated answers.
+# three probability vectors averaged. An answer under TURN_BELOW is also read turned by
+# +-TURN_DEGREES: a digit written or photographed at a slant reads sure once turned back, and where
+# a turn reads TURNED_SURE or more, and surer than the view itself, its reading is the answer
+# (docs/decisions.md). Decided on the network's own probability, before calibration, so that
+# calibrating changes no answer. Independent of the LowConfidencePredictions metric's threshold
+# (HandlerSettings.low_confidence), which counts the calibrated answers.
 TTA_BELOW, TTA_DEGREES = 0.6, 10.0
+TURN_BELOW, TURN_DEGREES, TURNED_SURE = 0.8, 20.0, 0.9
 
 
 def to_batch(views: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
@@ -51,35 +55,56 @@ def _rotation(degrees: float) -> list[list[float]]:
     return [[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]
 
 
-_TURNS = torch.tensor([_rotation(TTA_DEGREES), _rotation(-TTA_DEGREES)])
+# The turns, in this order in the re-read batch: the averaged ones, then the wider ones.
+_TURNS = torch.tensor([_rotation(a) for a in (TTA_DEGREES, -TTA_DEGREES, TURN_DEGREES, -TURN_DEGREES)])
 
 
 @functools.lru_cache(maxsize=8)
 def _turn_grids(device: torch.device) -> torch.Tensor:
-    """(2, 28, 28, 2) sampling grids of the two turns, made once per device: on the CPU, making
+    """(T, 28, 28, 2) sampling grids of the turns, made once per device: on the CPU, making
     them for every batch with an unsure answer cost about 0.1 ms of its TTA."""
-    return F.affine_grid(_TURNS.to(device), [2, 1, 28, 28], align_corners=False)
+    return F.affine_grid(_TURNS.to(device), [len(_TURNS), 1, 28, 28], align_corners=False)
 
 
 def tta(
-    model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor, below: float = TTA_BELOW
-) -> torch.Tensor:
-    """(N, 1, 28, 28) chosen views and their (N, 10) probabilities -> (N, 10), where the answers
-    under `below` are the mean over the view and the view turned by +-TTA_DEGREES. Two more
-    forward passes for the few unsure images; what it buys per input family is in
-    reports/evaluation.md."""
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    features: torch.Tensor,
+    probabilities: torch.Tensor,
+    below: float = TTA_BELOW,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """(N, 1, 28, 28) chosen views, their (N, C) features and (N, 10) probabilities -> the same
+    after TTA, and the rows whose answer is now a turned view's. Answers under `below` are averaged
+    with their view turned by +-TTA_DEGREES; answers under max(below, TURN_BELOW) whose view turned
+    by TURN_DEGREES one way reads TURNED_SURE or more, and surer than the view, become that turned
+    view's: its probabilities, the view itself and its features (what the open-set head and an
+    explanation see). One more forward pass, of four turns of each unsure view."""
     # One read of the confidences, the checks in Python: fewer calls than a mask and its nonzero,
     # for the usual batch where nobody is unsure.
-    unsure_rows = [i for i, surest in enumerate(probabilities.amax(1).tolist()) if surest < below]
+    confidences = probabilities.amax(1).tolist()
+    unsure_rows = [i for i, surest in enumerate(confidences) if surest < max(below, TURN_BELOW)]
     if not unsure_rows:
-        return probabilities
+        return probabilities, images, features, []
+    n = len(unsure_rows)
     unsure = torch.tensor(unsure_rows, device=images.device)
-    x = images[unsure].repeat(2, 1, 1, 1)  # (2n, 1, 28, 28): every image once per turn
-    grid = _turn_grids(images.device).repeat_interleave(len(unsure), 0)  # (2n, 28, 28, 2), as x
-    turned = torch.softmax(model(F.grid_sample(x, grid, align_corners=False)), dim=1)  # (2n, 10)
+    x = images[unsure].repeat(len(_TURNS), 1, 1, 1)  # (4n, 1, 28, 28): every image once per turn
+    grid = _turn_grids(images.device).repeat_interleave(n, 0)  # (4n, 28, 28, 2), as x
+    x = F.grid_sample(x, grid, align_corners=False)
+    turned_features, logits = model.features_and_logits(x)
+    turned = torch.softmax(logits, dim=1).view(len(_TURNS), n, 10)
+    own = probabilities[unsure]
+    averaged = torch.tensor([confidences[i] < below for i in unsure_rows], device=own.device)[:, None]
     probabilities = probabilities.clone()
-    probabilities[unsure] = divide(probabilities[unsure] + turned.view(2, len(unsure), 10).sum(0), 3)
-    return probabilities
+    probabilities[unsure] = torch.where(averaged, divide(own + turned[0] + turned[1], 3), own)
+    surest, way = turned[2:].amax(2).max(0)  # (n,) the surer of the wider turns, and which
+    taken = ((surest >= TURNED_SURE) & (surest > own.amax(1))).nonzero().flatten()
+    if not len(taken):
+        return probabilities, images, features, []
+    rows, at = unsure[taken], (way[taken] + 2) * n + taken  # the rows in the batch, in x
+    probabilities[rows] = turned.flatten(0, 1)[at]
+    images, features = images.clone(), features.clone()
+    images[rows], features[rows] = x[at], turned_features[at]
+    return probabilities, images, features, rows.tolist()
 
 
 class Reading(NamedTuple):
@@ -110,10 +135,11 @@ def read_views(
         probabilities = torch.softmax(logits, dim=1)
         best = most_confident(probabilities, counts)
         paths = view_paths(probabilities, counts, best)
-        probabilities, chosen = probabilities[best], inputs[best]
+        probabilities, chosen, features = probabilities[best], inputs[best], features[best]
         if tta_below is not None:
-            probabilities = tta(model, chosen, probabilities, tta_below)
-    return Reading(probabilities.cpu(), chosen, features[best], counts, paths)
+            probabilities, chosen, features, turned = tta(model, chosen, features, probabilities, tta_below)
+            paths = turned_paths(paths, len(counts), turned)
+    return Reading(probabilities.cpu(), chosen, features, counts, paths)
 
 
 def digit_probabilities(

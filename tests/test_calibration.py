@@ -51,7 +51,7 @@ def test_calibrated_probabilities_sum_to_one_and_keep_the_argmax():
     p = p / p.sum(1, keepdim=True)
     p[5] = 0.1  # an exact tie stays a tie, answered by its first digit
     paths = torch.randint(0, len(PATHS), (500,), generator=g)
-    calibration = Calibration((0.5, 0.8, 1.6))
+    calibration = Calibration((0.5, 0.8, 1.6, 0.7))
     for q in (calibration(p, paths), calibration(p, None)):
         assert torch.allclose(q.sum(1), torch.ones(500), atol=1e-5)
         assert torch.equal(q.argmax(1), p.argmax(1)) and (q[:5, 3] == 0).all()
@@ -66,7 +66,7 @@ def test_calibrated_probabilities_sum_to_one_and_keep_the_argmax():
 
 
 def test_a_temperature_must_be_positive_and_one_per_path():
-    for temperatures in ((0.5, 0.5), (0.5, 0.0, 1.0), (0.5, -1.0, 1.0)):
+    for temperatures in ((0.5, 0.5, 0.5), (0.5, 0.0, 1.0, 1.0), (0.5, -1.0, 1.0, 1.0)):
         with pytest.raises(CalibrationError):
             Calibration(temperatures)
 
@@ -108,7 +108,7 @@ def test_a_calibration_of_other_weights_or_without_a_temperature_is_refused(tmp_
     with pytest.raises(CalibrationError, match="make calibrate"):
         load_calibration(other, DEFAULT_WEIGHTS)
     other.write_text(json.dumps(stored | {"temperatures": {"one_view": 0.5}}))
-    with pytest.raises(CalibrationError, match="views_agree, views_disagree"):
+    with pytest.raises(CalibrationError, match="views_agree, views_disagree, turned"):
         load_calibration(other, DEFAULT_WEIGHTS)
     with pytest.raises(CalibrationError, match="cannot read"):
         load_calibration(tmp_path / "missing.json", DEFAULT_WEIGHTS)
