@@ -66,31 +66,36 @@ def _turn_grids(device: torch.device) -> torch.Tensor:
     return F.affine_grid(_TURNS.to(device), [len(_TURNS), 1, 28, 28], align_corners=False)
 
 
+class Turned(NamedTuple):
+    """The answers test-time augmentation took from a turned view: their rows of the batch, and
+    the turned view's reading of each."""
+
+    rows: list[int]
+    probabilities: torch.Tensor  # (t, 10)
+    views: torch.Tensor  # (t, 1, 28, 28)
+    features: torch.Tensor  # (t, C)
+
+
 def tta(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    features: torch.Tensor,
-    probabilities: torch.Tensor,
-    below: float = TTA_BELOW,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-    """(N, 1, 28, 28) chosen views, their (N, C) features and (N, 10) probabilities -> the same
-    after TTA, and the rows whose answer is now a turned view's. Answers under `below` are averaged
-    with their view turned by +-TTA_DEGREES; answers under max(below, TURN_BELOW) whose view turned
-    by TURN_DEGREES one way reads TURNED_SURE or more, and surer than the view, become that turned
-    view's: its probabilities, the view itself and its features (what the open-set head and an
-    explanation see). One more forward pass, of four turns of each unsure view."""
+    model: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor, below: float = TTA_BELOW
+) -> tuple[torch.Tensor, Turned | None]:
+    """(N, 1, 28, 28) chosen views and their (N, 10) probabilities -> (N, 10) where the answers under
+    `below` are the mean over the view and the view turned by +-TTA_DEGREES; and the answers under
+    max(below, TURN_BELOW) whose view turned TURN_DEGREES one way reads TURNED_SURE or more, and
+    surer than the view, as that turned view's reading (None: none). One more forward pass, of four
+    turns of each unsure view."""
     # One read of the confidences, the checks in Python: fewer calls than a mask and its nonzero,
     # for the usual batch where nobody is unsure.
     confidences = probabilities.amax(1).tolist()
     unsure_rows = [i for i, surest in enumerate(confidences) if surest < max(below, TURN_BELOW)]
     if not unsure_rows:
-        return probabilities, images, features, []
+        return probabilities, None
     n = len(unsure_rows)
     unsure = torch.tensor(unsure_rows, device=images.device)
     x = images[unsure].repeat(len(_TURNS), 1, 1, 1)  # (4n, 1, 28, 28): every image once per turn
     grid = _turn_grids(images.device).repeat_interleave(n, 0)  # (4n, 28, 28, 2), as x
     x = F.grid_sample(x, grid, align_corners=False)
-    turned_features, logits = model.features_and_logits(x)
+    features, logits = model.features_and_logits(x)
     turned = torch.softmax(logits, dim=1).view(len(_TURNS), n, 10)
     own = probabilities[unsure]
     averaged = torch.tensor([confidences[i] < below for i in unsure_rows], device=own.device)[:, None]
@@ -99,26 +104,35 @@ def tta(
     surest, way = turned[2:].amax(2).max(0)  # (n,) the surer of the wider turns, and which
     taken = ((surest >= TURNED_SURE) & (surest > own.amax(1))).nonzero().flatten()
     if not len(taken):
-        return probabilities, images, features, []
-    rows, at = unsure[taken], (way[taken] + 2) * n + taken  # the rows in the batch, in x
-    probabilities[rows] = turned.flatten(0, 1)[at]
-    images, features = images.clone(), features.clone()
-    images[rows], features[rows] = x[at], turned_features[at]
-    return probabilities, images, features, rows.tolist()
+        return probabilities, None
+    at = (way[taken] + 2) * n + taken  # in x
+    return probabilities, Turned(unsure[taken].tolist(), turned.flatten(0, 1)[at], x[at], features[at])
 
 
 class Reading(NamedTuple):
     """What one forward pass over a batch's candidate views gives, per image of the N."""
 
-    probabilities: torch.Tensor  # (N, 10) on the CPU: the network's own, of the most confident view, after TTA
+    probabilities: torch.Tensor  # (N, 10) on the CPU: the network's own, of the view answered with, after TTA
     views: torch.Tensor  # (N, 1, 28, 28) that view, on the device (what an explanation shows and attributes)
     features: torch.Tensor  # (N, C) the network's pooled features of that view, on the device
     candidates: list[int]  # how many candidate views each image had
     paths: torch.Tensor | None  # (N,) each image's calibration path (view_paths; None: one view each)
+    # (probabilities, views, features) as first read, where TTA answered some images with a turned
+    # view (None: as above): the most confident candidate view, before any turn.
+    first_read: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def calibrated(self, calibration: Calibration | None) -> torch.Tensor:
         """(N, 10) the service's answers: the probabilities calibrated (None: the network's own)."""
         return self.probabilities if calibration is None else calibration(self.probabilities, self.paths)
+
+    def as_first_read(self) -> Reading:
+        """The reading before any turn: what the open-set head judges. A turn is searched for where
+        the view reads unsure, until some digit reads sure: a letter turned until it reads as a
+        digit is still a letter, so whether an image is one digit is judged as it was uploaded."""
+        if self.first_read is None:
+            return self
+        probabilities, views, features = self.first_read
+        return self._replace(probabilities=probabilities, views=views, features=features, first_read=None)
 
 
 def read_views(
@@ -136,10 +150,21 @@ def read_views(
         best = most_confident(probabilities, counts)
         paths = view_paths(probabilities, counts, best)
         probabilities, chosen, features = probabilities[best], inputs[best], features[best]
+        turned = None
         if tta_below is not None:
-            probabilities, chosen, features, turned = tta(model, chosen, features, probabilities, tta_below)
-            paths = turned_paths(paths, len(counts), turned)
-    return Reading(probabilities.cpu(), chosen, features, counts, paths)
+            probabilities, turned = tta(model, chosen, probabilities, tta_below)
+        reading = Reading(probabilities.cpu(), chosen, features, counts, paths)
+        return reading if turned is None else _answered_turned(reading, turned)
+
+
+def _answered_turned(reading: Reading, turned: Turned) -> Reading:
+    """`reading` with the turned rows answered by their turned views, on the "turned" path."""
+    probabilities, views, features = reading.probabilities.clone(), reading.views.clone(), reading.features.clone()
+    probabilities[turned.rows] = turned.probabilities.cpu()
+    views[turned.rows], features[turned.rows] = turned.views, turned.features
+    paths = turned_paths(reading.paths, len(probabilities), turned.rows)
+    first = reading.probabilities, reading.views, reading.features
+    return Reading(probabilities, views, features, reading.candidates, paths, first)
 
 
 def digit_probabilities(

@@ -1,8 +1,9 @@
 """Uploads that are not one digit: the open-set head (model/open_set.py) on what the digit network
 computed anyway, and the 422 each refused image gets.
 
-The head reads, per image, the view the service answers with (the most confident candidate view)
-and its answer after test-time augmentation: the network's pooled features of that view, its ten
+The head reads, per image, the most confident candidate view and its answer after test-time
+augmentation's averaging, as first read: where a turned view became the answer, the image is
+still judged as uploaded (Reading.as_first_read). The network's pooled features of that view, its ten
 probabilities (the network's own, before calibration: what the head was trained on), and a few
 facts about the view's ink that several digits squashed into one frame show at once (the ink
 box's aspect, how many separate runs of inked columns and rows it has, its share of the frame),
@@ -47,8 +48,10 @@ def geometry(views: torch.Tensor) -> np.ndarray:
 def head_inputs(reading: Reading) -> torch.Tensor:
     """(N, C + 10 + 2 + 5 + 1) on the features' device: pooled features, log-probabilities, the top
     probability and its margin over the second, geometry(), and how many candidate views the
-    image had (up to MAX_CANDIDATES: a photo of something else often has several). All but the
-    features are put together in numpy, on the CPU where the probabilities are."""
+    image had (up to MAX_CANDIDATES: a photo of something else often has several), all of the
+    reading as first read (Reading.as_first_read: before any turn). All but the features are put
+    together in numpy, on the CPU where the probabilities are."""
+    reading = reading.as_first_read()
     p = reading.probabilities.cpu().numpy()  # (N, 10)
     top2 = -np.partition(-p, 1, axis=1)[:, :2]  # (N, 2), largest first
     candidates = np.minimum(np.asarray(reading.candidates, dtype=np.float32), MAX_CANDIDATES)

@@ -25,7 +25,8 @@ class HandlerSettings:
     # counted in the LowConfidencePredictions metric: at 0.9, the answers a person should check.
     low_confidence: float = 0.9
     # Answers whose network probability, before calibration, is below this get test-time
-    # augmentation (handler/inference.py); null: none.
+    # augmentation (handler/inference.py; under its TURN_BELOW they are also read turned back);
+    # null: none of either.
     tta_below: float | None = TTA_BELOW
     # Uploads that are not one digit are refused with 422 and a reason (handler/open_set.py);
     # false: every readable image gets a digit, as before the open-set head.

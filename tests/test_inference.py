@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import numpy as np
 from PIL import Image
 
-from handler.calibration import ONE_VIEW, TURNED, turned_paths
+from handler.calibration import ONE_VIEW, TURNED
 from handler.inference import TURNED_SURE, read_views, tta
 from handler.preprocess.mnistify import views_of_bytes
 from handler.served_model import served_network
@@ -29,7 +28,7 @@ class _Recorder(torch.nn.Module):
     def features_and_logits(self, x):
         self.inputs.append(x.clone())
         logits = torch.zeros(len(x), 10, device=x.device)
-        logits[self.sure, 7] = 10.0
+        logits[[i for i in self.sure if i < len(x)], 7] = 10.0
         return x.sum((1, 2, 3))[:, None], logits
 
 
@@ -47,16 +46,16 @@ def _stroke(n: int) -> torch.Tensor:
 
 
 def test_sure_answers_get_no_tta():
-    model, p, images = _Recorder(), _sure_and_unsure(4, []), torch.rand(4, 1, 28, 28)
-    out, views, features, turned = tta(model, images, images.sum((1, 2, 3))[:, None], p)
-    assert torch.equal(out, p) and views is images and turned == [] and model.inputs == []
+    model, p = _Recorder(), _sure_and_unsure(4, [])
+    out, turned = tta(model, torch.rand(4, 1, 28, 28), p)
+    assert torch.equal(out, p) and turned is None and model.inputs == []
 
 
 def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
     model, images = _Recorder(), _stroke(3)
     p = _sure_and_unsure(3, [1])
-    out, views, _, turned = tta(model, images, images.sum((1, 2, 3))[:, None], p)
-    assert torch.equal(out[[0, 2]], p[[0, 2]]) and turned == [] and torch.equal(views, images)
+    out, turned = tta(model, images, p)
+    assert torch.equal(out[[0, 2]], p[[0, 2]]) and turned is None
     assert torch.allclose(out[1], (p[1] + 2 * torch.full((10,), 0.1)) / 3)  # the recorder answers 0.1 each
     (x,) = model.inputs
     assert x.shape == (4, 1, 28, 28)  # +10, -10, +20 and -20 degrees
@@ -68,22 +67,45 @@ def test_unsure_answers_are_averaged_with_the_reading_turned_either_way():
 def test_answers_between_the_two_lines_are_read_turned_but_not_averaged():
     model, images = _Recorder(), _stroke(2)
     p = _sure_and_unsure(2, [0], second=0.2)  # 0.7: under TURN_BELOW, over TTA_BELOW
-    out, _, _, turned = tta(model, images, images.sum((1, 2, 3))[:, None], p)
-    assert len(model.inputs) == 1 and torch.equal(out, p) and turned == []
+    out, turned = tta(model, images, p)
+    assert len(model.inputs) == 1 and torch.equal(out, p) and turned is None
 
 
-def test_a_turn_read_sure_becomes_the_answer_its_view_and_its_features():
-    images = _stroke(3)
-    features = torch.full((3, 1), -1.0)
+def test_a_turn_read_sure_is_the_turned_views_reading():
     p = _sure_and_unsure(3, [0, 2])
     model = _Recorder(sure=(2 * 2 + 1,))  # rows of the re-read: turn by turn, so -20 degrees of the 2nd unsure
-    out, views, new_features, turned = tta(model, images, features, p)
-    assert turned == [2] and out[2].argmax() == 7 and out[2].max() > TURNED_SURE
+    out, turned = tta(model, _stroke(3), p)
     (x,) = model.inputs
-    assert torch.equal(views[2], x[5]) and new_features[2] == x[5].sum()
-    assert torch.equal(views[:2], images[:2]) and torch.equal(new_features[:2], features[:2])
-    assert torch.allclose(out[0], (p[0] + 2 * torch.full((10,), 0.1)) / 3)  # the other one: averaged
-    assert turned_paths(None, 3, turned).tolist() == [ONE_VIEW, ONE_VIEW, TURNED]
+    assert turned.rows == [2] and turned.probabilities.argmax(1).tolist() == [7]
+    assert turned.probabilities.max() > TURNED_SURE and torch.equal(turned.views, x[5:6])
+    assert turned.features.tolist() == [[x[5].sum().item()]]
+    assert torch.allclose(out[0], (p[0] + 2 * torch.full((10,), 0.1)) / 3)  # averaged, both
+    assert torch.allclose(out[2], (p[2] + 2 * torch.full((10,), 0.1)) / 3)
+
+
+def test_a_turned_answer_keeps_the_first_read_for_the_open_set_head():
+    images, p = _stroke(3), _sure_and_unsure(3, [0, 2])
+    network = _Recorder(sure=(2 * 2 + 1,))
+    network.features_and_logits = _first_then(network.features_and_logits, p)
+    reading = read_views(network, [[v[0]] for v in images])
+    (_, x) = network.inputs
+    assert reading.paths.tolist() == [ONE_VIEW, ONE_VIEW, TURNED] and reading.probabilities[2].argmax() == 7
+    assert torch.equal(reading.views[2], x[5]) and torch.equal(reading.views[:2], images[:2])
+    first = reading.as_first_read()
+    assert torch.equal(first.views, images) and first.first_read is None and first.probabilities[2].argmax() == 0
+    assert torch.equal(first.features, images.sum((1, 2, 3))[:, None])
+
+
+def _first_then(read, p: torch.Tensor):
+    """A features_and_logits that answers `p` (as logits) on its first call, then as `read` does."""
+    calls = []
+
+    def features_and_logits(x):
+        calls.append(x)
+        features, logits = read(x)
+        return (features, p.log()) if len(calls) == 1 else (features, logits)
+
+    return features_and_logits
 
 
 def test_tta_grids_are_the_turns_of_each_image():
@@ -99,17 +121,20 @@ def test_digits_written_at_a_slant_are_read_turned_back(mnist_sample):
     unsure ones back, and those it turns are answered on the "turned" calibration path."""
     network = served_network(load_checkpoint(DEFAULT_WEIGHTS))
     digits, labels = mnist_sample
-    slanted = [np.array(Image.fromarray(d).rotate(40 * (-1) ** i, resample=Image.BILINEAR)) for i, d in enumerate(digits)]
+    turns = [40 * (-1) ** i for i in range(len(digits))]  # degrees, either way
+    slanted = [np.array(Image.fromarray(d).rotate(a, resample=Image.BILINEAR)) for d, a in zip(digits, turns)]
     views = [views_of_bytes(png_bytes(d)) for d in slanted]
     plain, turned = read_views(network, views, tta_below=None), read_views(network, views)
     right = [int((r.probabilities.argmax(1).numpy() == labels).sum()) for r in (plain, turned)]
     on_path = turned.paths == TURNED
     assert right[1] > right[0] and on_path.sum() >= 10
     assert (turned.probabilities[on_path].argmax(1).numpy() == labels[on_path.numpy()]).mean() >= 0.9
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tta_runs_on_the_images_device():
     model = _Recorder()
     images = torch.rand(2, 1, 28, 28, device="cuda")
-    out, *_ = tta(model, images, images.sum((1, 2, 3))[:, None], _sure_and_unsure(2, [0]).cuda())
+    out, _ = tta(model, images, _sure_and_unsure(2, [0]).cuda())
     assert out.is_cuda and model.inputs[0].is_cuda
