@@ -6,6 +6,7 @@ each digit in each font. Training mixes in the training fonts' digits (train/aug
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,22 @@ _SKIP_FONTS = ("symbol", "dingbat", "d050000l", "z003", "math", "extralight")
 
 
 def font_files() -> list[Path]:
-    """Every TrueType/OpenType/Type 1 font under /usr/share/fonts with ordinary digits."""
+    """Every TrueType/OpenType/Type 1 font under /usr/share/fonts with ordinary digits: not one of
+    _SKIP_FONTS, and ten different glyphs for the ten digits (an icon font that some other package
+    installs draws one placeholder box for all of them, and would also shift split_fonts' split)."""
     files = []
     for folder in FONT_DIRS:
         for pattern in ("*.ttf", "*.otf", "*.pfb", "*.t1"):
             files += Path(folder).rglob(pattern)
-    return sorted(f for f in set(files) if not any(s in f.name.lower() for s in _SKIP_FONTS))
+    named = (f for f in set(files) if not any(s in f.name.lower() for s in _SKIP_FONTS))
+    return sorted(f for f in named if _ten_digits(f))
+
+
+@cache
+def _ten_digits(path: Path) -> bool:
+    """Whether the font draws the ten digits as ten different glyphs."""
+    images, _ = render_digits([path], size=16)
+    return len({image.tobytes() for image in images}) == 10
 
 
 def split_fonts(files: list[Path]) -> tuple[list[Path], list[Path]]:
