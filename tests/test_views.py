@@ -12,7 +12,7 @@ from handler.preprocess import mnistify
 from handler.preprocess.background import NOISE_SHARE, noise_levels, noisy
 from synthetic.families import generate
 from synthetic.fonts import fonts_available
-from tests.conftest import png_bytes
+from tests.conftest import FIXTURES, png_bytes
 from tests.preprocess_helpers import is_noisy, noise_level, primary_view, similar, views_of_bytes
 
 
@@ -168,3 +168,16 @@ def test_a_thin_stroke_on_paper_is_read_not_refused():
     page = np.full((300, 400), 205, np.uint8)
     page[120:180, 200:203] = 90
     assert len(views_of_bytes(png_bytes(page))) >= 1
+
+
+def test_a_bold_digit_cropped_tight_is_no_band_between_margins():
+    """A printed "1" in a bold font, cropped tight (26 x 61 px): its stem runs from top to bottom
+    with paper on both sides, the layout of a dark band between light margins. Filled as one, it
+    leaves nothing; the digit is read as written instead of refused as blank."""
+    from handler.inference import read_views
+    from handler.served_model import served_network
+    from model import DEFAULT_WEIGHTS, load_checkpoint
+
+    views = views_of_bytes((FIXTURES / "bold_one.png").read_bytes())
+    reading = read_views(served_network(load_checkpoint(DEFAULT_WEIGHTS)), [views])
+    assert reading.probabilities.argmax(1).tolist() == [1]

@@ -158,8 +158,25 @@ def light_ink(x: torch.Tensor, denoise_noisy: bool = True):
     with ground_and_ink's (N,) dark ink and unclear polarity (both None when on_black)."""
     if on_black(x):  # MNIST's own form, the usual upload: nothing to flip, no background to remove
         return (x, *cleaned(x, denoise_noisy, on_black=True), None, None)
-    x, dark, ambiguous = ground_and_ink(x)
-    return (x, *cleaned(torch.where(dark[:, None, None], 1 - x, x), denoise_noisy), dark, ambiguous)
+    ground, dark, ambiguous, filled = _ground_and_ink(x, margins=True)
+    first, blank, unfiltered = cleaned(torch.where(dark[:, None, None], 1 - ground, ground), denoise_noisy)
+    # A band that leaves no ink once its margins are filled was no band: the dark digit itself,
+    # bold and cropped tight (a thick "1" from top to bottom between the paper's sides).
+    empty = filled[blank[filled]] if len(filled) else filled
+    if len(empty):
+        ground[empty], dark[empty], ambiguous[empty], _ = _ground_and_ink(x[empty], margins=False)
+        again, blank[empty], more = cleaned(
+            torch.where(dark[empty, None, None], 1 - ground[empty], ground[empty]), denoise_noisy
+        )
+        first[empty] = again
+        if more is not None:
+            unfiltered = _joined(unfiltered, (empty[more[0]], more[1]))
+    return ground, first, blank, unfiltered, dark, ambiguous
+
+
+def _joined(a: tuple[torch.Tensor, torch.Tensor] | None, b: tuple[torch.Tensor, torch.Tensor]):
+    """Two (indices, unfiltered images) of cleaned as one."""
+    return b if a is None else (torch.cat((a[0], b[0])), torch.cat((a[1], b[1])))
 
 
 def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -168,14 +185,19 @@ def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     that is unclear. The ground is the median (a digit covers well under half of its image), the
     ink the side whose extreme quantile strays further from it: a grey ground with a white digit
     is light ink, which the border alone (a median of the frame over 0.5) took for paper."""
+    return _ground_and_ink(x, margins=True)[:3]
+
+
+def _ground_and_ink(x: torch.Tensor, margins: bool):
+    """ground_and_ink's, with or without looking for margins, and the indices of those filled."""
     levels = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
-    x, filled = margins_filled(x, levels[0], levels[2])
+    x, filled = margins_filled(x, levels[0], levels[2]) if margins else (x, x.new_zeros(0, dtype=torch.long))
     if len(filled):  # their levels again, without the margins
         again = quantiles(x[filled], (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
         levels = [level.index_put((filled,), level_again) for level, level_again in zip(levels, again)]
     low, median, high = levels
     down, up = median - low, high - median
-    return x, down > up, (down - up).abs_() <= AMBIGUOUS * torch.maximum(down, up)
+    return x, down > up, (down - up).abs_() <= AMBIGUOUS * torch.maximum(down, up), filled
 
 
 def on_black(x: torch.Tensor) -> bool:
