@@ -26,7 +26,7 @@ from handler.preprocess.kernels import divide
 # calibrating changes no answer. Independent of the LowConfidencePredictions metric's threshold
 # (HandlerSettings.low_confidence), which counts the calibrated answers.
 TTA_BELOW, TTA_DEGREES = 0.6, 10.0
-TURN_BELOW, TURN_DEGREES, TURNED_SURE = 0.8, 20.0, 0.9
+TURN_BELOW, TURN_DEGREES, TURNED_SURE = 0.7, 20.0, 0.9
 
 
 def to_batch(views: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
