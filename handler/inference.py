@@ -117,9 +117,8 @@ class Reading(NamedTuple):
     features: torch.Tensor  # (N, C) the network's pooled features of that view, on the device
     candidates: list[int]  # how many candidate views each image had
     paths: torch.Tensor | None  # (N,) each image's calibration path (view_paths; None: one view each)
-    # (probabilities, views, features) as first read, where TTA answered some images with a turned
-    # view (None: as above): the most confident candidate view, before any turn.
-    first_read: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # The reading before any turn, where TTA answered some images with a turned view (None: this one).
+    first_read: Reading | None = None
 
     def calibrated(self, calibration: Calibration | None) -> torch.Tensor:
         """(N, 10) the service's answers: the probabilities calibrated (None: the network's own)."""
@@ -129,10 +128,7 @@ class Reading(NamedTuple):
         """The reading before any turn: what the open-set head judges. A turn is searched for where
         the view reads unsure, until some digit reads sure: a letter turned until it reads as a
         digit is still a letter, so whether an image is one digit is judged as it was uploaded."""
-        if self.first_read is None:
-            return self
-        probabilities, views, features = self.first_read
-        return self._replace(probabilities=probabilities, views=views, features=features, first_read=None)
+        return self if self.first_read is None else self.first_read
 
 
 def read_views(
@@ -163,8 +159,7 @@ def _answered_turned(reading: Reading, turned: Turned) -> Reading:
     probabilities[turned.rows] = turned.probabilities.cpu()
     views[turned.rows], features[turned.rows] = turned.views, turned.features
     paths = turned_paths(reading.paths, len(probabilities), turned.rows)
-    first = reading.probabilities, reading.views, reading.features
-    return Reading(probabilities, views, features, reading.candidates, paths, first)
+    return Reading(probabilities, views, features, reading.candidates, paths, first_read=reading)
 
 
 def digit_probabilities(

@@ -8,8 +8,11 @@ import torch
 from PIL import Image
 
 from handler import preprocess as P
+from handler.inference import read_views
 from handler.preprocess import mnistify
 from handler.preprocess.background import NOISE_SHARE, noise_levels, noisy
+from handler.served_model import served_network
+from model import DEFAULT_WEIGHTS, load_checkpoint
 from synthetic.families import generate
 from synthetic.fonts import fonts_available
 from tests.conftest import FIXTURES, png_bytes
@@ -174,10 +177,6 @@ def test_a_bold_digit_cropped_tight_is_no_band_between_margins():
     """A printed "1" in a bold font, cropped tight (26 x 61 px): its stem runs from top to bottom
     with paper on both sides, the layout of a dark band between light margins. Filled as one, it
     leaves nothing; the digit is read as written instead of refused as blank."""
-    from handler.inference import read_views
-    from handler.served_model import served_network
-    from model import DEFAULT_WEIGHTS, load_checkpoint
-
     views = views_of_bytes((FIXTURES / "bold_one.png").read_bytes())
     reading = read_views(served_network(load_checkpoint(DEFAULT_WEIGHTS)), [views])
     assert reading.probabilities.argmax(1).tolist() == [1]
