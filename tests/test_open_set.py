@@ -26,7 +26,7 @@ from ops.paths import ROOT
 from synthetic import non_digits
 from synthetic.families import encode_image as png_bytes
 from synthetic.fonts import font_files, split_fonts
-from train.open_set import DIGIT_GROUPS, GROUPS
+from train.open_set import DIGIT_GROUPS, GROUPS, inputs_of, read_uploads
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,26 @@ def test_the_served_head_gives_the_trained_heads_probabilities(network, open_set
     with torch.inference_mode():
         trained = open_set.head(head_inputs(reading)).exp()
     assert torch.allclose(open_set.probabilities(reading), trained, atol=1e-5)
+
+
+def test_training_reads_each_upload_as_the_head_judges_it(network, mnist_sample):
+    """Digits at a slant, some answered with a turned view: training keeps each as first read
+    (Reading.as_first_read), the view and probabilities the head judges in serving, and the
+    head's inputs made from what it keeps are serving's. A blank upload is left out, as served."""
+    digits = [
+        np.array(Image.fromarray(d).rotate(40 * (-1) ** i, resample=Image.BILINEAR))
+        for i, d in enumerate(mnist_sample[0])
+    ]
+    uploads = [png_bytes(d) for d in digits] + [png_bytes(np.zeros((28, 28), np.uint8))]
+    read, kept = read_uploads(network, uploads)
+    served = read_views(network, [views_of_bytes(d) for d in uploads[:-1]])
+    assert kept == list(range(len(digits))) and served.first_read is not None  # some were turned
+    first = served.as_first_read()
+    assert np.array_equal(read["views"], first.views[:, 0].half().numpy())
+    assert np.array_equal(read["probabilities"], first.probabilities.numpy())
+    assert not np.array_equal(read["views"], served.views[:, 0].half().numpy())
+    # the views kept in float16: features within 1e-3, a pixel's tone at a bound within 1%
+    assert np.allclose(inputs_of(network, read), head_inputs(served).numpy(), atol=0.01)
 
 
 def test_the_training_command_writes_a_head_the_handler_loads(tmp_path):

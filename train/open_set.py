@@ -27,10 +27,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from handler.calibration import file_digest
-from handler.errors import InputError
 from handler.inference import Reading, read_views
 from handler.open_set import head_inputs
-from handler.preprocess.mnistify import views_of_bytes
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
 from model.open_set import CLASSES, DEFAULT_OPEN_SET, OpenSetConfig, OpenSetHead, save_head
@@ -39,6 +37,7 @@ from ops.stamp import stamp
 from synthetic import non_digits
 from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
 from synthetic.families import canvas_export, encode_image, paper_photo
+from train.calibrate import views_of_uploads
 from train.data import load_mnist
 
 # group -> (class index in CLASSES, uploads at --scale 1)
@@ -149,26 +148,26 @@ def _start_worker(weights: str, data_root: str | None) -> None:
 
 
 def _read_chunk(task: tuple[str, int, int, int]) -> tuple[str, dict[str, np.ndarray]]:
-    """(group, chunk, count, seed) -> of the chunk's readable uploads (blank ones are refused before
-    the head, as in serving): the view each is answered with, (n, 28, 28) float16, its (n, 10)
-    probabilities after TTA, and the labels."""
+    """(group, chunk, count, seed) -> the chunk's readable uploads read (read_uploads), and their labels."""
     group, chunk, count, seed = task
     uploads, labels, what = chunk_uploads(group, chunk, count, seed, _WORKER["mnist"])
-    views, kept = [], []
-    for i, data in enumerate(uploads):
-        try:
-            views.append(views_of_bytes(data))
-            kept.append(i)
-        except InputError:
-            continue
-    readings = [read_views(_WORKER["model"], views[i : i + 64]) for i in range(0, len(views), 64)]
-    return group, {
+    read, kept = read_uploads(_WORKER["model"], uploads)
+    return group, read | {"labels": labels[kept], "what": np.array(what)[kept]}
+
+
+def read_uploads(model, uploads: list[bytes]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Uploads read as the service reads them, as first read (what the head judges:
+    Reading.as_first_read): of each readable one, the view it is answered with, (n, 28, 28)
+    float16, its (n, 10) probabilities after TTA and how many candidate views it had; and the
+    indices of those (blank ones are refused before the head, as in serving)."""
+    views, kept = views_of_uploads(uploads)
+    readings = [read_views(model, views[i : i + 64]).as_first_read() for i in range(0, len(views), 64)]
+    read = {
         "views": torch.cat([r.views[:, 0] for r in readings]).half().numpy(),
         "probabilities": torch.cat([r.probabilities for r in readings]).numpy(),
-        "labels": labels[kept],
-        "what": np.array(what)[kept],
         "candidates": np.array([len(v) for v in views]),
     }
+    return read, kept
 
 
 def read_training_set(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
