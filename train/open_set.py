@@ -50,7 +50,7 @@ GROUPS = {
     "printed_letters": (1, 15000),
     "handwritten_letters": (1, 20000),
     "drawings": (1, 15000),
-    "photos": (1, 2500),
+    "photos": (1, 12500),
     "several_digits": (2, 15000),
 }
 DIGIT_GROUPS = [g for g, (c, _) in GROUPS.items() if c == 0]
