@@ -50,16 +50,14 @@ GROUPS = {
     "printed_letters": (1, 15000),
     "handwritten_letters": (1, 20000),
     "drawings": (1, 15000),
-    "photos": (1, 12500),  # the most varied kind: with 2,500 the head refused the fewest of them
+    "photos": (1, 2500),
     "several_digits": (2, 15000),
 }
 DIGIT_GROUPS = [g for g, (c, _) in GROUPS.items() if c == 0]
 EPOCHS, BATCH, LR = 20, 512, 3e-3  # the head's fit
-# The most of each group of held-out digits the threshold may refuse: half and two thirds of the
-# evaluation's goals (MNIST test 0.1%, any other digit family 0.3%). The held-out digits are
-# training digits, which the network reads better than new ones: of the test families' digits,
-# the heads refused about twice their held-out share (docs/decisions.md).
-FLAG_BUDGET = {"clean": 0.0005, "other": 0.002}
+# The most of each group of held-out digits the threshold may refuse: the evaluation's goals
+# (MNIST test 0.1%, any other digit family 0.3%), held to on training data.
+FLAG_BUDGET = {"clean": 0.001, "other": 0.003}
 CHUNK = 250  # uploads per task: the unit of work of one process, seeded on its own
 # The corruptions training digits go through (synthetic/corruptions.py: what the network trains
 # with, and the evaluation's geometry), each its own group when the threshold is chosen.
