@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from handler.calibration import file_digest
-from handler.inference import Reading, read_views
+from handler.inference import Reading
 from handler.open_set import head_inputs
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
@@ -37,7 +37,7 @@ from ops.stamp import stamp
 from synthetic import non_digits
 from synthetic.corruptions import CORRUPTIONS, GEOMETRIC
 from synthetic.families import canvas_export, encode_image, paper_photo
-from train.calibrate import views_of_uploads
+from train.calibrate import served_readings, views_of_uploads
 from train.data import load_mnist
 
 # group -> (class index in CLASSES, uploads at --scale 1)
@@ -161,7 +161,7 @@ def read_uploads(model, uploads: list[bytes]) -> tuple[dict[str, np.ndarray], li
     float16, its (n, 10) probabilities after TTA and how many candidate views it had; and the
     indices of those (blank ones are refused before the head, as in serving)."""
     views, kept = views_of_uploads(uploads)
-    readings = [read_views(model, views[i : i + 64]).as_first_read() for i in range(0, len(views), 64)]
+    readings = [reading.as_first_read() for reading in served_readings(model, views)]
     read = {
         "views": torch.cat([r.views[:, 0] for r in readings]).half().numpy(),
         "probabilities": torch.cat([r.probabilities for r in readings]).numpy(),
