@@ -57,24 +57,20 @@ def load_handler(
     calibration: Path = ROOT / "model" / "calibration.json",
     **settings,
 ):
-    """(initialized handler, its InProcessContext), with the weights, their calibration, the
-    open-set head, the number's confidence model and the line reader laid out as in an archive: DigitHandler, or
-    NumberHandler for `model_name` "number"; `settings` override model-config.yaml's `handler:`
-    section."""
+    """(initialized handler, its InProcessContext), with the weights and the archive's data files
+    (ops.build_archive.DATA_FILES: calibration, open-set head, the number's confidence model, line
+    reader) laid out as in an archive: DigitHandler, or NumberHandler for `model_name` "number";
+    `settings` override model-config.yaml's `handler:` section."""
     from handler.calibration import CALIBRATION_FILE
     from handler.mnist_handler import DigitHandler
-    from handler.number.confidence import NUMBER_CALIBRATION_FILE
     from handler.number_handler import NumberHandler
-    from model.line_network import LINE_READER_FILE
-    from model.open_set import OPEN_SET_FILE
+    from ops.build_archive import DATA_FILES
 
     model_dir = Path(model_dir or tempfile.mkdtemp(prefix="mnist-model-"))
     shutil.copy(weights, model_dir / "mnist_cnn.pt")
-    packed_files = ((calibration, CALIBRATION_FILE), (ROOT / OPEN_SET_FILE, OPEN_SET_FILE))
-    numbers = ((ROOT / NUMBER_CALIBRATION_FILE, NUMBER_CALIBRATION_FILE), (ROOT / LINE_READER_FILE, LINE_READER_FILE))
-    for source, packed in (*packed_files, *numbers):
+    for packed in DATA_FILES:  # the repository's, but for the calibration given
         (model_dir / packed).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, model_dir / packed)
+        shutil.copy(calibration if packed == CALIBRATION_FILE else ROOT / packed, model_dir / packed)
     context = InProcessContext(model_dir, gpu_id=gpu_id, model_name=model_name, **settings)
     handler = NumberHandler() if model_name == "number" else DigitHandler()
     handler.initialize(context)

@@ -33,6 +33,9 @@ from ops.paths import ROOT
 from ops.version import release_version
 
 PACKAGES = ("handler", "model")
+# The files the archive holds besides the packages' source, weights and model config, at their
+# repository paths (the Makefile's SOURCES must name each: tests/test_archive.py checks).
+DATA_FILES = (CALIBRATION_FILE, OPEN_SET_FILE, NUMBER_CALIBRATION_FILE, LINE_READER_FILE)
 # The models the service serves -> their handler entry points.
 HANDLERS = {"mnist": ROOT / "handler" / "mnist_handler.py", "number": ROOT / "handler" / "number_handler.py"}
 
@@ -88,10 +91,8 @@ def build_archive(
         stage = Path(tmp) / "src"
         for package in PACKAGES:
             shutil.copytree(ROOT / package, stage / package, ignore=_not_source)
-        shutil.copy(calibration, stage / CALIBRATION_FILE)
-        shutil.copy(open_set, stage / OPEN_SET_FILE)
-        shutil.copy(number_calibration, stage / NUMBER_CALIBRATION_FILE)
-        shutil.copy(line_reader, stage / LINE_READER_FILE)
+        for source, packed in zip((calibration, open_set, number_calibration, line_reader), DATA_FILES, strict=True):
+            shutil.copy(source, stage / packed)
         # It also scratches in $TMPDIR/<model-name> and deletes it: give it a private TMPDIR.
         env = dict(os.environ, TMPDIR=tmp)
         archiver = Path(sys.executable).with_name("torch-model-archiver")
