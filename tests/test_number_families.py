@@ -10,7 +10,7 @@ from PIL import Image
 
 from synthetic.fonts import fonts_available
 from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
-from train.evaluate_numbers import edit_distance, markdown, numbers_report
+from train.evaluate_numbers import aligned_right, edit_distance, markdown, numbers_report
 
 
 @pytest.mark.parametrize("family", list(NUMBER_FAMILIES))
@@ -37,6 +37,17 @@ def test_edit_distance_counts_digits_replaced_missing_or_extra():
     ]
 
 
+def test_each_digit_read_is_right_where_the_alignment_pairs_it_with_its_digit():
+    assert aligned_right("4096", "4096") == [True] * 4
+    assert aligned_right("4096", "4056") == [True, True, False, True]  # replaced
+    assert aligned_right("4096", "406") == [True, True, True]  # one missing
+    extra = aligned_right("4096", "40996")  # one extra: either 9 may be the one paired
+    assert len(extra) == 5 and sum(extra) == 4 and extra[:2] == [True, True] and extra[-1]
+    assert aligned_right("4096", "") == [] and aligned_right("", "12") == [False, False]
+    for written, read in (("4096", "4056"), ("4096", "406"), ("123456", "12356"), ("70", "1170")):
+        assert len(read) - sum(aligned_right(written, read)) <= edit_distance(written, read)
+
+
 def test_the_numbers_section_scores_and_sets_the_goals(mnist_sample):
     from handler.served_model import served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
@@ -45,6 +56,7 @@ def test_the_numbers_section_scores_and_sets_the_goals(mnist_sample):
     section = numbers_report(served_network(load_checkpoint(DEFAULT_WEIGHTS)), digits, labels, 6, names=["gaps"])
     row = section["families"]["gaps"]
     assert row["numbers"] == 6 and 0 <= row["whole_number_accuracy"] <= row["per_digit_accuracy"] <= 1
+    assert 0 <= row["digit_ece"] <= 1
     assert set(section["goals"]) == {"numbers, gaps: whole number", "numbers, gaps: per digit"}
     assert section["goals"]["numbers, gaps: whole number"]["goal"] == 0.98
     assert any(line.startswith("| gaps | 6 |") for line in markdown(section))

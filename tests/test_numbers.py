@@ -28,6 +28,8 @@ from synthetic.corruptions import CORRUPTIONS
 from synthetic.families import encode_image
 from synthetic.numbers import mnist_row, number_family, write_line
 from tests.number_helpers import NUMBER, read_bodies
+from train.calibrate_numbers import nll
+from train.evaluate_numbers import aligned_right
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +273,39 @@ def test_the_numbers_confidence_says_how_often_it_is_right(number_handler, mnist
     assert wrong_ones and ranked > 0.8, (ranked, np.mean(right_ones), np.mean(wrong_ones))
 
 
+def test_the_line_readers_digits_are_answered_calibrated(number_handler, mnist_sample):
+    """A digit the line reader read is answered with its Platt-scaled probability (the number's
+    confidence still sees the line reader's own): pooled over families where it reads many lines,
+    their mean is within 0.02 of how often they are right, and their negative log-likelihood a
+    quarter lower than its own probabilities', which overstate."""
+    handler, _ = number_handler
+    digits, labels = mnist_sample
+    own, answered, right = [], [], []
+    for family in ("touching", "overlapping", "gaussian_noise", "outline"):
+        samples = number_family(family, digits, labels, 60, seed=5)
+        batch = read_requests([{"body": body} for body, _ in samples])
+        args = (handler.model, batch, "cpu", handler.calibration)
+        raw = read_lines(*args, None, handler.line_model)
+        calibrated = read_lines(*args, handler.number_calibration, handler.line_model)
+        for before, after, (_, text) in zip(raw, calibrated, samples):
+            assert before.digits == after.digits and before.boxes == after.boxes
+            if after.confidences != before.confidences:  # the line reader's reading stands
+                assert after.confidences == handler.number_calibration.line_digits(before.confidences)
+                own += before.confidences
+                answered += after.confidences
+                right += aligned_right(text, after.number)
+    assert len(right) > 200
+    right = np.array(right, float)
+    own_nll, answered_nll = nll(np.array(own), right), nll(np.array(answered), right)
+    assert abs(np.mean(answered) - right.mean()) < 0.02 and answered_nll < 0.75 * own_nll, (
+        np.mean(own),
+        np.mean(answered),
+        right.mean(),
+        own_nll,
+        answered_nll,
+    )
+
+
 def test_a_number_calibration_of_other_weights_or_features_is_refused(tmp_path):
     stored = json.loads((ROOT / NUMBER_CALIBRATION_FILE).read_text())
     assert load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)(
@@ -284,6 +319,11 @@ def test_a_number_calibration_of_other_weights_or_features_is_refused(tmp_path):
     (tmp_path / "fewer.json").write_text(json.dumps(stored))
     with pytest.raises(CalibrationError, match="features"):
         load_number_calibration(tmp_path / "fewer.json", DEFAULT_WEIGHTS)
+    stored = json.loads((ROOT / NUMBER_CALIBRATION_FILE).read_text())
+    del stored["model"]["line_digits"]
+    (tmp_path / "no_line_digits.json").write_text(json.dumps(stored))
+    with pytest.raises(CalibrationError, match="line reader"):
+        load_number_calibration(tmp_path / "no_line_digits.json", DEFAULT_WEIGHTS)
 
 
 def test_explanation_requests_are_refused_and_the_rest_of_the_batch_is_answered(number_handler, mnist_sample):

@@ -35,6 +35,28 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
+def aligned_right(written: str, read: str) -> list[bool]:
+    """Per digit read, whether it is right: paired with the digit written at its place in a least-edit
+    alignment (edit_distance's) and equal to it; an extra digit is wrong."""
+    n, m = len(written), len(read)
+    cost = np.zeros((n + 1, m + 1), int)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            step = written[i - 1] != read[j - 1]
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + step)
+    right, i, j = [False] * m, n, m
+    while i and j:  # back along the alignment: a pairing, else a digit read extra, else one missing
+        if cost[i, j] == cost[i - 1, j - 1] + (written[i - 1] != read[j - 1]):
+            right[j - 1] = written[i - 1] == read[j - 1]
+            i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i, j - 1] + 1:
+            j -= 1
+        else:
+            i -= 1
+    return right
+
+
 def read_numbers(
     model,
     uploads: list[bytes],
@@ -77,6 +99,8 @@ def family_scores(
     edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
     confidences = [r.confidence for r in readings if r]
     right = [r.number == text for r, text in zip(readings, texts) if r]
+    digit_confidences = [c for r in readings if r for c in r.confidences]
+    digits_right = [ok for r, text in zip(readings, texts) if r for ok in aligned_right(text, r.number)]
     return {
         "numbers": len(samples),
         "whole_number_accuracy": float(np.mean([a == t for a, t in zip(answers, texts)])),
@@ -84,6 +108,9 @@ def family_scores(
         "refused": sum(r is None for r in readings),
         "mean_confidence": float(np.mean(confidences)) if confidences else 0.0,
         "ece": expected_calibration_error(np.array(confidences), np.array(right, float)) if confidences else 0.0,
+        "digit_ece": expected_calibration_error(np.array(digit_confidences), np.array(digits_right, float))
+        if digit_confidences
+        else 0.0,
         "candidates_per_number": round(float(np.mean([len(r.digits) for r in readings if r] or [0])), 2),
         "ms_per_number": round(ms, 2),
         "description": NUMBER_FAMILIES[family],
@@ -144,16 +171,18 @@ def markdown(section: dict) -> list[str]:
         "count as wrong. *Mean confidence*: the answers' `confidence`, the probability that the whole number "
         "is right (`handler/number/confidence.py`), as the service answers them: compare it with the "
         "whole-number accuracy; *ECE*: its expected calibration error over the family's answered numbers "
-        f"({ECE_BINS} bins).",
+        f"({ECE_BINS} bins); *digit ECE*: the same for the answered digits' `confidence`, a digit right where "
+        "a least-edit alignment pairs it with the digit written there.",
         "",
-        "| family | numbers | whole number | per digit | refused | mean confidence | ECE | ms/number | what it is |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | numbers | whole number | per digit | refused | mean confidence | ECE | digit ECE | ms/number "
+        "| what it is |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in section["families"].items():
         lines.append(
             f"| {name} | {row['numbers']:,} | {row['whole_number_accuracy']:.2%} | {row['per_digit_accuracy']:.2%} | "
-            f"{row['refused']} | {row['mean_confidence']:.3f} | {row.get('ece', 0.0):.3f} | {row['ms_per_number']} | "
-            f"{row['description']} |"
+            f"{row['refused']} | {row['mean_confidence']:.3f} | {row.get('ece', 0.0):.3f} | "
+            f"{row.get('digit_ece', 0.0):.3f} | {row['ms_per_number']} | {row['description']} |"
         )
     return lines + [""]
 

@@ -1,5 +1,6 @@
 """The number's confidence: the probability that every digit of a reading is right, from what the
-reading itself shows (logistic regression on the features below).
+reading itself shows (logistic regression on the features below); and the line reader's digits'
+probabilities, calibrated (Platt scaling of the highest probability of each digit's columns).
 
 The product of the digits' calibrated probabilities says how sure the network is of each piece it
 read, not whether the pieces were the digits: where touching digits were cut apart, a piece of a
@@ -69,22 +70,37 @@ def number_features(
 
 @dataclass(frozen=True)
 class NumberCalibration:
-    """P(the whole number is right) = sigmoid(weights . (features - mean) / scale + bias)."""
+    """P(the whole number is right) = sigmoid(weights . (features - mean) / scale + bias); and a digit
+    the line reader read, P(right) = sigmoid(line_slope * logit(p) + line_intercept), p the highest
+    probability of its columns (the segmentation's digits are calibrated as the digit model's)."""
 
     weights: tuple[float, ...]
     bias: float
     mean: tuple[float, ...]
     scale: tuple[float, ...]
+    line_slope: float = 1.0  # 1 and 0: the line reader's own probabilities
+    line_intercept: float = 0.0
 
     def __post_init__(self) -> None:
         sizes = {len(self.weights), len(self.mean), len(self.scale)}
         if sizes != {len(FEATURES)} or not all(s > 0 for s in self.scale):
             raise CalibrationError(f"one weight, mean and positive scale per feature {FEATURES} expected")
+        if not self.line_slope > 0:  # a positive slope keeps the digits' order
+            raise CalibrationError(f"the line reader's digits need a positive slope, not {self.line_slope}")
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """(N, len(FEATURES)) -> (N,) the probability that each number is right."""
         z = (features - np.array(self.mean)) / np.array(self.scale) @ np.array(self.weights) + self.bias
         return 1 / (1 + np.exp(-z))
+
+    def line_digits(self, probabilities: list[float]) -> list[float]:
+        """The line reader's digits' probabilities -> their calibrated ones (6 decimals, as answered)."""
+        out = []
+        for p in probabilities:
+            p = min(max(p, 1e-6), 1 - 1e-6)
+            z = self.line_slope * math.log(p / (1 - p)) + self.line_intercept
+            out.append(round(1 / (1 + math.exp(-z)), 6))
+        return out
 
     def as_dict(self) -> dict:
         return {
@@ -93,6 +109,7 @@ class NumberCalibration:
             "bias": self.bias,
             "mean": list(self.mean),
             "scale": list(self.scale),
+            "line_digits": {"slope": self.line_slope, "intercept": self.line_intercept},
         }
 
 
@@ -101,4 +118,14 @@ def load_number_calibration(path: Path, weights: Path) -> NumberCalibration:
     model = fitted_for(path, weights, "make calibrate").get("model", {})
     if model.get("features") != list(FEATURES):
         raise CalibrationError(f"{path} has features {model.get('features')}, not {list(FEATURES)}")
-    return NumberCalibration(tuple(model["weights"]), float(model["bias"]), tuple(model["mean"]), tuple(model["scale"]))
+    if "line_digits" not in model:
+        raise CalibrationError(f"{path} has no calibration of the line reader's digits: run make calibrate")
+    line = model["line_digits"]
+    return NumberCalibration(
+        tuple(model["weights"]),
+        float(model["bias"]),
+        tuple(model["mean"]),
+        tuple(model["scale"]),
+        float(line["slope"]),
+        float(line["intercept"]),
+    )

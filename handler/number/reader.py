@@ -123,7 +123,7 @@ def read_lines(
         [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
     )
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration is not None)
+    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration)
     if features:  # the numbers' confidences, all of the batch's in one call
         answered = [r for r in readings if isinstance(r, Reading)]
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
@@ -186,12 +186,13 @@ def _readings(
     read: list[tuple[list[int], list[float]]],
     sure: list[float],
     whole: dict[int, WholeLine],
-    with_features: bool,
+    number_calibration: NumberCalibration | None,
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
     has none, from the batch's best paths (`chosen`; `read`: per line their digits and
     probabilities, `sure`: their product) and the line reader's readings (`whole`, by line); and,
-    `with_features`, each Reading's number_features."""
+    given a `number_calibration`, each Reading's number_features, and the line reader's digits'
+    probabilities calibrated by it (the features keep its own: the number's fit saw those)."""
     readings: list[Reading | RequestError] = []
     features = []
     for k, (path, cand, first, (digits, confidences)) in enumerate(zip(chosen, cands, firsts, read)):
@@ -206,8 +207,11 @@ def _readings(
             readings.append(NoDigitFound("no digit found: no mark in the image reads as a digit"))
         else:
             product = math.prod(answer[1]) if line_read else sure[k]
-            readings.append(Reading(answer[0], answer[1], _upload_boxes(answer[2], cand.scale), product))
-            if with_features:
+            shown = (
+                number_calibration.line_digits(answer[1]) if line_read and number_calibration is not None else answer[1]
+            )
+            readings.append(Reading(answer[0], shown, _upload_boxes(answer[2], cand.scale), product))
+            if number_calibration is not None:
                 agree = k not in whole or whole[k].digits == digits
                 features.append(number_features(cand.lattice, local, answer[1], line_read, agree))
     return readings, features
