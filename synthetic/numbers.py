@@ -5,8 +5,9 @@ the line's height), printed ones are strings in the held-out fonts (synthetic/fo
 split_fonts), so that the evaluation reads handwriting and type the network never saw when it is
 given MNIST **test** digits. How the digits stand (gaps, touching, overlapping, sizes and a wobbly
 baseline) and how the line is delivered (a PNG of the line, a phone photo of paper, a wide canvas
-export, a scan, a form's row of boxes, the digit families' noise, grey grounds, outlines and edge
-bars) make the families. Nothing here comes from a published benchmark.
+export, a scan, a form's row of boxes, the digit families' noise, grey grounds, outlines, edge
+bars, haze, crossing lines, blots, speckle, motion blur and jitter) make the families. Nothing here
+comes from a published benchmark.
 
     samples = number_family("gaps", digits, labels, count=500, seed=0)   # [(upload bytes, "40961"), ...]
 """
@@ -38,14 +39,27 @@ NUMBER_FAMILIES = {
     "grey_background": "a 28 px high line, white on a grey ground (level up to 0.65)",
     "outline": "a 28 px high line of outlined digits: their strokes' contours only, as a stencil draws them",
     "edge_bars": "a 28 px high line, one or two solid bars along its edges up to 4 px thick (a box, a crop's edge)",
+    "haze": "a 28 px high line, light on black, its contrast down to 0.48 under smooth fog",
+    "crossing_lines": "a 28 px high line crossed by a straight, dashed or zig-zag line up to 2.6 px wide, at any angle",
+    "blots": "a 28 px high line with 1-2 ink blots up to 3.7 px in radius, or 9 spatter drops",
+    "speckle": "a 28 px high line, light on black, multiplicative noise x(1 + n), n ~ N(0, 0.5), faint grain",
+    "motion_blur": "a 28 px high line smeared up to 7.2 px in one direction (a shaken camera)",
+    "jitter": "a 28 px high line through frosted glass: pixels displaced by up to 1.6 px, softened",
 }
-# The digit families' corruptions (synthetic/corruptions.py) and strengths the last five apply.
+# The digit families' corruptions (synthetic/corruptions.py) and strengths the last eleven apply.
 _CORRUPTED = {
     "gaussian_noise": 0.8,
     "salt_and_pepper": 7 / 12,
     "grey_background": 1.0,
     "outline": 0.7,
     "edge_bars": 0.5,
+    # between the digit families' mild (0.4) and strong (1.0); speckle at its digit family's 0.6
+    "haze": 0.7,
+    "crossing_lines": 0.7,
+    "blots": 0.7,
+    "speckle": 0.6,
+    "motion_blur": 0.7,
+    "jitter": 0.7,
 }
 
 
