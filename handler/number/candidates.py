@@ -23,7 +23,7 @@ from handler.errors import InternalError, NoDigitFound, RequestError, SeveralLin
 from handler.number.components import components_of
 from handler.number.lines import Line, LineInk, cleaned_lines
 from handler.number.rules import without_rules
-from handler.number.segments import Lattice, lattice, segment_ink
+from handler.number.segments import Lattice, lattice, segment_inks
 from handler.preprocess.framing import INK, fit_and_centre
 
 logger = logging.getLogger(__name__)
@@ -104,13 +104,13 @@ def _framed(
     """Every candidate view of the batch framed in one call: the lines' candidates, then the noisy
     lines' unfiltered boxes, then their alternative segmentations' candidates."""
     kept = [f for f in found if not isinstance(f, RequestError)]
-    crops = [segment_ink(ink.cleaned, lat, s) for ink, lat, _ in kept for s in range(len(lat.spans))]
+    crops = [crop for ink, lat, _ in kept for crop in segment_inks(ink.cleaned, lat)]
     for ink, lat, _ in kept:
         if ink.unfiltered is not None:
             crops += [ink.unfiltered[top:bottom, left:right] for top, left, bottom, right in lat.boxes]
     for ink, _, alt in kept:
         if alt is not None:
-            crops += [segment_ink(ink.unfiltered, alt, s) for s in range(len(alt.spans))]
+            crops += segment_inks(ink.unfiltered, alt)
     parts = iter(torch.split(_views(crops), _counts(kept)) if crops else ())
     own = [next(parts) for _ in kept]
     unfiltered = [next(parts) if ink.unfiltered is not None else None for ink, _, _ in kept]

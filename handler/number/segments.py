@@ -21,6 +21,7 @@ import numpy as np
 from handler.number.components import Components
 from handler.number.cuts import cut_paths
 from handler.number.rules import SPECK, line_height, rules
+from handler.preprocess.framing import INK
 
 STACKED = 0.5  # components whose columns overlap by this share of the narrower are one digit's pieces
 NOISE_AREA = 0.01  # components under this x height^2 px (or under NOISE_SIDE both ways) are noise
@@ -221,14 +222,23 @@ def _whole(atoms: list[Atom], i: int, j: int) -> bool:
     )
 
 
-def segment_ink(cleaned: np.ndarray, lat: Lattice, span: int) -> np.ndarray:
-    """Candidate `span`'s ink: `cleaned` within its box where its atoms' pixels are, (h, w)."""
-    top, left, bottom, right = lat.boxes[span]
-    first, end = lat.spans[span]
-    if end == first + 1:  # one atom: its box is the candidate's
-        return cleaned[top:bottom, left:right] * lat.atoms[first].ink
-    mask = np.zeros((bottom - top, right - left), bool)
-    for atom in lat.atoms[first:end]:
-        a_top, a_left, a_bottom, a_right = atom.box
-        mask[a_top - top : a_bottom - top, a_left - left : a_right - left] |= atom.ink
-    return cleaned[top:bottom, left:right] * mask
+def segment_inks(cleaned: np.ndarray, lat: Lattice) -> list[np.ndarray]:
+    """Each candidate's ink, (h, w) each: `cleaned` within its box on its atoms' pixels and on the
+    soft edges there (the pixels at framing's INK or under it next to one over it: a blurred,
+    smeared or frosted stroke is much of it, and the digit model frames an image's ink whole; a
+    neighbour's edge reaching into the box is faint)."""
+    hard = cleaned > INK
+    grown = hard.copy()  # hard grown by one pixel, 4-neighbours
+    grown[1:] |= hard[:-1]
+    grown[:-1] |= hard[1:]
+    grown[:, 1:] |= hard[:, :-1]
+    grown[:, :-1] |= hard[:, 1:]
+    edges = grown & ~hard
+    out = []
+    for (top, left, bottom, right), (first, end) in zip(lat.boxes.tolist(), lat.spans):
+        mask = edges[top:bottom, left:right].copy()
+        for atom in lat.atoms[first:end]:
+            a_top, a_left, a_bottom, a_right = atom.box
+            mask[a_top - top : a_bottom - top, a_left - left : a_right - left] |= atom.ink
+        out.append(cleaned[top:bottom, left:right] * mask)
+    return out
