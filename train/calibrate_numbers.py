@@ -6,8 +6,8 @@
 The fit set: the number families (synthetic/numbers.py) but those of NOT_FITTED (the printed one,
 whose fonts are the evaluation's, and six the features cannot tell apart), written with MNIST
 *training* digits with seeds of its own (the evaluation writes them with test digits): the last
-VALIDATION_DIGITS training digits, which the line reader was not
-trained on (the digit network was trained on all of them). Each number is read exactly as served
+VALIDATION_DIGITS training digits, which the line reader was not trained on (the digit network was
+trained on all of them). Each number is read exactly as served
 (handler/number/reader.py: the digits' calibration of model/calibration.json, the line reader of
 model/line_reader.pt); a logistic regression on the reading's features then fits P(every digit
 right) by the negative log-likelihood, and Platt scaling of the line reader's digits' probabilities
@@ -40,10 +40,10 @@ from train.data import load_mnist
 from train.evaluate_numbers import BATCH, aligned_right
 from train.line_reader import VALIDATION_DIGITS
 
-# Not fitted on: printed (its fonts are the evaluation's) and the line corrupted as the digit
-# families are, beyond noise, grey grounds, outlines and edge bars: the features cannot tell those
-# apart from clean lines, and fitting on them lowered every other family's confidence below its
-# accuracy (docs/decisions.md, "The number's confidence").
+# Not fitted on: printed (its fonts are the evaluation's), and the six families that corrupt the
+# line as the digit families do beyond noise, grey grounds, outlines and edge bars: the features
+# cannot tell those lines from clean ones, and fitting on them lowered the other families'
+# confidence below their accuracy (docs/decisions.md, "The number's confidence").
 NOT_FITTED = ("printed", "haze", "crossing_lines", "blots", "speckle", "motion_blur", "jitter")
 FIT_FAMILIES = tuple(f for f in NUMBER_FAMILIES if f not in NOT_FITTED)
 L2 = 1e-3  # on the standardized features' weights
