@@ -43,12 +43,15 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def smooth_field(n: int, h: int, w: int, g: torch.Generator, device, cells: int = 4) -> Tensor:
-    """(N, 1, H, W) smooth random field in [0, 1]: a few octaves of bilinearly upsampled noise."""
+    """(N, 1, H, W) smooth random field in [0, 1]: a few octaves of bicubically upsampled noise,
+    `cells` of it along the shorter side, as many as keep them square along the longer (a wide
+    line's fog is no streakier than a digit's)."""
     field = torch.zeros(n, 1, h, w, device=device)
     amplitude = 1.0
     for octave in range(3):
         side = cells * 2**octave
-        noise = torch.rand(n, 1, side, side, generator=g, device=device)
+        rows, cols = max(side, round(side * h / w)), max(side, round(side * w / h))
+        noise = torch.rand(n, 1, rows, cols, generator=g, device=device)
         field += amplitude * F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)
         amplitude /= 2
     low = field.amin(dim=(2, 3), keepdim=True)

@@ -6,10 +6,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from synthetic.fonts import fonts_available
 from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
+from synthetic.tensors import smooth_field
 from train.evaluate_numbers import aligned_right, edit_distance, markdown, numbers_report
 
 
@@ -26,6 +28,16 @@ def test_each_family_uploads_images_of_3_to_7_digit_numbers_reproducibly(family,
         assert image.width > image.height  # a line of digits
         written = image.getchannel("A") if image.mode == "RGBA" else image.convert("L")  # a canvas: in alpha
         assert np.asarray(written).std() > 10
+
+
+def test_haze_on_a_wide_line_is_no_streakier_than_on_a_digit():
+    """smooth_field keeps its cells square on a wide line: pixels 6 apart differ about as much
+    across the line as down it (square cells stretched to a 10:1 line differed 8 times less
+    across: streaks, not fog)."""
+    field = smooth_field(64, 28, 280, torch.Generator().manual_seed(0), "cpu", cells=3)[:, 0]
+    across = (field[:, :, 6:] - field[:, :, :-6]).abs().mean()
+    down = (field[:, 6:] - field[:, :-6]).abs().mean()
+    assert 0.5 < float(across / down) < 2
 
 
 def test_edit_distance_counts_digits_replaced_missing_or_extra():
