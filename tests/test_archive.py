@@ -20,9 +20,15 @@ def makefile_sources() -> list[str]:
     return sorted(set(globbed) | set(named))
 
 
+def package_sources() -> set[str]:
+    """Every module of the packages the archive holds, by its repository path."""
+    return {
+        str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts
+    }
+
+
 def test_each_archive_holds_the_packages_source_and_the_data_files(model_store):
-    source = {str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    source = {s for s in source if "__pycache__" not in s}
+    source = package_sources()
     for mar in ("mnist.mar", "number.mar"):
         with zipfile.ZipFile(model_store / mar) as archive:
             names = set(archive.namelist())
@@ -34,7 +40,5 @@ def test_each_archive_holds_the_packages_source_and_the_data_files(model_store):
 
 def test_the_makefile_rebuilds_an_archive_when_anything_it_packs_changes():
     sources = set(makefile_sources())
-    packed = {str(f) for f in DATA_FILES} | {"model/mnist_cnn.pt", "model-config.yaml", "VERSION"}
-    packed |= {str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
-    packed = {p for p in packed if "__pycache__" not in p}
+    packed = {str(f) for f in DATA_FILES} | {"model/mnist_cnn.pt", "model-config.yaml", "VERSION"} | package_sources()
     assert packed <= sources, sorted(packed - sources)

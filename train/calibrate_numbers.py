@@ -135,6 +135,8 @@ def logistic_regression(x: np.ndarray, right: np.ndarray, l2: float) -> tuple[np
 
 
 def log_odds(p: np.ndarray) -> np.ndarray:
+    """handler.number.confidence.log_odds over an array at once (numpy's log, which the committed fit
+    used: it differs from math.log in the last bit for some values, and the fit with it)."""
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 

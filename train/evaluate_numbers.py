@@ -25,32 +25,32 @@ DIGIT_GOALS = {"gaps": 0.99}  # family -> minimum per-digit accuracy
 BATCH = 16  # uploads per handler batch, as TorchServe's batchSize
 
 
+def _edit_costs(a: str, b: str) -> list[list[int]]:
+    """Levenshtein's table: [i][j] the fewest digits replaced, missing or extra from a[:i] to b[:j]."""
+    cost = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            row.append(min(cost[-1][j] + 1, row[j - 1] + 1, cost[-1][j - 1] + (x != y)))
+        cost.append(row)
+    return cost
+
+
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance: digits replaced, missing or extra."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
+    return _edit_costs(a, b)[-1][-1]
 
 
 def aligned_right(written: str, read: str) -> list[bool]:
     """Per digit read, whether it is right: paired with the digit written at its place in a least-edit
     alignment (edit_distance's) and equal to it; an extra digit is wrong."""
-    n, m = len(written), len(read)
-    cost = np.zeros((n + 1, m + 1), int)
-    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            step = written[i - 1] != read[j - 1]
-            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + step)
-    right, i, j = [False] * m, n, m
+    cost = _edit_costs(written, read)
+    right, i, j = [False] * len(read), len(written), len(read)
     while i and j:  # back along the alignment: a pairing, else a digit read extra, else one missing
-        if cost[i, j] == cost[i - 1, j - 1] + (written[i - 1] != read[j - 1]):
+        if cost[i][j] == cost[i - 1][j - 1] + (written[i - 1] != read[j - 1]):
             right[j - 1] = written[i - 1] == read[j - 1]
             i, j = i - 1, j - 1
-        elif cost[i, j] == cost[i, j - 1] + 1:
+        elif cost[i][j] == cost[i][j - 1] + 1:
             j -= 1
         else:
             i -= 1

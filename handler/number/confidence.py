@@ -40,6 +40,12 @@ FEATURES = (
 )
 
 
+def log_odds(p: float) -> float:
+    """log(p / (1 - p)), p kept within [1e-6, 1 - 1e-6]."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
 def number_features(
     lat: Lattice, path: list[int], confidences: list[float], line_reader: bool, agree: bool
 ) -> list[float]:
@@ -48,7 +54,6 @@ def number_features(
     reader's reading stands and whether the two readers agree. (Plain Python: a few values a line.)"""
     logs = [math.log(max(c, 1e-12)) for c in confidences]
     total = sum(logs)
-    product = min(max(math.exp(total), 1e-6), 1 - 1e-6)
     cuts = [lat.cut_piece(s) for s in path]
     spans = [lat.spans[s] for s in path]
     skips, ink_cut, widths = lat.skips.tolist(), lat.cuts.tolist(), lat.widths.tolist()
@@ -56,7 +61,7 @@ def number_features(
     on_path = [widths[s] for s in path] or [1.0]
     return [
         total,
-        math.log(product / (1 - product)),
+        log_odds(math.exp(total)),
         min(logs),
         sum(cuts) / len(cuts) if cuts else 0.0,
         max((ink_cut[i] for i, _ in spans[1:]), default=0.0),  # the places between two digits
@@ -95,12 +100,8 @@ class NumberCalibration:
 
     def line_digits(self, probabilities: list[float]) -> list[float]:
         """The line reader's digits' probabilities -> their calibrated ones (6 decimals, as answered)."""
-        out = []
-        for p in probabilities:
-            p = min(max(p, 1e-6), 1 - 1e-6)
-            z = self.line_slope * math.log(p / (1 - p)) + self.line_intercept
-            out.append(round(1 / (1 + math.exp(-z)), 6))
-        return out
+        z = [self.line_slope * log_odds(p) + self.line_intercept for p in probabilities]
+        return [round(1 / (1 + math.exp(-v)), 6) for v in z]
 
     def as_dict(self) -> dict:
         return {
