@@ -46,8 +46,9 @@ NUMBER_FAMILIES = {
     "motion_blur": "a 28 px high line smeared up to 7.2 px in one direction (a shaken camera)",
     "jitter": "a 28 px high line through frosted glass: pixels displaced by up to 1.6 px, softened",
 }
-# The digit families' corruptions (synthetic/corruptions.py) and strengths the last eleven apply.
-_CORRUPTED = {
+# The digit families' corruptions (synthetic/corruptions.py) and the strengths the last eleven
+# families apply (number_family's `strength` sets another).
+CORRUPTION_STRENGTHS = {
     "gaussian_noise": 0.8,
     "salt_and_pepper": 7 / 12,
     "grey_background": 1.0,
@@ -64,17 +65,21 @@ _CORRUPTED = {
 
 
 def number_family(
-    family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int = 0
+    family: str, digits: np.ndarray, labels: np.ndarray, count: int, seed: int = 0, strength: float | None = None
 ) -> list[tuple[bytes, str]]:
     """`count` numbers of the family as (upload bytes, the number's digits), reproducibly: each number
     draws LENGTHS digits at random from `digits` (N, 28, 28) uint8 and their `labels` (printed
-    numbers print those labels in a held-out font)."""
+    numbers print those labels in a held-out font). `strength`: the corruption's, for the families
+    of CORRUPTION_STRENGTHS (None: the evaluation's, given there)."""
+    if strength is not None and family not in CORRUPTION_STRENGTHS:
+        raise ValueError(f"{family} has no corruption strength")
+    render = _RENDER[family] if strength is None else _corrupted(family, strength)
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
         picked = rng.choice(len(digits), int(rng.integers(LENGTHS[0], LENGTHS[1] + 1)), replace=False)
         text = "".join(str(int(labels[i])) for i in picked)
-        out.append((_RENDER[family](digits[picked], text, rng), text))
+        out.append((render(digits[picked], text, rng), text))
     return out
 
 
@@ -319,12 +324,14 @@ def printed(digits, text, rng) -> bytes:
     return encode_image(_uint8(gray), "JPEG", quality=int(rng.integers(50, 96)))
 
 
-def _corrupted(family: str):
+def _corrupted(family: str, strength: float | None = None):
+    strength = CORRUPTION_STRENGTHS[family] if strength is None else strength
+
     def render(digits, text, rng) -> bytes:
         line = torch.from_numpy(write_line(digits, rng, 20, gap=(0.2, 0.6)))
         line = torch.nn.functional.pad(line, (4, 4, 2, 2))[None, None]  # 28 px high, as MNIST's cells
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        out = CORRUPTIONS[family](line, torch.full((1,), _CORRUPTED[family]), generator)
+        out = CORRUPTIONS[family](line, torch.full((1,), strength), generator)
         return encode_image(_uint8(out[0, 0].numpy()))
 
     return render
@@ -340,5 +347,5 @@ _RENDER = {
     "scanned": scanned,
     "boxed": boxed,
     "printed": printed,
-    **{name: _corrupted(name) for name in _CORRUPTED},
+    **{name: _corrupted(name) for name in CORRUPTION_STRENGTHS},
 }

@@ -24,7 +24,7 @@ from handler.number.line_reader import greedy_decode, line_input
 from handler.number.reader import read_requests
 from model.line_network import BLANK, LINE_WEIGHTS, STRIDE, LineCNN, LineConfig, save_line_checkpoint
 from ops.stamp import stamp
-from synthetic.numbers import number_family
+from synthetic.numbers import CORRUPTION_STRENGTHS, number_family
 from train.data import load_mnist
 
 # family -> its share of the lines
@@ -39,13 +39,25 @@ MIX = {
     "gaussian_noise": 1,
     "salt_and_pepper": 1,
     "grey_background": 1,
+    "outline": 1,
+    "edge_bars": 1,
+    "haze": 1,
+    "crossing_lines": 1,
+    "blots": 1,
+    "speckle": 1,
+    "motion_blur": 1,
+    "jitter": 1,
 }
+# The families of the digit families' corruptions (CORRUPTION_STRENGTHS) are written at these
+# multiples of their evaluation strength, at most 1, in turn by job (500 lines): the reader meets
+# each corruption weaker and stronger than the evaluation's, as the digit network meets them.
+STRENGTH_SCALES = (0.5, 1.0, 1.5)
 VALIDATION_DIGITS = 5000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lines", type=int, default=80000, help="training lines, all families together")
+    p.add_argument("--lines", type=int, default=120000, help="training lines, all families together")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -58,9 +70,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _lines(job: tuple) -> list[tuple[np.ndarray, str]]:
     """One job's lines as the reader's inputs (uint8, (28, w)) and their texts."""
-    family, digits, labels, count, seed = job
+    family, digits, labels, count, seed, strength = job
     torch.set_num_threads(1)
-    samples = number_family(family, digits, labels, count, seed)
+    samples = number_family(family, digits, labels, count, seed, strength)
     out = []
     for i in range(0, len(samples), 64):
         chunk = samples[i : i + 64]
@@ -80,7 +92,12 @@ def make_lines(digits, labels, total: int, seed: int, workers: int) -> list[tupl
     for k, (family, share) in enumerate(MIX.items()):
         count = total * share // shares
         for part in range(0, count, 500):
-            jobs.append((family, digits, labels, min(500, count - part), seed * 100_000 + k * 1000 + part // 500))
+            strength = None
+            if family in CORRUPTION_STRENGTHS:
+                scale = STRENGTH_SCALES[(k + part // 500) % len(STRENGTH_SCALES)]
+                strength = min(1.0, scale * CORRUPTION_STRENGTHS[family])
+            seed_of_job = seed * 100_000 + k * 1000 + part // 500
+            jobs.append((family, digits, labels, min(500, count - part), seed_of_job, strength))
     with ProcessPoolExecutor(workers) as pool:
         return [line for lines in pool.map(_lines, jobs) for line in lines]
 
