@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from synthetic.fonts import fonts_available
-from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
+from synthetic.numbers import CORRUPTION_STRENGTHS, LENGTHS, NUMBER_FAMILIES, number_family
 from synthetic.tensors import smooth_field
 from train.evaluate_numbers import aligned_right, edit_distance, markdown, numbers_report
 
@@ -28,6 +28,19 @@ def test_each_family_uploads_images_of_3_to_7_digit_numbers_reproducibly(family,
         assert image.width > image.height  # a line of digits
         written = image.getchannel("A") if image.mode == "RGBA" else image.convert("L")  # a canvas: in alpha
         assert np.asarray(written).std() > 10
+
+
+def test_a_corrupted_family_is_written_at_the_strength_asked_for(mnist_sample):
+    """The evaluation's strength by default; another on request (the line reader trains at several);
+    a family without a corruption has no strength to set."""
+    digits, labels = mnist_sample
+    default = number_family("haze", digits, labels, 3, seed=2)
+    assert default == number_family("haze", digits, labels, 3, seed=2, strength=CORRUPTION_STRENGTHS["haze"])
+    weaker = number_family("haze", digits, labels, 3, seed=2, strength=0.1)
+    assert [text for _, text in weaker] == [text for _, text in default]
+    assert all(a != b for (a, _), (b, _) in zip(weaker, default))
+    with pytest.raises(ValueError, match="gaps"):
+        number_family("gaps", digits, labels, 3, seed=2, strength=0.5)
 
 
 def test_haze_on_a_wide_line_is_no_streakier_than_on_a_digit():

@@ -1,6 +1,6 @@
 """Train the line reader (model/line_network.py) with CTC and write model/line_reader.pt.
 
-    python -m train.line_reader                           # about 27 minutes on two CPU cores
+    python -m train.line_reader                           # about 45 minutes on two CPU cores
     python -m train.line_reader --lines 2000 --epochs 1   # a quick try
 
 Its lines are the number families (synthetic/numbers.py) but the printed one, written with MNIST
