@@ -6,8 +6,9 @@
 Its lines are the number families (synthetic/numbers.py) but the printed one, written with MNIST
 *training* digits (the evaluation writes them with test digits) and brought to the reader's input
 exactly as served: decoded, cleaned and segmented into atoms (handler/number/), then line_input.
-Touching and overlapping digits, which the segmentation reads worst, are the largest share. The
-last 5,000 training digits write the lines it is validated on (and train.calibrate_numbers' fit set).
+Touching and overlapping digits, which the segmentation reads worst, are the largest share; the
+digit families' corruptions are written at several strengths (STRENGTH_SCALES). The last 5,000
+training digits write the lines it is validated on (and train.calibrate_numbers' fit set).
 """
 
 from __future__ import annotations
