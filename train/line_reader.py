@@ -87,16 +87,24 @@ def _lines(job: tuple) -> list[tuple[np.ndarray, str]]:
     return out
 
 
+def _job_strength(family: str, turn: int) -> float | None:
+    """A corrupted family's strength for one job; None (the family's own) for the others.
+
+    turn is the family's index plus the job's, so that the families do not all meet their weak
+    scale in the same jobs."""
+    if family not in CORRUPTION_STRENGTHS:
+        return None
+    scale = STRENGTH_SCALES[turn % len(STRENGTH_SCALES)]
+    return min(1.0, scale * CORRUPTION_STRENGTHS[family])
+
+
 def make_lines(digits, labels, total: int, seed: int, workers: int) -> list[tuple[np.ndarray, str]]:
     shares = sum(MIX.values())
     jobs = []
     for k, (family, share) in enumerate(MIX.items()):
         count = total * share // shares
         for part in range(0, count, 500):
-            strength = None
-            if family in CORRUPTION_STRENGTHS:
-                scale = STRENGTH_SCALES[(k + part // 500) % len(STRENGTH_SCALES)]
-                strength = min(1.0, scale * CORRUPTION_STRENGTHS[family])
+            strength = _job_strength(family, k + part // 500)
             seed_of_job = seed * 100_000 + k * 1000 + part // 500
             jobs.append((family, digits, labels, min(500, count - part), seed_of_job, strength))
     with ProcessPoolExecutor(workers) as pool:
