@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import tracemalloc
 import zlib
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -25,29 +24,10 @@ from handler.errors import InputError
 from harness.bad_inputs import BAD_BODIES, png_chunk
 from harness.samples import sample_digits
 from synthetic.families import encode_image as encode
+from tests.fuzz_profiles import load_profile
 from tests.preprocess_helpers import request_images
 
-# No per-example deadline: under tracemalloc on a shared CPU a legitimate input (a BMP with a
-# bogus palette) took 2.5 s, 25 ms without it. Tests check behaviour, not wall-clock time; a hang
-# is still caught by pytest-timeout, and memory by MEMORY_BOUND.
-settings.register_profile(
-    "ci",
-    max_examples=800,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "smoke",
-    max_examples=20,
-    deadline=None,
-    derandomize=True,  # quick `make soak` runs
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "long", max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+load_profile()
 
 # Pillow imports most format plugins on first need; under tracemalloc that one-off import takes
 # seconds and would trip the deadline of whichever example meets it first.
