@@ -68,6 +68,30 @@ def _tight(row: np.ndarray) -> np.ndarray:
     return row[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
+def _between_second_and_third(row: np.ndarray) -> slice:
+    """2 columns without ink within 2 px, between the row's second and third cells."""
+    clear = [c for c in range(40, 70) if not (row[:, c - 2 : c + 4] > 64).any()]
+    return slice(clear[len(clear) // 2], clear[len(clear) // 2] + 2)
+
+
+def _crossed(row: np.ndarray) -> np.ndarray:
+    """An upright line, 2 px wide, drawn from the picture's top to its bottom between two digits,
+    in a picture a pixel taller than the row above and below: 1.5 line heights, not longer than
+    rules() asks of a rule."""
+    out = np.pad(row, 1)
+    out[:, _between_second_and_third(out)] = 255
+    return out
+
+
+def _tall_one(row: np.ndarray) -> np.ndarray:
+    """A 1 between the second and third digits, standing on their baseline and 6 px taller than
+    they are, in the number cropped tight to its ink: the 1 spans the picture's height too."""
+    out = np.pad(row, ((8, 0), (0, 0)))
+    rows = np.flatnonzero((out > 64).any(1))
+    out[rows[0] - 6 : rows[-1] + 1, _between_second_and_third(row)] = 255
+    return _tight(out)
+
+
 def _read(served, images: list[np.ndarray]) -> list:
     return read_bodies(served, [encode_image(image) for image in images])
 
@@ -125,3 +149,11 @@ def test_the_rule_is_taken_out_of_the_ink_before_it_is_labelled(mnist_sample):
     assert np.all(digits[underlined.labels > 0])  # what is left of the ink is the digits'
     assert len(before[2]) == len(before[0]) + 1 and len(boxed) == len(before[0])  # a bar touched the first digit
     assert boxed.boxes[:, 1].min() > 3 and boxed.boxes[:, 3].max() < row.shape[1] - 3  # no bar left
+
+
+def test_a_line_across_the_picture_is_not_read_but_a_tall_1_is(mnist_sample, served):
+    """A line past the digits' tops and feet is a rule; a 1 taller than its neighbours, in a crop
+    tight to it, spans the picture as well, but its feet are on their baseline: it is read."""
+    row, text = _row(mnist_sample)
+    readings = _read(served, [_crossed(row), _tall_one(row)])
+    assert [r.number if isinstance(r, Reading) else r for r in readings] == [text, text[:2] + "1" + text[2:]]

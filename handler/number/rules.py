@@ -2,13 +2,13 @@
 
 A number is often written on a ruled line, underlined, or in a form's boxes; a crop catches a
 scanner's edge or a table's border. A rule clear of the digits is a mark of its own, long and thin,
-and is dropped (`rules`). A rule the digits touch joins them into one mark that no cut separates
-(it runs under all of them), and a bar along the image's side or a box's side between two digits
-reads as a `1`. So before a line is segmented (`without_rules`), its runs of ink along rows longer
-than any digit's stroke and the bars flush with its sides are taken out of its ink; then, where
-two or more upright bars taller than the digits stand with one top and one bottom (a row of boxes,
-a box around the number), so are the runs of ink down a column that span them all. Sizes are in
-line heights, as in segments.py.
+and is dropped (`rules`), as is a line drawn across the picture past the digits' tops and feet. A
+rule the digits touch joins them into one mark that no cut separates (it runs under all of them),
+and a bar along the image's side or a box's side between two digits reads as a `1`. So before a
+line is segmented (`without_rules`), its runs of ink along rows longer than any digit's stroke and
+the bars flush with its sides are taken out of its ink; then, where two or more upright bars taller
+than the digits stand with one top and one bottom (a row of boxes, a box around the number), so are
+the runs of ink down a column that span them all. Sizes are in line heights, as in segments.py.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ BAR, SOLID, TALL, ALIGN = 0.25, 0.9, 1.15, 0.1
 # Its top or bottom is an edge where its ink runs along LONG line heights (no digit is so wide).
 # The edge is the columns (rows) next to that run, up to EDGE_WIDTH line heights, inked in FLUSH of it.
 EDGE_RUN, EDGE_WIDTH, FLUSH = 0.4, 0.4, 0.9
+# A line across the picture (_across): a thin mark from its top row to its bottom row, at least
+# ACROSS line heights tall, with the other marks' tops and feet CLEAR line heights or more from both.
+ACROSS, CLEAR = 1.2, 0.15
 
 
 def line_height(comps: Components, leaving_out: np.ndarray | None = None) -> float:
@@ -69,11 +72,33 @@ def without_rules(masks: list[np.ndarray], comps: list[Components]) -> list[Comp
 
 
 def rules(comps: Components, line: float) -> np.ndarray:
-    """(K,) bool: the components that are rules, longer than LONG lines and thinner than THIN on
-    average (a rule under the number, a sheet's edge)."""
+    """(K,) bool: the components that are rules: longer than LONG lines and thinner than THIN on
+    average (a rule under the number, a sheet's edge), or lines across the picture (_across)."""
     heights, widths = comps.boxes[:, 2] - comps.boxes[:, 0], comps.boxes[:, 3] - comps.boxes[:, 1]
     longer = np.maximum(heights, widths)
-    return (longer > LONG * line) & (comps.areas < THIN * line * longer)
+    return ((longer > LONG * line) & (comps.areas < THIN * line * longer)) | _across(comps, line, heights)
+
+
+def _across(comps: Components, line: float, heights: np.ndarray) -> np.ndarray:
+    """(K,) bool: thin marks (THIN) from the picture's top row to its bottom row, ACROSS line heights
+    tall or more, where the line's other marks (not specks) have their tops and feet (the medians)
+    CLEAR line heights or more from both rows: a line drawn across the picture beside the digits,
+    which would read as a 1. A 1 written as tall runs off the picture only where the picture is
+    cropped to it, and then its neighbours' feet, on one baseline with its own, are near its bottom."""
+    across = (
+        (comps.boxes[:, 0] == 0)
+        & (comps.boxes[:, 2] == comps.labels.shape[0])
+        & (heights >= ACROSS * line)
+        & (comps.areas < THIN * line * heights)
+    )
+    if not across.any():
+        return across
+    others = comps.boxes[~across & (comps.areas >= SPECK * comps.areas.max())]
+    if len(others) == 0:
+        return np.zeros_like(across)
+    top, bottom = np.median(others[:, 0]), np.median(others[:, 2])  # one digit may reach an edge
+    clear = CLEAR * line
+    return across if top >= clear and bottom <= comps.labels.shape[0] - clear else np.zeros_like(across)
 
 
 def _relabelled(comps: list[Components], masks: dict[int, np.ndarray]) -> list[Components]:
