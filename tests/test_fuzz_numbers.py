@@ -4,8 +4,9 @@ at any size, rows of up to 20 digits, flat and noisy grounds) in batches.
 
 Every upload must be read or refused as the client's (4xx), never fail as ours (a 500), and a
 reading must be an answer a caller can use: 1 to MAX_DIGITS digits, probabilities in [0, 1], every
-box inside the upload, digits left to right. tests/test_fuzz.py fuzzes the decoding itself; its
-profiles apply here, with a fifth of the examples (each is a batch through both networks).
+box inside the upload, digits left to right. tests/test_fuzz.py fuzzes the decoding itself; the
+profiles of tests/fuzz_profiles.py apply here, with a fifth of the examples (each is a batch
+through both networks).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def number_handler():
 
 
 def _strokes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """1-40 polylines anywhere, of any grey from 60 and 1-7 px wide."""
     image = Image.new("L", (width, height))
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(1, 40))):
