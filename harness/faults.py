@@ -49,14 +49,16 @@ class Load:
     def __init__(self, server, jobs: list[tuple[bytes, int, int | None]], concurrency: int, timeout: float = 10):
         self.server, self.jobs, self.timeout = server, jobs, timeout  # (body, status, digit)
         self.stop = threading.Event()
-        self.outcomes: list[tuple[float, str]] = []  # (time, "ok" | "error:<status>" | "timeout" | "wrong" | ...)
+        # (sent, answered or failed, "ok" | "error:<status>" | "timeout" | "wrong" | ...), monotonic times
+        self.outcomes: list[tuple[float, float, str]] = []
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(concurrency)]
 
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)
         while not self.stop.is_set():
+            sent = time.monotonic()
             outcome = self._send(*rng.choice(self.jobs))
-            self.outcomes.append((time.monotonic(), outcome))  # by completion time
+            self.outcomes.append((sent, time.monotonic(), outcome))
 
     def _send(self, body: bytes, status: int, digit: int | None) -> str:
         try:
@@ -87,9 +89,19 @@ class Load:
             t.join(timeout=self.timeout + 5)
 
     def counts(self, since: float = 0, until: float = float("inf")) -> dict[str, int]:
+        """The outcomes of the requests sent at `since` or later and answered (or failed) by `until`."""
+        return self._counted(lambda sent, done: since <= sent and done <= until)
+
+    def in_flight(self, start: float, end: float) -> dict[str, int]:
+        """The outcomes of the requests in flight at some moment from `start` to `end`: sent before
+        `end` and answered (or failed) after `start`. A request sent before a worker was killed and
+        timed out after it was replaced belongs here, not to the time after recovery."""
+        return self._counted(lambda sent, done: sent < end and done > start)
+
+    def _counted(self, picked) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for at, outcome in list(self.outcomes):
-            if since <= at <= until:
+        for sent, done, outcome in list(self.outcomes):
+            if picked(sent, done):
                 counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
@@ -111,7 +123,7 @@ def kill_worker(server: LocalTorchServe, bodies, answers, concurrency: int = 8) 
         "killed_pid": victim,
         "recovery_seconds": round(recovered_at - killed_at, 2),
         "before_kill": load.counts(until=killed_at),
-        "during_recovery": load.counts(killed_at, recovered_at),
+        "during_recovery": load.in_flight(killed_at, recovered_at),
         "after_recovery": load.counts(since=recovered_at),
         "after_sequential_ok": count_right(after, answers),
         "after_sequential_sent": len(after),
