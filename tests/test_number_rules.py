@@ -84,8 +84,8 @@ def _crossed(row: np.ndarray) -> np.ndarray:
 
 
 def _tall_one(row: np.ndarray) -> np.ndarray:
-    """A 1 between the second and third digits, standing on their baseline and 6 px taller than
-    they are, in the number cropped tight to its ink: the 1 spans the picture's height too."""
+    """A 1 between the second and third digits, from 6 px above their highest top down to their
+    lowest foot, in the number cropped tight to its ink: the 1 spans the picture's height too."""
     out = np.pad(row, ((8, 0), (0, 0)))
     rows = np.flatnonzero((out > 64).any(1))
     out[rows[0] - 6 : rows[-1] + 1, _between_second_and_third(row)] = 255
@@ -153,7 +153,7 @@ def test_the_rule_is_taken_out_of_the_ink_before_it_is_labelled(mnist_sample):
 
 def test_a_line_across_the_picture_is_not_read_but_a_tall_1_is(mnist_sample, served):
     """A line past the digits' tops and feet is a rule; a 1 taller than its neighbours, in a crop
-    tight to it, spans the picture as well, but its feet are on their baseline: it is read."""
+    tight to it, spans the picture as well, but their feet are near its own: it is read."""
     row, text = _row(mnist_sample)
     readings = _read(served, [_crossed(row), _tall_one(row)])
     assert [r.number if isinstance(r, Reading) else r for r in readings] == [text, text[:2] + "1" + text[2:]]
