@@ -53,7 +53,7 @@ help:
 	@echo "demo      draw-a-digit page on http://127.0.0.1:$(DEMO_PORT)/ (starts TorchServe unless it is up)"
 	@echo "test      unit and integration tests (starts its own TorchServe on free ports)"
 	@echo "lint      ruff: lint and format check (ruff.toml)"
-	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test) and of the number model"
+	@echo "fuzz      long fuzzing run of the request decoding (20,000 inputs per test) and of the number model (4,000 batches)"
 	@echo "soak      worker kill, restart and a SOAK_SECONDS soak -> reports/reliability.md"
 	@echo "camera    48 MP JPEG and 12 MP HEIC phone photos: latency and peak worker memory -> reports/camera.md"
 	@echo "bench     throughput/latency against TorchServe's own ceiling -> reports/bench.md"
