@@ -10,8 +10,13 @@ from handler.number.reader import read_lines, read_requests
 NUMBER = slice(4, 9)
 
 
-def read_bodies(served: torch.nn.Module, bodies: list[bytes]) -> list:
-    """Per upload, its Reading or the RequestError it was refused with (no calibrations)."""
+def read_bodies(
+    served: torch.nn.Module, bodies: list[bytes], calibration=None, number_calibration=None, line_model=None
+) -> list:
+    """Per upload, its Reading or the RequestError it was refused with; the calibrations and the line
+    reader as the handler passes them to read_lines (by default none). No forward pass where every
+    upload was refused, as in the handler."""
     batch = read_requests([{"body": body} for body in bodies])
-    readings = iter(read_lines(served, batch, "cpu") if batch.views else [])
+    read = read_lines(served, batch, "cpu", calibration, number_calibration, line_model) if batch.views else []
+    readings = iter(read)
     return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]

@@ -19,11 +19,12 @@ from PIL import Image, ImageDraw
 
 from handler.errors import RequestError
 from handler.number.candidates import MAX_DIGITS
-from handler.number.reader import Reading, read_lines, read_requests
+from handler.number.reader import Reading
 from harness.inprocess import load_handler
 from harness.samples import sample_digits
 from synthetic.families import encode_image
 from tests.fuzz_profiles import load_profile
+from tests.number_helpers import read_bodies
 
 EXAMPLES = max(4, load_profile().max_examples // 5)
 DIGITS = sample_digits()[0]
@@ -124,14 +125,9 @@ def uploads(draw) -> tuple[bytes, tuple[int, int]]:
 @given(st.lists(uploads(), min_size=1, max_size=6))
 def test_every_upload_is_read_or_refused_as_the_clients(number_handler, drawn):
     h = number_handler
-    batch = read_requests([{"body": body} for body, _ in drawn])
-    # as NumberHandler.inference: no forward pass for a batch whose every request was refused
-    readings = (
-        read_lines(h.model, batch, "cpu", h.calibration, h.number_calibration, h.line_model) if batch.views else []
-    )
-    read = iter(readings)
-    for (_, (height, width)), outcome in zip(drawn, batch.outcomes):
-        answer = next(read) if isinstance(outcome, slice) else outcome
+    bodies = [body for body, _ in drawn]
+    answers = read_bodies(h.model, bodies, h.calibration, h.number_calibration, h.line_model)
+    for (_, (height, width)), answer in zip(drawn, answers):
         if isinstance(answer, RequestError):
             assert 400 <= answer.status < 500 and answer.reason and answer.message, answer
             continue

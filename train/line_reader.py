@@ -50,10 +50,11 @@ MIX = {
     "jitter": 1,
 }
 # The families of the digit families' corruptions (CORRUPTION_STRENGTHS) are written at these
-# multiples of their evaluation strength, at most 1, in turn by job (500 lines): the reader meets
+# multiples of their evaluation strength, at most 1, in turn by job (JOB_LINES): the reader meets
 # each corruption weaker and stronger than the evaluation's, as the digit network meets them.
 STRENGTH_SCALES = (0.5, 1.0, 1.5)
 VALIDATION_DIGITS = 5000
+JOB_LINES = 500  # lines a worker process writes in one job, of one family and one strength
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -103,10 +104,10 @@ def make_lines(digits, labels, total: int, seed: int, workers: int) -> list[tupl
     jobs = []
     for k, (family, share) in enumerate(MIX.items()):
         count = total * share // shares
-        for part in range(0, count, 500):
-            strength = _job_strength(family, k + part // 500)
-            seed_of_job = seed * 100_000 + k * 1000 + part // 500
-            jobs.append((family, digits, labels, min(500, count - part), seed_of_job, strength))
+        for job, part in enumerate(range(0, count, JOB_LINES)):
+            strength = _job_strength(family, k + job)
+            seed_of_job = seed * 100_000 + k * 1000 + job
+            jobs.append((family, digits, labels, min(JOB_LINES, count - part), seed_of_job, strength))
     with ProcessPoolExecutor(workers) as pool:
         return [line for lines in pool.map(_lines, jobs) for line in lines]
 

@@ -85,9 +85,10 @@ def _across(comps: Components, line: float, heights: np.ndarray) -> np.ndarray:
     CLEAR line heights or more from both rows: a line drawn across the picture beside the digits,
     which would read as a 1. A 1 written as tall runs off the picture only where the picture is
     cropped to it, and then its neighbours' feet, on one baseline with its own, are near its bottom."""
+    height = comps.labels.shape[0]  # the picture's, in working pixels
     across = (
         (comps.boxes[:, 0] == 0)
-        & (comps.boxes[:, 2] == comps.labels.shape[0])
+        & (comps.boxes[:, 2] == height)
         & (heights >= ACROSS * line)
         & (comps.areas < THIN * line * heights)
     )
@@ -98,7 +99,7 @@ def _across(comps: Components, line: float, heights: np.ndarray) -> np.ndarray:
         return np.zeros_like(across)
     top, bottom = np.median(others[:, 0]), np.median(others[:, 2])  # one digit may reach an edge
     clear = CLEAR * line
-    return across if top >= clear and bottom <= comps.labels.shape[0] - clear else np.zeros_like(across)
+    return across if top >= clear and bottom <= height - clear else np.zeros_like(across)
 
 
 def _relabelled(comps: list[Components], masks: dict[int, np.ndarray]) -> list[Components]:
