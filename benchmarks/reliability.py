@@ -1,13 +1,15 @@
-"""`make soak`: faults and sustained load against a real TorchServe, written to reports/reliability.{json,md}.
+"""`make soak`: faults and sustained load against a real TorchServe serving both models (the digit
+model and the number model), written to reports/reliability.{json,md}.
 
     python -m benchmarks.reliability --soak-seconds 180
 
-1. worker kill: `kill -9` one worker while requests are in flight; count what failed during
-   recovery (must be error statuses, never a wrong digit) and check everything after it;
+1. worker kill, once per model: `kill -9` one of its workers while requests to both models are in
+   flight; count what failed during recovery (must be error statuses, never a wrong answer), check
+   everything after it, and that the other model noticed nothing;
 2. restart: stop the server and start it again from the same store and config;
-3. soak: constant concurrency with a mix of valid and invalid requests, every answer checked,
-   worker memory (RSS) before and after;
-4. the fuzz tests, counted.
+3. soak: constant concurrency with a mix of valid and invalid requests to both models, every
+   answer checked, worker memory (RSS) before, warmed up and after;
+4. the fuzz tests of both models, counted.
 The scenarios live in harness/faults.py; the test suite runs them short (tests/test_faults.py).
 """
 
@@ -21,31 +23,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.faults import kill_worker, reference_answers, restart, soak, valid_bodies
+from harness.faults import kill_worker, reference_answers, restart, soak, valid_bodies, valid_jobs
 from harness.local_server import LocalTorchServe
 from ops.build_archive import build_archive
+from ops.host_settings import MODEL_NAMES
 from ops.paths import ROOT
 from ops.stamp import line, stamp
+
+FUZZ_TESTS = ("tests/test_fuzz.py", "tests/test_fuzz_numbers.py")  # the digit model's inputs, the number model's
 
 
 def fuzz_count(profile: str) -> dict:
     """Run the fuzz tests and report how many inputs they tried."""
     env = dict(os.environ, HYPOTHESIS_PROFILE=profile)
+    command = [sys.executable, "-m", "pytest", *FUZZ_TESTS, "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/test_fuzz.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--hypothesis-show-statistics",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        [*command, "--hypothesis-show-statistics"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     examples = sum(int(n) for n in re.findall(r"(\d+) passing examples", result.stdout))
     return {
@@ -60,16 +53,19 @@ def main(args: argparse.Namespace) -> dict:
     import tempfile
 
     store = Path(tempfile.mkdtemp(prefix="reliability-"))
-    build_archive(store)
-    bodies, _ = valid_bodies()
+    for model in MODEL_NAMES:
+        build_archive(store, model)
     server = LocalTorchServe(store).start()
     try:
-        answers = reference_answers(server, bodies)
-        report = {"stamp": stamp(), "workers": len(server.worker_pids())}
-        report["kill"] = kill_worker(server, bodies, answers, args.kill_clients)
-        report["kill"]["clients"] = args.kill_clients
-        report["restart"] = restart(server, bodies, answers)
-        report["soak"] = soak(server, bodies, answers, args.soak_seconds, args.concurrency)
+        jobs = []
+        for model in MODEL_NAMES:
+            bodies, _ = valid_bodies(model)
+            jobs += valid_jobs(model, bodies, reference_answers(server, bodies, model))
+        report = {"stamp": stamp(), "workers": {model: len(server.worker_pids(model)) for model in MODEL_NAMES}}
+        report["kill"] = {model: kill_worker(server, jobs, model, args.kill_clients) for model in MODEL_NAMES}
+        report["kill_clients"] = args.kill_clients
+        report["restart"] = restart(server, jobs)
+        report["soak"] = soak(server, jobs, args.soak_seconds, args.concurrency)
     finally:
         server.stop()
     report["fuzz"] = fuzz_count(args.fuzz_profile)
@@ -92,7 +88,7 @@ def failure_kinds(outcomes: dict[str, int]) -> dict[str, int]:
             if outcome == "timeout"
             else "connection error"
             if outcome.startswith("connection:")
-            else "wrong digit"
+            else "wrong answer"
             if outcome == "wrong"
             else None
             if outcome == "ok"
@@ -109,23 +105,51 @@ def _counted(kinds: dict[str, int]) -> str:
     return ", ".join(f"{n} {kind if n == 1 else plural.get(kind, kind + 's')}" for kind, n in kinds.items()) or "none"
 
 
+def _kill_lines(model: str, k: dict, clients: int) -> list[str]:
+    """The worker-kill section's lines for a worker of `model` killed under a load on every model."""
+    lines = [
+        f"- A `{model}` worker (pid {k['killed_pid']}) killed under {clients} concurrent clients sending requests "
+        f"to both models; TorchServe replaced it in {k['recovery_seconds']} s.",
+    ]
+    for of, phases in k["load"].items():
+        kinds = failure_kinds(phases["during_recovery"])
+        wrong = "" if "wrong answer" in kinds else "; no wrong answer"
+        failed = f"{sum(kinds.values())} failed: {_counted(kinds)}{wrong}"
+        lines.append(
+            f"  - `{of}`{'' if of == model else ' (the other model)'}: before the kill {phases['before_kill']}, "
+            f"during recovery {phases['during_recovery']} ({failed}), after recovery {phases['after_recovery']}."
+        )
+    lines.append(
+        f"  - Then {k['after_sequential_ok']}/{k['after_sequential_sent']} sequential `{model}` requests right; "
+        f"/ping: {k['ping']}."
+    )
+    return lines
+
+
 def markdown(r: dict) -> str:
-    k, s, f, rs = r["kill"], r["soak"], r["fuzz"], r["restart"]
-    kinds = failure_kinds(k["during_recovery"])
+    s, f = r["soak"], r["fuzz"]
+    workers = ", ".join(f"{n} `{model}` workers" for model, n in r["workers"].items())
+    kills = [line for model, k in r["kill"].items() for line in _kill_lines(model, k, r["kill_clients"])]
+    restarts = [
+        f"- `{model}`: settings equal: {rs['settings_equal']} ({rs['settings']}), workers {rs['workers']}, "
+        f"same answers: {rs['answers_equal']}."
+        for model, rs in r["restart"].items()
+    ]
     return "\n".join(
         [
             line(r["stamp"]),
             "",
             "# Reliability",
             "",
-            f"TorchServe with {r['workers']} workers, from a freshly built archive.",
+            f"TorchServe serving both models from freshly built archives: {workers}.",
             "",
             "## Bad input",
             "",
-            f"- Fuzzing (`tests/test_fuzz.py`, profile `{f['profile']}`): {f['inputs']:,} generated inputs "
+            f"- Fuzzing (`{'`, `'.join(FUZZ_TESTS)}`, profile `{f['profile']}`): {f['inputs']:,} generated inputs "
             "(random bytes, mutated PNG/JPEG/GIF/WebP/BMP/TIFF/HEIC/AVIF in odd modes, HEIC/AVIF/WebP headers "
             "mutated on their own, animated GIFs, huge declared sizes, base64/data-URL/JSON wrappings, arbitrary "
-            "JSON, multipart-like fields); "
+            "JSON, multipart-like fields; for the number model, batches of strokes, specks, rules, grids, noise "
+            "and rows of digits of any size, read past decoding); "
             f"result: `{f['summary']}`. "
             + ("No failures. " if f["passed"] else "**The fuzz tests FAILED: see the summary.** ")
             + "Found and fixed earlier: a JSON scalar body raised TypeError; an image with no background "
@@ -138,27 +162,23 @@ def markdown(r: dict) -> str:
             "",
             "## Worker killed (kill -9) under load",
             "",
-            f"- {k['clients']} concurrent clients; worker pid {k['killed_pid']} killed; TorchServe replaced it in "
-            f"{k['recovery_seconds']} s.",
-            f"- Before the kill: {k['before_kill']}. During recovery: {k['during_recovery']} "
-            f"({sum(kinds.values())} failed: {_counted(kinds)}{'' if 'wrong digit' in kinds else '; no wrong digit'}). "
-            f"After recovery: {k['after_recovery']}.",
-            f"- Then {k['after_sequential_ok']}/{k['after_sequential_sent']} sequential requests right; "
-            f"/ping: {k['ping']}.",
+            *kills,
             "",
             "## Restart",
             "",
-            f"- Stopped and started from the same store and config: settings equal: {rs['settings_equal']} "
-            f"({rs['settings']}), workers {rs['workers']}, same answers: {rs['answers_equal']}.",
+            "Stopped and started from the same store and config:",
+            "",
+            *restarts,
             "",
             "## Soak",
             "",
-            f"- {s['seconds']} s at concurrency {s['concurrency']}, {1 - s['invalid_share']:.0%} valid requests and "
-            f"{s['invalid_share']:.0%} from the bad-input catalogue (`harness/bad_inputs.py`): "
+            f"- {s['seconds']} s at concurrency {s['concurrency']} on both models, {1 - s['invalid_share']:.0%} valid "
+            f"requests and {s['invalid_share']:.0%} from the bad-input catalogue (`harness/bad_inputs.py`): "
             f"{s['requests']:,} requests ({s['requests_per_s']}/s), outcomes {s['outcomes']}, "
             f"unexpected: {s['unexpected']}.",
-            f"- Worker memory (RSS, all workers, shared libraries included): {s['worker_rss_mb_before']} MB "
-            f"before, {s['worker_rss_mb_after']} MB after.",
+            f"- Worker memory (RSS, every worker of both models, shared libraries included): "
+            f"{s['worker_rss_mb_before']} MB before, {s['worker_rss_mb_warm']} MB a third of the way in (warmed up), "
+            f"{s['worker_rss_mb_after']} MB after.",
             "",
         ]
     )

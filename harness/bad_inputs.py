@@ -1,5 +1,6 @@
 """The catalogue of bad inputs the service must refuse with a 4xx: one list shared by the tests
-(in-process and over HTTP), the fuzzer (as seeds) and `make soak`."""
+(in-process and over HTTP), the fuzzer (as seeds) and `make soak`; and what the number model
+refuses besides (number_bad_bodies)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from harness.samples import sample_digits
 from synthetic.camera import phone_heic
 from synthetic.families import encode_image
+from synthetic.numbers import mnist_row
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -108,3 +111,16 @@ BAD_BODIES = [
     BadBody("no_digit", encode_image(np.zeros((28, 28), np.uint8)), 422),
     BadBody("not_finite", _not_finite_tiff(), 400),
 ]
+
+
+def number_bad_bodies() -> list[BadBody]:
+    """Uploads the number model refuses besides BAD_BODIES: a white page, a row of 13 of the
+    committed sample digits, two rows of them one above the other, a huge image's header."""
+    digits, _ = sample_digits()
+    two_rows = np.concatenate([mnist_row(digits[:4]), mnist_row(digits[4:8])])
+    return [
+        BadBody("no_digit", encode_image(np.full((60, 300), 255, np.uint8)), 422, "image/png"),
+        BadBody("too_many_digits", encode_image(mnist_row(digits[:13])), 422, "image/png"),
+        BadBody("several_lines", encode_image(two_rows), 422, "image/png"),
+        BadBody("too_many_pixels", png_header(5000, 5000), 413, "image/png"),
+    ]

@@ -185,9 +185,9 @@ class LocalTorchServe:
             **kwargs,
         )
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self, model: str = "mnist") -> list[int]:
         description = requests.get(
-            f"{self.management}/models/mnist", headers=self.headers("management"), timeout=30
+            f"{self.management}/models/{model}", headers=self.headers("management"), timeout=30
         ).json()[0]
         return [int(w["pid"]) for w in description["workers"] if w.get("pid")]
 

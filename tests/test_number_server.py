@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from harness.bad_inputs import BAD_BODIES, png_header
+from harness.bad_inputs import BAD_BODIES, number_bad_bodies, png_header
 from harness.clients import predict_concurrently
 from synthetic.families import encode_image
 from synthetic.numbers import held_out_fonts, mnist_row, write_line
@@ -63,13 +63,8 @@ def test_bad_inputs_get_clear_4xx_answers_and_spare_the_rest_of_the_batch(server
     digits, labels = mnist_sample
     good = encode_image(mnist_row(digits[NUMBER]))
     text = "".join(map(str, labels[NUMBER]))
-    bad = [(b.body, b.status, b.content_type) for b in BAD_BODIES]
-    bad += [
-        (encode_image(np.full((60, 300), 255, np.uint8)), 422, "image/png"),  # no digit on a white page
-        (encode_image(mnist_row(digits[:13])), 422, "image/png"),  # more than 12 digits
-        (encode_image(np.concatenate([mnist_row(digits[:4]), mnist_row(digits[4:8])])), 422, "image/png"),  # 2 rows
-        (png_header(5000, 5000), 413, "image/png"),  # a huge image, refused from its header
-    ]
+    # the digit model's catalogue, then a white page, 13 digits, two rows and a huge image's header
+    bad = [(b.body, b.status, b.content_type) for b in BAD_BODIES + number_bad_bodies()]
     bodies = [good] * 8 + [body for body, _, _ in bad] + [good] * 8
     types = ["image/png"] * 8 + [kind for _, _, kind in bad] + ["image/png"] * 8
     responses = predict_concurrently(server, bodies, types, concurrency=16, path=PREDICT)

@@ -1,5 +1,6 @@
 """No request lost: the client's retries against a real TorchServe whose workers die under load, or
-which is killed whole and started again, for both clients (threaded and asyncio).
+which is killed whole and started again, for both clients (threaded and asyncio); and a number
+model's worker killed under read_number.
 
 TorchServe answers 5xx for the batch of a worker killed with SIGKILL, and a scale-down drops the
 batch of each stopped worker without answering it at all (pytorch/serve#1101). Measured without a
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from harness.faults import valid_bodies
 from harness.samples import sample_digits
-from mnist_digit_client import DigitClient, Prediction, RetryPolicy
+from mnist_digit_client import DigitClient, NumberReading, Prediction, RetryPolicy
 from ops.tsctl import describe, scale, wait_for_workers
 from synthetic.families import generate
 from tests.client_helpers import KINDS, make_client
@@ -164,3 +167,35 @@ def test_whole_server_restart_under_load_loses_no_request(server, default_client
     print(f"restart: down {downtime['s']:.1f} s; {default_client.retried} attempts retried")
     assert default_client.policy == RetryPolicy()  # the defaults, as callers have them
     assert_every_request_answered_right(results, healthy_digits)
+
+
+def test_number_worker_killed_under_read_number_loses_no_reading(server):
+    """A worker of the number model killed while CALLERS threads read numbers through one client:
+    every reading comes back, the healthy server's."""
+    bodies, _ = valid_bodies("number")
+    key_file = server.root / "key_file.json"
+    with DigitClient(
+        server.inference, token_file=key_file, timeout=ATTEMPT_TIMEOUT, retries=8, deadline=DEADLINE
+    ) as client:
+        healthy = [client.read_number(body).number for body in bodies]
+        workers = server.worker_pids("number")
+        victim = workers[0]
+        lock, state = threading.Lock(), {"answered": 0, "after_kill": 0}
+
+        def read(i: int) -> NumberReading:
+            reading = client.read_number(bodies[i % len(bodies)])
+            with lock:
+                state["answered"] += 1
+                if state["answered"] == FAULT_AFTER:
+                    os.kill(victim, signal.SIGKILL)
+                elif state["answered"] > FAULT_AFTER:
+                    state["after_kill"] += 1
+            return reading
+
+        with ThreadPoolExecutor(CALLERS) as pool:
+            readings = list(pool.map(read, range(len(bodies) * 8)))
+        print(f"SIGKILL of number worker {victim}: {client.retried} attempts retried")
+    wait_for_workers(server.management, server.keys()["management"], len(workers), without=victim, model="number")
+    assert state["after_kill"] >= CALLERS * 10, state
+    wrong = [i for i, r in enumerate(readings) if r.number != healthy[i % len(bodies)]]
+    assert not wrong, f"{len(wrong)} readings differ from the healthy server's, e.g. request {wrong[:5]}"
