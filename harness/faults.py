@@ -41,6 +41,7 @@ class Job:
     body: bytes
     status: int = 200
     answer: int | str | None = None
+    content_type: str = "application/octet-stream"
 
     @property
     def path(self) -> str:
@@ -75,7 +76,7 @@ def valid_jobs(model: str, bodies: list[bytes], answers: list[int | str | None])
 def bad_jobs(model: str) -> list[Job]:
     """The bad-input catalogue (harness/bad_inputs.py) as the model must refuse it."""
     bad = BAD_BODIES + (number_bad_bodies() if model == "number" else [])
-    return [Job(model, b.body, b.status) for b in bad]
+    return [Job(model, b.body, b.status, content_type=b.content_type) for b in bad]
 
 
 def worker_rss_mb(server: LocalTorchServe) -> float:
@@ -109,7 +110,7 @@ class Load:
 
     def _send(self, job: Job) -> str:
         try:
-            r = self.server.predict(job.body, timeout=self.timeout, path=job.path)
+            r = self.server.predict(job.body, job.content_type, timeout=self.timeout, path=job.path)
         except requests.Timeout:
             return "timeout"
         except requests.RequestException as e:
