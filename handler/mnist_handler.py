@@ -61,7 +61,6 @@ class DigitHandler:
     Inference Protocol's model metadata, in handle); TorchServe needs only these two methods.
     """
 
-    one_digit_per_image = True  # refuse what is not one digit (the number model reads several)
     served_files = (CALIBRATION_FILE, OPEN_SET_FILE)  # what it serves besides the weights: its version's digest
 
     def __init__(self) -> None:
@@ -88,7 +87,7 @@ class DigitHandler:
         self.calibration = load_calibration(model_dir / CALIBRATION_FILE, weights)
         # Uploads that are not one digit get a 422 (handler/open_set.py); the head reads this network's features.
         head = model_dir / OPEN_SET_FILE
-        self.open_set = OpenSet(head, weights, self.device) if settings.open_set and self.one_digit_per_image else None
+        self.open_set = OpenSet(head, weights, self.device) if settings.open_set else None
         self.model_name = context.model_name
         # (name, version) as v2 answers and X-Model-Version give them, with a digest (handler/request_log.py)
         served = (model_dir / name for name in self.served_files)

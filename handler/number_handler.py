@@ -3,7 +3,8 @@
 The digit model's handler (handler/mnist_handler.py, DigitHandler) with its own three steps: its
 settings, network, metrics, request decoding, typed errors, answers per protocol and logs are the
 digit model's; preprocess segments each line into candidate digits, inference reads every
-candidate of the batch in one forward pass and finds each line's best path, postprocess answers
+candidate of the batch in one forward pass, finds each line's best path and refuses the lines
+whose digits the open-set head finds none of them a digit, postprocess answers
 `{"number", "confidence", "digits": [{"digit", "confidence", "box"}, ...]}` (handler/number/).
 """
 
@@ -22,13 +23,13 @@ from handler.number.confidence import NUMBER_CALIBRATION_FILE, load_number_calib
 from handler.number.reader import NumberBatch, Reading, read_lines, read_requests
 from handler.served_model import served_line_network
 from model.line_network import LINE_READER_FILE, load_line_checkpoint
+from model.open_set import OPEN_SET_FILE
 
 
 class NumberHandler(DigitHandler):
     """What TorchServe calls for the `number` model (DigitHandler explains the entry points)."""
 
-    one_digit_per_image = False  # its candidates are cut pieces of a line: no open-set head
-    served_files = (CALIBRATION_FILE, NUMBER_CALIBRATION_FILE, LINE_READER_FILE)
+    served_files = (CALIBRATION_FILE, OPEN_SET_FILE, NUMBER_CALIBRATION_FILE, LINE_READER_FILE)
 
     def initialize(self, context) -> None:
         super().initialize(context)
@@ -58,6 +59,7 @@ class NumberHandler(DigitHandler):
             self.calibration,
             self.number_calibration,
             self.line_model,
+            self.open_set,
         )
 
     def postprocess(

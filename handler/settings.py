@@ -28,8 +28,9 @@ class HandlerSettings:
     # augmentation (handler/inference.py; under its TURN_BELOW they are also read turned back);
     # null: none of either.
     tta_below: float | None = TTA_BELOW
-    # Uploads that are not one digit are refused with 422 and a reason (handler/open_set.py);
-    # false: every readable image gets a digit, as before the open-set head.
+    # Uploads that are not one digit are refused with 422 and a reason (handler/open_set.py), and
+    # the number model's lines whose digits are none of them digits (handler/number/reader.py);
+    # false: every readable image gets a digit (a number), as before the open-set head.
     open_set: bool = True
     # On a GPU worker, images under this many pixels are preprocessed on the CPU (0: all on the GPU).
     gpu_min_pixels: int = GPU_MIN_PIXELS

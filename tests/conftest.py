@@ -40,10 +40,10 @@ def model_version() -> str:
 
 @pytest.fixture(scope="session")
 def number_model_version() -> str:
-    """The number model's: the release's version and a digest of the weights, both calibrations and
-    the line reader (handler/number_handler.py)."""
-    served = ROOT / "model" / "mnist_cnn.pt", ROOT / CALIBRATION_FILE, ROOT / NUMBER_CALIBRATION_FILE
-    return served_version(release_version(), *served, ROOT / LINE_READER_FILE)
+    """The number model's: the release's version and a digest of the weights, both calibrations, the
+    open-set head and the line reader (handler/number_handler.py)."""
+    served = ROOT / "model" / "mnist_cnn.pt", ROOT / CALIBRATION_FILE, ROOT / OPEN_SET_FILE
+    return served_version(release_version(), *served, ROOT / NUMBER_CALIBRATION_FILE, ROOT / LINE_READER_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from mnist_digit_client import AsyncDigitClient, DigitClient, DigitRead, NumberReading, RequestRejected
+from harness.samples import not_one_digit_samples
+from mnist_digit_client import AsyncDigitClient, DigitClient, DigitRead, NotADigit, NumberReading, RequestRejected
 from mnist_digit_client.errors import ServerFault
 from mnist_digit_client.routes import ROUTES
 from synthetic.families import encode_image
@@ -63,14 +64,18 @@ def number_png(mnist_sample) -> tuple[bytes, str]:
 @pytest.mark.parametrize("route", ["torchserve", "v1", "v2"])
 def test_both_clients_read_a_number_over_each_route(server, number_png, route, number_model_version):
     png, text = number_png
+    not_a_number, _ = not_one_digit_samples()["letter"]  # an A drawn by hand
     key_file = server.root / "key_file.json"
     with DigitClient(server.inference, token_file=key_file, route=route) as client:
         reading = client.read_number(png)
         with pytest.raises(RequestRejected) as refused:
             client.read_number(encode_image(np.zeros((30, 100), np.uint8)))  # no digit
+        with pytest.raises(NotADigit) as letter:
+            client.read_number(not_a_number)
     assert reading.number == text and [d.digit for d in reading.digits] == [int(c) for c in text]
     assert reading.model_version == number_model_version and all(len(d.box) == 4 for d in reading.digits)
     assert refused.value.status == 422 and "no digit" in refused.value.error
+    assert letter.value.status == 422 and letter.value.reason == "not_a_digit"
 
     async def main():
         async with AsyncDigitClient(server.inference, token_file=key_file, route=route) as client:

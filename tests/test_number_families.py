@@ -12,7 +12,7 @@ from PIL import Image
 from synthetic.fonts import fonts_available
 from synthetic.numbers import CORRUPTION_STRENGTHS, LENGTHS, NUMBER_FAMILIES, number_family
 from synthetic.tensors import smooth_field
-from train.evaluate_numbers import aligned_right, edit_distance, markdown, numbers_report
+from train.evaluate_numbers import NOT_NUMBERS, aligned_right, edit_distance, markdown, numbers_report
 
 
 @pytest.mark.parametrize("family", list(NUMBER_FAMILIES))
@@ -74,14 +74,21 @@ def test_each_digit_read_is_right_where_the_alignment_pairs_it_with_its_digit():
 
 
 def test_the_numbers_section_scores_and_sets_the_goals(mnist_sample):
+    from handler.open_set import OpenSet
     from handler.served_model import served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
+    from model.open_set import DEFAULT_OPEN_SET
 
     digits, labels = mnist_sample
-    section = numbers_report(served_network(load_checkpoint(DEFAULT_WEIGHTS)), digits, labels, 6, names=["gaps"])
+    head = OpenSet(DEFAULT_OPEN_SET, DEFAULT_WEIGHTS)
+    network = served_network(load_checkpoint(DEFAULT_WEIGHTS))
+    section = numbers_report(network, digits, labels, 6, names=["gaps"], open_set=head)
     row = section["families"]["gaps"]
     assert row["numbers"] == 6 and 0 <= row["whole_number_accuracy"] <= row["per_digit_accuracy"] <= 1
     assert 0 <= row["digit_ece"] <= 1
     assert set(section["goals"]) == {"numbers, gaps: whole number", "numbers, gaps: per digit"}
     assert section["goals"]["numbers, gaps: whole number"]["goal"] == 0.98
     assert any(line.startswith("| gaps | 6 |") for line in markdown(section))
+    assert list(section["not_numbers"]) == NOT_NUMBERS and "### Not a number" in markdown(section)
+    for row in section["not_numbers"].values():
+        assert row["uploads"] == 6 and row["refused"] + row["answered"] == 1 and row["not_a_digit"] <= row["refused"]

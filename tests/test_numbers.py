@@ -17,7 +17,7 @@ from handler.number.components import components, components_of
 from handler.number.confidence import FEATURES, NUMBER_CALIBRATION_FILE, load_number_calibration
 from handler.number.line_reader import MARGIN, MAX_WIDTH, digit_boxes, greedy_decode, line_input
 from handler.number.path import best_path, segment_scores
-from handler.number.reader import MAX_DIGITS, Reading, candidate_probabilities, read_lines, read_requests
+from handler.number.reader import MAX_DIGITS, Reading, read_candidates, read_lines, read_requests
 from handler.number.segments import Atom, Lattice, lattice, segment_inks
 from harness.inprocess import load_handler
 from model import DEFAULT_WEIGHTS
@@ -26,10 +26,11 @@ from ops.paths import ROOT
 from synthetic.camera import ORIENTATION, phone_heic
 from synthetic.corruptions import CORRUPTIONS
 from synthetic.families import encode_image
+from synthetic.non_digits import described
 from synthetic.numbers import mnist_row, number_family, write_line
 from tests.number_helpers import NUMBER, read_bodies
 from train.calibrate_numbers import nll
-from train.evaluate_numbers import aligned_right
+from train.evaluate_numbers import NOT_NUMBERS, aligned_right
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +379,23 @@ def test_explanation_requests_are_refused_and_the_rest_of_the_batch_is_answered(
     assert set(answers[2]) == {"error"} and "no explanations" in answers[2]["error"]  # v2's error form
 
 
+def test_letters_drawings_and_photos_are_refused_as_no_number_and_numbers_are_read(number_handler, mnist_sample):
+    """The open-set head reads each line's digits: a line none of whose digits is a digit is refused
+    (422 not_a_digit) instead of read as the digits it is least unlike; numbers, touching ones
+    included (their cut pieces are "several digits" to the head, never a refusal), are read."""
+    handler, _ = number_handler
+    digits, labels = mnist_sample
+    others = [body for kind in NOT_NUMBERS[:3] for body, _ in described(kind, 10, "eval", seed=1)]
+    numbers = [body for family in ("gaps", "touching") for body, _ in number_family(family, digits, labels, 12, seed=2)]
+    parts = (handler.calibration, handler.number_calibration, handler.line_model)
+    refused = read_bodies(handler.model, others + numbers, *parts, handler.open_set)
+    assert sum(getattr(r, "reason", None) == "not_a_digit" for r in refused[: len(others)]) >= 0.8 * len(others)
+    assert not any(getattr(r, "reason", None) == "not_a_digit" for r in refused[len(others) :]), refused
+    assert "not a number" in next(r.message for r in refused if getattr(r, "reason", None) == "not_a_digit")
+    without = read_bodies(handler.model, others, *parts)  # without the head: each read as some number
+    assert sum(isinstance(r, Reading) for r in without) >= 0.9 * len(others)
+
+
 def test_the_model_metadata_names_the_number_outputs(number_handler):
     handler, context = number_handler
     context.request_headers = {0: {"describe": "True"}}
@@ -471,7 +489,8 @@ def test_noisy_lines_candidates_are_also_read_unfiltered(number_handler, mnist_s
         assert all(
             c.unfiltered is not None and c.unfiltered.shape == v.shape for v, c in zip(batch.views, batch.candidates)
         )
-        probabilities, paths = candidate_probabilities(handler.model, batch.views, batch.candidates, "cpu")
+        both = read_candidates(handler.model, batch.views, batch.candidates, "cpu")
+        probabilities, paths = both.probabilities, both.paths
         with torch.inference_mode():
             own = torch.softmax(handler.model(torch.cat(batch.views)[:, None]), 1)
             unfiltered = torch.softmax(handler.model(torch.cat([c.unfiltered for c in batch.candidates])[:, None]), 1)
@@ -486,7 +505,7 @@ def test_noisy_lines_candidates_are_also_read_unfiltered(number_handler, mnist_s
     assert right["both views"] > right["filtered only"], right
     clean = read_requests([{"body": encode_image(mnist_row(digits[NUMBER]))}])
     assert clean.candidates[0].unfiltered is None
-    assert candidate_probabilities(handler.model, clean.views, clean.candidates, "cpu")[1] is None
+    assert read_candidates(handler.model, clean.views, clean.candidates, "cpu").paths is None
 
 
 def test_lines_whose_strokes_the_noise_filter_broke_are_read_from_the_unfiltered_ink(number_handler, mnist_sample):

@@ -320,6 +320,7 @@ def main(args: argparse.Namespace) -> dict:
             calibration=calibration,
             number_calibration=whole,
             line_model=served_line_network(load_line_checkpoint()),
+            open_set=open_set,
         )
         report["goals"] |= report["numbers"]["goals"]
     samples(digits[:8], labels[:8], [f for f in FAMILIES if f in families], args.seed, out)

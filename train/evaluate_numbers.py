@@ -1,5 +1,7 @@
 """The evaluation's Numbers section: each number family (synthetic/numbers.py) read as the `number`
-model reads it (handler/number/), its whole-number and per-digit accuracy, and the goals.
+model reads it (handler/number/), its whole-number and per-digit accuracy, and the goals; and
+uploads that are not numbers (synthetic/non_digits.py: letters, drawings, photos), how many the
+model refuses.
 
     python -m train.evaluate_numbers --per-family 200     # this section alone, printed
 """
@@ -13,9 +15,12 @@ import numpy as np
 import torch
 
 from handler.calibration import Calibration
+from handler.errors import RequestError
 from handler.number.confidence import NumberCalibration
 from handler.number.reader import Reading, read_lines, read_requests
+from handler.open_set import OpenSet
 from synthetic.fonts import fonts_available
+from synthetic.non_digits import KINDS, described
 from synthetic.numbers import LENGTHS, NUMBER_FAMILIES, number_family
 from train.calibrate import ECE_BINS, expected_calibration_error
 
@@ -23,6 +28,8 @@ from train.calibrate import ECE_BINS, expected_calibration_error
 NUMBER_GOALS = {"gaps": 0.98, "paper_photo": 0.95, "printed": 0.99, "touching": 0.90}
 DIGIT_GOALS = {"gaps": 0.99}  # family -> minimum per-digit accuracy
 BATCH = 16  # uploads per handler batch, as TorchServe's batchSize
+NOT_NUMBERS = [kind for kind, (reason, _) in KINDS.items() if reason == "not_a_digit"]  # several digits are a number
+CONFIDENT = 0.9  # a number answered at least this sure is taken as right by a caller who routes by confidence
 
 
 def _edit_costs(a: str, b: str) -> list[list[int]]:
@@ -63,21 +70,20 @@ def read_numbers(
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
     line_model: torch.nn.Module | None = None,
-) -> tuple[list[Reading | None], float]:
-    """Each upload read as the handler reads it, BATCH at a time (None: refused), its digits'
-    probabilities calibrated with `calibration` (None: the network's own), the number's
-    confidence with `number_calibration` (None: the product of the digits') and lines whose
-    marks were cut read by `line_model` (None: by the segmentation), and the ms per upload."""
-    out: list[Reading | None] = []
+    open_set: OpenSet | None = None,
+) -> tuple[list[Reading | RequestError], float]:
+    """Each upload read as the handler reads it, BATCH at a time: its Reading or the error it was
+    refused with; its digits' probabilities calibrated with `calibration` (None: the network's
+    own), the number's confidence with `number_calibration` (None: the product of the digits'),
+    lines whose marks were cut read by `line_model` (None: by the segmentation) and lines of no
+    digit refused by `open_set` (None: read); and the ms per upload."""
+    out: list[Reading | RequestError] = []
+    parts = (calibration, number_calibration, line_model, open_set)
     start = time.perf_counter()
     for i in range(0, len(uploads), BATCH):
         batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
-        readings = iter(
-            read_lines(model, batch, "cpu", calibration, number_calibration, line_model) if batch.views else []
-        )
-        for outcome in batch.outcomes:
-            reading = next(readings) if isinstance(outcome, slice) else None
-            out.append(reading if isinstance(reading, Reading) else None)
+        readings = iter(read_lines(model, batch, "cpu", *parts) if batch.views else [])
+        out += [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
     return out, (time.perf_counter() - start) * 1000 / max(1, len(uploads))
 
 
@@ -91,9 +97,12 @@ def family_scores(
     calibration: Calibration | None,
     number_calibration: NumberCalibration | None = None,
     line_model: torch.nn.Module | None = None,
+    open_set: OpenSet | None = None,
 ) -> dict:
     samples = number_family(family, digits, labels, count, seed)
-    readings, ms = read_numbers(model, [data for data, _ in samples], calibration, number_calibration, line_model)
+    parts = (calibration, number_calibration, line_model, open_set)
+    outcomes, ms = read_numbers(model, [data for data, _ in samples], *parts)
+    readings = [r if isinstance(r, Reading) else None for r in outcomes]
     texts = [text for _, text in samples]
     answers = [r.number if r else "" for r in readings]
     edits = sum(edit_distance(text, answer) for text, answer in zip(texts, answers))
@@ -127,20 +136,21 @@ def numbers_report(
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
     line_model: torch.nn.Module | None = None,
+    open_set: OpenSet | None = None,
 ) -> dict:
-    """{"families": per family (`names`, default all) its scores, "goals": the goals' rows}, written
-    with `digits` (the evaluation's: MNIST test); the digits' confidences calibrated with
-    `calibration` and the number's with `number_calibration`, and touching digits read by
-    `line_model`, as the service answers them (None: the network's own, their product, and the
-    segmentation alone)."""
+    """{"families": per family (`names`, default all) its scores, "goals": the goals' rows,
+    "not_numbers": per kind of upload that is no number, how it was answered}, written with
+    `digits` (the evaluation's: MNIST test); the digits' confidences calibrated with
+    `calibration` and the number's with `number_calibration`, touching digits read by
+    `line_model` and lines of no digit refused by `open_set`, as the service answers them (None:
+    the network's own, their product, the segmentation alone, and no refusal)."""
+    parts = (calibration, number_calibration, line_model, open_set)
     families = {}
     for family in names or NUMBER_FAMILIES:
         if family == "printed" and not fonts_available():
             print("numbers, printed: skipped, no fonts under /usr/share/fonts", flush=True)
             continue
-        families[family] = row = family_scores(
-            model, family, digits, labels, count, seed, calibration, number_calibration, line_model
-        )
+        families[family] = row = family_scores(model, family, digits, labels, count, seed, *parts)
         print(
             f"numbers {family:18s} whole {row['whole_number_accuracy']:.2%}, per digit "
             f"{row['per_digit_accuracy']:.2%}, refused {row['refused']}, {row['ms_per_number']} ms",
@@ -156,7 +166,30 @@ def numbers_report(
     return {
         "families": families,
         "goals": {name: {"goal": g, "measured": m, "met": m >= g} for name, (g, m) in goals.items()},
+        "not_numbers": not_numbers(model, count, seed, *parts),
     }
+
+
+def not_numbers(model, count: int, seed: int, *parts) -> dict:
+    """Per kind of NOT_NUMBERS, `count` evaluation-split uploads (synthetic/non_digits.py) read as
+    the number model reads them (`parts`: read_numbers'): how many were refused, as not_a_digit
+    or otherwise, and how many answered with a number, at least CONFIDENT sure."""
+    out = {}
+    for kind in NOT_NUMBERS:
+        outcomes, _ = read_numbers(model, [data for data, _ in described(kind, count, "eval", seed)], *parts)
+        answered = [r for r in outcomes if isinstance(r, Reading)]
+        refused = [r for r in outcomes if not isinstance(r, Reading)]
+        out[kind] = row = {
+            "uploads": len(outcomes),
+            "refused": len(refused) / len(outcomes),
+            "not_a_digit": sum(getattr(r, "reason", None) == "not_a_digit" for r in refused) / len(outcomes),
+            "answered": len(answered) / len(outcomes),
+            "answered_confident": sum(r.confidence >= CONFIDENT for r in answered) / len(outcomes),
+        }
+        print(
+            f"not a number {kind:20s} refused {row['refused']:.1%} ({row['not_a_digit']:.1%} not_a_digit)", flush=True
+        )
+    return out
 
 
 def markdown(section: dict) -> list[str]:
@@ -184,6 +217,29 @@ def markdown(section: dict) -> list[str]:
             f"{row['refused']} | {row['mean_confidence']:.3f} | {row.get('ece', 0.0):.3f} | "
             f"{row.get('digit_ece', 0.0):.3f} | {row['ms_per_number']} | {row['description']} |"
         )
+    return lines + [""] + not_numbers_markdown(section.get("not_numbers", {}))
+
+
+def not_numbers_markdown(kinds: dict) -> list[str]:
+    """The Numbers section's table of uploads that are no number."""
+    if not kinds:
+        return []
+    lines = [
+        "### Not a number",
+        "",
+        "Uploads that are no number, sent to the `number` model: the evaluation split of the digit model's "
+        "not-one-digit kinds (`synthetic/non_digits.py`). *Refused*: answered 4xx (*not_a_digit*: the open-set "
+        "head found none of the line's digits a digit); *answered*: read as a number, and at least "
+        f"{CONFIDENT:g} sure.",
+        "",
+        "| kind | uploads | refused | of which not_a_digit | answered | answered, confidence >= " + f"{CONFIDENT:g} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in kinds.items():
+        lines.append(
+            f"| {kind} | {row['uploads']:,} | {row['refused']:.1%} | {row['not_a_digit']:.1%} | "
+            f"{row['answered']:.1%} | {row['answered_confident']:.1%} |"
+        )
     return lines + [""]
 
 
@@ -193,6 +249,7 @@ if __name__ == "__main__":
     from handler.served_model import served_line_network, served_network
     from model import DEFAULT_WEIGHTS, load_checkpoint
     from model.line_network import load_line_checkpoint
+    from model.open_set import DEFAULT_OPEN_SET
     from ops.paths import ROOT
     from train.data import load_mnist
 
@@ -208,7 +265,9 @@ if __name__ == "__main__":
     calibrated = load_calibration(ROOT / CALIBRATION_FILE, DEFAULT_WEIGHTS)
     whole = load_number_calibration(ROOT / NUMBER_CALIBRATION_FILE, DEFAULT_WEIGHTS)
     line = served_line_network(load_line_checkpoint())
-    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, calibrated, whole, line)
+    head = OpenSet(DEFAULT_OPEN_SET, DEFAULT_WEIGHTS)
+    parts = (calibrated, whole, line, head)
+    report = numbers_report(net, x.numpy(), y.numpy(), a.per_family, a.seed, a.families, *parts)
     print("\n".join(markdown(report)))
     for name, goal in report["goals"].items():
         print(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from handler.number import path
-from handler.number.reader import candidate_probabilities, read_requests
+from handler.number.reader import read_candidates, read_requests
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
 from synthetic.numbers import number_family
@@ -46,7 +46,7 @@ def candidates(model, family: str, digits: np.ndarray, labels: np.ndarray, count
             continue
         views, found = next(lines)
         with torch.inference_mode():
-            p = candidate_probabilities(model, [views], [found], "cpu")[0].numpy()
+            p = read_candidates(model, [views], [found], "cpu").probabilities.numpy()
         out.append((text, found.lattice, np.log(p.max(1).clip(1e-12)), p.argmax(1)))
     return out
 

@@ -5,7 +5,7 @@
 
 Where the cleaning filtered noise out of a line, the line keeps two things from before the
 filtering, as the digit model keeps an unfiltered candidate view (mnistify): each candidate's box
-of the unfiltered ink, a second view of it (reader.candidate_probabilities reads the more
+of the unfiltered ink, a second view of it (reader.read_candidates reads the more
 confident), and a segmentation of the unfiltered ink of its own, `alternative`: the filtering
 that removes grain also breaks thin strokes (a stencil's outline, a fine pen) into pieces, which
 no path reads whole (reader.read_lines decides which segmentation stands).

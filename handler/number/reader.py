@@ -7,14 +7,18 @@
     lines where a mark was cut or the digits are unsure --line_reader.read_whole_lines--> digits
     read whole, where they stand
     --confidence.py--> the number's probability of being right
+    (lines whose every digit read the open-set head finds not a digit: refused, NOT_A_NUMBER)
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
 same network in one batched pass, and their probabilities are calibrated as the digit model's are
 (handler/calibration.py: a candidate of a line whose noise was filtered has two views, one from
 the unfiltered line, and answers with the more confident, as the digit model does). No test-time
 augmentation: the line reader's second opinion on unsure lines reads as many numbers right without
-it, at less CPU (docs/decisions.md). A bad request never spoils the others: decoding errors are
-the client's 4xx, anything raised past decoding that request's 500.
+it, at less CPU (docs/decisions.md). The digit model's open-set head (handler/open_set.py) reads
+the digits of each line's best path from the same pass: a line of letters, a drawing or a photo of
+something else is refused (422 not_a_digit) instead of read as the digits it is least unlike. A bad
+request never spoils the others: decoding errors are the client's 4xx, anything raised past
+decoding that request's 500.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from handler import inference
 from handler.calibration import Calibration, view_paths
-from handler.errors import NoDigitFound, RequestError, TooManyDigits
+from handler.errors import NoDigitFound, NotADigit, RequestError, TooManyDigits
 from handler.inference import most_confident
 from handler.number.candidates import MAX_DIGITS, Candidates, line_candidates
 from handler.number.confidence import NumberCalibration, number_features
@@ -35,7 +40,9 @@ from handler.number.line_reader import WholeLine, read_whole_lines
 from handler.number.lines import as_line, decode_line
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice
+from handler.open_set import OpenSet
 from handler.preprocess.batch import RequestBatch, decode_requests
+from model.open_set import CLASSES
 
 # The line reader also reads lines whose segmentation is less sure than this (the product of the
 # digits' probabilities), chosen on numbers written with the training digits it was not trained on
@@ -45,6 +52,15 @@ SECOND_OPINION = 0.8
 # as many pieces and reads less surely: the filtering broke its strokes (candidates.py).
 BROKEN = 2.0
 NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
+# A line is refused as not a number where the open-set head finds each digit its best path reads
+# likelier not a digit than a digit or several (its not_a_digit probability over this): a digit cut
+# out of touching ones is often "several digits", never a refusal's reason here (docs/numbers.md).
+NOT_A_NUMBER = 0.5
+# ... unless the line reader's reading stands with at least this many digits more than the path has:
+# its marks are runs of touching digits, which the head, trained on single uploads, takes for a
+# scribble. A letter or a drawing the line reader reads as two digits is still refused.
+TOUCHING_RUN = 2
+_NOT_A_DIGIT = CLASSES.index("not_a_digit")
 
 
 @dataclass
@@ -96,6 +112,7 @@ def read_lines(
     calibration: Calibration | None = None,
     number_calibration: NumberCalibration | None = None,
     line_model: torch.nn.Module | None = None,
+    open_set: OpenSet | None = None,
 ) -> list[Reading | RequestError]:
     """Per image of the batch, its reading: one forward pass over every candidate, the best path of
     each line (on the network's own probabilities), then the chosen digits' calibration (None:
@@ -103,19 +120,20 @@ def read_lines(
     digits'). A noisy line's second segmentation, of its unfiltered ink (candidates.py), is read
     in the same pass and stands where the filtered ink fell into BROKEN times as many atoms and
     reads less surely. Lines whose marks had to be cut, and lines under SECOND_OPINION, are read
-    whole by `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands."""
+    whole by `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands.
+    Lines whose path's digits `open_set` finds each not a digit are refused (None: none is)."""
     cands, views, n = list(batch.candidates), list(batch.views), len(batch.candidates)
     others = [k for k, cand in enumerate(cands) if cand.alternative is not None]
     for k in others:  # noisy lines' unfiltered segmentations, read with the rest, after them
         views.append(cands[k].alternative[0])
         cands.append(cands[k].alternative[1])
-    chosen, firsts, read = _best_paths(model, views, cands, device, calibration)
+    chosen, firsts, read, not_digit = _best_paths(model, views, cands, device, calibration, open_set)
     sure = [math.prod(confidences) for _, confidences in read]  # the product of each path's digits'
     for k, j in zip(others, range(n, len(cands))):  # which segmentation of a noisy line stands
         if len(cands[k].lattice.atoms) >= BROKEN * len(cands[j].lattice.atoms) and sure[j] > sure[k]:
-            for seq in (chosen, firsts, cands, read, sure):
+            for seq in (chosen, firsts, cands, read, sure, not_digit):
                 seq[k] = seq[j]
-    del chosen[n:], cands[n:], read[n:], sure[n:]
+    del chosen[n:], cands[n:], read[n:], sure[n:], not_digit[n:]
     lattices = [cand.lattice for cand in cands]
     # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
     # segmentation is unsure of (the product of their digits' probabilities under SECOND_OPINION).
@@ -123,7 +141,7 @@ def read_lines(
         [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
     )
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration)
+    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration, not_digit)
     if features:  # the numbers' confidences, all of the batch's in one call
         answered = [r for r in readings if isinstance(r, Reading)]
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
@@ -132,13 +150,20 @@ def read_lines(
 
 
 def _best_paths(
-    model: torch.nn.Module, views: list[torch.Tensor], cands: list[Candidates], device, calibration
-) -> tuple[list[list[int]], list[int], list[tuple[list[int], list[float]]]]:
+    model: torch.nn.Module,
+    views: list[torch.Tensor],
+    cands: list[Candidates],
+    device,
+    calibration: Calibration | None,
+    open_set: OpenSet | None,
+) -> tuple[list[list[int]], list[int], list[tuple[list[int], list[float]]], list[bool]]:
     """One forward pass over every candidate of every line, the best path of each line (on the
     network's own probabilities): per line its path (candidate rows of the batch), its first row,
-    and its digits with their probabilities (calibrated, given a `calibration`)."""
+    its digits with their probabilities (calibrated, given a `calibration`), and whether `open_set`
+    finds each of them not a digit (NOT_A_NUMBER; False without one)."""
     with torch.inference_mode():
-        probabilities, paths = candidate_probabilities(model, views, cands, device)
+        candidates = read_candidates(model, views, cands, device)
+        probabilities, paths = candidates.probabilities, candidates.paths
         log_p = probabilities.amax(1).clamp_(min=1e-12).log_().cpu().numpy()
         lattices = [cand.lattice for cand in cands]
         widths, heights = (np.concatenate([getattr(lat, name) for lat in lattices]) for name in ("widths", "heights"))
@@ -153,19 +178,51 @@ def _best_paths(
         if calibration is not None:
             picked = calibration(picked, None if paths is None else paths[rows])
         picked = picked.cpu().numpy().astype(np.float64)
+        refused = _no_digit_lines(open_set, candidates, chosen) if open_set is not None else [False] * len(chosen)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     ends = np.cumsum([len(path) for path in chosen]).tolist()
     read = [(digits[end - len(path) : end], confidences[end - len(path) : end]) for path, end in zip(chosen, ends)]
-    return chosen, firsts, read
+    return chosen, firsts, read, refused
 
 
-def candidate_probabilities(
+def _no_digit_lines(open_set: OpenSet, candidates: inference.Reading, chosen: list[list[int]]) -> list[bool]:
+    """Per line (its path's candidate rows, `chosen`), whether `open_set` finds none of them a digit
+    (NOT_A_NUMBER). The head first reads each line's surest row only: a number's is a digit, and
+    the line is read; the rest of a line's rows are read only where that one is not a digit."""
+    confidence = candidates.probabilities.amax(1).tolist()
+    surest = [max(path, key=confidence.__getitem__) for path in chosen if path]
+    first = iter(_not_digits(open_set, candidates, surest))
+    refused = [bool(path) and next(first) for path in chosen]
+    rest = [r for path, no in zip(chosen, refused) if no for r in path]
+    others = iter(_not_digits(open_set, candidates, rest))
+    return [no and all([next(others) for _ in path]) for path, no in zip(chosen, refused)]
+
+
+def _not_digits(open_set: OpenSet, candidates: inference.Reading, rows: list[int]) -> list[bool]:
+    """Per candidate row of `rows`, whether `open_set` finds it not a digit (NOT_A_NUMBER). The head
+    reads the rows as the digit model's images: the network's own probabilities, the view read,
+    its pooled features and its views' count."""
+    if not rows:
+        return []
+    picked = inference.Reading(
+        candidates.probabilities[rows],
+        candidates.views[rows],
+        candidates.features[rows],
+        [candidates.candidates[r] for r in rows],
+        None,
+    )
+    return (open_set.probabilities(picked)[:, _NOT_A_DIGIT] > NOT_A_NUMBER).tolist()
+
+
+def read_candidates(
     model: torch.nn.Module, views: list[torch.Tensor], candidates: list[Candidates], device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Lines' candidates, (n, 28, 28) views per line -> per candidate (N, 10) probabilities from one
-    forward pass: of its view or, where the line had noise filtered out, of the more confident of
-    its two views (inference.most_confident), as the digit model answers an image with several;
-    and each candidate's calibration path (calibration.view_paths; None: one view each)."""
+) -> inference.Reading:
+    """Lines' candidates, (n, 28, 28) views per line -> what one forward pass gives per candidate
+    (handler/inference.py's Reading, a candidate for an image): the (N, 10) probabilities of its
+    view or, where the line had noise filtered out, of the more confident of its two views
+    (inference.most_confident), as the digit model answers an image with several; that view, its
+    pooled features, its views' count, and its calibration path (calibration.view_paths; None: one
+    view each)."""
     stacks, counts = [], []
     for v, cand in zip(views, candidates):
         if cand.unfiltered is None:
@@ -174,9 +231,12 @@ def candidate_probabilities(
         else:  # each candidate's two views side by side: (2n, 28, 28)
             stacks.append(torch.stack((v, cand.unfiltered), 1).flatten(0, 1))
             counts += [2] * len(v)
-    probabilities = torch.softmax(model(torch.cat(stacks)[:, None].to(device)), dim=1)
+    inputs = torch.cat(stacks)[:, None].to(device)
+    features, logits = model.features_and_logits(inputs)
+    probabilities = torch.softmax(logits, dim=1)
     best = most_confident(probabilities, counts)
-    return probabilities[best], view_paths(probabilities, counts, best)
+    paths = view_paths(probabilities, counts, best)
+    return inference.Reading(probabilities[best], inputs[best], features[best], counts, paths)
 
 
 def _readings(
@@ -187,18 +247,23 @@ def _readings(
     sure: list[float],
     whole: dict[int, WholeLine],
     number_calibration: NumberCalibration | None,
+    not_digit: list[bool],
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
     has none, from the batch's best paths (`chosen`; `read`: per line their digits and
-    probabilities, `sure`: their product) and the line reader's readings (`whole`, by line); and,
-    given a `number_calibration`, each Reading's number_features, and the line reader's digits'
-    probabilities calibrated by it (the features keep its own: the number's fit saw those)."""
+    probabilities, `sure`: their product; `not_digit`: whether none of them is a digit) and the
+    line reader's readings (`whole`, by line); and, given a `number_calibration`, each Reading's
+    number_features, and the line reader's digits' probabilities calibrated by it (the features
+    keep its own: the number's fit saw those)."""
     readings: list[Reading | RequestError] = []
     features = []
     for k, (path, cand, first, (digits, confidences)) in enumerate(zip(chosen, cands, firsts, read)):
         local = [s - first for s in path]
         answer = (digits, confidences, cand.lattice.boxes[local])  # the segmentation's
         line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], whole[k])
+        if not_digit[k] and not (line_read and len(whole[k].digits) >= len(path) + TOUCHING_RUN):
+            readings.append(NotADigit("not a number: what the image shows does not look like digits"))
+            continue
         if line_read:
             answer = (whole[k].digits, whole[k].confidences, whole[k].boxes())
         if len(answer[0]) > MAX_DIGITS:

@@ -44,7 +44,8 @@ class DigitClient(ClientBase):
 
     def read_number(self, image: Image, model: str = NUMBER_MODEL) -> NumberReading:
         """The number in the image (one line of 1 to 12 digits), from the service's number model;
-        the same retries and errors as predict (no digit, or more than 12: RequestRejected, 422)."""
+        the same retries and errors as predict (no digit, or more than 12: RequestRejected, 422;
+        letters, a drawing or a photo of something else: NotADigit)."""
         return self._call(self._number_request(image, model))
 
     def explain(self, image: Image) -> Explanation:
