@@ -7,7 +7,7 @@
     lines where a mark was cut or the digits are unsure --line_reader.read_whole_lines--> digits
     read whole, where they stand
     --confidence.py--> the number's probability of being right
-    (lines whose every digit read the open-set head finds not a digit: refused, NOT_A_NUMBER)
+    (lines none of whose digits the open-set head finds a digit: refused, no_number.py)
 
 Every candidate is brought to MNIST form the way the digit model frames a digit and read by the
 same network in one batched pass, and their probabilities are calibrated as the digit model's are
@@ -38,11 +38,11 @@ from handler.number.candidates import MAX_DIGITS, Candidates, line_candidates
 from handler.number.confidence import NumberCalibration, number_features
 from handler.number.line_reader import WholeLine, read_whole_lines
 from handler.number.lines import as_line, decode_line
+from handler.number.no_number import TOUCHING_RUN, no_digit_lines
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice
 from handler.open_set import OpenSet
 from handler.preprocess.batch import RequestBatch, decode_requests
-from model.open_set import CLASSES
 
 # The line reader also reads lines whose segmentation is less sure than this (the product of the
 # digits' probabilities), chosen on numbers written with the training digits it was not trained on
@@ -52,15 +52,6 @@ SECOND_OPINION = 0.8
 # as many pieces and reads less surely: the filtering broke its strokes (candidates.py).
 BROKEN = 2.0
 NUMBER_OUTPUTS = ("number", "confidence", "length", "digit", "digit_confidence", "box")  # v2 answers' tensors
-# A line is refused as not a number where the open-set head finds each digit its best path reads
-# likelier not a digit than a digit or several (its not_a_digit probability over this): a digit cut
-# out of touching ones is often "several digits", never a refusal's reason here (docs/numbers.md).
-NOT_A_NUMBER = 0.5
-# ... unless the line reader's reading stands with at least this many digits more than the path has:
-# its marks are runs of touching digits, which the head, trained on single uploads, takes for a
-# scribble. A letter or a drawing the line reader reads as two digits is still refused.
-TOUCHING_RUN = 2
-_NOT_A_DIGIT = CLASSES.index("not_a_digit")
 
 
 @dataclass
@@ -121,7 +112,8 @@ def read_lines(
     in the same pass and stands where the filtered ink fell into BROKEN times as many atoms and
     reads less surely. Lines whose marks had to be cut, and lines under SECOND_OPINION, are read
     whole by `line_model` (line_reader.py; None: not); _line_reader_stands says whose reading stands.
-    Lines whose path's digits `open_set` finds each not a digit are refused (None: none is)."""
+    Lines whose path's digits `open_set` finds none of them a digit are refused (None: none is),
+    but where the line reader reads them as runs of touching digits (no_number.py)."""
     cands, views, n = list(batch.candidates), list(batch.views), len(batch.candidates)
     others = [k for k, cand in enumerate(cands) if cand.alternative is not None]
     for k in others:  # noisy lines' unfiltered segmentations, read with the rest, after them
@@ -160,7 +152,7 @@ def _best_paths(
     """One forward pass over every candidate of every line, the best path of each line (on the
     network's own probabilities): per line its path (candidate rows of the batch), its first row,
     its digits with their probabilities (calibrated, given a `calibration`), and whether `open_set`
-    finds each of them not a digit (NOT_A_NUMBER; False without one)."""
+    finds none of them a digit (no_number.py; False without one)."""
     with torch.inference_mode():
         candidates = read_candidates(model, views, cands, device)
         probabilities, paths = candidates.probabilities, candidates.paths
@@ -178,40 +170,11 @@ def _best_paths(
         if calibration is not None:
             picked = calibration(picked, None if paths is None else paths[rows])
         picked = picked.cpu().numpy().astype(np.float64)
-        refused = _no_digit_lines(open_set, candidates, chosen) if open_set is not None else [False] * len(chosen)
+        refused = no_digit_lines(open_set, candidates, chosen) if open_set is not None else [False] * len(chosen)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     ends = np.cumsum([len(path) for path in chosen]).tolist()
     read = [(digits[end - len(path) : end], confidences[end - len(path) : end]) for path, end in zip(chosen, ends)]
     return chosen, firsts, read, refused
-
-
-def _no_digit_lines(open_set: OpenSet, candidates: inference.Reading, chosen: list[list[int]]) -> list[bool]:
-    """Per line (its path's candidate rows, `chosen`), whether `open_set` finds none of them a digit
-    (NOT_A_NUMBER). The head first reads each line's surest row only: a number's is a digit, and
-    the line is read; the rest of a line's rows are read only where that one is not a digit."""
-    confidence = candidates.probabilities.amax(1).tolist()
-    surest = [max(path, key=confidence.__getitem__) for path in chosen if path]
-    first = iter(_not_digits(open_set, candidates, surest))
-    refused = [bool(path) and next(first) for path in chosen]
-    rest = [r for path, no in zip(chosen, refused) if no for r in path]
-    others = iter(_not_digits(open_set, candidates, rest))
-    return [no and all([next(others) for _ in path]) for path, no in zip(chosen, refused)]
-
-
-def _not_digits(open_set: OpenSet, candidates: inference.Reading, rows: list[int]) -> list[bool]:
-    """Per candidate row of `rows`, whether `open_set` finds it not a digit (NOT_A_NUMBER). The head
-    reads the rows as the digit model's images: the network's own probabilities, the view read,
-    its pooled features and its views' count."""
-    if not rows:
-        return []
-    picked = inference.Reading(
-        candidates.probabilities[rows],
-        candidates.views[rows],
-        candidates.features[rows],
-        [candidates.candidates[r] for r in rows],
-        None,
-    )
-    return (open_set.probabilities(picked)[:, _NOT_A_DIGIT] > NOT_A_NUMBER).tolist()
 
 
 def read_candidates(
