@@ -29,7 +29,7 @@ class HandlerSettings:
     # null: none of either.
     tta_below: float | None = TTA_BELOW
     # Uploads that are not one digit are refused with 422 and a reason (handler/open_set.py), and
-    # the number model's lines whose digits are none of them digits (handler/number/reader.py);
+    # the number model's lines whose digits are none of them digits (handler/number/no_number.py);
     # false: every readable image gets a digit (a number), as before the open-set head.
     open_set: bool = True
     # On a GPU worker, images under this many pixels are preprocessed on the CPU (0: all on the GPU).

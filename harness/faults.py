@@ -45,7 +45,21 @@ class Job:
 
     @property
     def path(self) -> str:
-        return f"/predictions/{self.model}"
+        return predictions(self.model)
+
+
+def predictions(model: str) -> str:
+    """The model's TorchServe prediction route."""
+    return f"/predictions/{model}"
+
+
+def models_of(jobs: list[Job]) -> list[str]:
+    return sorted({job.model for job in jobs})
+
+
+def valid_of(jobs: list[Job], model: str) -> list[Job]:
+    """The model's jobs that must be answered 200."""
+    return [job for job in jobs if job.model == model and job.status == 200]
 
 
 def valid_bodies(model: str = "mnist") -> tuple[list[bytes], list[int | str]]:
@@ -65,7 +79,7 @@ def valid_bodies(model: str = "mnist") -> tuple[list[bytes], list[int | str]]:
 def reference_answers(server: LocalTorchServe, bodies: list[bytes], model: str = "mnist") -> list[int | str | None]:
     """What the healthy service answers for each body (None: no 200): the yardstick for "never a
     wrong answer"."""
-    return [answered_digit(r) for r in predict_concurrently(server, bodies, path=f"/predictions/{model}")]
+    return [answered_digit(r) for r in predict_concurrently(server, bodies, path=predictions(model))]
 
 
 def valid_jobs(model: str, bodies: list[bytes], answers: list[int | str | None]) -> list[Job]:
@@ -118,11 +132,11 @@ class Load:
         if r.status_code != job.status:
             return f"error:{r.status_code}" if r.status_code >= 400 else f"unexpected:{r.status_code}"
         try:
+            if job.status == 200:
+                return "ok" if answered_digit(r) == job.answer else "wrong"
             answer = r.json()
         except ValueError:
             return "bad_body"
-        if job.status == 200:
-            return "ok" if answered_digit(r) == job.answer else "wrong"
         # "code" is absent from the Open Inference Protocol's error body
         return "ok" if answer.get("code", job.status) == job.status and answer.get("error") else "bad_body"
 
@@ -167,8 +181,8 @@ def kill_worker(server: LocalTorchServe, jobs: list[Job], model: str, concurrenc
         wait_for_workers(server.management, key, len(workers_before), without=victim, model=model)
         recovered_at = time.monotonic()
         time.sleep(2)
-    mine = [job for job in jobs if job.model == model and job.status == 200][:50]
-    after = predict_concurrently(server, [job.body for job in mine], concurrency=1, path=f"/predictions/{model}")
+    mine = valid_of(jobs, model)[:50]
+    after = predict_concurrently(server, [job.body for job in mine], concurrency=1, path=predictions(model))
     ping = requests.get(f"{server.inference}/ping", headers=server.headers(), timeout=10).json()
     return {
         "model": model,
@@ -180,7 +194,7 @@ def kill_worker(server: LocalTorchServe, jobs: list[Job], model: str, concurrenc
                 "during_recovery": load.in_flight(of, killed_at, recovered_at),
                 "after_recovery": load.counts(of, since=recovered_at),
             }
-            for of in sorted({job.model for job in jobs})
+            for of in models_of(jobs)
         },
         "after_sequential_ok": count_right(after, [job.answer for job in mine]),
         "after_sequential_sent": len(after),
@@ -195,7 +209,7 @@ SETTINGS = ("modelName", "modelVersion", "batchSize", "maxBatchDelay", "minWorke
 def restart(server: LocalTorchServe, jobs: list[Job]) -> dict:
     """Stop and start again from the same store and config: per model, the same settings, as many
     workers and the same answers to its first 20 valid jobs."""
-    models = sorted({job.model for job in jobs})
+    models = models_of(jobs)
     key = server.keys()["management"]
     before = {model: describe(server.management, key, model) for model in models}
     server.stop()
@@ -204,7 +218,7 @@ def restart(server: LocalTorchServe, jobs: list[Job]) -> dict:
     out = {}
     for model in models:
         after = describe(server.management, key, model)
-        mine = [job for job in jobs if job.model == model and job.status == 200][:20]
+        mine = valid_of(jobs, model)[:20]
         answered = [answered_digit(server.predict(job.body, path=job.path)) for job in mine]
         out[model] = {
             "settings_equal": all(before[model][k] == after[k] for k in SETTINGS),
@@ -220,10 +234,10 @@ def soak(server: LocalTorchServe, jobs: list[Job], seconds: float, concurrency: 
     and 20% bad requests, every answer checked; every worker's RSS before, once warmed up (a third
     of the way: the first large uploads grow the allocators' pools) and after."""
     mixed = list(jobs)
-    for model in sorted({job.model for job in jobs}):
-        valid = sum(job.model == model for job in jobs)
+    models = models_of(jobs)
+    for model in models:
         bad = bad_jobs(model)
-        mixed += bad * max(1, round(valid / (4 * len(bad))))
+        mixed += bad * max(1, round(len(valid_of(jobs, model)) / (4 * len(bad))))
     memory_before = worker_rss_mb(server)
     start = time.monotonic()
     with Load(server, mixed, concurrency) as load:
@@ -231,7 +245,7 @@ def soak(server: LocalTorchServe, jobs: list[Job], seconds: float, concurrency: 
         memory_warm = worker_rss_mb(server)
         time.sleep(seconds * 2 / 3)
     elapsed = time.monotonic() - start
-    per_model = {model: load.counts(model) for model in sorted({job.model for job in mixed})}
+    per_model = {model: load.counts(model) for model in models}
     requests_sent = sum(sum(counts.values()) for counts in per_model.values())
     return {
         "seconds": round(elapsed, 1),

@@ -11,6 +11,8 @@ line"), every mark's together rarely is.
 from __future__ import annotations
 
 from handler import inference
+from handler.errors import NotADigit
+from handler.number.line_reader import WholeLine
 from handler.open_set import OpenSet
 from model.open_set import CLASSES
 
@@ -22,6 +24,15 @@ NOT_A_NUMBER = 0.5
 # takes for a scribble. A letter or a drawing the line reader reads as two digits is still refused.
 TOUCHING_RUN = 2
 _NOT_A_DIGIT = CLASSES.index("not_a_digit")
+
+
+def refusal(no_digit: bool, path: list[int], line_read: WholeLine | None) -> NotADigit | None:
+    """The 422 of a line none of whose digits is a digit to the head (`no_digit`, no_digit_lines),
+    None where it is read: always, but where the line reader's reading stands (`line_read`; None:
+    the segmentation's does) with TOUCHING_RUN digits more than the path's."""
+    if not no_digit or (line_read is not None and len(line_read.digits) >= len(path) + TOUCHING_RUN):
+        return None
+    return NotADigit("not a number: what the image shows does not look like digits")
 
 
 def no_digit_lines(open_set: OpenSet, candidates: inference.Reading, chosen: list[list[int]]) -> list[bool]:

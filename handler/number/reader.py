@@ -32,13 +32,13 @@ import torch
 
 from handler import inference
 from handler.calibration import Calibration, view_paths
-from handler.errors import NoDigitFound, NotADigit, RequestError, TooManyDigits
+from handler.errors import NoDigitFound, RequestError, TooManyDigits
 from handler.inference import most_confident
 from handler.number.candidates import MAX_DIGITS, Candidates, line_candidates
 from handler.number.confidence import NumberCalibration, number_features
 from handler.number.line_reader import WholeLine, read_whole_lines
 from handler.number.lines import as_line, decode_line
-from handler.number.no_number import TOUCHING_RUN, no_digit_lines
+from handler.number.no_number import no_digit_lines, refusal
 from handler.number.path import best_path, segment_scores
 from handler.number.segments import Lattice
 from handler.open_set import OpenSet
@@ -119,13 +119,13 @@ def read_lines(
     for k in others:  # noisy lines' unfiltered segmentations, read with the rest, after them
         views.append(cands[k].alternative[0])
         cands.append(cands[k].alternative[1])
-    chosen, firsts, read, not_digit = _best_paths(model, views, cands, device, calibration, open_set)
+    chosen, firsts, read, no_digit = _best_paths(model, views, cands, device, calibration, open_set)
     sure = [math.prod(confidences) for _, confidences in read]  # the product of each path's digits'
     for k, j in zip(others, range(n, len(cands))):  # which segmentation of a noisy line stands
         if len(cands[k].lattice.atoms) >= BROKEN * len(cands[j].lattice.atoms) and sure[j] > sure[k]:
-            for seq in (chosen, firsts, cands, read, sure, not_digit):
+            for seq in (chosen, firsts, cands, read, sure, no_digit):
                 seq[k] = seq[j]
-    del chosen[n:], cands[n:], read[n:], sure[n:], not_digit[n:]
+    del chosen[n:], cands[n:], read[n:], sure[n:], no_digit[n:]
     lattices = [cand.lattice for cand in cands]
     # The line reader reads the lines where a mark was cut, and, as a second opinion, those the
     # segmentation is unsure of (the product of their digits' probabilities under SECOND_OPINION).
@@ -133,7 +133,7 @@ def read_lines(
         [] if line_model is None else [k for k, lat in enumerate(lattices) if lat.was_cut() or sure[k] < SECOND_OPINION]
     )
     whole = dict(zip(second, read_whole_lines(line_model, [(cands[k].ink, lattices[k]) for k in second], device)))
-    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration, not_digit)
+    readings, features = _readings(chosen, firsts, cands, read, sure, whole, number_calibration, no_digit)
     if features:  # the numbers' confidences, all of the batch's in one call
         answered = [r for r in readings if isinstance(r, Reading)]
         for reading, probability in zip(answered, number_calibration(np.array(features)).tolist()):
@@ -170,11 +170,11 @@ def _best_paths(
         if calibration is not None:
             picked = calibration(picked, None if paths is None else paths[rows])
         picked = picked.cpu().numpy().astype(np.float64)
-        refused = no_digit_lines(open_set, candidates, chosen) if open_set is not None else [False] * len(chosen)
+        no_digit = no_digit_lines(open_set, candidates, chosen) if open_set is not None else [False] * len(chosen)
     digits, confidences = picked.argmax(1).tolist(), np.round(picked.max(1), 6).tolist()
     ends = np.cumsum([len(path) for path in chosen]).tolist()
     read = [(digits[end - len(path) : end], confidences[end - len(path) : end]) for path, end in zip(chosen, ends)]
-    return chosen, firsts, read, refused
+    return chosen, firsts, read, no_digit
 
 
 def read_candidates(
@@ -210,11 +210,11 @@ def _readings(
     sure: list[float],
     whole: dict[int, WholeLine],
     number_calibration: NumberCalibration | None,
-    not_digit: list[bool],
+    no_digit: list[bool],
 ) -> tuple[list[Reading | RequestError], list[list[float]]]:
     """Per line its Reading (the product of its digits' probabilities as its confidence) or why it
     has none, from the batch's best paths (`chosen`; `read`: per line their digits and
-    probabilities, `sure`: their product; `not_digit`: whether none of them is a digit) and the
+    probabilities, `sure`: their product; `no_digit`: whether none of them is a digit) and the
     line reader's readings (`whole`, by line); and, given a `number_calibration`, each Reading's
     number_features, and the line reader's digits' probabilities calibrated by it (the features
     keep its own: the number's fit saw those)."""
@@ -224,8 +224,9 @@ def _readings(
         local = [s - first for s in path]
         answer = (digits, confidences, cand.lattice.boxes[local])  # the segmentation's
         line_read = k in whole and _line_reader_stands(cand.lattice, local, sure[k], whole[k])
-        if not_digit[k] and not (line_read and len(whole[k].digits) >= len(path) + TOUCHING_RUN):
-            readings.append(NotADigit("not a number: what the image shows does not look like digits"))
+        refused = refusal(no_digit[k], path, whole[k] if line_read else None)
+        if refused is not None:
+            readings.append(refused)
             continue
         if line_read:
             answer = (whole[k].digits, whole[k].confidences, whole[k].boxes())
