@@ -44,6 +44,7 @@ from benchmarks.in_process import BODY_SETS, IN_PROCESS_BATCHES, SETS, cpu_per_r
 from benchmarks.load import folders, measured_wrk, serve, serve_and_load, wrk
 from benchmarks.variants import cuda_sync_markdown, cuda_sync_runs, sweep, sweep_markdown
 from handler.cuda_sync import SCHEDULES
+from harness.local_server import LocalTorchServe
 from ops.build_archive import build_archive
 from ops.host_settings import HostSettings, host_settings
 from ops.paths import ROOT
@@ -89,7 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> list[dict]:
     """Step 4: per pair, the no-op's and the service's c32 requests/s (and CPU per request, all
-    processes) and c1 p50, and their ratios."""
+    processes) and c1 p50, and their ratios; on the service, right after its MNIST c32, the number
+    model's c32 too (warmed for --duration first), for the number's workers' CPU over the digit's."""
     listing, _ = sets["mnist_png"]
     body_set = SETS["mnist_png"]
     out = []
@@ -100,6 +102,7 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
             try:
                 wrk(server, listing, body_set, 32, args.warmup)
                 c32 = measured_wrk(server, listing, body_set, 32, args.duration)
+                number = measured_number(server, sets, args.duration) if target == "service" else None
                 c1 = wrk(server, listing, body_set, 1, args.duration)
             finally:
                 server.stop()
@@ -107,12 +110,28 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
                 "c32_rps": c32["rps"],
                 "c1_p50_us": c1["p50_us"],
                 "c32_cpu_us_per_request": total_cpu_us(c32),
+                "c32_workers_us_per_request": c32["cpu_us_per_request"]["workers"],
             }
+            if number:
+                pair[target]["number_c32_workers_us_per_request"] = number["cpu_us_per_request"]["workers"]
         pair["c32"] = round(pair["service"]["c32_rps"] / pair["noop"]["c32_rps"], 3)
         pair["c1_p50"] = round(pair["service"]["c1_p50_us"] / pair["noop"]["c1_p50_us"], 3)
+        if "number_c32_workers_us_per_request" in pair["service"]:
+            service = pair["service"]
+            pair["number_c32"] = round(
+                service["number_c32_workers_us_per_request"] / service["c32_workers_us_per_request"], 2
+            )
         print("pair", pair, flush=True)
         out.append(pair)
     return out
+
+
+def measured_number(server: LocalTorchServe, sets: dict, seconds: int) -> dict:
+    """The number model at c32, after `seconds` of unmeasured load: its workers start cold while
+    the digit's were warmed."""
+    listing, _ = sets["number_png"]
+    wrk(server, listing, BODY_SETS["number_png"], 32, seconds)
+    return measured_wrk(server, listing, BODY_SETS["number_png"], 32, seconds)
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -69,10 +69,13 @@ def ratios(report: dict) -> dict:
         "paper_jpeg_c128_rps": paper[128]["rps"] if 128 in paper else None,
         "worker_us_per_mnist_request_c128": service[128]["cpu_us_per_request"]["workers"] if 128 in service else None,
         # a 4-digit number's worker CPU per request over an MNIST digit's, same server, same run
-        "number_worker_cpu_over_mnist_c32": (
-            round(number[32]["cpu_us_per_request"]["workers"] / service[32]["cpu_us_per_request"]["workers"], 2)
-            if 32 in number and 32 in service
-            else None
+        "number_worker_cpu_over_mnist_c32": _median_with_pairs(
+            (
+                round(number[32]["cpu_us_per_request"]["workers"] / service[32]["cpu_us_per_request"]["workers"], 2)
+                if 32 in number and 32 in service
+                else None
+            ),
+            [p["number_c32"] for p in in_pairs if "number_c32" in p],
         ),
         "number_cpu_over_mnist_in_process": (
             round(in_process_cpu["number_png"] / in_process_cpu["mnist_png"], 2)
@@ -203,10 +206,12 @@ def pairs_markdown(report: dict) -> list[str]:
     noop, service = report["noop"]["load"], report["service"]["mnist_png"]["load"]
     lines = [
         "Back-to-back pairs (MNIST PNGs; each server started afresh, warmed for "
-        f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level): the goals below are the median "
-        "ratio of the tables above and these pairs.",
+        f"{report.get('warmup_s', 0)} s, {report['duration_s']} s per level; on the service, right after its "
+        "MNIST c32, the number model's c32 after as many seconds of its own warm-up): the goals below are the "
+        "median ratio of the tables above and these pairs.",
         "",
     ]
+    number = report["service"].get("number_png", {}).get("load", {})
     rows = []
     if 32 in noop and 32 in service and 1 in noop and 1 in service:
         rows.append(
@@ -219,6 +224,10 @@ def pairs_markdown(report: dict) -> list[str]:
                 f"{noop[1]['p50_us'] / 1000:.1f}",
                 f"{service[1]['p50_us'] / 1000:.1f}",
                 f"{service[1]['p50_us'] / noop[1]['p50_us']:.3f}",
+                _number_cell(
+                    number[32]["cpu_us_per_request"]["workers"] if 32 in number else None,
+                    service[32]["cpu_us_per_request"]["workers"],
+                ),
             ]
         )
     for i, p in enumerate(in_pairs, 1):
@@ -232,6 +241,10 @@ def pairs_markdown(report: dict) -> list[str]:
                 f"{p['noop']['c1_p50_us'] / 1000:.1f}",
                 f"{p['service']['c1_p50_us'] / 1000:.1f}",
                 f"{p['c1_p50']:.3f}",
+                _number_cell(
+                    p["service"].get("number_c32_workers_us_per_request"),
+                    p["service"].get("c32_workers_us_per_request"),
+                ),
             ]
         )
     header = [
@@ -243,8 +256,16 @@ def pairs_markdown(report: dict) -> list[str]:
         "no-op c1 p50 ms",
         "service c1 p50 ms",
         "c1 p50 ratio",
+        "number / MNIST c32 workers' us per request",
     ]
     return lines + markdown_table(header, rows) + [""]
+
+
+def _number_cell(number_us: int | None, mnist_us: int | None) -> str:
+    """The number's and the MNIST digit's workers' CPU per request at c32, and their ratio."""
+    if number_us is None or not mnist_us:
+        return "not measured"
+    return f"{number_us:,} / {mnist_us:,} = {number_us / mnist_us:.2f} x"
 
 
 def where_the_time_goes(report: dict) -> list[str]:
