@@ -12,9 +12,10 @@ In one run on one machine:
    the number row's goal compares its workers' CPU per request with the MNIST PNGs' (also in
    process, step 1);
 4. pairs (--pairs): the no-op, then the service, each started afresh, warmed and measured at
-   concurrency 32 and 1 with MNIST PNGs, a minute apart at most. This VM's speed drifts over
-   minutes, and steps 2 and 3 are several minutes apart: the goals' ratios are the median of
-   step 2-3's ratio and each pair's;
+   concurrency 32 and 1 with MNIST PNGs, a minute apart at most, and on the service the number
+   model at concurrency 32 right after the MNIST PNGs. This VM's speed drifts over minutes, and
+   steps 2 and 3 (and step 3's rows) are several minutes apart: the goals' ratios are the median
+   of step 2-3's ratio and each pair's;
 5. the Python client (--client-rounds): its threaded and asyncio clients' requests/s at
    concurrency 32 against the service (benchmarks/clients.py).
 Load comes from wrk (apt-get install wrk). Each server first gets --warmup seconds of load that

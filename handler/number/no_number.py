@@ -3,9 +3,9 @@ of each line's best path, read from the number model's one forward pass (reader.
 
 The network was trained on digits alone and reads a digit in anything: without the head a word, a
 drawing or a photo of something else is answered as the digits it is least unlike, most of them
-0.9 sure. A line is refused (422 not_a_digit) only where none of its digits is a digit to the head:
-one mark's verdict is wrong too often to drop it from a number (docs/decisions.md, "Signs in a
-line"), every mark's together rarely is.
+0.9 sure. A line is refused (422 not_a_digit) only where none of its digits is surely a digit to
+the head: one mark's verdict is wrong too often to drop it from a number (docs/decisions.md, "Signs
+in a line"), every mark's together rarely is.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from handler.number.line_reader import WholeLine
 from handler.open_set import OpenSet
 from model.open_set import CLASSES
 
-# A digit is not a digit to the head where its not_a_digit probability is over this: likelier than
-# a digit or several. A digit cut out of touching ones is often "several digits", no reason here.
-NOT_A_NUMBER = 0.5
+# A digit is not a digit to the head where its not_a_digit probability is over this: a line is read
+# only where the head is at least 80% sure that one of its marks is no other thing (a digit, or
+# several). Chosen on training data (docs/decisions.md): at 0.5, "likelier not a digit", a photo
+# of something else was still read a quarter of the time, through one mark that half looked like
+# a digit. A digit cut out of touching ones is often "several digits", no reason here.
+NOT_A_NUMBER = 0.2
 # No line is refused where the line reader's reading stands with at least this many digits more than
 # the path has: its marks are runs of touching digits, which the head, trained on single uploads,
 # takes for a scribble. A letter or a drawing the line reader reads as two digits is still refused.
