@@ -396,6 +396,17 @@ def test_letters_drawings_and_photos_are_refused_as_no_number_and_numbers_are_re
     assert sum(isinstance(r, Reading) for r in without) >= 0.9 * len(others)
 
 
+def test_a_photo_is_refused_unless_the_head_is_sure_one_of_its_marks_is_a_digit(number_handler):
+    """A photo of something else often has one mark the head half takes for a digit: the line is
+    read only where the head is at least 80% sure of one (NOT_A_NUMBER); at 0.5 ("likelier not a
+    digit") 16 of these 20 were refused."""
+    handler, _ = number_handler
+    photos = [body for body, _ in described("photos", 20, "eval", seed=2)]
+    parts = (handler.calibration, handler.number_calibration, handler.line_model, handler.open_set)
+    readings = read_bodies(handler.model, photos, *parts)
+    assert sum(not isinstance(r, Reading) for r in readings) >= 18, readings
+
+
 def test_the_model_metadata_names_the_number_outputs(number_handler):
     handler, context = number_handler
     context.request_headers = {0: {"describe": "True"}}
