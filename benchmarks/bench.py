@@ -113,7 +113,7 @@ def pairs(stores: dict[str, Path], sets: dict, settings: HostSettings, args) -> 
                 "c32_cpu_us_per_request": total_cpu_us(c32),
                 "c32_workers_us_per_request": c32["cpu_us_per_request"]["workers"],
             }
-            if number:
+            if number is not None:
                 pair[target]["number_c32_workers_us_per_request"] = number["cpu_us_per_request"]["workers"]
         pair["c32"] = round(pair["service"]["c32_rps"] / pair["noop"]["c32_rps"], 3)
         pair["c1_p50"] = round(pair["service"]["c1_p50_us"] / pair["noop"]["c1_p50_us"], 3)

@@ -17,10 +17,10 @@ from handler.open_set import OpenSet
 from model.open_set import CLASSES
 
 # A digit is not a digit to the head where its not_a_digit probability is over this: a line is read
-# only where the head is at least 80% sure that one of its marks is no other thing (a digit, or
-# several). Chosen on training data (docs/decisions.md): at 0.5, "likelier not a digit", a photo
-# of something else was still read a quarter of the time, through one mark that half looked like
-# a digit. A digit cut out of touching ones is often "several digits", no reason here.
+# only where the head gives one of its marks at least 0.8 of being a digit or several. Chosen on
+# training data (docs/decisions.md): at 0.5, "likelier not a digit", a photo of something else was
+# still read a quarter of the time, through one mark the head half took for a digit. A digit cut
+# out of touching ones is often "several digits", no reason here.
 NOT_A_NUMBER = 0.2
 # No line is refused where the line reader's reading stands with at least this many digits more than
 # the path has: its marks are runs of touching digits, which the head, trained on single uploads,
