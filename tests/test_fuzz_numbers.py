@@ -24,7 +24,7 @@ from harness.inprocess import load_handler
 from harness.samples import sample_digits
 from synthetic.families import encode_image
 from tests.fuzz_profiles import load_profile
-from tests.number_helpers import read_bodies
+from train.evaluate_numbers import read_batch
 
 EXAMPLES = max(4, load_profile().max_examples // 5)
 DIGITS = sample_digits()[0]
@@ -126,7 +126,7 @@ def uploads(draw) -> tuple[bytes, tuple[int, int]]:
 def test_every_upload_is_read_or_refused_as_the_clients(number_handler, drawn):
     h = number_handler
     bodies = [body for body, _ in drawn]
-    answers = read_bodies(h.model, bodies, h.calibration, h.number_calibration, h.line_model)
+    answers = read_batch(h.model, bodies, h.calibration, h.number_calibration, h.line_model)
     for (_, (height, width)), answer in zip(drawn, answers):
         if isinstance(answer, RequestError):
             assert 400 <= answer.status < 500 and answer.reason and answer.message, answer

@@ -12,7 +12,8 @@ from handler.number.rules import without_rules
 from harness.inprocess import load_handler
 from synthetic.families import encode_image
 from synthetic.numbers import mnist_row
-from tests.number_helpers import NUMBER, read_bodies
+from tests.number_helpers import NUMBER
+from train.evaluate_numbers import read_batch
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def _tall_one(row: np.ndarray) -> np.ndarray:
 
 
 def _read(served, images: list[np.ndarray]) -> list:
-    return read_bodies(served, [encode_image(image) for image in images])
+    return read_batch(served, [encode_image(image) for image in images])
 
 
 def test_a_rule_through_the_digits_and_a_boxs_sides_are_not_read(mnist_sample, served):

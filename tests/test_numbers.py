@@ -28,9 +28,9 @@ from synthetic.corruptions import CORRUPTIONS
 from synthetic.families import encode_image
 from synthetic.non_digits import described
 from synthetic.numbers import mnist_row, number_family, write_line
-from tests.number_helpers import NUMBER, read_bodies
+from tests.number_helpers import NUMBER
 from train.calibrate_numbers import nll
-from train.evaluate_numbers import NOT_NUMBERS, aligned_right
+from train.evaluate_numbers import NOT_NUMBERS, aligned_right, read_batch
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
     jpeg = encode_image(turned, "JPEG", quality=95, exif=exif.tobytes())
     # a phone's HEIC, turned the same way, read from its 1,100 px thumbnail (decode.reduce_on_load)
     heic = phone_heic(turned.convert("RGB"), quality=90, thumbnails=(320, 1100))
-    plain, upright, thumbnail = read_bodies(served, [encode_image(row), jpeg, heic])
+    plain, upright, thumbnail = read_batch(served, [encode_image(row), jpeg, heic])
     for reading, scale in ((plain, 1), (upright, 8), (thumbnail, 8)):
         assert isinstance(reading, Reading) and reading.number == text
         assert 0 < reading.confidence <= min(reading.confidences) <= 1  # without a number calibration: their product
@@ -171,14 +171,14 @@ def test_a_number_is_read_with_its_boxes_in_the_uploads_pixels(mnist_sample, ser
 
 def test_no_digit_and_too_many_digits_are_refused(mnist_sample, served):
     digits, _ = mnist_sample
-    blank, thirteen, one = read_bodies(
+    blank, thirteen, one = read_batch(
         served,
         [encode_image(np.zeros((40, 200), np.uint8)), encode_image(mnist_row(digits[:13])), encode_image(digits[5])],
     )
     assert (blank.status, blank.reason) == (422, "no_digit")
     assert (thirteen.status, thirteen.reason) == (422, "too_many_digits") and str(MAX_DIGITS) in thirteen.message
     assert isinstance(one, Reading) and len(one.digits) == 1
-    (alone,) = read_bodies(served, [encode_image(np.zeros((40, 200), np.uint8))])  # a batch of blanks only
+    (alone,) = read_batch(served, [encode_image(np.zeros((40, 200), np.uint8))])  # a batch of blanks only
     assert (alone.status, alone.reason) == (422, "no_digit")
 
 
@@ -193,7 +193,7 @@ def test_two_lines_of_digits_are_refused_and_a_wobbly_line_is_read(mnist_sample,
         [np.pad(top, ((0, 0), (0, blank.shape[1]))), np.zeros((10, bottom.shape[1]), np.uint8), bottom]
     )
     wobbly = number_family("sizes_baseline", digits, labels, 8, seed=1)
-    readings = read_bodies(served, [encode_image(stacked), encode_image(apart), *(body for body, _ in wobbly)])
+    readings = read_batch(served, [encode_image(stacked), encode_image(apart), *(body for body, _ in wobbly)])
     for refused in readings[:2]:
         assert (refused.status, refused.reason) == (422, "several_lines") and "2 lines" in refused.message
     assert all(isinstance(r, Reading) for r in readings[2:])
@@ -220,7 +220,7 @@ def test_odd_images_get_a_reading_or_a_4xx_never_a_500(served):
         else:
             image = (rng.random((h, w)) < 0.02) * 255
         images.append(image.astype(np.uint8))
-    for image, answer in zip(images, read_bodies(served, [encode_image(image) for image in images])):
+    for image, answer in zip(images, read_batch(served, [encode_image(image) for image in images])):
         assert isinstance(answer, Reading) or 400 <= answer.status < 500, (image.shape, answer)
 
 
@@ -388,11 +388,11 @@ def test_letters_drawings_and_photos_are_refused_as_no_number_and_numbers_are_re
     others = [body for kind in NOT_NUMBERS[:3] for body, _ in described(kind, 10, "eval", seed=1)]
     numbers = [body for family in ("gaps", "touching") for body, _ in number_family(family, digits, labels, 12, seed=2)]
     parts = (handler.calibration, handler.number_calibration, handler.line_model)
-    refused = read_bodies(handler.model, others + numbers, *parts, handler.open_set)
+    refused = read_batch(handler.model, others + numbers, *parts, handler.open_set)
     assert sum(getattr(r, "reason", None) == "not_a_digit" for r in refused[: len(others)]) >= 0.8 * len(others)
     assert not any(getattr(r, "reason", None) == "not_a_digit" for r in refused[len(others) :]), refused
     assert "not a number" in next(r.message for r in refused if getattr(r, "reason", None) == "not_a_digit")
-    without = read_bodies(handler.model, others, *parts)  # without the head: each read as some number
+    without = read_batch(handler.model, others, *parts)  # without the head: each read as some number
     assert sum(isinstance(r, Reading) for r in without) >= 0.9 * len(others)
 
 
@@ -403,7 +403,7 @@ def test_a_photo_is_refused_unless_the_head_is_sure_one_of_its_marks_is_a_digit(
     handler, _ = number_handler
     photos = [body for body, _ in described("photos", 20, "eval", seed=2)]
     parts = (handler.calibration, handler.number_calibration, handler.line_model, handler.open_set)
-    readings = read_bodies(handler.model, photos, *parts)
+    readings = read_batch(handler.model, photos, *parts)
     assert sum(not isinstance(r, Reading) for r in readings) >= 18, readings
 
 

@@ -72,19 +72,33 @@ def read_numbers(
     line_model: torch.nn.Module | None = None,
     open_set: OpenSet | None = None,
 ) -> tuple[list[Reading | RequestError], float]:
-    """Each upload read as the handler reads it, BATCH at a time: its Reading or the error it was
-    refused with; its digits' probabilities calibrated with `calibration` (None: the network's
-    own), the number's confidence with `number_calibration` (None: the product of the digits'),
-    lines whose marks were cut read by `line_model` (None: by the segmentation) and lines of no
-    digit refused by `open_set` (None: read); and the ms per upload."""
+    """Each upload read as the handler reads it, BATCH at a time (read_batch), and the ms per upload."""
     out: list[Reading | RequestError] = []
     parts = (calibration, number_calibration, line_model, open_set)
     start = time.perf_counter()
     for i in range(0, len(uploads), BATCH):
-        batch = read_requests([{"body": data} for data in uploads[i : i + BATCH]])
-        readings = iter(read_lines(model, batch, "cpu", *parts) if batch.views else [])
-        out += [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
+        out += read_batch(model, uploads[i : i + BATCH], *parts)
     return out, (time.perf_counter() - start) * 1000 / max(1, len(uploads))
+
+
+def read_batch(
+    model: torch.nn.Module,
+    uploads: list[bytes],
+    calibration: Calibration | None = None,
+    number_calibration: NumberCalibration | None = None,
+    line_model: torch.nn.Module | None = None,
+    open_set: OpenSet | None = None,
+) -> list[Reading | RequestError]:
+    """One batch of uploads read as the handler reads it: per upload its Reading or the error it
+    was refused with; its digits' probabilities calibrated with `calibration` (None: the network's
+    own), the number's confidence with `number_calibration` (None: the product of the digits'),
+    lines whose marks were cut read by `line_model` (None: by the segmentation) and lines of no
+    digit refused by `open_set` (None: read). No forward pass where every upload was refused, as
+    in the handler."""
+    batch = read_requests([{"body": data} for data in uploads])
+    parts = (calibration, number_calibration, line_model, open_set)
+    readings = iter(read_lines(model, batch, "cpu", *parts) if batch.views else [])
+    return [next(readings) if isinstance(outcome, slice) else outcome for outcome in batch.outcomes]
 
 
 def family_scores(
