@@ -30,6 +30,7 @@ NUMBER_FAMILIES = {
     "overlapping": "handwritten digits whose boxes overlap by 5-20% of the height (they may touch or cross)",
     "sizes_baseline": "sizes varying by +-25% on a baseline wobbling by +-15% of the height",
     "paper_photo": "dark ink on paper photographed by a phone: 640x480, uneven light, +-4 deg, perspective, JPEG",
+    "paper_on_table": "the sheet photographed on a darker table: 60-90% of the 640x480 picture each way, +-6 deg, JPEG",
     "canvas": "a wide browser canvas (840x280 RGBA): transparent ground, strokes in alpha, mostly dark pens",
     "scanned": "a scanned form: 1-3 deg skew, scanner blur and noise, sometimes a rule under the number",
     "boxed": "a form's row of boxes, a digit in each (cells 1.3-1.8 digit heights, lines 1-3 px), scanned",
@@ -228,6 +229,35 @@ def paper_photo(digits, text, rng) -> bytes:
     return encode_image(rgb, "JPEG", quality=int(rng.integers(40, 91)))
 
 
+def paper_on_table(digits, text, rng) -> bytes:
+    """A sheet of paper on a darker table, photographed so that the table shows on one to four
+    sides: the sheet 60-90% of the 640x480 picture each way, turned by up to 6 degrees about the
+    number, the number 40-100 px tall; the table 0.05-0.45 of full scale, the paper 0.75-0.95,
+    uneven light, sensor noise, JPEG q40-90."""
+    width, height = 640, 480
+    line = write_line(digits, rng, int(rng.integers(40, 101)), gap=(0.15, 0.8))
+    sheet_w, sheet_h = int(width * rng.uniform(0.6, 0.9)), int(height * rng.uniform(0.6, 0.9))
+    if line.shape[1] > sheet_w - 60:
+        scale = (sheet_w - 60) / line.shape[1]
+        line = np.asarray(Image.fromarray(line).resize((sheet_w - 60, max(8, round(line.shape[0] * scale)))))
+    sheet_top, sheet_left = int(rng.integers(0, height - sheet_h + 1)), int(rng.integers(0, width - sheet_w + 1))
+    top = sheet_top + int(rng.integers(20, sheet_h - line.shape[0] - 20))
+    left = sheet_left + int(rng.integers(20, sheet_w - line.shape[1] - 19))
+    coverage = np.zeros((height, width), np.float32)
+    coverage[top : top + line.shape[0], left : left + line.shape[1]] = line.clip(0, 1)
+    sheet = np.zeros((height, width), np.float32)
+    sheet[sheet_top : sheet_top + sheet_h, sheet_left : sheet_left + sheet_w] = 1
+    centre = (left + line.shape[1] / 2, top + line.shape[0] / 2)
+    sheet = np.asarray(Image.fromarray(sheet).rotate(float(rng.uniform(-6, 6)), Image.BILINEAR, center=centre))
+    paper, ink, table = rng.uniform(0.75, 0.95), rng.uniform(0.05, 0.3), rng.uniform(0.05, 0.45)
+    gray = table + (paper - table) * sheet
+    gray = gray + (ink - gray) * coverage
+    gy, gx = np.mgrid[0:height, 0:width] / width
+    light = 1 + rng.uniform(-0.15, 0.15) * gx + rng.uniform(-0.15, 0.15) * gy
+    gray = gray * light + rng.normal(0, 0.02, (height, width))
+    return encode_image(_uint8(gray), "JPEG", quality=int(rng.integers(40, 91)))
+
+
 def canvas(digits, text, rng) -> bytes:
     """A browser canvas's toDataURL(): 840x280 RGBA, transparent, the strokes only in alpha."""
     width, height = 840, 280
@@ -343,6 +373,7 @@ _RENDER = {
     "overlapping": overlapping,
     "sizes_baseline": sizes_baseline,
     "paper_photo": paper_photo,
+    "paper_on_table": paper_on_table,
     "canvas": canvas,
     "scanned": scanned,
     "boxed": boxed,

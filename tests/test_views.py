@@ -11,6 +11,7 @@ from handler import preprocess as P
 from handler.inference import read_views
 from handler.preprocess import mnistify
 from handler.preprocess.background import NOISE_SHARE, noise_levels, noisy
+from handler.preprocess.page import page_filled
 from handler.served_model import served_network
 from model import DEFAULT_WEIGHTS, load_checkpoint
 from synthetic.families import generate
@@ -180,3 +181,24 @@ def test_a_bold_digit_cropped_tight_is_no_band_between_margins():
     views = views_of_bytes((FIXTURES / "bold_one.png").read_bytes())
     reading = read_views(served_network(load_checkpoint(DEFAULT_WEIGHTS)), [views])
     assert reading.probabilities.argmax(1).tolist() == [1]
+
+
+def test_the_table_around_a_sheet_is_filled_with_the_papers_level_and_a_dark_band_is_not():
+    """page.page_filled: a sheet (0.9) with a dark mark on it, on a table (0.2) along two sides: the
+    table comes out at the paper's level and the mark as it was. A light digit on a dark band
+    between light margins (the band is its ground, margins.py) and a gradient of light are no sheet
+    on a table."""
+    sheet = np.full((120, 160), 0.2, np.float32)
+    sheet[20:, 30:] = 0.9
+    sheet[60:64, 80:110] = 0.1  # a stroke on the paper
+    filled, which = page_filled(torch.from_numpy(sheet)[None])
+    assert which.tolist() == [0]
+    assert float(filled[0, :20].min()) > 0.85 and float(filled[0, :, :30].min()) > 0.85
+    assert torch.equal(filled[0, 60:64, 80:110], torch.from_numpy(sheet[60:64, 80:110]))
+    band = np.full((120, 160), 0.9, np.float32)
+    band[:, 40:120] = 0.2
+    band[40:80, 70:74] = band[40:44, 60:90] = band[76:80, 60:90] = 0.9  # a light digit on the band
+    gradient = np.tile(np.linspace(0.2, 0.9, 160, dtype=np.float32), (120, 1))
+    gradient[60:64, 80:110] = 0.05
+    for picture in (band, gradient):
+        assert len(page_filled(torch.from_numpy(picture)[None])[1]) == 0

@@ -38,6 +38,7 @@ from handler.preprocess.decode import decode_gray, in_unit_range
 from handler.preprocess.framing import Views, fit_and_centre, frame_views
 from handler.preprocess.kernels import LEAST_NOT_BLACK, below, by_shape, from_levels, quantiles
 from handler.preprocess.margins import MARGIN_SHARE, margins_filled
+from handler.preprocess.page import page_filled
 from handler.preprocess.tones import without_second_tone
 
 # Polarity: the ink is the side of the median whose POLARITY_QUANTILE strays further; when the two
@@ -190,6 +191,7 @@ def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def _ground_and_ink(x: torch.Tensor, margins: bool):
     """ground_and_ink's, with or without looking for margins, and the indices of those filled."""
+    x = page_filled(x)[0]
     levels = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
     x, filled = margins_filled(x, levels[0], levels[2]) if margins else (x, x.new_zeros(0, dtype=torch.long))
     if len(filled):  # their levels again, without the margins
