@@ -186,8 +186,8 @@ def test_a_bold_digit_cropped_tight_is_no_band_between_margins():
 def test_the_table_around_a_sheet_is_filled_with_the_papers_level_and_a_dark_band_is_not():
     """page.page_filled: a sheet (0.9) with a dark mark on it, on a table (0.2) along two sides: the
     table comes out at the paper's level and the mark as it was. A light digit on a dark band
-    between light margins (the band is its ground, margins.py) and a gradient of light are no sheet
-    on a table."""
+    between light margins (the band is its ground, margins.py), a gradient of light and a bold
+    digit cropped tight (its strokes along the border) are no sheet on a table."""
     sheet = np.full((120, 160), 0.2, np.float32)
     sheet[20:, 30:] = 0.9
     sheet[60:64, 80:110] = 0.1  # a stroke on the paper
@@ -200,5 +200,7 @@ def test_the_table_around_a_sheet_is_filled_with_the_papers_level_and_a_dark_ban
     band[40:80, 70:74] = band[40:44, 60:90] = band[76:80, 60:90] = 0.9  # a light digit on the band
     gradient = np.tile(np.linspace(0.2, 0.9, 160, dtype=np.float32), (120, 1))
     gradient[60:64, 80:110] = 0.05
-    for picture in (band, gradient):
+    bold = np.full((100, 70), 0.95, np.float32)  # a bold "C" cropped tight: no ink on the paper beside it
+    bold[:14] = bold[-14:] = bold[:, :14] = 0.05
+    for picture in (band, gradient, bold):
         assert len(page_filled(torch.from_numpy(picture)[None])[1]) == 0
