@@ -1,6 +1,6 @@
 """(H, W) grayscale of either polarity -> candidate views of it as MNIST digits look: the ground
-the digit is written on (margins.py), polarity, background, contrast, denoising (background.py),
-crop and centre (framing.py).
+the digit is written on (a photo's table around the sheet, page.py; light margins, margins.py),
+polarity, background, contrast, denoising (background.py), crop and centre (framing.py).
 
 Where a decision is uncertain, the image gets more than one *candidate view* (28, 28): both
 polarities when neither side of the median clearly holds the ink, the image as it is and
@@ -190,7 +190,8 @@ def ground_and_ink(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def _ground_and_ink(x: torch.Tensor, margins: bool):
-    """ground_and_ink's, with or without looking for margins, and the indices of those filled."""
+    """ground_and_ink's, with or without looking for margins, and the indices of those filled; a
+    photo's table around the sheet filled with the paper's level first (page.py)."""
     x = page_filled(x)[0]
     levels = quantiles(x, (POLARITY_QUANTILE, 0.5, 1 - POLARITY_QUANTILE))
     x, filled = margins_filled(x, levels[0], levels[2]) if margins else (x, x.new_zeros(0, dtype=torch.long))
