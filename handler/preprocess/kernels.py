@@ -134,7 +134,12 @@ def median3(x: torch.Tensor) -> torch.Tensor:
     views (a sort per window costs more on the CPU)."""
     h, w = x.shape[-2:]
     padded = pad_last2(x, 1, "edge")
-    v = [padded[..., i : i + h, j : j + w] for i in range(3) for j in range(3)]
+    return median9([padded[..., i : i + h, j : j + w] for i in range(3) for j in range(3)])
+
+
+def median9(values: list[torch.Tensor]) -> torch.Tensor:
+    """Nine same-shaped tensors -> their elementwise median, by the network's 19 compare-exchanges."""
+    v = list(values)
     for a, b in _MEDIAN9:
         v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
     return v[4]
