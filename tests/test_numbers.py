@@ -551,7 +551,7 @@ def test_a_photo_of_the_sheet_on_a_table_is_read_from_the_sheet(number_handler, 
     """The table around the sheet is darker than the paper and touches the picture's border: as ink
     it turned the page's polarity or framed the number. Filled with the paper's level
     (page.page_filled), the sheet is read as a photo of paper is: 11 of these 12 against none
-    without it (of 200 written with training digits, 189 against 1)."""
+    without it (of 200 written with training digits, 190 against 1)."""
     handler, _ = number_handler
     digits, labels = mnist_sample
     samples = number_family("paper_on_table", digits, labels, 12, seed=3)
