@@ -60,8 +60,8 @@ def page_filled(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if len(which) == 0:
         return x, which
     table, light, contrast = table[which], light[which], contrast[which].float()[:, None, None]
-    level_small = _paper_plane(cells[which], light, small.shape[1:])
-    level = _paper_plane(cells[which], light, (h, w))
+    plane = _paper_plane(cells[which], light)
+    level_small, level = _plane_at(plane, small.shape[1:]), _plane_at(plane, (h, w))
     grown = _at(_table_reach(small[which], table, level_small - contrast / 8), cell // 3, (h, w))
     darker = below(picked, level - contrast / 4)
     fill = torch.maximum(grown * below(picked, level - contrast / 8), _from_border(darker, cell))
@@ -123,12 +123,13 @@ def _table_reach(small: torch.Tensor, table: torch.Tensor, paper: torch.Tensor) 
     the cells around them that darker pixels join to them (the sheet's soft edge), not a digit
     written near the edge, which paper separates from the table."""
     size = small.shape[1:]
-    allowed = _at(max_filter(table, 1), 3, size) * below(small, paper)
-    grown = _at(table, 3, size) * allowed
+    ring, inside = _at(max_filter(table, 1), 3, size), _at(table, 3, size)
+    allowed = ring * below(small, paper)
+    grown = inside * allowed
     for _ in range(4):  # across the ring of cells, 3 pixels wide
         grown = max_filter(grown, 1) * allowed
     # and a pixel further: the sheet's soft edge, lighter on average than the margin
-    return torch.maximum(max_filter(grown, 1) * _at(max_filter(table, 1), 3, size), _at(table, 3, size))
+    return torch.maximum(max_filter(grown, 1) * ring, inside)
 
 
 def _factor(h: int, w: int) -> int:
@@ -143,27 +144,31 @@ def _at(m: torch.Tensor, scale: int, size: tuple[int, int]) -> torch.Tensor:
     return F.pad(up, (0, size[1] - up.shape[3], 0, size[0] - up.shape[2]), mode="replicate")[:, 0]
 
 
-def _paper_plane(cells: torch.Tensor, paper: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(n, ch, cw) cell medians and 0/1 paper cells -> (n, *size) the plane a + b x + c y that fits
-    the paper cells' levels (least squares): the paper's level under the light's gradient, carried
-    across the table smoothly (not the cells of ink, nor those the sheet's edge crosses)."""
+def _paper_plane(cells: torch.Tensor, paper: torch.Tensor) -> torch.Tensor:
+    """(n, ch, cw) cell medians and 0/1 paper cells -> (n, 3) the plane a + b x + c y (x, y in
+    [0, 1] across the map) that fits the paper cells' levels (least squares): the paper's level
+    under the light's gradient, carried across the table smoothly (not the cells of ink, nor those
+    the sheet's edge crosses)."""
     n, ch, cw = cells.shape
-
-    def grid(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.meshgrid(
-            torch.linspace(0, 1, rows, device=cells.device),
-            torch.linspace(0, 1, cols, device=cells.device),
-            indexing="ij",
-        )
-
-    ys, xs = grid(ch, cw)
+    ys, xs = _grid(ch, cw, cells.device)
     basis = torch.stack((torch.ones_like(xs), xs, ys), -1).reshape(1, ch * cw, 3).double()  # (1, K, 3)
     weighted = basis * paper.reshape(n, ch * cw, 1).double()
-    coefficients = torch.linalg.solve(
+    return torch.linalg.solve(
         weighted.transpose(1, 2) @ basis, weighted.transpose(1, 2) @ cells.reshape(n, ch * cw, 1).double()
-    )[:, :, 0].float()  # (n, 3)
-    gy, gx = grid(*size)
-    return coefficients[:, :1, None] + coefficients[:, 1:2, None] * gx + coefficients[:, 2:3, None] * gy
+    )[:, :, 0].float()
+
+
+def _plane_at(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(n, 3) planes -> (n, *size) their levels over a picture of that size."""
+    gy, gx = _grid(*size, plane.device)
+    return plane[:, :1, None] + plane[:, 1:2, None] * gx + plane[:, 2:3, None] * gy
+
+
+def _grid(rows: int, cols: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) y and x, each from 0 to 1."""
+    return torch.meshgrid(
+        torch.linspace(0, 1, rows, device=device), torch.linspace(0, 1, cols, device=device), indexing="ij"
+    )
 
 
 def _from_border(dark: torch.Tensor, depth: int) -> torch.Tensor:
